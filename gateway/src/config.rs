@@ -1,0 +1,361 @@
+//! The gateway's configuration: one TOML file, every field documented and defaulted, validated
+//! completely before anything starts. [`Config::load`] is the only way to get a `Config` from a
+//! file, so holding one means the file parsed and every cross-field rule held.
+//!
+//! Errors name the file, the key path and what was expected, e.g.
+//! `/etc/gkgw/gateway.toml: influx.batch_size: invalid type: string "big", expected u64 (line 12, column 14)`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The commented default configuration, printed by `gkgw generate-config`. A test checks that it
+/// parses to exactly `Config::default()`.
+pub const DEFAULT_TOML: &str = include_str!("default-config.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}: {key}: {message}{location}")]
+    Parse { file: String, key: String, message: String, location: String },
+    #[error("{file}: {key}: {message}")]
+    Invalid { file: String, key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub site: Site,
+    pub store: Store,
+    pub broker: Broker,
+    pub mqtt: Mqtt,
+    pub influx: Influx,
+    pub http: Http,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Site {
+    /// Site id: the `site` tag on every point and the gateway id upstream.
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    /// Directory for the store database and counters (systemd's StateDirectory).
+    pub state_dir: PathBuf,
+    /// Longest a reading waits before its batch is committed (fsynced), in milliseconds.
+    pub commit_interval_ms: u64,
+    /// Most readings per transaction.
+    pub max_batch: usize,
+    /// Readings buffered between the sources and the store; a full buffer blocks the sources.
+    pub channel_capacity: usize,
+    /// Disk quota for live data in MiB; beyond it the oldest readings are evicted and counted.
+    pub quota_mib: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Broker {
+    /// rumqttd's own configuration file. Empty: the copy of broker-config/rumqttd.toml built in.
+    pub config_file: PathBuf,
+    /// Overrides the listen address of the MQTT 3.1.1 listener in the rumqttd file.
+    pub listen: Option<SocketAddr>,
+    /// Accept clients without credentials. Only `gkgw demo` turns this on (on loopback).
+    pub allow_anonymous: bool,
+    /// Per-meter credentials written by `gkgw meter add` (argon2 hashes and HMAC keys).
+    pub credentials_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mqtt {
+    /// Payloads larger than this are rejected and counted as `oversized`. Keep it below
+    /// rumqttd's `max_payload_size`, which drops the whole connection instead.
+    pub max_payload_bytes: usize,
+    /// Extra topics mapped to readings.
+    pub topics: Vec<TopicMap>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicMap {
+    /// MQTT filter, e.g. `site/+/temperature`; `+` levels can name the device.
+    pub filter: String,
+    /// `json`, `number` or `line_protocol`.
+    pub format: PayloadFormat,
+    /// Influx measurement for `json` and `number` payloads.
+    #[serde(default)]
+    pub measurement: String,
+    /// Which topic level (0-based) is the device name; `device` is used when absent.
+    #[serde(default)]
+    pub device_level: Option<usize>,
+    #[serde(default)]
+    pub device: String,
+    /// For `number`: the field name.
+    #[serde(default)]
+    pub field: String,
+    /// For `json`: field name → dotted path in the payload (`"temp_c" = "data.t"`).
+    #[serde(default)]
+    pub fields: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    Json,
+    Number,
+    LineProtocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Influx {
+    pub enabled: bool,
+    /// Base URL; a path prefix (behind a reverse proxy) is kept.
+    pub url: String,
+    /// 1 for InfluxDB 1.x (`/write`), 2 for 2.x and VictoriaMetrics, 3 for 3.x (v2-compatible path).
+    pub version: u8,
+    /// 1.x: database and retention policy (empty: the database's default).
+    pub database: String,
+    pub retention_policy: String,
+    /// 1.x: user name; the password is read from `password_file`.
+    pub username: String,
+    pub password_file: Option<PathBuf>,
+    /// 2.x/3.x: organisation and bucket; the token is read from `token_file`.
+    pub org: String,
+    pub bucket: String,
+    pub token_file: Option<PathBuf>,
+    /// Most lines per request.
+    pub batch_size: usize,
+    /// Longest a reading waits for a fuller batch, in milliseconds.
+    pub flush_interval_ms: u64,
+    /// Whole-request timeout, in milliseconds.
+    pub timeout_ms: u64,
+    pub gzip: bool,
+    /// Retry backoff starts here and doubles up to `max_backoff_ms`.
+    pub min_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Status page, `/healthz` and `/metrics`.
+    pub listen: SocketAddr,
+}
+
+impl Default for Site {
+    fn default() -> Site {
+        Site { id: "site-001".into() }
+    }
+}
+
+impl Default for Store {
+    fn default() -> Store {
+        Store { state_dir: "/var/lib/gkgw".into(), commit_interval_ms: 500, max_batch: 20_000, channel_capacity: 16_384, quota_mib: 2048 }
+    }
+}
+
+impl Default for Broker {
+    fn default() -> Broker {
+        Broker { config_file: PathBuf::new(), listen: None, allow_anonymous: false, credentials_file: "/etc/gkgw/meters.toml".into() }
+    }
+}
+
+impl Default for Mqtt {
+    fn default() -> Mqtt {
+        Mqtt { max_payload_bytes: 4096, topics: Vec::new() }
+    }
+}
+
+impl Default for Influx {
+    fn default() -> Influx {
+        Influx {
+            enabled: false,
+            url: "http://127.0.0.1:8086".into(),
+            version: 1,
+            database: "gkgw".into(),
+            retention_policy: String::new(),
+            username: String::new(),
+            password_file: None,
+            org: String::new(),
+            bucket: String::new(),
+            token_file: None,
+            batch_size: 5000,
+            flush_interval_ms: 1000,
+            timeout_ms: 10_000,
+            gzip: true,
+            min_backoff_ms: 500,
+            max_backoff_ms: 60_000,
+        }
+    }
+}
+
+impl Default for Http {
+    fn default() -> Http {
+        Http { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.len(), |p| before.len() - p - 1) + 1;
+    (line, col)
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { file: file.clone(), source })?;
+        Config::parse(&file, &text)
+    }
+
+    /// Parses and validates `text`; `file` is only used in error messages.
+    pub fn parse(file: &str, text: &str) -> Result<Config, Error> {
+        let de = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let location = inner
+                .span()
+                .map(|s| {
+                    let (l, c) = line_col(text, s.start);
+                    format!(" (line {l}, column {c})")
+                })
+                .unwrap_or_default();
+            Error::Parse {
+                file: file.to_owned(),
+                key: if key == "." { "(top level)".into() } else { key },
+                message: inner.message().trim().to_owned(),
+                location,
+            }
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), Error> {
+        let bad = |key: &'static str, message: String| Err(Error::Invalid { file: file.to_owned(), key, message });
+        let tag_ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !tag_ok(&self.site.id) {
+            return bad("site.id", format!("{:?} must be non-empty letters, digits, '-', '_' or '.'", self.site.id));
+        }
+        if self.store.commit_interval_ms == 0 || self.store.commit_interval_ms > 10_000 {
+            return bad("store.commit_interval_ms", "expected 1 to 10000 milliseconds".into());
+        }
+        if self.store.max_batch == 0 {
+            return bad("store.max_batch", "expected at least 1".into());
+        }
+        if self.store.channel_capacity == 0 {
+            return bad("store.channel_capacity", "expected at least 1".into());
+        }
+        if self.store.quota_mib < 16 {
+            return bad("store.quota_mib", "expected at least 16 MiB".into());
+        }
+        if self.mqtt.max_payload_bytes < 64 {
+            return bad("mqtt.max_payload_bytes", "expected at least 64 bytes".into());
+        }
+        for t in &self.mqtt.topics {
+            if t.filter.is_empty() || t.filter.contains('#') && !t.filter.ends_with('#') {
+                return bad("mqtt.topics.filter", format!("{:?} is not a valid MQTT filter", t.filter));
+            }
+            if t.filter.starts_with("meters/") {
+                return bad("mqtt.topics.filter", format!("{:?}: meters/ topics are handled by the meter profiles", t.filter));
+            }
+            let levels = t.filter.split('/').count();
+            match t.device_level {
+                Some(l) if l >= levels => {
+                    return bad("mqtt.topics.device_level", format!("{l} is beyond the {levels} levels of {:?}", t.filter))
+                }
+                None if t.device.is_empty() && t.format != PayloadFormat::LineProtocol => {
+                    return bad("mqtt.topics.device", format!("{:?}: set device or device_level", t.filter))
+                }
+                _ => {}
+            }
+            match t.format {
+                PayloadFormat::Number if t.field.is_empty() || t.measurement.is_empty() => {
+                    return bad("mqtt.topics.field", format!("{:?}: a number payload needs measurement and field", t.filter))
+                }
+                PayloadFormat::Json if t.fields.is_empty() || t.measurement.is_empty() => {
+                    return bad("mqtt.topics.fields", format!("{:?}: a json payload needs measurement and fields", t.filter))
+                }
+                _ => {}
+            }
+        }
+        if self.influx.enabled {
+            let i = &self.influx;
+            if !(i.url.starts_with("http://") || i.url.starts_with("https://")) || reqwest::Url::parse(&i.url).is_err() {
+                return bad("influx.url", format!("{:?} is not an http:// or https:// URL", i.url));
+            }
+            match i.version {
+                1 if i.database.is_empty() => return bad("influx.database", "required for version 1".into()),
+                1 if !i.username.is_empty() && i.password_file.is_none() => {
+                    return bad("influx.password_file", "required when influx.username is set".into())
+                }
+                2 | 3 if i.bucket.is_empty() => return bad("influx.bucket", "required for version 2 and 3".into()),
+                2 if i.org.is_empty() => return bad("influx.org", "required for version 2".into()),
+                1..=3 => {}
+                v => return bad("influx.version", format!("{v}: expected 1, 2 or 3")),
+            }
+            if i.batch_size == 0 {
+                return bad("influx.batch_size", "expected at least 1".into());
+            }
+            if i.timeout_ms == 0 {
+                return bad("influx.timeout_ms", "expected at least 1".into());
+            }
+            if i.min_backoff_ms == 0 || i.min_backoff_ms > i.max_backoff_ms {
+                return bad("influx.min_backoff_ms", "expected 1 to influx.max_backoff_ms".into());
+            }
+            for (key, f) in [("influx.password_file", &i.password_file), ("influx.token_file", &i.token_file)] {
+                if let Some(f) = f {
+                    if let Err(e) = std::fs::metadata(f) {
+                        return bad(key, format!("{}: {e}", f.display()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a secret from a file (systemd credential or 0600 file), trimming the trailing newline.
+pub fn read_secret(path: &Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(path)?.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_file_is_the_default_config() {
+        assert_eq!(Config::parse("default", DEFAULT_TOML).expect("default parses"), Config::default());
+    }
+
+    fn check(text: &str, expected: &str) {
+        let err = Config::parse("gw.toml", text).expect_err("must be rejected").to_string();
+        assert_eq!(err, expected);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_expectation() {
+        check(
+            "[store]\ncommit_interval_ms = \"fast\"\n",
+            "gw.toml: store.commit_interval_ms: invalid type: string \"fast\", expected u64 (line 2, column 22)",
+        );
+        check(
+            "[store]\ncommit_intervall_ms = 5\n",
+            "gw.toml: store.commit_intervall_ms: unknown field `commit_intervall_ms`, expected one of `state_dir`, `commit_interval_ms`, `max_batch`, `channel_capacity`, `quota_mib` (line 2, column 1)",
+        );
+        check("[influx]\nenabled = true\nversion = 2\nbucket = \"b\"\n", "gw.toml: influx.org: required for version 2");
+        check("[influx]\nenabled = true\nurl = \"localhost:8086\"\n", "gw.toml: influx.url: \"localhost:8086\" is not an http:// or https:// URL");
+        check("[http]\nlisten = \"nowhere\"\n", "gw.toml: http.listen: invalid socket address syntax (line 2, column 10)");
+        check("[site]\nid = \"my site\"\n", "gw.toml: site.id: \"my site\" must be non-empty letters, digits, '-', '_' or '.'");
+        check("[store\n", "gw.toml: (top level): invalid table header\nexpected `.`, `]` (line 1, column 7)");
+    }
+}

@@ -1,0 +1,18 @@
+//! Green Kitchen Gateway: the edge gateway of a community biogas plant.
+//!
+//! Start with ARCHITECTURE.md at the repository root; [`topology`] wires every part together.
+
+pub mod broker;
+pub mod config;
+pub mod credentials;
+pub mod demo;
+pub mod load;
+pub mod metrics;
+pub mod model;
+pub mod sinks;
+pub mod sources;
+pub mod store;
+pub mod topology;
+pub mod web;
+
+pub use topology::run;

@@ -1,0 +1,314 @@
+//! `gkgw`: parses the command line, loads the config, sets up tracing and hands over to the
+//! library. Nothing else lives here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use gkgw::config::{self, Config};
+
+#[derive(Parser)]
+#[command(name = "gkgw", version, about = "Green Kitchen Gateway: the edge gateway of a community biogas plant", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole gateway with simulated meters; nothing needs to be installed.
+    Demo(DemoArgs),
+    /// Run the gateway in production.
+    Run {
+        /// The gateway's TOML configuration.
+        #[arg(long, short, default_value = "/etc/gkgw/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration and print the resolved pipeline, without starting anything.
+    Check {
+        #[arg(long, short, default_value = "/etc/gkgw/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Print the commented default configuration.
+    GenerateConfig,
+    /// Field meters: credentials for the embedded broker.
+    #[command(subcommand)]
+    Meter(MeterCommand),
+    /// Publish meter messages at a given rate and count acks (benchmarks).
+    Load(LoadArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// MQTT listener of the embedded broker (loopback only in the demo).
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    mqtt: SocketAddr,
+    /// Status page, /healthz and /metrics.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Keep the store here instead of a new temporary directory.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Number of simulated meters (half gas, half electricity).
+    #[arg(long, default_value_t = 20)]
+    meters: usize,
+    /// Seconds between two reports of one simulated meter.
+    #[arg(long, default_value_t = 5.0)]
+    meter_interval: f64,
+    /// Also write to this InfluxDB (base URL, e.g. http://127.0.0.1:8086).
+    #[arg(long)]
+    influx: Option<String>,
+    /// InfluxDB 1.x database.
+    #[arg(long, conflicts_with_all = ["influx_org", "influx_bucket"])]
+    influx_db: Option<String>,
+    /// InfluxDB 2.x/3.x organisation.
+    #[arg(long)]
+    influx_org: Option<String>,
+    /// InfluxDB 2.x/3.x bucket.
+    #[arg(long)]
+    influx_bucket: Option<String>,
+    /// InfluxDB 2.x/3.x token, read from this file.
+    #[arg(long)]
+    influx_token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum MeterCommand {
+    /// Create credentials for a meter and print its MQTT user name and password once.
+    Add {
+        /// Meter id, e.g. GM-0001 (also its MQTT user name).
+        id: String,
+        /// Credentials file (default: broker.credentials_file of --config).
+        #[arg(long)]
+        credentials: Option<PathBuf>,
+        #[arg(long, short, default_value = "/etc/gkgw/gateway.toml")]
+        config: PathBuf,
+        /// Replace existing credentials.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// Broker address.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    mqtt: SocketAddr,
+    /// Concurrent MQTT connections (one simulated meter each).
+    #[arg(long, default_value_t = 100)]
+    connections: usize,
+    /// Messages in total.
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
+    /// Messages per second in total (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// MQTT QoS of the publishes (0 or 1).
+    #[arg(long, default_value_t = 1)]
+    qos: u8,
+    /// Wait for and count the gateway's meters/{id}/ack messages.
+    #[arg(long)]
+    acks: bool,
+    /// Count deliveries to a subscriber of meters/+/state (for a plain broker).
+    #[arg(long)]
+    count_delivered: bool,
+    /// Seconds to wait for outstanding acks after the last publish.
+    #[arg(long, default_value_t = 30)]
+    drain: u64,
+    #[arg(long, default_value = "LOAD")]
+    id_prefix: String,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttc=warn"));
+    // No timestamps under systemd: journald adds its own.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if journald {
+        fmt.without_time().with_ansi(false).init();
+    } else {
+        fmt.init();
+    }
+}
+
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install the SIGTERM handler");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        t.cancel();
+    });
+    token
+}
+
+fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::GenerateConfig => {
+            print!("{}", config::DEFAULT_TOML);
+            Ok(())
+        }
+        Command::Check { config } => {
+            let cfg = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match gkgw::broker::load_config(&cfg.broker.config_file) {
+                Ok(_) => {
+                    println!("{}: ok", config.display());
+                    print_pipeline(&cfg);
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        Command::Run { config } => {
+            let cfg = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            gkgw::run(cfg, shutdown_on_signal()).await
+        }
+        Command::Demo(a) => demo(a).await,
+        Command::Meter(MeterCommand::Add { id, credentials, config, force }) => {
+            let file = match credentials {
+                Some(f) => f,
+                None => match load_config(&config) {
+                    Ok(c) => c.broker.credentials_file,
+                    Err(code) => return code,
+                },
+            };
+            match gkgw::credentials::add_meter(&file, &id, force) {
+                Ok(password) => {
+                    println!("meter {id} added to {}", file.display());
+                    println!("mqtt username: {id}");
+                    println!("mqtt password: {password}");
+                    println!("(the password is shown only now; restart gkgw to load the new meter)");
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Load(a) => load(a).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_pipeline(c: &Config) {
+    println!("site {}", c.site.id);
+    println!("sources:");
+    println!("  mqtt meters: meters/+/state, meters/+/event (max {} bytes, anonymous: {})", c.mqtt.max_payload_bytes, c.broker.allow_anonymous);
+    for t in &c.mqtt.topics {
+        println!("  mqtt topic {} ({:?}) -> {}", t.filter, t.format, if t.measurement.is_empty() { "(from payload)" } else { &t.measurement });
+    }
+    println!(
+        "store: {} (commit every {} ms or {} readings, quota {} MiB, buffer {})",
+        gkgw::store::db_path(&c.store.state_dir).display(),
+        c.store.commit_interval_ms,
+        c.store.max_batch,
+        c.store.quota_mib,
+        c.store.channel_capacity
+    );
+    println!("consumers:");
+    if c.influx.enabled {
+        println!("  influx v{} at {} (batch {}, flush {} ms, gzip {})", c.influx.version, c.influx.url, c.influx.batch_size, c.influx.flush_interval_ms, c.influx.gzip);
+    } else {
+        println!("  (none: readings are pruned once committed)");
+    }
+    println!("http: {}", c.http.listen);
+}
+
+async fn demo(a: DemoArgs) -> anyhow::Result<()> {
+    let influx = match a.influx {
+        None => None,
+        Some(url) => {
+            let mut i = Config::default().influx;
+            i.enabled = true;
+            i.url = url;
+            if let Some(bucket) = a.influx_bucket {
+                i.version = 2;
+                i.bucket = bucket;
+                i.org = a.influx_org.unwrap_or_default();
+                i.token_file = a.influx_token_file;
+            } else {
+                i.version = 1;
+                i.database = a.influx_db.unwrap_or_else(|| "gkgw".into());
+            }
+            Some(i)
+        }
+    };
+    let opts = gkgw::demo::Options {
+        mqtt: a.mqtt,
+        http: a.http,
+        state_dir: a.state_dir,
+        meters: a.meters,
+        meter_interval: Duration::from_secs_f64(a.meter_interval.max(0.01)),
+        influx,
+    };
+    gkgw::demo::run(opts, shutdown_on_signal()).await
+}
+
+async fn load(a: LoadArgs) -> anyhow::Result<()> {
+    let qos = match a.qos {
+        0 => rumqttc::QoS::AtMostOnce,
+        1 => rumqttc::QoS::AtLeastOnce,
+        q => anyhow::bail!("--qos {q}: expected 0 or 1"),
+    };
+    let r = gkgw::load::run(gkgw::load::Options {
+        broker: a.mqtt,
+        connections: a.connections.max(1),
+        messages: a.messages,
+        rate: a.rate,
+        qos,
+        acks: a.acks,
+        count_delivered: a.count_delivered,
+        drain: Duration::from_secs(a.drain),
+        id_prefix: a.id_prefix,
+    })
+    .await?;
+    println!(
+        "published {} in {:.2} s ({:.0} msg/s); acked {}; delivered {}; total {:.2} s ({:.0} msg/s end to end)",
+        r.published,
+        r.publish_secs,
+        r.published as f64 / r.publish_secs,
+        r.acked,
+        r.delivered,
+        r.total_secs,
+        (if a.acks { r.acked } else if a.count_delivered { r.delivered } else { r.published }) as f64 / r.total_secs
+    );
+    Ok(())
+}

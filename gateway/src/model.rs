@@ -1,0 +1,94 @@
+//! The words of the pipeline: a [`Reading`] is one timestamped sample of one or more quantities
+//! from one device. Every source produces readings; the store commits them; sinks consume them.
+//!
+//! These types are internal (not `Serialize`): the store has its own codec and the web module
+//! its own DTOs, so changing a field here never silently changes an on-disk or wire format.
+
+use std::sync::Arc;
+
+/// One field value. Influx line protocol has the same four types, which keeps the writer trivial.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Float(f64),
+    Int(i64),
+    Bool(bool),
+    Str(String),
+}
+
+/// How much a reading can be trusted. Bad sensor data is a reading with a flag, never an `Err`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum Quality {
+    #[default]
+    Good = 0,
+    /// The device answered but the value is a sentinel, NaN or out of its plausible range.
+    Bad = 1,
+    /// Taken before the system clock was synchronised: the timestamp may be wrong.
+    ClockUnsynced = 2,
+}
+
+impl Quality {
+    pub fn from_u8(v: u8) -> Quality {
+        match v {
+            1 => Quality::Bad,
+            2 => Quality::ClockUnsynced,
+            _ => Quality::Good,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Good => "good",
+            Quality::Bad => "bad",
+            Quality::ClockUnsynced => "clock_unsynced",
+        }
+    }
+}
+
+/// A field meter's application acknowledgement, published as `meters/{meter_id}/ack` once the
+/// reading carrying it is committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AckRequest {
+    pub meter_id: Arc<str>,
+    pub seq: u64,
+}
+
+/// The series a reading belongs to: the Influx measurement (equipment kind) and its tags.
+/// `device` is always present; `extra` tags are sorted by key so equal series compare equal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Series {
+    pub measurement: Arc<str>,
+    pub device: Arc<str>,
+    pub extra: Vec<(String, String)>,
+}
+
+impl Series {
+    pub fn new(measurement: impl Into<Arc<str>>, device: impl Into<Arc<str>>) -> Series {
+        Series { measurement: measurement.into(), device: device.into(), extra: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub series: Series,
+    /// Nanoseconds since the Unix epoch, UTC.
+    pub ts_ns: i64,
+    pub quality: Quality,
+    /// Field name (the quantity's short name, unit suffix where ambiguous) and value.
+    pub fields: Vec<(String, Value)>,
+    /// Set by the MQTT meter source: acknowledge to the meter after commit.
+    pub ack: Option<AckRequest>,
+}
+
+/// Earliest timestamp the gateway accepts (2020-01-01T00:00:00Z). Anything earlier is a meter or
+/// a Pi whose clock was never set, and would be stored somewhere nobody looks.
+pub const MIN_VALID_TS_NS: i64 = 1_577_836_800_000_000_000;
+/// How far into the future a timestamp may be before it is rejected as impossible.
+pub const MAX_FUTURE_NS: i64 = 24 * 3600 * 1_000_000_000;
+
+pub fn now_ns() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}

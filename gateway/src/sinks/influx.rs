@@ -1,0 +1,290 @@
+//! The InfluxDB writer: store → line protocol → HTTP, for InfluxDB 1.x (`/write`), 2.x and
+//! VictoriaMetrics (`/api/v2/write`) and 3.x (the v2-compatible path).
+//!
+//! Delivery rules:
+//! - The cursor advances only after a 2xx, so an outage or a crash re-sends; a re-sent point
+//!   has the same measurement, tags and timestamp and overwrites itself: no duplicates.
+//! - 400/413/422 (the server rejects the data) splits the chunk in halves, in order, down to
+//!   single lines; a single rejected line goes to the store's quarantine table with the server's
+//!   message and is counted. One bad point never blocks the queue.
+//! - Anything else (connection refused, timeout, 5xx, 429, 401, 404) is retried with
+//!   exponential backoff, capped, honouring `Retry-After`.
+//!
+//! Why not the `influxdb2` crate: see ARCHITECTURE.md (reqwest 0.11 with advisories, gzip flag
+//! ignored, path prefix dropped, no timeout, no 1.x).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{read_secret, Influx};
+use crate::metrics::Metrics;
+use crate::store::Reader;
+
+pub const CONSUMER: &str = "influx";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}: {1}")]
+    Secret(String, std::io::Error),
+    #[error("influx url: {0}")]
+    Url(String),
+    #[error("http client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// What one request's outcome means for the chunk it carried.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Written,
+    /// The server refuses this data; retrying it unchanged cannot help.
+    Rejected(String),
+    /// Try again later; `Some` when the server said when.
+    Retry(Option<Duration>, String),
+}
+
+fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Outcome {
+    let body = body.trim().chars().take(500).collect::<String>();
+    match status {
+        200..=299 => Outcome::Written,
+        400 | 413 | 422 => Outcome::Rejected(body),
+        _ => Outcome::Retry(retry_after.and_then(|s| s.trim().parse::<u64>().ok()).map(Duration::from_secs), format!("http {status}: {body}")),
+    }
+}
+
+pub struct Writer {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    auth: Option<String>,
+    gzip: bool,
+    cfg: Influx,
+    site: String,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    pub fn new(cfg: &Influx, site: &str, metrics: Arc<Metrics>) -> Result<Writer, Error> {
+        let base = cfg.url.trim_end_matches('/');
+        let mut url = reqwest::Url::parse(&format!("{base}{}", if cfg.version == 1 { "/write" } else { "/api/v2/write" }))
+            .map_err(|e| Error::Url(e.to_string()))?;
+        let auth = {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("precision", "ns");
+            if cfg.version == 1 {
+                q.append_pair("db", &cfg.database);
+                if !cfg.retention_policy.is_empty() {
+                    q.append_pair("rp", &cfg.retention_policy);
+                }
+                match &cfg.password_file {
+                    Some(p) if !cfg.username.is_empty() => {
+                        let pw = read_secret(p).map_err(|e| Error::Secret(p.display().to_string(), e))?;
+                        use base64::Engine as _;
+                        Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{pw}", cfg.username))))
+                    }
+                    _ => None,
+                }
+            } else {
+                if !cfg.org.is_empty() {
+                    q.append_pair("org", &cfg.org);
+                }
+                q.append_pair("bucket", &cfg.bucket);
+                match &cfg.token_file {
+                    Some(p) => Some(format!("Token {}", read_secret(p).map_err(|e| Error::Secret(p.display().to_string(), e))?)),
+                    None => None,
+                }
+            }
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(cfg.timeout_ms))
+            .connect_timeout(Duration::from_millis(cfg.timeout_ms.min(5000)))
+            .build()?;
+        Ok(Writer { client, url, auth, gzip: cfg.gzip, cfg: cfg.clone(), site: site.to_owned(), metrics })
+    }
+
+    async fn post(&self, lines: &[(i64, String)]) -> Outcome {
+        let mut body: Vec<u8> = Vec::with_capacity(lines.iter().map(|(_, l)| l.len()).sum());
+        for (_, l) in lines {
+            body.extend_from_slice(l.as_bytes());
+        }
+        let mut req = self.client.post(self.url.clone()).header("content-type", "text/plain; charset=utf-8");
+        if self.gzip {
+            let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+            if enc.write_all(&body).is_ok() {
+                if let Ok(z) = enc.finish() {
+                    body = z;
+                    req = req.header("content-encoding", "gzip");
+                }
+            }
+        }
+        if let Some(a) = &self.auth {
+            req = req.header("authorization", a);
+        }
+        self.metrics.influx_requests.fetch_add(1, Relaxed);
+        match req.body(body).send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let text = resp.text().await.unwrap_or_default();
+                classify(status, retry_after.as_deref(), &text)
+            }
+            Err(e) => Outcome::Retry(None, if e.is_timeout() { "timeout".into() } else { e.to_string() }),
+        }
+    }
+
+    /// Delivers `lines` in order; rejected single lines are quarantined. Returns false if
+    /// cancelled before everything was delivered (the cursor must then stay where it was).
+    async fn deliver(&self, reader: &Mutex<Reader>, lines: &[(i64, String)], cancel: &CancellationToken) -> bool {
+        let mut pending: Vec<&[(i64, String)]> = vec![lines];
+        let mut backoff = Duration::from_millis(self.cfg.min_backoff_ms);
+        while let Some(chunk) = pending.pop() {
+            loop {
+                if cancel.is_cancelled() {
+                    return false;
+                }
+                match self.post(chunk).await {
+                    Outcome::Written => {
+                        self.metrics.influx_points_written.fetch_add(chunk.len() as u64, Relaxed);
+                        backoff = Duration::from_millis(self.cfg.min_backoff_ms);
+                        break;
+                    }
+                    Outcome::Rejected(msg) if chunk.len() == 1 => {
+                        let (id, line) = &chunk[0];
+                        tracing::warn!(reading = id, error = %msg, line = line.trim_end(), "influx rejected a line: quarantined");
+                        let quarantined = tokio::task::block_in_place(|| lock(reader).quarantine(CONSUMER, *id, line.trim_end(), &msg));
+                        if let Err(e) = quarantined {
+                            tracing::error!(error = %e, "cannot quarantine; will retry");
+                            self.metrics.influx_write_errors.fetch_add(1, Relaxed);
+                            if !sleep_or_cancel(backoff, cancel).await {
+                                return false;
+                            }
+                            continue;
+                        }
+                        self.metrics.influx_quarantined.fetch_add(1, Relaxed);
+                        break;
+                    }
+                    Outcome::Rejected(msg) => {
+                        tracing::debug!(lines = chunk.len(), error = %msg, "influx rejected a batch: splitting");
+                        let (a, b) = chunk.split_at(chunk.len() / 2);
+                        pending.push(b);
+                        pending.push(a);
+                        break;
+                    }
+                    Outcome::Retry(after, msg) => {
+                        self.metrics.influx_write_errors.fetch_add(1, Relaxed);
+                        let wait = after.unwrap_or(backoff).min(Duration::from_millis(self.cfg.max_backoff_ms));
+                        tracing::warn!(error = %msg, retry_in_ms = wait.as_millis() as u64, "influx write failed");
+                        if !sleep_or_cancel(wait, cancel).await {
+                            return false;
+                        }
+                        backoff = (backoff * 2).min(Duration::from_millis(self.cfg.max_backoff_ms));
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+/// The reader is only ever used by this task; the mutex exists to make the future `Send`.
+fn lock(r: &Mutex<Reader>) -> MutexGuard<'_, Reader> {
+    r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
+/// The consumer loop: waits for commits, batches by size and age, delivers, advances the cursor.
+pub async fn run(writer: Writer, db: PathBuf, mut committed: watch::Receiver<i64>, cancel: CancellationToken) {
+    let reader = match Reader::open(&db) {
+        Ok(r) => Mutex::new(r),
+        Err(e) => {
+            tracing::error!(error = %e, "influx writer cannot open the store");
+            return;
+        }
+    };
+    let mut cursor = tokio::task::block_in_place(|| lock(&reader).cursor(CONSUMER)).unwrap_or(0);
+    let flush = Duration::from_millis(writer.cfg.flush_interval_ms);
+    let batch = writer.cfg.batch_size;
+    let mut pending_since: Option<Instant> = None;
+    let mut text = String::new();
+    loop {
+        let last = *committed.borrow_and_update();
+        if last <= cursor {
+            pending_since = None;
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = committed.changed() => if r.is_err() { break },
+            }
+            continue;
+        }
+        let since = *pending_since.get_or_insert_with(Instant::now);
+        if ((last - cursor) as usize) < batch && since.elapsed() < flush {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(flush - since.elapsed()) => {}
+                _ = async { while committed.changed().await.is_ok() { if (*committed.borrow() - cursor) as usize >= batch { break } } } => {}
+            }
+            continue;
+        }
+        let rows = match tokio::task::block_in_place(|| lock(&reader).read_after(cursor, batch)) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "influx writer cannot read the store");
+                if !sleep_or_cancel(Duration::from_secs(5), &cancel).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some(last_id) = rows.last().map(|s| s.id) else {
+            // Everything up to `last` was evicted or pruned before we got to it.
+            cursor = last;
+            continue;
+        };
+        let mut lines = Vec::with_capacity(rows.len());
+        for s in &rows {
+            text.clear();
+            if super::line_protocol::encode(&mut text, &writer.site, &s.reading) {
+                lines.push((s.id, text.clone()));
+            }
+        }
+        if !writer.deliver(&reader, &lines, &cancel).await {
+            break;
+        }
+        cursor = last_id;
+        if let Err(e) = tokio::task::block_in_place(|| lock(&reader).set_cursor(CONSUMER, cursor)) {
+            tracing::error!(error = %e, "cannot persist the influx cursor; data will be re-sent");
+        }
+        pending_since = None;
+    }
+    tracing::info!(cursor, "influx writer stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(status: u16, retry_after: Option<&str>, expected: Outcome) {
+        assert_eq!(classify(status, retry_after, "body"), expected);
+    }
+
+    #[test]
+    fn responses_are_classified() {
+        check(204, None, Outcome::Written);
+        check(400, None, Outcome::Rejected("body".into()));
+        check(413, None, Outcome::Rejected("body".into()));
+        check(503, Some("7"), Outcome::Retry(Some(Duration::from_secs(7)), "http 503: body".into()));
+        check(429, Some("soon"), Outcome::Retry(None, "http 429: body".into()));
+        check(401, None, Outcome::Retry(None, "http 401: body".into()));
+        check(404, None, Outcome::Retry(None, "http 404: body".into()));
+    }
+}

@@ -1,0 +1,3 @@
+//! Sources turn the outside world into readings and send them into the store's channel.
+
+pub mod mqtt;

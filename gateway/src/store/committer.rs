@@ -1,0 +1,117 @@
+//! The commit loop: collects readings from the bounded channel into batches and commits each
+//! batch in one transaction on the blocking pool. Only after a commit are consumers woken
+//! (`committed` watch) and meters acknowledged (`acks` channel).
+//!
+//! A batch closes when it reaches `max_batch` or when its first reading has waited
+//! `commit_interval`. While a batch is being committed the channel keeps filling; when it is full
+//! the sources wait. A failed commit (disk error) is retried with the same batch: nothing is
+//! dropped, and `/healthz` reports the store unhealthy meanwhile.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use super::Writer;
+use crate::metrics::Metrics;
+use crate::model::{AckRequest, Reading};
+
+pub struct Settings {
+    pub commit_interval: Duration,
+    pub max_batch: usize,
+    pub quota_bytes: u64,
+    /// Consumers whose cursors hold readings back from pruning.
+    pub consumers: Vec<&'static str>,
+}
+
+/// Health the commit loop reports: the time of the last successful commit and whether the last
+/// attempt failed.
+#[derive(Default)]
+pub struct Health {
+    pub last_commit_unix_ms: std::sync::atomic::AtomicU64,
+    pub failing: std::sync::atomic::AtomicBool,
+}
+
+/// Runs until `rx` closes (all sources stopped) and the last batch is committed.
+pub async fn run(
+    mut writer: Writer,
+    settings: Settings,
+    mut rx: mpsc::Receiver<Reading>,
+    committed: watch::Sender<i64>,
+    acks: mpsc::Sender<Vec<AckRequest>>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) {
+    let mut batch: Vec<Reading> = Vec::with_capacity(settings.max_batch.min(65_536));
+    let mut last_housekeeping = Instant::now();
+    let mut open = true;
+    while open {
+        match rx.recv().await {
+            Some(r) => batch.push(r),
+            None => break,
+        }
+        let deadline = tokio::time::Instant::now() + settings.commit_interval;
+        while batch.len() < settings.max_batch {
+            tokio::select! {
+                biased;
+                r = rx.recv() => match r {
+                    Some(r) => batch.push(r),
+                    None => { open = false; break; }
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let housekeeping = last_housekeeping.elapsed() >= Duration::from_secs(5) || !open;
+        let quota = settings.quota_bytes;
+        let mut retry = Duration::from_millis(100);
+        loop {
+            let started = Instant::now();
+            let consumers = settings.consumers.clone();
+            let (w, b, result) = tokio::task::spawn_blocking(move || {
+                let r = writer.append(&batch).and_then(|last| {
+                    if housekeeping {
+                        writer.prune_delivered(&consumers, last)?;
+                        let evicted = writer.enforce_quota(quota)?;
+                        if evicted > 0 {
+                            tracing::warn!(evicted, "store quota reached: oldest readings evicted");
+                        }
+                    }
+                    Ok(last)
+                });
+                (writer, batch, r)
+            })
+            .await
+            .expect("the commit closure does not panic");
+            writer = w;
+            batch = b;
+            match result {
+                Ok(last) => {
+                    metrics.store_commits.fetch_add(1, Relaxed);
+                    metrics.store_commit_micros.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+                    metrics.readings_accepted.fetch_add(batch.len() as u64, Relaxed);
+                    health.failing.store(false, Relaxed);
+                    health.last_commit_unix_ms.store((crate::model::now_ns() / 1_000_000) as u64, Relaxed);
+                    committed.send_replace(last);
+                    let to_ack: Vec<AckRequest> = batch.iter_mut().filter_map(|r| r.ack.take()).collect();
+                    if !to_ack.is_empty() && acks.try_send(to_ack).is_err() {
+                        metrics.acks_dropped.fetch_add(1, Relaxed);
+                    }
+                    batch.clear();
+                    if housekeeping {
+                        last_housekeeping = Instant::now();
+                    }
+                    break;
+                }
+                Err(e) => {
+                    metrics.store_errors.fetch_add(1, Relaxed);
+                    health.failing.store(true, Relaxed);
+                    tracing::error!(error = %e, readings = batch.len(), "store commit failed; retrying the same batch");
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+    tracing::info!("store committer stopped: every received reading is committed");
+}

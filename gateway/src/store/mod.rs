@@ -1,0 +1,451 @@
+//! The durable local store: every accepted reading lives here until every consumer has it.
+//!
+//! # On disk
+//! One SQLite database (`store.db` in the state directory) in WAL mode with `synchronous = FULL`,
+//! so a transaction is durable once `COMMIT` returns (the WAL is fsynced). Tables:
+//! - `readings(id INTEGER PRIMARY KEY, series, ts, quality, fields BLOB)`: the log. `id` grows by one
+//!   per reading in commit order, which is what "order is kept per source" rests on; `fields` is
+//!   packed by [`codec`].
+//! - `series(id, measurement, tags)` and `names(id, name)`: interned series and field names.
+//! - `cursors(consumer, position)`: the last reading id each consumer has durably delivered.
+//! - `quarantine(...)`: lines a sink's server rejected as malformed, kept for inspection.
+//! - `meta(key, value)`: counters that must survive restarts (readings evicted by the quota).
+//!
+//! # Guarantees
+//! - A reading is *accepted* when the transaction containing it has committed. Only then are
+//!   consumers woken and meters acknowledged. A crash loses at most the uncommitted batch, whose
+//!   meters were never acknowledged and will resend.
+//! - Rows are deleted only when every active consumer's cursor is past them (`prune_delivered`),
+//!   or when the store exceeds its quota (`enforce_quota`), oldest first, counted in `meta`.
+//! - SQLite's WAL recovery makes a kill -9 or power cut at any point safe: the database opens
+//!   with exactly the committed transactions.
+//!
+//! Architecture invariant: only this module knows SQL; one [`Writer`] (one thread) writes
+//! readings; each consumer has its own [`Reader`] connection.
+
+pub mod codec;
+pub mod committer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::model::{Quality, Reading, Series, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("corrupt record {id}: {source}")]
+    Corrupt { id: i64, source: codec::DecodeError },
+    #[error("record {id} refers to unknown {what} {ref_id}")]
+    Dangling { id: i64, what: &'static str, ref_id: i64 },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS series(id INTEGER PRIMARY KEY, measurement TEXT NOT NULL, tags TEXT NOT NULL, UNIQUE(measurement, tags));
+CREATE TABLE IF NOT EXISTS names(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS readings(id INTEGER PRIMARY KEY, series INTEGER NOT NULL, ts INTEGER NOT NULL, quality INTEGER NOT NULL, fields BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors(consumer TEXT PRIMARY KEY, position INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine(id INTEGER PRIMARY KEY, consumer TEXT NOT NULL, reading_id INTEGER NOT NULL, line TEXT NOT NULL, error TEXT NOT NULL, at_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+";
+
+pub fn db_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("store.db")
+}
+
+fn open(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    // WAL + FULL: commit = fsync of the WAL. NORMAL would skip that fsync and lose the last
+    // transactions on power loss, which is exactly what the store exists to prevent.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+/// Tags as stored: `key=value` pairs joined by `,`, `device` first, then the extra tags sorted.
+fn tags_key(s: &Series) -> String {
+    let mut t = format!("device={}", s.device);
+    for (k, v) in &s.extra {
+        t.push(',');
+        t.push_str(k);
+        t.push('=');
+        t.push_str(v);
+    }
+    t
+}
+
+fn parse_tags(measurement: &str, tags: &str) -> Series {
+    let mut device: Arc<str> = Arc::from("");
+    let mut extra = Vec::new();
+    for kv in tags.split(',') {
+        if let Some((k, v)) = kv.split_once('=') {
+            if k == "device" {
+                device = Arc::from(v);
+            } else {
+                extra.push((k.to_owned(), v.to_owned()));
+            }
+        }
+    }
+    Series { measurement: Arc::from(measurement), device, extra }
+}
+
+/// The single writer. Owns the write connection and the interning caches.
+pub struct Writer {
+    conn: Connection,
+    series: HashMap<Series, i64>,
+    names: HashMap<String, i64>,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    pub fn open(path: &Path) -> Result<Writer> {
+        let conn = open(path)?;
+        conn.execute_batch(SCHEMA)?;
+        let mut series = HashMap::new();
+        {
+            let mut st = conn.prepare("SELECT id, measurement, tags FROM series")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+            for row in rows {
+                let (id, m, t) = row?;
+                series.insert(parse_tags(&m, &t), id);
+            }
+        }
+        let mut names = HashMap::new();
+        {
+            let mut st = conn.prepare("SELECT id, name FROM names")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (id, n) = row?;
+                names.insert(n, id);
+            }
+        }
+        Ok(Writer { conn, series, names, buf: Vec::with_capacity(256) })
+    }
+
+    /// Makes sure every consumer has a cursor row (a new consumer starts at the oldest reading).
+    pub fn register_consumers(&mut self, consumers: &[&str]) -> Result<()> {
+        for c in consumers {
+            self.conn.execute("INSERT OR IGNORE INTO cursors(consumer, position) VALUES (?1, 0)", [c])?;
+        }
+        Ok(())
+    }
+
+    /// Appends a batch in one transaction; returns the id of the last reading. Durable on return.
+    pub fn append(&mut self, readings: &[Reading]) -> Result<i64> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut ins = tx.prepare_cached("INSERT INTO readings(series, ts, quality, fields) VALUES (?1, ?2, ?3, ?4)")?;
+            for r in readings {
+                let sid = match self.series.get(&r.series) {
+                    Some(id) => *id,
+                    None => {
+                        tx.execute(
+                            "INSERT INTO series(measurement, tags) VALUES (?1, ?2)",
+                            params![&*r.series.measurement, tags_key(&r.series)],
+                        )?;
+                        let id = tx.last_insert_rowid();
+                        self.series.insert(r.series.clone(), id);
+                        id
+                    }
+                };
+                let mut ids = Vec::with_capacity(r.fields.len());
+                for (name, _) in &r.fields {
+                    let id = match self.names.get(name) {
+                        Some(id) => *id,
+                        None => {
+                            tx.execute("INSERT INTO names(name) VALUES (?1)", [name])?;
+                            let id = tx.last_insert_rowid();
+                            self.names.insert(name.clone(), id);
+                            id
+                        }
+                    };
+                    ids.push(id as u64);
+                }
+                self.buf.clear();
+                codec::encode(ids.iter().copied().zip(r.fields.iter().map(|(_, v)| v)), &mut self.buf);
+                ins.execute(params![sid, r.ts_ns, r.quality as u8, &self.buf])?;
+            }
+        }
+        let last = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM readings", [], |r| r.get(0))?;
+        tx.commit()?;
+        Ok(last)
+    }
+
+    /// Deletes readings every active consumer has delivered. With no consumers configured,
+    /// nothing downstream needs the log and it is pruned up to `last`.
+    pub fn prune_delivered(&mut self, consumers: &[&str], last: i64) -> Result<usize> {
+        let mut min = last;
+        for c in consumers {
+            let pos: i64 = self
+                .conn
+                .query_row("SELECT position FROM cursors WHERE consumer = ?1", [c], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            min = min.min(pos);
+        }
+        Ok(self.conn.execute("DELETE FROM readings WHERE id <= ?1", [min])?)
+    }
+
+    /// Bytes of live data: pages in use (the file keeps freed pages for reuse).
+    pub fn used_bytes(&self) -> Result<u64> {
+        let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let free: i64 = self.conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+        Ok(((pages - free).max(0) * page_size) as u64)
+    }
+
+    /// Evicts the oldest readings while live data exceeds `quota` bytes, down to 90 % of it.
+    /// Returns how many readings were evicted; the total is kept in `meta` across restarts.
+    pub fn enforce_quota(&mut self, quota: u64) -> Result<u64> {
+        let used = self.used_bytes()?;
+        if used <= quota {
+            return Ok(0);
+        }
+        let (min, max, count): (i64, i64, i64) =
+            self.conn.query_row("SELECT COALESCE(MIN(id),0), COALESCE(MAX(id),0), COUNT(*) FROM readings", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        if count == 0 {
+            return Ok(0);
+        }
+        let per_row = (used / count as u64).max(1);
+        let excess_rows = ((used - quota * 9 / 10) / per_row).max(1) as i64;
+        let cut = (min + excess_rows).min(max);
+        let tx = self.conn.transaction()?;
+        let n = tx.execute("DELETE FROM readings WHERE id < ?1", [cut])? as u64;
+        tx.execute(
+            "INSERT INTO meta(key, value) VALUES ('evicted', ?1) ON CONFLICT(key) DO UPDATE SET value = value + ?1",
+            [n as i64],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+}
+
+/// One reading as read back, with its position in the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub id: i64,
+    pub reading: Reading,
+}
+
+/// A consumer's view of the log. Its own connection, so it never waits for the writer.
+pub struct Reader {
+    conn: Connection,
+    series: HashMap<i64, Series>,
+    names: HashMap<i64, String>,
+}
+
+/// What `/metrics` and the status page show about one consumer.
+#[derive(Debug, Clone)]
+pub struct ConsumerState {
+    pub name: String,
+    pub position: i64,
+    pub backlog: i64,
+    pub oldest_unsent_ts_ns: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    pub file_bytes: u64,
+    pub readings: i64,
+    pub last_id: i64,
+    pub evicted: i64,
+    pub quarantined: i64,
+    pub consumers: Vec<ConsumerState>,
+}
+
+impl Reader {
+    pub fn open(path: &Path) -> Result<Reader> {
+        let conn = open(path)?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Reader { conn, series: HashMap::new(), names: HashMap::new() })
+    }
+
+    fn reload_interning(&mut self) -> Result<()> {
+        let mut st = self.conn.prepare("SELECT id, measurement, tags FROM series")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+        for row in rows {
+            let (id, m, t) = row?;
+            self.series.insert(id, parse_tags(&m, &t));
+        }
+        let mut st = self.conn.prepare("SELECT id, name FROM names")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (id, n) = row?;
+            self.names.insert(id, n);
+        }
+        Ok(())
+    }
+
+    pub fn cursor(&self, consumer: &str) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT position FROM cursors WHERE consumer = ?1", [consumer], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// Durably records that `consumer` has delivered everything up to `position`.
+    pub fn set_cursor(&self, consumer: &str, position: i64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO cursors(consumer, position) VALUES (?1, ?2) ON CONFLICT(consumer) DO UPDATE SET position = ?2",
+            params![consumer, position],
+        )?;
+        Ok(())
+    }
+
+    /// Up to `limit` readings with id greater than `after`, in log order.
+    pub fn read_after(&mut self, after: i64, limit: usize) -> Result<Vec<Stored>> {
+        let rows: Vec<(i64, i64, i64, u8, Vec<u8>)> = {
+            let mut st = self
+                .conn
+                .prepare_cached("SELECT id, series, ts, quality, fields FROM readings WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+            let rows = st.query_map(params![after, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, sid, ts, quality, blob) in rows {
+            let fields = codec::decode(&blob).map_err(|source| Error::Corrupt { id, source })?;
+            if !self.series.contains_key(&sid) || fields.iter().any(|(n, _)| !self.names.contains_key(&(*n as i64))) {
+                self.reload_interning()?;
+            }
+            let series = self.series.get(&sid).cloned().ok_or(Error::Dangling { id, what: "series", ref_id: sid })?;
+            let fields = fields
+                .into_iter()
+                .map(|(n, v)| {
+                    let name = self.names.get(&(n as i64)).cloned().ok_or(Error::Dangling { id, what: "name", ref_id: n as i64 })?;
+                    Ok((name, v))
+                })
+                .collect::<Result<Vec<(String, Value)>>>()?;
+            out.push(Stored {
+                id,
+                reading: Reading { series, ts_ns: ts, quality: Quality::from_u8(quality), fields, ack: None },
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn quarantine(&self, consumer: &str, reading_id: i64, line: &str, error: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO quarantine(consumer, reading_id, line, error, at_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![consumer, reading_id, line, error, crate::model::now_ns()],
+        )?;
+        Ok(())
+    }
+
+    /// The quarantined lines, newest first: (reading id, line, server's error).
+    pub fn quarantined(&self, limit: usize) -> Result<Vec<(i64, String, String)>> {
+        let mut st = self.conn.prepare("SELECT reading_id, line, error FROM quarantine ORDER BY id DESC LIMIT ?1")?;
+        let rows = st.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub fn stats(&self, consumers: &[&str], db_path: &Path) -> Result<StoreStats> {
+        let file_bytes = [db_path.to_path_buf(), db_path.with_extension("db-wal")]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        let (readings, last_id): (i64, i64) =
+            self.conn.query_row("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM readings", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let evicted = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'evicted'", [], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        let quarantined = self.conn.query_row("SELECT COUNT(*) FROM quarantine", [], |r| r.get(0))?;
+        let mut states = Vec::new();
+        for c in consumers {
+            let position = self.cursor(c)?;
+            let (backlog, oldest): (i64, Option<i64>) = self.conn.query_row(
+                "SELECT COUNT(*), (SELECT ts FROM readings WHERE id > ?1 ORDER BY id LIMIT 1) FROM readings WHERE id > ?1",
+                [position],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            states.push(ConsumerState { name: (*c).to_owned(), position, backlog, oldest_unsent_ts_ns: oldest });
+        }
+        Ok(StoreStats { file_bytes, readings, last_id, evicted, quarantined, consumers: states })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(device: &str, ts: i64, v: f64) -> Reading {
+        Reading {
+            series: Series::new("gas_meter", device),
+            ts_ns: ts,
+            quality: Quality::Good,
+            fields: vec![("credit_kg".into(), Value::Float(v)), ("valve".into(), Value::Str("open".into()))],
+            ack: None,
+        }
+    }
+
+    #[test]
+    fn committed_readings_survive_reopen_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = db_path(dir.path());
+        let batch: Vec<_> = (0..100).map(|i| reading(if i % 2 == 0 { "a" } else { "b" }, i, i as f64)).collect();
+        {
+            let mut w = Writer::open(&path).expect("open");
+            assert_eq!(w.append(&batch[..60]).expect("append"), 60);
+            assert_eq!(w.append(&batch[60..]).expect("append"), 100);
+        }
+        let mut w = Writer::open(&path).expect("reopen keeps interning");
+        w.append(&[reading("c", 1000, 1.0)]).expect("append after reopen");
+        let mut r = Reader::open(&path).expect("reader");
+        let got = r.read_after(0, 1000).expect("read");
+        assert_eq!(got.len(), 101);
+        for (i, s) in got.iter().take(100).enumerate() {
+            assert_eq!(s.id, i as i64 + 1);
+            assert_eq!(s.reading, batch[i]);
+        }
+        assert_eq!(&*got[100].reading.series.device, "c");
+    }
+
+    #[test]
+    fn prune_waits_for_the_slowest_consumer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = db_path(dir.path());
+        let mut w = Writer::open(&path).expect("open");
+        w.register_consumers(&["influx", "uplink"]).expect("register");
+        let last = w.append(&(0..10).map(|i| reading("a", i, 0.5)).collect::<Vec<_>>()).expect("append");
+        let r = Reader::open(&path).expect("reader");
+        r.set_cursor("influx", 10).expect("cursor");
+        r.set_cursor("uplink", 4).expect("cursor");
+        assert_eq!(w.prune_delivered(&["influx", "uplink"], last).expect("prune"), 4);
+        let stats = r.stats(&["influx", "uplink"], &path).expect("stats");
+        assert_eq!(stats.readings, 6);
+        assert_eq!(stats.consumers[1].backlog, 6);
+        assert_eq!(stats.consumers[1].oldest_unsent_ts_ns, Some(4));
+        assert_eq!(stats.consumers[0].backlog, 0);
+    }
+
+    #[test]
+    fn quota_evicts_oldest_first_and_counts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = db_path(dir.path());
+        let mut w = Writer::open(&path).expect("open");
+        let batch: Vec<_> = (0..20_000).map(|i| reading("a", i, i as f64 + 0.1)).collect();
+        w.append(&batch).expect("append");
+        let quota = w.used_bytes().expect("size") / 2;
+        let evicted = w.enforce_quota(quota).expect("evict");
+        assert!(evicted >= 10_000, "evicted {evicted}");
+        assert!(w.used_bytes().expect("size") <= quota);
+        let mut r = Reader::open(&path).expect("reader");
+        let first = r.read_after(0, 1).expect("read");
+        assert_eq!(first[0].id, evicted as i64 + 1, "the oldest went first");
+        assert_eq!(r.stats(&[], &path).expect("stats").evicted, evicted as i64);
+    }
+}

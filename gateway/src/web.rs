@@ -1,0 +1,195 @@
+//! The local web server: a plain status page, `/healthz`, `/metrics` and `/api/status`.
+//!
+//! Architecture invariant: this is the only module that knows HTTP routes and JSON DTOs; the
+//! DTOs below are the boundary types and nothing else in the crate is `Serialize`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::store::committer::Health;
+use crate::store::{Reader, StoreStats};
+
+pub struct AppState {
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub reader: Mutex<Reader>,
+    pub db: PathBuf,
+    pub consumers: Vec<&'static str>,
+    pub site: String,
+    pub mqtt_addrs: Vec<SocketAddr>,
+}
+
+#[derive(Serialize)]
+struct ConsumerDto {
+    name: String,
+    position: i64,
+    backlog: i64,
+    oldest_unsent_age_s: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct StatusDto {
+    version: &'static str,
+    site: String,
+    healthy: bool,
+    mqtt_listeners: Vec<String>,
+    mqtt_messages: u64,
+    readings_accepted: u64,
+    readings_rejected: std::collections::BTreeMap<&'static str, u64>,
+    store_file_bytes: u64,
+    store_readings: i64,
+    store_last_id: i64,
+    store_evicted: i64,
+    quarantined: i64,
+    influx_points_written: u64,
+    influx_write_errors: u64,
+    consumers: Vec<ConsumerDto>,
+}
+
+fn healthy(s: &AppState) -> bool {
+    !s.health.failing.load(Relaxed)
+}
+
+async fn stats(s: &Arc<AppState>) -> StoreStats {
+    let s = s.clone();
+    tokio::task::spawn_blocking(move || {
+        let reader = s.reader.lock().map_err(|_| ())?;
+        reader.stats(&s.consumers, &s.db).map_err(|e| tracing::warn!(error = %e, "store stats"))
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or_default()
+}
+
+async fn status_dto(s: &Arc<AppState>) -> StatusDto {
+    let st = stats(s).await;
+    let now = crate::model::now_ns();
+    let m = &s.metrics;
+    StatusDto {
+        version: env!("CARGO_PKG_VERSION"),
+        site: s.site.clone(),
+        healthy: healthy(s),
+        mqtt_listeners: s.mqtt_addrs.iter().map(ToString::to_string).collect(),
+        mqtt_messages: m.mqtt_messages.load(Relaxed),
+        readings_accepted: m.readings_accepted.load(Relaxed),
+        readings_rejected: crate::metrics::RejectReason::ALL.iter().map(|r| (r.as_str(), m.rejected(*r))).collect(),
+        store_file_bytes: st.file_bytes,
+        store_readings: st.readings,
+        store_last_id: st.last_id,
+        store_evicted: st.evicted,
+        quarantined: st.quarantined,
+        influx_points_written: m.influx_points_written.load(Relaxed),
+        influx_write_errors: m.influx_write_errors.load(Relaxed),
+        consumers: st
+            .consumers
+            .into_iter()
+            .map(|c| ConsumerDto {
+                name: c.name,
+                position: c.position,
+                backlog: c.backlog,
+                oldest_unsent_age_s: c.oldest_unsent_ts_ns.map(|t| (now - t) as f64 / 1e9),
+            })
+            .collect(),
+    }
+}
+
+async fn healthz(State(s): State<Arc<AppState>>) -> Response {
+    if healthy(&s) {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store commits are failing\n").into_response()
+    }
+}
+
+async fn api_status(State(s): State<Arc<AppState>>) -> Json<StatusDto> {
+    Json(status_dto(&s).await)
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    use std::fmt::Write as _;
+    let st = stats(&s).await;
+    let now = crate::model::now_ns();
+    let mut extra = String::new();
+    let _ = writeln!(extra, "# HELP gkgw_store_bytes Store files on disk (database and WAL).\n# TYPE gkgw_store_bytes gauge\ngkgw_store_bytes {}", st.file_bytes);
+    let _ = writeln!(extra, "# HELP gkgw_store_readings Readings held in the store.\n# TYPE gkgw_store_readings gauge\ngkgw_store_readings {}", st.readings);
+    let _ = writeln!(extra, "# HELP gkgw_store_evicted_total Readings evicted by the disk quota before delivery.\n# TYPE gkgw_store_evicted_total counter\ngkgw_store_evicted_total {}", st.evicted);
+    let _ = writeln!(extra, "# HELP gkgw_store_quarantined Lines held in quarantine.\n# TYPE gkgw_store_quarantined gauge\ngkgw_store_quarantined {}", st.quarantined);
+    extra.push_str("# HELP gkgw_consumer_backlog Readings not yet delivered by a consumer.\n# TYPE gkgw_consumer_backlog gauge\n");
+    for c in &st.consumers {
+        let _ = writeln!(extra, "gkgw_consumer_backlog{{consumer=\"{}\"}} {}", c.name, c.backlog);
+    }
+    extra.push_str("# HELP gkgw_consumer_oldest_unsent_seconds Age of the oldest reading a consumer has not delivered.\n# TYPE gkgw_consumer_oldest_unsent_seconds gauge\n");
+    for c in &st.consumers {
+        let age = c.oldest_unsent_ts_ns.map_or(0.0, |t| (now - t).max(0) as f64 / 1e9);
+        let _ = writeln!(extra, "gkgw_consumer_oldest_unsent_seconds{{consumer=\"{}\"}} {age:.3}", c.name);
+    }
+    let _ = writeln!(extra, "# HELP gkgw_up 1 while the pipeline is healthy.\n# TYPE gkgw_up gauge\ngkgw_up {}", u8::from(healthy(&s)));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(&extra)).into_response()
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
+    let d = status_dto(&s).await;
+    let mut rows = String::new();
+    let mut row = |k: &str, v: String| rows.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v)));
+    row("Site", d.site.clone());
+    row("Health", if d.healthy { "healthy".into() } else { "STORE FAILING".into() });
+    row("MQTT listeners", d.mqtt_listeners.join(", "));
+    row("MQTT messages received", d.mqtt_messages.to_string());
+    row("Readings accepted (committed)", d.readings_accepted.to_string());
+    for (k, v) in &d.readings_rejected {
+        if *v > 0 {
+            row(&format!("Rejected: {k}"), v.to_string());
+        }
+    }
+    row("Store on disk", format!("{:.1} MiB", d.store_file_bytes as f64 / 1048576.0));
+    row("Readings in store", d.store_readings.to_string());
+    row("Evicted by quota", d.store_evicted.to_string());
+    row("Quarantined lines", d.quarantined.to_string());
+    row("InfluxDB points written", d.influx_points_written.to_string());
+    row("InfluxDB write errors", d.influx_write_errors.to_string());
+    for c in &d.consumers {
+        row(
+            &format!("Consumer {}", c.name),
+            format!("backlog {}, oldest unsent {}", c.backlog, c.oldest_unsent_age_s.map_or("-".into(), |a| format!("{a:.0} s ago"))),
+        );
+    }
+    Html(format!(
+        "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width,initial-scale=1\">\
+         <meta http-equiv=refresh content=5><title>Green Kitchen Gateway</title>\
+         <style>body{{font-family:sans-serif;margin:1em;max-width:40em}}th{{text-align:left;padding-right:1em}}td,th{{border-bottom:1px solid #ddd;padding:.3em}}</style>\
+         </head><body><h1>Green Kitchen Gateway</h1><p>Version {} &middot; <a href=/metrics>metrics</a> &middot; <a href=/api/status>json</a></p><table>{rows}</table></body></html>",
+        d.version
+    ))
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/status", get(api_status))
+        .with_state(state)
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>, cancel: CancellationToken) {
+    let result = axum::serve(listener, router(state)).with_graceful_shutdown(async move { cancel.cancelled().await }).await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "http server stopped");
+    }
+}

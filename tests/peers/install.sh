@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Installs the real peers used by gkgw's integration tests:
+#   influxdb (Debian 1.6.7, provides influxd), victoria-metrics, mosquitto,
+#   mosquitto-clients, socat, curl, and python3 paho-mqtt + pymodbus.
+# Idempotent: installs only what is missing. Must run as root (Debian 12).
+# Package post-install scripts are prevented from starting system services
+# (tests start every peer themselves on loopback; see tests/peers/NOTES.md).
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+
+log() { echo "peers/install: $*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=sudo
+else
+    SUDO=
+fi
+
+# --- Debian packages ---------------------------------------------------------
+# package name -> a file it must provide (checked in addition to dpkg status)
+declare -A APT_PKGS=(
+    [influxdb]=/usr/bin/influxd
+    [victoria-metrics]=/usr/bin/victoria-metrics
+    [mosquitto]=/usr/sbin/mosquitto
+    [mosquitto-clients]=/usr/bin/mosquitto_pub
+    [socat]=/usr/bin/socat
+    [curl]=/usr/bin/curl
+)
+
+missing=()
+for pkg in "${!APT_PKGS[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    if [ "$status" != "install ok installed" ] || [ ! -x "${APT_PKGS[$pkg]}" ]; then
+        missing+=("$pkg")
+    fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing apt packages: ${missing[*]}"
+    # Keep post-install scripts from starting influxdb/mosquitto services
+    # on their default ports (8086, 1883). Only add a policy if none exists.
+    policy=/usr/sbin/policy-rc.d
+    made_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+        $SUDO chmod +x "$policy"
+        made_policy=1
+    fi
+    cleanup_policy() { if [ "$made_policy" = 1 ]; then $SUDO rm -f "$policy"; fi; }
+    trap cleanup_policy EXIT
+
+    aptlog=$(mktemp)
+    if ! { $SUDO apt-get update -qq &&
+           $SUDO apt-get install -y -qq --no-install-recommends \
+               -o Dpkg::Use-Pty=0 "${missing[@]}"; } >"$aptlog" 2>&1; then
+        cat "$aptlog" >&2
+        rm -f "$aptlog"
+        log "ERROR: apt-get failed"
+        exit 1
+    fi
+    rm -f "$aptlog"
+
+    cleanup_policy
+    trap - EXIT
+else
+    log "apt packages already present"
+fi
+
+for pkg in "${!APT_PKGS[@]}"; do
+    if [ ! -x "${APT_PKGS[$pkg]}" ]; then
+        log "ERROR: $pkg installed but ${APT_PKGS[$pkg]} missing"
+        exit 1
+    fi
+done
+
+# --- Python packages ---------------------------------------------------------
+if python3 -c 'import paho.mqtt, pymodbus' >/dev/null 2>&1; then
+    log "python packages already present"
+else
+    log "installing python packages: paho-mqtt pymodbus"
+    python3 -m pip install --quiet --disable-pip-version-check \
+        --root-user-action=ignore paho-mqtt pymodbus
+    python3 -c 'import paho.mqtt, pymodbus'
+fi
+
+# --- cargo-nextest (optional) -------------------------------------------------
+if command -v cargo >/dev/null 2>&1 && cargo nextest --version >/dev/null 2>&1; then
+    log "cargo nextest: $(cargo nextest --version 2>/dev/null | head -n1)"
+else
+    log "cargo nextest not available (use plain cargo test)"
+fi
+
+log "ok: influxd $(/usr/bin/influxd version 2>/dev/null | head -n1 || true)"
