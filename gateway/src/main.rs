@@ -125,7 +125,7 @@ struct LoadArgs {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttc=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttd::router::routing=off,rumqttc=warn"));
     // No timestamps under systemd: journald adds its own.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

@@ -2,7 +2,7 @@
 # Installs the real peers used by gkgw's integration tests:
 #   influxdb (Debian 1.6.7, provides influxd), victoria-metrics, mosquitto,
 #   mosquitto-clients, socat, curl, and python3 paho-mqtt + pymodbus.
-# Idempotent: installs only what is missing. Must run as root (Debian 12).
+# Idempotent: installs only what is missing. Run as root (uses sudo otherwise); Debian 12.
 # Package post-install scripts are prevented from starting system services
 # (tests start every peer themselves on loopback; see tests/peers/NOTES.md).
 set -euo pipefail

@@ -7,8 +7,7 @@
 //! [`Reading`] with a [`Quality`] other than `Good`, so the value can still be
 //! logged and shown while downstream logic knows not to trust it.
 
-use super::profile::{DataType, Field, WordOrder};
-use std::fmt::Write as _;
+use super::profile::{DataType, Field, RegisterKind, WordOrder};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -55,26 +54,25 @@ pub enum DecodeError {
         expected: usize,
         got: usize,
     },
-    #[error("field \"{field}\": {kind} field cannot be decoded from {given}")]
+    #[error("field \"{field}\": a {kind:?} field cannot be decoded from {given}")]
     WrongKind {
         field: String,
-        kind: &'static str,
+        kind: RegisterKind,
         given: &'static str,
     },
 }
 
+fn swap(word: u16, order: WordOrder) -> u16 {
+    if order.swaps_bytes() {
+        word.swap_bytes()
+    } else {
+        word
+    }
+}
+
 /// Bytes of the value most significant first, undoing `order`.
 pub fn ordered_bytes(regs: &[u16], order: WordOrder) -> Vec<u8> {
-    let mut words: Vec<u16> = regs
-        .iter()
-        .map(|r| {
-            if order.swaps_bytes() {
-                r.swap_bytes()
-            } else {
-                *r
-            }
-        })
-        .collect();
+    let mut words: Vec<u16> = regs.iter().map(|&r| swap(r, order)).collect();
     if order.swaps_words() {
         words.reverse();
     }
@@ -92,13 +90,7 @@ pub fn raw_bits(regs: &[u16], order: WordOrder) -> u64 {
 /// order swaps bytes), ending at the first NUL, trailing spaces trimmed.
 /// Word order does not apply: strings are register sequences, not numbers.
 pub fn text(regs: &[u16], order: WordOrder) -> String {
-    let bytes = regs.iter().flat_map(|r| {
-        if order.swaps_bytes() {
-            r.to_le_bytes()
-        } else {
-            r.to_be_bytes()
-        }
-    });
+    let bytes = regs.iter().flat_map(|&r| swap(r, order).to_be_bytes());
     let s: String = bytes.take_while(|b| *b != 0).map(printable).collect();
     s.trim_end().to_string()
 }
@@ -127,47 +119,56 @@ fn number(t: DataType, raw: u64) -> f64 {
     }
 }
 
-/// Decodes a holding/input register field from exactly `field.count` registers.
-pub fn decode_registers(field: &Field, regs: &[u16]) -> Result<Reading, DecodeError> {
-    if field.kind.is_bit() {
+fn check_len(field: &Field, got: usize, bits: bool) -> Result<(), DecodeError> {
+    let (name, expected, kind) = (field.name.clone(), usize::from(field.count), field.kind);
+    if kind.is_bit() != bits {
+        let given = if bits { "bits" } else { "registers" };
         return Err(DecodeError::WrongKind {
-            field: field.name.clone(),
-            kind: "bit",
-            given: "registers",
+            field: name,
+            kind,
+            given,
         });
     }
-    check_len(field, regs.len())?;
-    let order = field.word_order;
-    let t = field.data_type;
+    if got != expected {
+        return Err(DecodeError::Length {
+            field: name,
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
+
+/// Decodes a holding/input register field from exactly `field.count` registers.
+pub fn decode_registers(field: &Field, regs: &[u16]) -> Result<Reading, DecodeError> {
+    check_len(field, regs.len(), false)?;
+    let (t, raw) = (field.data_type, raw_bits(regs, field.word_order));
     match t {
-        DataType::String => return Ok(Reading::good(Value::Text(text(regs, order)))),
+        DataType::String => return Ok(Reading::good(Value::Text(text(regs, field.word_order)))),
         DataType::Bit | DataType::Bool => {
-            let word = raw_bits(regs, order);
-            let bit = field.bit.unwrap_or(0);
-            return Ok(Reading::good(Value::Bool((word >> bit) & 1 == 1)));
+            let set = (raw >> field.bit.unwrap_or(0)) & 1 == 1;
+            return Ok(Reading::good(Value::Bool(set)));
         }
         _ => {}
     }
-    let raw = raw_bits(regs, order);
     let unscaled = number(t, raw);
-    let mask = if regs.len() >= 4 {
-        u64::MAX
-    } else {
-        (1u64 << (16 * regs.len())) - 1
-    };
-    let sentinel = field.sentinels.iter().any(|&s| {
+    // Integer sentinels compare bit patterns, so 0x8000 and -32768 both match an i16.
+    let mask = u64::MAX >> (64 - 16 * regs.len().min(4));
+    let hit = |&s: &i64| {
         if t.is_float() {
             s as f64 == unscaled
         } else {
-            (s as u64) & mask == raw
+            s as u64 & mask == raw
         }
-    });
+    };
     let value = unscaled * field.scale + field.offset;
-    let quality = if sentinel || (field.nan_is_missing && unscaled.is_nan()) {
+    let low = field.min.is_some_and(|m| value < m);
+    let quality = if field.sentinels.iter().any(hit) || (field.nan_is_missing && unscaled.is_nan())
+    {
         Quality::Missing
     } else if !value.is_finite() {
         Quality::Invalid
-    } else if field.min.is_some_and(|m| value < m) || field.max.is_some_and(|m| value > m) {
+    } else if low || field.max.is_some_and(|m| value > m) {
         Quality::OutOfRange
     } else {
         Quality::Good
@@ -180,28 +181,8 @@ pub fn decode_registers(field: &Field, regs: &[u16]) -> Result<Reading, DecodeEr
 
 /// Decodes a coil/discrete-input field from its bit.
 pub fn decode_bits(field: &Field, bits: &[bool]) -> Result<Reading, DecodeError> {
-    if !field.kind.is_bit() {
-        return Err(DecodeError::WrongKind {
-            field: field.name.clone(),
-            kind: "register",
-            given: "bits",
-        });
-    }
-    check_len(field, bits.len())?;
+    check_len(field, bits.len(), true)?;
     Ok(Reading::good(Value::Bool(bits[0])))
-}
-
-fn check_len(field: &Field, got: usize) -> Result<(), DecodeError> {
-    let expected = usize::from(field.count);
-    if got == expected {
-        Ok(())
-    } else {
-        Err(DecodeError::Length {
-            field: field.name.clone(),
-            expected,
-            got,
-        })
-    }
 }
 
 /// The registers a device would hold for `value` (the inverse of
@@ -220,20 +201,12 @@ pub fn encode_number(field: &Field, value: f64) -> Option<Vec<u16>> {
         DataType::F64 => x.to_bits(),
         DataType::Bool | DataType::Bit | DataType::String => return None,
     };
-    let n = usize::from(field.count);
-    let be: Vec<u16> = (0..n).map(|i| (raw >> (16 * (n - 1 - i))) as u16).collect();
-    // Both swaps are involutions, so applying them to the big-endian words re-encodes.
-    let mut regs: Vec<u16> = be
-        .iter()
-        .map(|w| {
-            if field.word_order.swaps_bytes() {
-                w.swap_bytes()
-            } else {
-                *w
-            }
-        })
+    let (n, order) = (usize::from(field.count), field.word_order);
+    // Both swaps are their own inverse, so applying them to big-endian words encodes.
+    let mut regs: Vec<u16> = (0..n)
+        .map(|i| swap((raw >> (16 * (n - 1 - i))) as u16, order))
         .collect();
-    if field.word_order.swaps_words() {
+    if order.swaps_words() {
         regs.reverse();
     }
     Some(regs)
@@ -250,7 +223,7 @@ pub struct Views {
 
 /// Everything register `offset` of a block could mean: the commissioning
 /// CLI shows this so an installer can spot the plausible interpretation
-/// (and thereby the type and word order) without knowing them in advance.
+/// (and so the type and word order) without knowing them in advance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DumpRow {
     pub offset: usize,
@@ -259,56 +232,48 @@ pub struct DumpRow {
     pub i16: i16,
     /// This register's two bytes as ASCII, unprintables as '.'.
     pub ascii: String,
-    /// u32/i32/f32 from this and the next register, in each order of `WordOrder::ALL`.
+    /// u32/i32/f32 from this and the next register, in the orders of `WordOrder::ALL`.
     pub x32: Option<[Views; 4]>,
     /// u64/i64/f64 from four registers starting here.
     pub x64: Option<[Views; 4]>,
 }
 
-fn views(regs: &[u16], wide: bool) -> [Views; 4] {
+fn views(regs: &[u16]) -> [Views; 4] {
     WordOrder::ALL.map(|order| {
         let raw = raw_bits(regs, order);
-        if wide {
-            Views {
-                order,
-                unsigned: raw,
-                signed: raw as i64,
-                float: f64::from_bits(raw),
-            }
-        } else {
-            Views {
-                order,
-                unsigned: raw,
-                signed: i64::from(raw as u32 as i32),
-                float: f64::from(f32::from_bits(raw as u32)),
-            }
+        let (signed, float) = match regs.len() {
+            2 => (
+                i64::from(raw as u32 as i32),
+                f64::from(f32::from_bits(raw as u32)),
+            ),
+            _ => (raw as i64, f64::from_bits(raw)),
+        };
+        Views {
+            order,
+            unsigned: raw,
+            signed,
+            float,
         }
     })
 }
 
 /// Interprets a block read from `start` every way at every offset.
 pub fn dump(start: u16, regs: &[u16]) -> Vec<DumpRow> {
-    (0..regs.len())
-        .map(|i| DumpRow {
-            offset: i,
-            address: start.wrapping_add(i as u16),
-            u16: regs[i],
-            i16: regs[i] as i16,
-            ascii: regs[i]
-                .to_be_bytes()
-                .iter()
-                .map(|b| printable(*b))
-                .collect(),
-            x32: regs.get(i..i + 2).map(|r| views(r, false)),
-            x64: regs.get(i..i + 4).map(|r| views(r, true)),
-        })
-        .collect()
+    let row = |(i, &r): (usize, &u16)| DumpRow {
+        offset: i,
+        address: start.wrapping_add(i as u16),
+        u16: r,
+        i16: r as i16,
+        ascii: String::from_iter(r.to_be_bytes().map(printable)),
+        x32: regs.get(i..i + 2).map(views),
+        x64: regs.get(i..i + 4).map(views),
+    };
+    regs.iter().enumerate().map(row).collect()
 }
 
 /// Shortest float text that round-trips, exponent form when very large or small.
 fn fmt_float(v: f64, single: bool) -> String {
-    let a = v.abs();
-    let plain = v == 0.0 || !v.is_finite() || (1e-4..1e9).contains(&a);
+    let plain = v == 0.0 || !v.is_finite() || (1e-4..1e9).contains(&v.abs());
     match (single, plain) {
         (true, true) => format!("{}", v as f32),
         (true, false) => format!("{:e}", v as f32),
@@ -323,49 +288,30 @@ fn fmt_float(v: f64, single: bool) -> String {
 pub fn format_dump(rows: &[DumpRow]) -> String {
     let mut out = String::new();
     for r in rows {
-        let bits = format!("{:016b}", r.u16);
-        let _ = writeln!(
-            out,
-            "0x{:04X} +{:<3} u16 {:<5} i16 {:<6} hex 0x{:04X} bits {} {} {} {} ascii \"{}\"",
-            r.address,
-            r.offset,
-            r.u16,
-            r.i16,
-            r.u16,
-            &bits[..4],
-            &bits[4..8],
-            &bits[8..12],
-            &bits[12..],
-            r.ascii
+        let (a, o, u, i, s) = (r.address, r.offset, r.u16, r.i16, &r.ascii);
+        let b = format!("{u:016b}");
+        let bits = [&b[..4], &b[4..8], &b[8..12], &b[12..]].join(" ");
+        let line = format!(
+            "0x{a:04X} +{o:<3} u16 {u:<5} i16 {i:<6} hex 0x{u:04X} bits {bits} ascii \"{s}\""
         );
-        for k in 0..4 {
-            let Some(v32) = r.x32.map(|v| v[k]) else {
-                break;
-            };
-            let _ = write!(
-                out,
-                "    {:?}  u32 {:<10} i32 {:<11} f32 {:<14}",
-                v32.order,
-                v32.unsigned,
-                v32.signed,
-                fmt_float(v32.float, true)
+        out.push_str(&line);
+        out.push('\n');
+        for (k, v) in r.x32.iter().flatten().enumerate() {
+            let (order, f) = (v.order, fmt_float(v.float, true));
+            let mut line = format!(
+                "    {order:?}  u32 {:<10} i32 {:<11} f32 {f:<14}",
+                v.unsigned, v.signed
             );
-            if let Some(v64) = r.x64.map(|v| v[k]) {
-                let _ = write!(
-                    out,
-                    " u64 {:<20} i64 {:<20} f64 {}",
-                    v64.unsigned,
-                    v64.signed,
-                    fmt_float(v64.float, false)
-                );
+            if let Some(w) = r.x64.map(|w| w[k]) {
+                let f = fmt_float(w.float, false);
+                line += &format!(" u64 {:<20} i64 {:<20} f64 {f}", w.unsigned, w.signed);
             }
-            out = out.trim_end().to_string();
+            out.push_str(line.trim_end());
             out.push('\n');
         }
     }
     let all: String = rows.iter().map(|r| r.ascii.as_str()).collect();
-    let _ = writeln!(out, "ascii \"{all}\"");
-    out
+    out + &format!("ascii \"{all}\"\n")
 }
 
 #[cfg(test)]
@@ -373,271 +319,135 @@ mod tests {
     use super::super::profile::{parse, Field};
     use super::*;
 
-    /// A field from `;`-separated TOML keys; kind defaults to holding, address to 0.
+    /// A field from `;`-separated TOML keys; kind defaults to holding.
     fn field(spec: &str) -> Field {
-        let mut body = String::from("[device]\nmodel = \"m\"\nmanufacturer = \"x\"\n[[field]]\nname = \"f\"\nquantity = \"t.f\"\naddress = 0\n");
-        if !spec.contains("kind") {
-            body.push_str("kind = \"holding\"\n");
-        }
-        body.push_str(&spec.replace(';', "\n"));
+        let kind = if spec.contains("kind") { "" } else { "kind = 'holding'\n" };
+        let keys = spec.replace("; ", "\n");
+        let head = "[device]\nmodel = 'm'\nmanufacturer = 'x'\n[[field]]\nname = 'f'";
+        let body = format!("{head}\nquantity = 't.f'\naddress = 0\n{kind}{keys}\n");
         match parse(&body, "t.toml") {
             Ok(mut p) => p.fields.remove(0),
             Err(e) => panic!("{e}"),
         }
     }
 
-    /// Decodes `regs` with the field `spec` and compares (numbers to 1e-9 relative).
-    fn check(spec: &str, regs: &[u16], expected: (Value, Quality)) {
+    /// Decodes `regs` with the field `spec` and compares, numbers to 1e-6
+    /// relative (f32 precision); good numeric readings must also encode
+    /// back to the same registers.
+    fn check(spec: &str, regs: &[u16], expected: &Reading) {
         let f = field(spec);
         let got = decode_registers(&f, regs).unwrap_or_else(|e| panic!("{spec}: {e}"));
-        let same = match (&got.value, &expected.0) {
+        let same = match (&got.value, &expected.value) {
             (Value::Number(a), Value::Number(b)) => {
-                a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+                a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-6 * b.abs().max(1.0)
             }
             (a, b) => a == b,
         };
-        assert!(
-            same && got.quality == expected.1,
-            "{spec} {regs:04X?}: got {got:?}, expected {expected:?}"
-        );
-        if got.quality == Quality::Good && f.data_type.is_number() {
-            if let Value::Number(v) = got.value {
-                assert_eq!(
-                    encode_number(&f, v).as_deref(),
-                    Some(regs),
-                    "{spec}: encode round trip"
-                );
-            }
+        let context = format!("{spec} {regs:04X?}: got {got:?}, expected {expected:?}");
+        assert!(same && got.quality == expected.quality, "{context}");
+        if let (Value::Number(v), Quality::Good) = (&got.value, got.quality) {
+            assert_eq!(encode_number(&f, *v).as_deref(), Some(regs), "{context}");
         }
     }
 
-    fn num(v: f64) -> (Value, Quality) {
-        (Value::Number(v), Quality::Good)
+    /// `field keys | registers in hex | value quality`, one case a line.
+    /// Values: a number (or NaN/inf), true/false, or 'text'.
+    const CASES: &str = "
+        type = 'f32'                              | 42F6 E979           | 123.456 good
+        type = 'f32'; word_order = 'CDAB'         | E979 42F6           | 123.456 good
+        type = 'f32'; word_order = 'BADC'         | F642 79E9           | 123.456 good
+        type = 'f32'; word_order = 'DCBA'         | 79E9 F642           | 123.456 good
+        type = 'f64'                              | 405E DD2F 1A9F BE77 | 123.456 good
+        type = 'f64'; word_order = 'CDAB'         | BE77 1A9F DD2F 405E | 123.456 good
+        type = 'f64'; word_order = 'BADC'         | 5E40 2FDD 9F1A 77BE | 123.456 good
+        type = 'f64'; word_order = 'DCBA'         | 77BE 9F1A 2FDD 5E40 | 123.456 good
+        type = 'u16'                              | FFFE                | 65534 good
+        type = 'u16'; word_order = 'BADC'         | 3412                | 4660 good
+        type = 'i16'                              | F8F8                | -1800 good
+        type = 'u32'                              | 1234 5678           | 305419896 good
+        type = 'u32'; word_order = 'CDAB'         | 5678 1234           | 305419896 good
+        type = 'i32'                              | FFFF FFFE           | -2 good
+        type = 'i32'; word_order = 'DCBA'         | FEFF FFFF           | -2 good
+        type = 'u64'                              | 0000 0001 0000 0002 | 4294967298 good
+        type = 'u64'; word_order = 'CDAB'         | 0002 0000 0001 0000 | 4294967298 good
+        type = 'i64'                              | FFFF FFFF FFFF FFFF | -1 good
+        type = 'i64'; word_order = 'BADC'         | FFFF FFFF FFFF FEFF | -2 good
+        type = 'i16'; scale = 0.1                 | 00FB                | 25.1 good
+        type = 'u16'; scale = 0.003125; offset = -12.5 | 2EE0           | 25 good
+        type = 'f32'; scale = 0.0001              | 4A8D 2390           | 462.484 good
+        type = 'bit'; bit = 0                     | 0001                | true good
+        type = 'bit'; bit = 15                    | 7FFF                | false good
+        type = 'bit'; bit = 8                     | 0100                | true good
+        type = 'bit'; bit = 8; word_order = 'BADC' | 0001               | true good
+        type = 'string'; length = 3               | 5344 4D31 3230      | 'SDM120' good
+        type = 'string'; length = 3; word_order = 'BADC' | 4453 314D 0030 | 'SDM10' good
+        type = 'string'; length = 2               | 4142 2000           | 'AB' good
+        type = 'i16'; sentinels = [0x7FFF, 0x8000] | 7FFF               | 32767 missing
+        type = 'i16'; sentinels = [0x7FFF, 0x8000] | 8000               | -32768 missing
+        type = 'i16'; scale = 0.1; sentinels = [-1] | FFFF              | -0.1 missing
+        type = 'u32'; sentinels = [-1]            | FFFF FFFF           | 4294967295 missing
+        type = 'f32'; sentinels = [-9999]         | C61C 3C00           | -9999 missing
+        type = 'f32'; nan_is_missing = true       | 7FC0 0000           | NaN missing
+        type = 'f32'                              | 7FC0 0000           | NaN invalid
+        type = 'f32'                              | 7F80 0000           | inf invalid
+        type = 'i16'; scale = 0.1; min = -50; max = 150 | 1964          | 650 out_of_range
+        type = 'i16'; scale = 0.1; min = -50; max = 150 | F8F8          | -180 out_of_range
+        type = 'i16'; scale = 0.1; min = -50; max = 150 | 05DC          | 150 good
+    ";
+
+    #[test]
+    fn every_type_order_and_quality() {
+        let cases: Vec<Vec<&str>> = CASES.lines().map(|l| l.split('|').collect()).collect();
+        let cases: Vec<&Vec<&str>> = cases.iter().filter(|c| c.len() == 3).collect();
+        assert_eq!(cases.len(), 40);
+        for case in cases {
+            let regs: Vec<u16> = case[1].split_whitespace().map(|h| hex(h)).collect();
+            let (value, quality) = case[2].trim().rsplit_once(' ').unwrap_or_default();
+            let value = match value {
+                "true" | "false" => Value::Bool(value == "true"),
+                v if v.starts_with('\'') => Value::Text(v.trim_matches('\'').into()),
+                v => Value::Number(v.parse().unwrap_or_else(|_| panic!("bad case {v}"))),
+            };
+            let quality = match quality {
+                "good" => Quality::Good,
+                "missing" => Quality::Missing,
+                "invalid" => Quality::Invalid,
+                _ => Quality::OutOfRange,
+            };
+            check(case[0].trim(), &regs, &Reading { value, quality });
+        }
+    }
+
+    fn hex(h: &str) -> u16 {
+        u16::from_str_radix(h, 16).unwrap_or_else(|_| panic!("bad hex {h}"))
     }
 
     #[test]
-    fn every_type_and_order() {
-        let f32v = f64::from(123.456f32);
-        check("type = 'f32'", &[0x42F6, 0xE979], num(f32v));
-        check(
-            "type = 'f32'; word_order = 'CDAB'",
-            &[0xE979, 0x42F6],
-            num(f32v),
-        );
-        check(
-            "type = 'f32'; word_order = 'BADC'",
-            &[0xF642, 0x79E9],
-            num(f32v),
-        );
-        check(
-            "type = 'f32'; word_order = 'DCBA'",
-            &[0x79E9, 0xF642],
-            num(f32v),
-        );
-        check(
-            "type = 'f64'",
-            &[0x405E, 0xDD2F, 0x1A9F, 0xBE77],
-            num(123.456),
-        );
-        check(
-            "type = 'f64'; word_order = 'CDAB'",
-            &[0xBE77, 0x1A9F, 0xDD2F, 0x405E],
-            num(123.456),
-        );
-        check(
-            "type = 'f64'; word_order = 'BADC'",
-            &[0x5E40, 0x2FDD, 0x9F1A, 0x77BE],
-            num(123.456),
-        );
-        check(
-            "type = 'f64'; word_order = 'DCBA'",
-            &[0x77BE, 0x9F1A, 0x2FDD, 0x5E40],
-            num(123.456),
-        );
-        check("type = 'u16'", &[0xFFFE], num(65534.0));
-        check(
-            "type = 'u16'; word_order = 'BADC'",
-            &[0x3412],
-            num(f64::from(0x1234)),
-        );
-        check("type = 'i16'", &[0xF8F8], num(-1800.0));
-        check("type = 'u32'", &[0x1234, 0x5678], num(305419896.0));
-        check(
-            "type = 'u32'; word_order = 'CDAB'",
-            &[0x5678, 0x1234],
-            num(305419896.0),
-        );
-        check("type = 'i32'", &[0xFFFF, 0xFFFE], num(-2.0));
-        check(
-            "type = 'i32'; word_order = 'DCBA'",
-            &[0xFEFF, 0xFFFF],
-            num(-2.0),
-        );
-        check(
-            "type = 'u64'",
-            &[0x0000, 0x0001, 0x0000, 0x0002],
-            num(4294967298.0),
-        );
-        check(
-            "type = 'u64'; word_order = 'CDAB'",
-            &[0x0002, 0x0000, 0x0001, 0x0000],
-            num(4294967298.0),
-        );
-        check("type = 'i64'", &[0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF], num(-1.0));
-        check(
-            "type = 'i64'; word_order = 'BADC'",
-            &[0xFFFF, 0xFFFF, 0xFFFF, 0xFEFF],
-            num(-2.0),
-        );
-    }
-
-    #[test]
-    fn scaling_bits_and_text() {
-        check("type = 'i16'; scale = 0.1", &[0x00FB], num(25.1));
-        check(
-            "type = 'u16'; scale = 0.003125; offset = -12.5",
-            &[12000],
-            num(25.0),
-        );
-        check(
-            "type = 'f32'; scale = 0.0001",
-            &[0x4A8D, 0x2390],
-            num(462.484),
-        );
-        check(
-            "type = 'bit'; bit = 0",
-            &[0x0001],
-            (Value::Bool(true), Quality::Good),
-        );
-        check(
-            "type = 'bit'; bit = 15",
-            &[0x7FFF],
-            (Value::Bool(false), Quality::Good),
-        );
-        check(
-            "type = 'bit'; bit = 8",
-            &[0x0100],
-            (Value::Bool(true), Quality::Good),
-        );
-        check(
-            "type = 'bit'; bit = 8; word_order = 'BADC'",
-            &[0x0001],
-            (Value::Bool(true), Quality::Good),
-        );
-        check(
-            "type = 'string'; length = 3",
-            &[0x5344, 0x4D31, 0x3230],
-            (Value::Text("SDM120".into()), Quality::Good),
-        );
-        check(
-            "type = 'string'; length = 3; word_order = 'BADC'",
-            &[0x4453, 0x314D, 0x0030],
-            (Value::Text("SDM10".into()), Quality::Good),
-        );
-        check(
-            "type = 'string'; length = 2",
-            &[0x4142, 0x2000],
-            (Value::Text("AB".into()), Quality::Good),
-        );
+    fn bits_and_wrong_shapes() {
         let coil = field("kind = 'coil'; type = 'bool'");
-        assert_eq!(
-            decode_bits(&coil, &[true]),
-            Ok(Reading::good(Value::Bool(true)))
-        );
-        assert!(decode_registers(&coil, &[1]).is_err());
-        assert_eq!(
-            decode_registers(&field("type = 'f32'"), &[1]).map_err(|e| e.to_string()),
-            Err("field \"f\": expected 2 values, got 1".into())
-        );
-    }
-
-    #[test]
-    fn bad_quality_is_a_value() {
-        let sentinels = "type = 'i16'; scale = 0.1; sentinels = [0x7FFF, 0x8000]";
-        check(
-            sentinels,
-            &[0x7FFF],
-            (Value::Number(3276.7), Quality::Missing),
-        );
-        check(
-            sentinels,
-            &[0x8000],
-            (Value::Number(-3276.8), Quality::Missing),
-        );
-        check(
-            "type = 'i16'; sentinels = [-1]",
-            &[0xFFFF],
-            (Value::Number(-1.0), Quality::Missing),
-        );
-        check(
-            "type = 'u32'; sentinels = [-1]",
-            &[0xFFFF, 0xFFFF],
-            (Value::Number(4294967295.0), Quality::Missing),
-        );
-        check(
-            "type = 'f32'; sentinels = [-9999]",
-            &[0xC61C, 0x3C00],
-            (Value::Number(-9999.0), Quality::Missing),
-        );
-        check(
-            "type = 'f32'; nan_is_missing = true",
-            &[0x7FC0, 0x0000],
-            (Value::Number(f64::NAN), Quality::Missing),
-        );
-        check(
-            "type = 'f32'",
-            &[0x7FC0, 0x0000],
-            (Value::Number(f64::NAN), Quality::Invalid),
-        );
-        check(
-            "type = 'f32'",
-            &[0x7F80, 0x0000],
-            (Value::Number(f64::INFINITY), Quality::Invalid),
-        );
-        let range = "type = 'i16'; scale = 0.1; min = -50; max = 150";
-        check(range, &[6500], (Value::Number(650.0), Quality::OutOfRange));
-        check(
-            range,
-            &[(-1800i16) as u16],
-            (Value::Number(-180.0), Quality::OutOfRange),
-        );
-        check(range, &[1500], num(150.0));
+        assert_eq!(decode_bits(&coil, &[true]), Ok(Reading::good(Value::Bool(true))));
+        let e = decode_registers(&coil, &[1]).map_err(|e| e.to_string());
+        assert_eq!(e, Err("field \"f\": a Coil field cannot be decoded from registers".into()));
+        let e = decode_registers(&field("type = 'f32'"), &[1]).map_err(|e| e.to_string());
+        assert_eq!(e, Err("field \"f\": expected 2 values, got 1".into()));
     }
 
     #[test]
     fn dump_shows_every_view() {
         let rows = dump(0x0010, &[0x42F6, 0xE979, 0x4142]);
-        assert_eq!(rows.len(), 3);
-        assert_eq!(
-            (
-                rows[0].address,
-                rows[0].u16,
-                rows[0].i16,
-                rows[2].ascii.as_str()
-            ),
-            (0x10, 0x42F6, 0x42F6, "AB")
-        );
-        let cdab = rows[1].x32.map(|v| v[1]);
-        assert_eq!(
-            cdab.map(|v| (v.order, v.float as f32)),
-            Some((WordOrder::CDAB, f32::from_bits(0x4142_E979)))
-        );
+        let first = (rows[0].address, rows[0].u16, rows[0].i16, rows[2].ascii.as_str());
+        assert_eq!((rows.len(), first), (3, (0x10, 0x42F6, 0x42F6, "AB")));
+        let cdab = rows[1].x32.map(|v| (v[1].order, v[1].float as f32));
+        assert_eq!(cdab, Some((WordOrder::CDAB, f32::from_bits(0x4142_E979))));
         assert_eq!(rows[0].x32.map(|v| v[0].float as f32), Some(123.456));
         assert!(rows[2].x32.is_none() && rows[0].x64.is_none());
         let text = format_dump(&rows);
-        assert!(
-            text.contains(
-                "0x0010 +0   u16 17142 i16 17142  hex 0x42F6 bits 0100 0010 1111 0110 ascii \"B.\""
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains("    ABCD  u32 1123477881 i32 1123477881  f32 123.456"),
-            "{text}"
-        );
+        let head = "0x0010 +0   u16 17142 i16 17142  hex 0x42F6 bits 0100 0010 1111 0110 ascii \"B.\"";
+        assert!(text.contains(head), "{text}");
+        assert!(text.contains("    ABCD  u32 1123477881 i32 1123477881  f32 123.456\n"), "{text}");
         assert!(text.ends_with("ascii \"B..yAB\"\n"), "{text}");
         let wide = dump(0, &[0x405E, 0xDD2F, 0x1A9F, 0xBE77]);
         assert_eq!(wide[0].x64.map(|v| v[0].float), Some(123.456));
-        assert!(format_dump(&wide).contains("f64 123.456"));
+        assert!(format_dump(&wide).contains("f64 123.456\n"));
     }
 }

@@ -22,6 +22,14 @@ pub struct Span {
 }
 
 impl Span {
+    pub const fn new(kind: RegisterKind, address: u16, count: u16) -> Self {
+        Span {
+            kind,
+            address,
+            count,
+        }
+    }
+
     /// One past the last address, as u32 so 0xFFFF + 1 does not overflow.
     pub fn end(self) -> u32 {
         u32::from(self.address) + u32::from(self.count)
@@ -71,11 +79,7 @@ impl ReadRequest {
 /// and uses no more requests than O. (A plan whose requests interleave can be
 /// rearranged into runs without adding requests; the brute-force test over
 /// all set partitions checks the claim for small cases.)
-fn greedy(
-    items: &[(usize, Span)],
-    limits: &Limits,
-    barriers: &BTreeSet<(RegisterKind, u32)>,
-) -> Vec<ReadRequest> {
+fn greedy(items: &[(usize, Span)], limits: &Limits, barriers: &Barriers) -> Vec<ReadRequest> {
     let mut sorted = items.to_vec();
     sorted.sort_by_key(|(i, s)| (s.kind, s.address, s.end(), *i));
     let mut out: Vec<ReadRequest> = Vec::new();
@@ -84,47 +88,37 @@ fn greedy(
             let start = u32::from(r.address);
             let end = start + u32::from(r.count);
             let new_end = end.max(s.end());
-            let fits = r.kind == s.kind
-                && u32::from(s.address) <= end + u32::from(limits.max_gap)
-                && new_end - start <= u32::from(limits.max_request(s.kind))
-                && barriers
-                    .range((s.kind, start + 1)..(s.kind, new_end))
-                    .next()
-                    .is_none();
-            if fits {
+            let near = u32::from(s.address) <= end + u32::from(limits.max_gap);
+            let small = new_end - start <= u32::from(limits.max_request(s.kind));
+            let mut crossed = barriers.range((s.kind, start + 1)..(s.kind, new_end));
+            if r.kind == s.kind && near && small && crossed.next().is_none() {
                 r.count = (new_end - start) as u16; // ≤ the limit, itself a u16
                 r.fields.push(i);
                 continue;
             }
         }
+        let (kind, address, count) = (s.kind, s.address, s.count);
         out.push(ReadRequest {
-            kind: s.kind,
-            address: s.address,
-            count: s.count,
+            kind,
+            address,
+            count,
             fields: vec![i],
         });
     }
     out
 }
 
+/// Addresses, per table, that no request may cross (see [`greedy`]).
+type Barriers = BTreeSet<(RegisterKind, u32)>;
+
 /// Fewest requests covering `(address, count)` ranges of one table with holes
 /// of at most `max_gap` and at most `max_len` per request (see [`greedy`]
 /// for why the greedy count is the minimum).
 pub fn min_requests(ranges: &[(u16, u16)], max_gap: u16, max_len: u16) -> usize {
-    let items: Vec<(usize, Span)> = ranges
-        .iter()
-        .enumerate()
-        .map(|(i, &(address, count))| {
-            (
-                i,
-                Span {
-                    kind: RegisterKind::Holding,
-                    address,
-                    count,
-                },
-            )
-        })
-        .collect();
+    let span = |(i, &(address, count)): (usize, &(u16, u16))| {
+        (i, Span::new(RegisterKind::Holding, address, count))
+    };
+    let items: Vec<(usize, Span)> = ranges.iter().enumerate().map(span).collect();
     let limits = Limits {
         max_gap,
         max_registers: max_len,
@@ -150,7 +144,7 @@ pub struct Planner {
     intervals: Vec<Duration>,
     next_due: Vec<Duration>,
     limits: Limits,
-    barriers: BTreeSet<(RegisterKind, u32)>,
+    barriers: Barriers,
     unreadable: BTreeSet<usize>,
 }
 
@@ -366,243 +360,156 @@ pub fn minimum_cost(spans: &[Span], limits: &Limits, baud: u32) -> BusCost {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use RegisterKind::{Coil, Holding, Input};
 
-    fn holding(spans: &[(u16, u16)]) -> Vec<(Span, Duration)> {
-        spans
-            .iter()
-            .map(|&(address, count)| {
-                (
-                    Span {
-                        kind: RegisterKind::Holding,
-                        address,
-                        count,
-                    },
-                    Duration::from_secs(10),
-                )
-            })
-            .collect()
+    const TEN_S: Duration = Duration::from_secs(10);
+
+    /// Spans written `address+count` (hex with 0x), space-separated.
+    fn spans(text: &str) -> Vec<(u16, u16)> {
+        let num = |n: &str| match n.strip_prefix("0x") {
+            Some(h) => u16::from_str_radix(h, 16),
+            None => n.parse(),
+        };
+        let span = |s: &str| s.split_once('+').and_then(|(a, c)| Some((num(a).ok()?, num(c).ok()?)));
+        text.split_whitespace().map(|s| span(s).unwrap_or_else(|| panic!("{s}"))).collect()
     }
 
-    fn limits(max_gap: u16, max_registers: u16) -> Limits {
-        Limits {
-            max_gap,
-            max_registers,
-            max_bits: 2000,
-        }
+    fn planner(text: &str, max_gap: u16, max_registers: u16) -> Planner {
+        let items = spans(text).into_iter().map(|(a, c)| (Span::new(Holding, a, c), TEN_S));
+        let limits = Limits { max_gap, max_registers, max_bits: 2000 };
+        Planner::from_spans(items.collect(), limits)
     }
 
-    fn ranges(plan: &[ReadRequest]) -> Vec<(u16, u16)> {
-        plan.iter().map(|r| (r.address, r.count)).collect()
+    fn ranges(plan: &[ReadRequest]) -> String {
+        let r: Vec<String> = plan.iter().map(|r| format!("0x{:X}+{}", r.address, r.count)).collect();
+        r.join(" ")
     }
 
-    /// Plans holding-register `(address, count)` spans with `(max_gap,
-    /// max_registers)` and compares the requests' `(address, count)`.
-    fn check(spans: &[(u16, u16)], (gap, max): (u16, u16), expected: &[(u16, u16)]) {
-        let mut p = Planner::from_spans(holding(spans), limits(gap, max));
-        let plan = p.poll(Duration::ZERO);
-        assert_eq!(ranges(&plan), expected, "{spans:?} gap {gap} max {max}");
-        assert_eq!(plan.len(), min_requests(spans, gap, max));
+    /// Plans holding-register spans with `(max_gap, max_registers)` and
+    /// compares the requests; also checks that every field is served once
+    /// and that `min_requests` agrees.
+    fn check(input: &str, (gap, max): (u16, u16), expected: &str) {
+        let plan = planner(input, gap, max).poll(Duration::ZERO);
+        assert_eq!(ranges(&plan), expected, "{input} gap {gap} max {max}");
+        assert_eq!(plan.len(), min_requests(&spans(input), gap, max), "{input}");
         let mut served: Vec<usize> = plan.iter().flat_map(|r| r.fields.clone()).collect();
         served.sort();
-        assert_eq!(served, (0..spans.len()).collect::<Vec<_>>());
+        assert_eq!(served, (0..spans(input).len()).collect::<Vec<_>>(), "{input}");
     }
 
-    const SDM120: [(u16, u16); 10] = [
-        (0x00, 2),
-        (0x06, 2),
-        (0x0C, 2),
-        (0x12, 2),
-        (0x18, 2),
-        (0x1E, 2),
-        (0x46, 2),
-        (0x48, 2),
-        (0x4A, 2),
-        (0x156, 2),
-    ];
+    /// The SDM120 map: ten float32 values.
+    const SDM120: &str = "0x0+2 0x6+2 0xC+2 0x12+2 0x18+2 0x1E+2 0x46+2 0x48+2 0x4A+2 0x156+2";
 
     #[test]
     fn merges_within_gap_and_size() {
-        check(&[(0, 2), (2, 2), (4, 2)], (0, 125), &[(0, 6)]);
-        check(&[(4, 2), (0, 2), (2, 2)], (0, 125), &[(0, 6)]);
-        check(&[(0, 2), (6, 2)], (4, 125), &[(0, 8)]);
-        check(&[(0, 2), (6, 2)], (3, 125), &[(0, 2), (6, 2)]);
-        check(&[(0, 1), (0, 1), (0, 2)], (0, 125), &[(0, 2)]);
-        check(&[(0, 4), (1, 1), (5, 1)], (0, 125), &[(0, 4), (5, 1)]);
-        let contiguous: Vec<(u16, u16)> = (0..70).map(|i| (2 * i, 2)).collect();
-        check(&contiguous, (0, 125), &[(0, 124), (124, 16)]);
-        check(&SDM120, (8, 125), &[(0x00, 0x20), (0x46, 6), (0x156, 2)]);
-        check(
-            &SDM120,
-            (0, 125),
-            &[
-                (0x00, 2),
-                (0x06, 2),
-                (0x0C, 2),
-                (0x12, 2),
-                (0x18, 2),
-                (0x1E, 2),
-                (0x46, 6),
-                (0x156, 2),
-            ],
-        );
-        check(&[(0xFFFE, 2)], (0, 125), &[(0xFFFE, 2)]);
-        let mut mixed = holding(&[(0, 1)]);
-        mixed.push((
-            Span {
-                kind: RegisterKind::Coil,
-                address: 1,
-                count: 1,
-            },
-            Duration::from_secs(1),
-        ));
-        mixed.push((
-            Span {
-                kind: RegisterKind::Input,
-                address: 0,
-                count: 1,
-            },
-            Duration::from_secs(1),
-        ));
+        check("0x0+2 0x2+2 0x4+2", (0, 125), "0x0+6");
+        check("0x4+2 0x0+2 0x2+2", (0, 125), "0x0+6");
+        check("0x0+2 0x6+2", (4, 125), "0x0+8");
+        check("0x0+2 0x6+2", (3, 125), "0x0+2 0x6+2");
+        check("0x0+1 0x0+1 0x0+2", (0, 125), "0x0+2");
+        check("0x0+4 0x1+1 0x5+1", (0, 125), "0x0+4 0x5+1");
+        check("0xFFFE+2", (0, 125), "0xFFFE+2");
+        let contiguous: Vec<String> = (0..70).map(|i| format!("{}+2", 2 * i)).collect();
+        check(&contiguous.join(" "), (0, 125), "0x0+124 0x7C+16");
+        check(SDM120, (8, 125), "0x0+32 0x46+6 0x156+2");
+        check(SDM120, (0, 125), "0x0+2 0x6+2 0xC+2 0x12+2 0x18+2 0x1E+2 0x46+6 0x156+2");
+        let mixed = vec![
+            (Span::new(Holding, 0, 1), TEN_S),
+            (Span::new(Coil, 1, 1), TEN_S),
+            (Span::new(Input, 0, 1), TEN_S),
+        ];
         let plan = Planner::from_spans(mixed, Limits::default()).poll(Duration::ZERO);
-        assert_eq!(
-            plan.iter().map(|r| r.kind).collect::<Vec<_>>(),
-            [
-                RegisterKind::Coil,
-                RegisterKind::Holding,
-                RegisterKind::Input
-            ]
-        );
-        assert_eq!(
-            plan[1].slice(
-                Span {
-                    kind: RegisterKind::Holding,
-                    address: 0,
-                    count: 1
-                },
-                &[7u16]
-            ),
-            Some(&[7u16][..])
-        );
+        let kinds: Vec<RegisterKind> = plan.iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, [Coil, Holding, Input]);
+        assert_eq!(plan[1].slice(Span::new(Holding, 0, 1), &[7u16]), Some(&[7u16][..]));
     }
 
     #[test]
     fn splits_on_exception_and_remembers() {
-        let mut p = Planner::from_spans(holding(&SDM120), limits(8, 125));
+        let mut p = planner(SDM120, 8, 125);
         let plan = p.poll(Duration::ZERO);
         let Recovery::Retry(halves) = p.on_exception(&plan[0]) else {
             panic!("expected a split")
         };
-        assert_eq!(ranges(&halves), [(0x00, 0x0E), (0x12, 0x0E)]);
+        assert_eq!(ranges(&halves), "0x0+14 0x12+14");
         let Recovery::Retry(quarters) = p.on_exception(&halves[1]) else {
             panic!("expected a split")
         };
-        assert_eq!(ranges(&quarters), [(0x12, 2), (0x18, 8)]);
+        assert_eq!(ranges(&quarters), "0x12+2 0x18+8");
         assert_eq!(p.on_exception(&quarters[0]), Recovery::Unreadable(vec![3]));
         assert_eq!(p.unreadable().collect::<Vec<_>>(), [3]);
-        assert_eq!(
-            p.barriers().collect::<Vec<_>>(),
-            [(RegisterKind::Holding, 0x12), (RegisterKind::Holding, 0x18)]
-        );
-        let next = p.poll(Duration::from_secs(10));
-        assert_eq!(
-            ranges(&next),
-            [(0x00, 0x0E), (0x18, 8), (0x46, 6), (0x156, 2)]
-        );
+        let learned: Vec<_> = p.barriers().collect();
+        assert_eq!(learned, [(Holding, 0x12), (Holding, 0x18)]);
+        let next = p.poll(TEN_S);
+        assert_eq!(ranges(&next), "0x0+14 0x18+8 0x46+6 0x156+2");
         assert!(next.iter().all(|r| !r.fields.contains(&3)));
-        let shared =
-            Planner::from_spans(holding(&[(5, 1), (5, 1)]), limits(0, 125)).poll(Duration::ZERO);
-        let mut q = Planner::from_spans(holding(&[(5, 1), (5, 1)]), limits(0, 125));
-        assert_eq!(q.on_exception(&shared[0]), Recovery::Unreadable(vec![0, 1]));
-        q.reset_learning();
-        assert_eq!(q.poll(Duration::ZERO).len(), 1);
+        let mut shared = planner("5+1 5+1", 0, 125);
+        let plan = shared.poll(Duration::ZERO);
+        assert_eq!(
+            shared.on_exception(&plan[0]),
+            Recovery::Unreadable(vec![0, 1])
+        );
+        assert_eq!(shared.next_due(), None);
+        shared.reset_learning();
+        assert_eq!(shared.poll(TEN_S).len(), 1);
     }
 
     #[test]
     fn schedules_by_interval() {
         let spans = vec![
-            (
-                Span {
-                    kind: RegisterKind::Input,
-                    address: 0,
-                    count: 2,
-                },
-                Duration::from_secs(5),
-            ),
-            (
-                Span {
-                    kind: RegisterKind::Input,
-                    address: 2,
-                    count: 2,
-                },
-                Duration::from_secs(3600),
-            ),
+            (Span::new(Input, 0, 2), Duration::from_secs(5)),
+            (Span::new(Input, 2, 2), Duration::from_secs(3600)),
         ];
         let mut p = Planner::from_spans(spans, Limits::default());
-        assert_eq!(ranges(&p.poll(Duration::ZERO)), [(0, 4)]);
-        assert_eq!(ranges(&p.poll(Duration::from_secs(4))), []);
-        assert_eq!(ranges(&p.poll(Duration::from_secs(5))), [(0, 2)]);
-        assert_eq!(p.next_due(), Some(Duration::from_secs(10)));
-        assert_eq!(ranges(&p.poll(Duration::from_secs(3600))), [(0, 4)]);
+        let mut at = |s: u64| ranges(&p.poll(Duration::from_secs(s)));
+        assert_eq!(at(0), "0x0+4");
+        assert_eq!(at(4), "");
+        assert_eq!(at(5), "0x0+2");
+        assert_eq!(at(3600), "0x0+4");
+        assert_eq!(at(3604), "");
         assert_eq!(p.next_due(), Some(Duration::from_secs(3605)));
     }
 
     /// Fewest groups over all set partitions, a group being valid when its
-    /// extent fits `max_len` and no hole between its members exceeds `max_gap`.
-    fn brute_force(spans: &[(u16, u16)], max_gap: u16, max_len: u16) -> usize {
-        fn valid(group: &[(u16, u16)], max_gap: u32, max_len: u32) -> bool {
+    /// extent fits `len` and no hole between its members exceeds `gap`.
+    fn brute_force(spans: &[(u16, u16)], gap: u32, len: u32) -> usize {
+        fn valid(group: &[(u16, u16)], gap: u32, len: u32) -> bool {
             let mut g = group.to_vec();
             g.sort();
             let start = u32::from(g[0].0);
             let mut end = start;
             for &(a, c) in &g {
-                if u32::from(a) > end + max_gap {
+                if u32::from(a) > end + gap {
                     return false;
                 }
                 end = end.max(u32::from(a) + u32::from(c));
             }
-            end - start <= max_len
+            end - start <= len
         }
+        // Each span joins one of the groups so far or opens a new one.
         fn rec(
-            i: usize,
-            spans: &[(u16, u16)],
+            rest: &[(u16, u16)],
             groups: &mut Vec<Vec<(u16, u16)>>,
-            best: &mut usize,
             gap: u32,
             len: u32,
-        ) {
-            if groups.len() >= *best {
-                return;
-            }
-            if i == spans.len() {
-                if groups.iter().all(|g| valid(g, gap, len)) {
-                    *best = groups.len();
-                }
-                return;
-            }
+        ) -> usize {
+            let Some((&first, rest)) = rest.split_first() else {
+                let ok = groups.iter().all(|g| valid(g, gap, len));
+                return if ok { groups.len() } else { usize::MAX };
+            };
+            let mut best = usize::MAX;
             for k in 0..=groups.len() {
                 if k == groups.len() {
-                    groups.push(vec![spans[i]]);
-                } else {
-                    groups[k].push(spans[i]);
+                    groups.push(Vec::new());
                 }
-                rec(i + 1, spans, groups, best, gap, len);
-                if groups[k].len() == 1 {
-                    groups.pop();
-                } else {
-                    groups[k].pop();
-                }
+                groups[k].push(first);
+                best = best.min(rec(rest, groups, gap, len));
+                groups[k].pop();
             }
+            groups.retain(|g| !g.is_empty());
+            best
         }
-        let mut best = usize::MAX;
-        rec(
-            0,
-            spans,
-            &mut Vec::new(),
-            &mut best,
-            u32::from(max_gap),
-            u32::from(max_len),
-        );
-        best
+        rec(spans, &mut Vec::new(), gap, len)
     }
 
     #[test]
@@ -615,20 +522,18 @@ mod tests {
             (seed % n) as u16
         };
         for _ in 0..300 {
-            let n = 1 + usize::from(rand(7));
             let mut at = 0u16;
-            let spans: Vec<(u16, u16)> = (0..n)
-                .map(|_| {
-                    at += rand(5);
-                    let span = (at, 1 + rand(4));
-                    at += span.1;
-                    span
-                })
-                .collect();
+            let mut spans = Vec::new();
+            for _ in 0..1 + rand(7) {
+                at += rand(5);
+                spans.push((at, 1 + rand(4)));
+                at += spans[spans.len() - 1].1;
+            }
             let (gap, len) = (rand(4), 4 + rand(8));
+            let brute = brute_force(&spans, u32::from(gap), u32::from(len));
             assert_eq!(
                 min_requests(&spans, gap, len),
-                brute_force(&spans, gap, len),
+                brute,
                 "{spans:?} gap {gap} len {len}"
             );
         }
@@ -636,47 +541,30 @@ mod tests {
 
     #[test]
     fn bus_time_against_minimum() {
-        let one = rtu_cost([(RegisterKind::Input, 2)], 9600);
+        let one = rtu_cost([(Input, 2)], 9600);
         assert_eq!((one.requests, one.bytes), (1, 17));
         assert!(
             (one.seconds - 24.0 * 11.0 / 9600.0).abs() < 1e-12,
             "{one:?}"
         );
-        let coils = rtu_cost([(RegisterKind::Coil, 9)], 115200);
+        let coils = rtu_cost([(Coil, 9)], 115200);
         assert_eq!(coils.bytes, 8 + 7);
         assert!((coils.seconds - (15.0 * 11.0 / 115200.0 + 0.0035)).abs() < 1e-12);
         let spans: Vec<Span> = SDM120
             .iter()
-            .map(|&(address, count)| Span {
-                kind: RegisterKind::Input,
-                address,
-                count,
-            })
+            .map(|&(a, c)| Span::new(Input, a, c))
             .collect();
-        let planned = Planner::from_spans(
-            spans.iter().map(|s| (*s, Duration::from_secs(1))).collect(),
-            limits(8, 125),
-        )
-        .poll(Duration::ZERO);
-        let (cost, min) = (
-            plan_cost(&planned, 2400),
-            minimum_cost(&spans, &limits(8, 125), 2400),
-        );
+        let limits = Limits {
+            max_gap: 8,
+            ..Limits::default()
+        };
+        let plan = Planner::from_spans(spans.iter().map(|s| (*s, TEN_S)).collect(), limits);
+        let cost = plan_cost(&plan.plan(&(0..10).collect::<Vec<_>>()), 2400);
         assert_eq!((cost.requests, cost.bytes), (3, 3 * 13 + 2 * (32 + 6 + 2)));
+        let min = minimum_cost(&spans, &limits, 2400);
         assert_eq!((min.requests, min.bytes), (1, 13 + 2 * 20));
-        assert!(cost.seconds > min.seconds);
-        let overlapping = [
-            Span {
-                kind: RegisterKind::Holding,
-                address: 0,
-                count: 4,
-            },
-            Span {
-                kind: RegisterKind::Holding,
-                address: 2,
-                count: 1,
-            },
-        ];
+        assert!(cost.seconds > 2.0 * min.seconds);
+        let overlapping = [Span::new(Holding, 0, 4), Span::new(Holding, 2, 1)];
         assert_eq!(
             minimum_cost(&overlapping, &Limits::default(), 9600).bytes,
             13 + 8

@@ -378,7 +378,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 fn interval(s: Option<String>, default: Duration) -> Result<Duration, String> {
     match s {
         None => Ok(default),
-        Some(p) => parse_duration(&p).ok_or(format!("poll_interval \"{p}\" is not like \"5s\" or \"1h\"")),
+        Some(p) => parse_duration(&p).ok_or(format!(
+            "poll_interval \"{p}\" is not like \"5s\" or \"1h\""
+        )),
     }
 }
 
@@ -398,7 +400,10 @@ pub fn load_file(path: &Path) -> Result<Profile, ProfileError> {
 /// Loads every `*.toml` in `dir`, sorted by file name.
 pub fn load_dir(dir: &Path) -> Result<Vec<Profile>, ProfileError> {
     let origin = dir.display().to_string();
-    let io = |err| ProfileError::Io { origin: origin.clone(), err };
+    let io = |err| ProfileError::Io {
+        origin: origin.clone(),
+        err,
+    };
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
@@ -420,7 +425,12 @@ pub fn parse(src: &str, origin: &str) -> Result<Profile, ProfileError> {
     let base = raw.device.address_base.unwrap_or_default();
     let device = match resolve_device(raw.device) {
         Ok(device) if !raw.field.is_empty() => device,
-        Ok(_) => return Err(ProfileError::Device { origin, message: "no [[field]] entries".into() }),
+        Ok(_) => {
+            return Err(ProfileError::Device {
+                origin,
+                message: "no [[field]] entries".into(),
+            })
+        }
         Err(message) => return Err(ProfileError::Device { origin, message }),
     };
     let mut fields: Vec<Field> = Vec::with_capacity(raw.field.len());
@@ -428,17 +438,33 @@ pub fn parse(src: &str, origin: &str) -> Result<Profile, ProfileError> {
         let field = rf.name.clone();
         match resolve_field(rf, &device, base, &fields) {
             Ok(f) => fields.push(f),
-            Err(message) => return Err(ProfileError::Field { origin, field, message }),
+            Err(message) => {
+                return Err(ProfileError::Field {
+                    origin,
+                    field,
+                    message,
+                })
+            }
         }
     }
-    Ok(Profile { origin, device, fields })
+    Ok(Profile {
+        origin,
+        device,
+        fields,
+    })
 }
 
 fn resolve_device(d: RawDevice) -> Result<Device, String> {
     ensure!(!d.model.trim().is_empty(), "model must not be empty");
-    ensure!(!d.manufacturer.trim().is_empty(), "manufacturer must not be empty");
+    ensure!(
+        !d.manufacturer.trim().is_empty(),
+        "manufacturer must not be empty"
+    );
     let unit_id = d.unit_id.unwrap_or(1);
-    ensure!((1..=247).contains(&unit_id), "unit_id {unit_id} outside 1..=247");
+    ensure!(
+        (1..=247).contains(&unit_id),
+        "unit_id {unit_id} outside 1..=247"
+    );
     let serial = Serial {
         baud: d.baud.unwrap_or(9600),
         parity: d.parity.unwrap_or_default(),
@@ -446,15 +472,27 @@ fn resolve_device(d: RawDevice) -> Result<Device, String> {
         stop_bits: d.stop_bits.unwrap_or(1),
     };
     ensure!(serial.baud > 0, "baud must be > 0");
-    ensure!((7..=8).contains(&serial.data_bits), "data_bits must be 7 or 8");
-    ensure!((1..=2).contains(&serial.stop_bits), "stop_bits must be 1 or 2");
+    ensure!(
+        (7..=8).contains(&serial.data_bits),
+        "data_bits must be 7 or 8"
+    );
+    ensure!(
+        (1..=2).contains(&serial.stop_bits),
+        "stop_bits must be 1 or 2"
+    );
     let limits = Limits {
         max_gap: d.max_gap.unwrap_or(DEFAULT_MAX_GAP),
         max_registers: d.max_registers_per_request.unwrap_or(125),
         max_bits: d.max_bits_per_request.unwrap_or(2000),
     };
-    ensure!((1..=125).contains(&limits.max_registers), "max_registers_per_request must be 1..=125");
-    ensure!((1..=2000).contains(&limits.max_bits), "max_bits_per_request must be 1..=2000");
+    ensure!(
+        (1..=125).contains(&limits.max_registers),
+        "max_registers_per_request must be 1..=125"
+    );
+    ensure!(
+        (1..=2000).contains(&limits.max_bits),
+        "max_bits_per_request must be 1..=2000"
+    );
     Ok(Device {
         model: d.model,
         manufacturer: d.manufacturer,
@@ -467,28 +505,67 @@ fn resolve_device(d: RawDevice) -> Result<Device, String> {
     })
 }
 
-fn resolve_field(f: RawField, dev: &Device, base: AddressBase, earlier: &[Field]) -> Result<Field, String> {
+fn resolve_field(
+    f: RawField,
+    dev: &Device,
+    base: AddressBase,
+    earlier: &[Field],
+) -> Result<Field, String> {
     let (t, kind) = (f.data_type, f.kind);
-    ensure!(valid_name(&f.name), "name must be lowercase letters, digits and '_'");
+    ensure!(
+        valid_name(&f.name),
+        "name must be lowercase letters, digits and '_'"
+    );
     // Quantity names are the stable interface to the rest of the system.
     let dotted = f.quantity.contains('.') && f.quantity.split('.').all(valid_name);
-    ensure!(dotted, "quantity \"{}\" is not a lowercase dotted name like \"digester.pressure\"", f.quantity);
-    ensure!(earlier.iter().all(|o| o.name != f.name), "name is used twice");
+    ensure!(
+        dotted,
+        "quantity \"{}\" is not a lowercase dotted name like \"digester.pressure\"",
+        f.quantity
+    );
+    ensure!(
+        earlier.iter().all(|o| o.name != f.name),
+        "name is used twice"
+    );
     if let Some(o) = earlier.iter().find(|o| o.quantity == f.quantity) {
-        return Err(format!("quantity \"{}\" is already fed by field \"{}\"", f.quantity, o.name));
+        return Err(format!(
+            "quantity \"{}\" is already fed by field \"{}\"",
+            f.quantity, o.name
+        ));
     }
-    ensure!(!kind.is_bit() || t == DataType::Bool, "a {kind:?} field must have type bool, not {t:?}");
-    ensure!(kind.is_bit() || t != DataType::Bool, "type bool needs kind coil or discrete_input; for a bit in a register use type \"bit\"");
-    ensure!((t == DataType::Bit) == f.bit.is_some(), "bit = n goes with type bit and only with it");
+    ensure!(
+        !kind.is_bit() || t == DataType::Bool,
+        "a {kind:?} field must have type bool, not {t:?}"
+    );
+    ensure!(
+        kind.is_bit() || t != DataType::Bool,
+        "type bool needs kind coil or discrete_input; for a bit in a register use type \"bit\""
+    );
+    ensure!(
+        (t == DataType::Bit) == f.bit.is_some(),
+        "bit = n goes with type bit and only with it"
+    );
     ensure!(f.bit.unwrap_or(0) <= 15, "bit {} > 15", f.bit.unwrap_or(0));
-    ensure!((t == DataType::String) == f.length.is_some(), "length = registers goes with type string and only with it");
+    ensure!(
+        (t == DataType::String) == f.length.is_some(),
+        "length = registers goes with type string and only with it"
+    );
     let count = t.width().or(f.length).unwrap_or(0);
     ensure!(count > 0, "length must be > 0");
     let numeric = f.scale.is_some() || f.offset.is_some() || f.min.is_some() || f.max.is_some();
-    ensure!(t.is_number() || !(numeric || !f.sentinels.is_empty()), "scale, offset, min, max and sentinels need a numeric type, not {t:?}");
-    ensure!(t.is_float() || !f.nan_is_missing, "nan_is_missing needs type f32 or f64, not {t:?}");
+    ensure!(
+        t.is_number() || !(numeric || !f.sentinels.is_empty()),
+        "scale, offset, min, max and sentinels need a numeric type, not {t:?}"
+    );
+    ensure!(
+        t.is_float() || !f.nan_is_missing,
+        "nan_is_missing needs type f32 or f64, not {t:?}"
+    );
     let (scale, offset) = (f.scale.unwrap_or(1.0), f.offset.unwrap_or(0.0));
-    ensure!(scale.is_finite() && scale != 0.0 && offset.is_finite(), "scale must be finite and non-zero, offset finite");
+    ensure!(
+        scale.is_finite() && scale != 0.0 && offset.is_finite(),
+        "scale must be finite and non-zero, offset finite"
+    );
     if let (Some(lo), Some(hi)) = (f.min, f.max) {
         ensure!(lo <= hi, "min {lo} > max {hi}");
     }
@@ -500,17 +577,32 @@ fn resolve_field(f: RawField, dev: &Device, base: AddressBase, earlier: &[Field]
         }
     }
     let address = base.to_protocol(kind, f.address)?;
-    let (limit, unit) = (dev.limits.max_request(kind), if kind.is_bit() { "bits" } else { "registers" });
-    ensure!(count <= limit, "{count} {unit} exceed the per-request limit of {limit}");
+    let (limit, unit) = (
+        dev.limits.max_request(kind),
+        if kind.is_bit() { "bits" } else { "registers" },
+    );
+    ensure!(
+        count <= limit,
+        "{count} {unit} exceed the per-request limit of {limit}"
+    );
     let end = u32::from(address) + u32::from(count);
-    ensure!(end <= 0x1_0000, "address 0x{address:04X} + {count} {unit} runs past 0xFFFF");
+    ensure!(
+        end <= 0x1_0000,
+        "address 0x{address:04X} + {count} {unit} runs past 0xFFFF"
+    );
     // Several bit fields (or a bit field and the whole word) may view the
     // same status register; any other overlap is a typo in the map.
     let overlaps = |o: &&Field| {
-        o.kind == kind && o.data_type != DataType::Bit && u32::from(o.address) < end && u32::from(address) < o.end()
+        o.kind == kind
+            && o.data_type != DataType::Bit
+            && u32::from(o.address) < end
+            && u32::from(address) < o.end()
     };
     if let Some(o) = earlier.iter().find(overlaps).filter(|_| t != DataType::Bit) {
-        return Err(format!("address 0x{address:04X} + {count} {unit} overlaps field \"{}\"", o.name));
+        return Err(format!(
+            "address 0x{address:04X} + {count} {unit} overlaps field \"{}\"",
+            o.name
+        ));
     }
     Ok(Field {
         poll_interval: interval(f.poll_interval, dev.poll_interval)?,
@@ -550,149 +642,132 @@ mod tests {
         got.ok()
     }
 
-    fn field(extra: &str) -> String {
-        format!("[[field]]\nname = \"a\"\nquantity = \"t.a\"\nkind = \"holding\"\naddress = 0\n{extra}\n")
+    /// A `[[field]]` named `name` (quantity `t.name`) at holding 0 plus `;`-separated keys.
+    fn field(name: &str, keys: &str) -> String {
+        let keys = keys.replace("; ", "\n");
+        let kind = if keys.contains("kind") {
+            ""
+        } else {
+            "kind = \"holding\"\n"
+        };
+        let addr = if keys.contains("address") {
+            ""
+        } else {
+            "address = 0\n"
+        };
+        format!("[[field]]\nname = \"{name}\"\nquantity = \"t.{name}\"\n{kind}{addr}{keys}\n")
     }
 
     #[test]
     fn valid_profiles_resolve_defaults_and_addresses() {
-        let p = check(&field("type = \"f32\""), Ok(())).unwrap();
+        let p = check(&field("a", "type = \"f32\""), Ok(())).unwrap();
         let f = &p.fields[0];
+        let ten = Duration::from_secs(10);
         assert_eq!(
             (f.count, f.word_order, f.scale, f.poll_interval),
-            (2, WordOrder::ABCD, 1.0, Duration::from_secs(10))
+            (2, WordOrder::ABCD, 1.0, ten)
         );
+        let modicon = field("a", "type = \"u32\"; address = 40010");
         let p = check(
-            &format!(
-                "word_order = \"CDAB\"\naddress_base = 40001\n{}",
-                field("type = \"u32\"").replace("address = 0", "address = 40010")
-            ),
+            &format!("word_order = \"CDAB\"\naddress_base = 40001\n{modicon}"),
             Ok(()),
-        )
-        .unwrap();
+        );
         assert_eq!(
-            (p.fields[0].address, p.fields[0].word_order),
-            (9, WordOrder::CDAB)
+            p.map(|p| (p.fields[0].address, p.fields[0].word_order)),
+            Some((9, WordOrder::CDAB))
         );
-        let p = check(
-            &format!(
-                "address_base = 1\n{}",
-                field("type = \"u16\"").replace("address = 0", "address = 1")
-            ),
-            Ok(()),
-        )
-        .unwrap();
-        assert_eq!(p.fields[0].address, 0);
-        let two_bits = format!(
+        let one = format!(
+            "address_base = 1\n{}",
+            field("a", "type = \"u16\"; address = 1")
+        );
+        assert_eq!(check(&one, Ok(())).map(|p| p.fields[0].address), Some(0));
+        let bits = format!(
             "{}{}",
-            field("type = \"u16\""),
-            field("type = \"bit\"\nbit = 3")
-                .replace("\"a\"", "\"b\"")
-                .replace("t.a", "t.b")
+            field("a", "type = \"u16\""),
+            field("b", "type = \"bit\"; bit = 3")
         );
-        assert_eq!(check(&two_bits, Ok(())).unwrap().fields[1].bit, Some(3));
+        assert_eq!(check(&bits, Ok(())).map(|p| p.fields[1].bit), Some(Some(3)));
     }
+
+    /// Field-level mistakes, `keys => message`; each is reported for field "a".
+    const BAD_FIELDS: &str = r#"
+        type = "bit"; bit = 16 => bit 16 > 15
+        type = "bit" => bit = n goes with type bit and only with it
+        type = "u16"; bit = 1 => bit = n goes with type bit and only with it
+        type = "string" => length = registers goes with type string and only with it
+        type = "u32"; length = 2 => length = registers goes with type string and only with it
+        type = "string"; length = 0 => length must be > 0
+        type = "string"; length = 126 => 126 registers exceed the per-request limit of 125
+        type = "bool" => type bool needs kind coil or discrete_input; for a bit in a register use type "bit"
+        type = "u16"; kind = "coil" => a Coil field must have type bool, not U16
+        type = "string"; length = 4; scale = 2.0 => scale, offset, min, max and sentinels need a numeric type, not String
+        type = "bit"; bit = 1; sentinels = [0] => scale, offset, min, max and sentinels need a numeric type, not Bit
+        type = "i16"; nan_is_missing = true => nan_is_missing needs type f32 or f64, not I16
+        type = "i16"; sentinels = [70000] => sentinel 70000 does not fit in 16 bits
+        type = "u32"; sentinels = [-2147483649] => sentinel -2147483649 does not fit in 32 bits
+        type = "u16"; scale = 0 => scale must be finite and non-zero, offset finite
+        type = "u16"; min = 5; max = 1 => min 5 > max 1
+        type = "u16"; poll_interval = "5 s" => poll_interval "5 s" is not like "5s" or "1h"
+        type = "u32"; address = 0xFFFF => address 0xFFFF + 2 registers runs past 0xFFFF
+        type = "u16"; quantity = "Pressure" => quantity "Pressure" is not a lowercase dotted name like "digester.pressure"
+    "#;
 
     #[test]
     fn invalid_profiles_name_file_and_field() {
-        let fe = |m: &str| format!("t.toml: field \"a\": {m}");
-        check(&field("type = \"bit\"\nbit = 16"), Err(&fe("bit 16 > 15")));
-        check(
-            &field("type = \"bit\""),
-            Err(&fe("type bit needs bit = 0..15")),
+        let cases: Vec<_> = BAD_FIELDS
+            .lines()
+            .filter_map(|l| l.trim().split_once(" => "))
+            .collect();
+        assert_eq!(cases.len(), 19);
+        for (keys, msg) in cases {
+            let body = field("a", keys);
+            let body = match keys.split_once("; quantity = ") {
+                Some((k, q)) => field("a", k).replace("\"t.a\"", q),
+                None => body,
+            };
+            check(&body, Err(&format!("t.toml: field \"a\": {msg}")));
+        }
+        let (a, b) = (
+            field("a", "type = \"f32\""),
+            field("b", "type = \"u16\"; address = 1"),
         );
         check(
-            &field("type = \"u16\"\nbit = 1"),
-            Err(&fe("bit is only allowed with type bit, not U16")),
-        );
-        check(
-            &field("type = \"string\""),
-            Err(&fe("type string needs length = number of registers (> 0)")),
-        );
-        check(
-            &field("type = \"u32\"\nlength = 2"),
-            Err(&fe("length is only allowed with type string, not U32")),
-        );
-        check(&field("type = \"bool\""), Err(&fe("type bool needs kind coil or discrete_input; use type \"bit\" with bit = n for a bit in a register")));
-        check(
-            &field("type = \"u16\"").replace("holding", "coil"),
-            Err(&fe("a Coil field must have type bool, not U16")),
-        );
-        check(
-            &field("type = \"string\"\nlength = 4\nscale = 2.0"),
-            Err(&fe(
-                "scale, offset, min, max and sentinels need a numeric type, not String",
-            )),
-        );
-        check(
-            &field("type = \"i16\"\nnan_is_missing = true"),
-            Err(&fe("nan_is_missing needs type f32 or f64, not I16")),
-        );
-        check(
-            &field("type = \"i16\"\nsentinels = [70000]"),
-            Err(&fe("sentinel 70000 does not fit in 16 bits")),
-        );
-        check(
-            &field("type = \"u16\"\nmin = 5\nmax = 1"),
-            Err(&fe("min 5 > max 1")),
-        );
-        check(
-            &field("type = \"u16\"\npoll_interval = \"5 s\""),
-            Err(&fe(
-                "poll_interval \"5 s\" is not like \"5s\", \"2m\" or \"1h\"",
-            )),
-        );
-        check(
-            &field("type = \"string\"\nlength = 126"),
-            Err(&fe("126 registers exceed the per-request limit of 125")),
-        );
-        check(
-            &format!("address_base = 40001\n{}", field("type = \"u16\"")),
-            Err(&fe(
-                "address 0 is outside 40001..=49999 for a Holding field with address_base Modicon",
-            )),
-        );
-        let b = field("type = \"u16\"")
-            .replace("\"a\"", "\"b\"")
-            .replace("t.a", "t.b")
-            .replace("address = 0", "address = 1");
-        check(
-            &format!("{}{b}", field("type = \"f32\"")),
+            &format!("{a}{b}"),
             Err("t.toml: field \"b\": address 0x0001 + 1 registers overlaps field \"a\""),
         );
         check(
-            &format!(
-                "{}{}",
-                field("type = \"u16\""),
-                field("type = \"u16\"").replace("t.a", "t.b")
-            ),
-            Err(&fe("name already used by the field at address 0x0000")),
+            &format!("{a}{a}"),
+            Err("t.toml: field \"a\": name is used twice"),
         );
+        let dup = field("b", "type = \"u16\"; address = 9").replace("t.b", "t.a");
         check(
-            &field("type = \"u16\"").replace("t.a", "Pressure"),
-            Err(&fe(
-                "quantity \"Pressure\" is not a lowercase dotted name like \"digester.pressure\"",
-            )),
+            &format!("{a}{dup}"),
+            Err("t.toml: field \"b\": quantity \"t.a\" is already fed by field \"a\""),
         );
+        let modicon = format!("address_base = 40001\n{}", field("a", "type = \"u16\""));
+        let want =
+            "address 0 is outside 40001..=49999 for a Holding field with address_base Modicon";
+        check(&modicon, Err(&format!("t.toml: field \"a\": {want}")));
         check(
             "unit_id = 0\n",
             Err("t.toml: device: unit_id 0 outside 1..=247"),
         );
-        check("", Err("t.toml: device: profile has no [[field]] entries"));
-        let p = parse(&format!("{HEAD}colour = 1\n"), "t.toml")
-            .unwrap_err()
-            .to_string();
+        check("", Err("t.toml: device: no [[field]] entries"));
+        let toml_err = |body: &str| {
+            parse(&format!("{HEAD}{body}"), "t.toml")
+                .unwrap_err()
+                .to_string()
+        };
+        let e = toml_err("colour = 1\n");
         assert!(
-            p.starts_with("t.toml: TOML parse error at line 4")
-                && p.contains("unknown field `colour`"),
-            "{p}"
+            e.starts_with("t.toml: TOML parse error at line 4")
+                && e.contains("unknown field `colour`"),
+            "{e}"
         );
-        let p = parse(&format!("{HEAD}address_base = 2\n"), "t.toml")
-            .unwrap_err()
-            .to_string();
+        let e = toml_err(&field("a", "type = \"u16\"; colour = 1"));
+        assert!(e.contains("unknown field `colour`"), "{e}");
         assert!(
-            p.contains("address_base must be 0, 1 or 40001, not 2"),
-            "{p}"
+            toml_err("address_base = 2\n").contains("address_base must be 0, 1 or 40001, not 2")
         );
     }
 
@@ -718,8 +793,10 @@ mod tests {
             "only {} profiles in {dir}",
             profiles.len()
         );
-        for p in &profiles {
-            assert!(p.fields.iter().all(|f| f.count >= 1), "{}", p.origin);
-        }
+        let vaisala = profiles
+            .iter()
+            .find(|p| p.device.model == "MGP261")
+            .map(|p| p.device.unit_id);
+        assert_eq!(vaisala, Some(240));
     }
 }

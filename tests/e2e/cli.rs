@@ -1,0 +1,81 @@
+//! The command line: config errors name the key, `generate-config` round-trips, the demo runs
+//! and stops cleanly.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{free_port, http, wait_until, Proc, GKGW};
+
+fn check(config: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, config).expect("write");
+    let out = Command::new(GKGW).args(["check", "--config"]).arg(&path).output().expect("gkgw check");
+    let err = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "gw.toml");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), err)
+}
+
+#[test]
+fn config_mistakes_name_file_key_and_expectation() {
+    let cases = [
+        ("[store]\ncommit_interval_ms = \"soon\"\n", "gw.toml: store.commit_interval_ms: invalid type: string \"soon\", expected u64 (line 2, column 22)"),
+        ("[influx]\nbatchsize = 10\n", "gw.toml: influx.batchsize: unknown field `batchsize`"),
+        ("[brokr]\n", "gw.toml: brokr: unknown field `brokr`"),
+        ("[influx]\nenabled = true\nversion = 7\n", "gw.toml: influx.version: 7: expected 1, 2 or 3"),
+        ("[influx]\nenabled = true\nversion = 1\ndatabase = \"\"\n", "gw.toml: influx.database: required for version 1"),
+        ("[influx]\nenabled = true\nversion = 2\nbucket = \"b\"\norg = \"o\"\ntoken_file = \"/nonexistent/token\"\n", "gw.toml: influx.token_file: /nonexistent/token: No such file or directory"),
+        ("[[mqtt.topics]]\nfilter = \"a/+\"\nformat = \"xml\"\n", "gw.toml: mqtt.topics[0].format: unknown variant `xml`, expected one of `json`, `number`, `line_protocol`"),
+        ("[store]\nquota_mib = 1\n", "gw.toml: store.quota_mib: expected at least 16 MiB"),
+        ("[broker]\nconfig_file = \"/nonexistent/rumqttd.toml\"\n", "/nonexistent/rumqttd.toml: No such file or directory"),
+    ];
+    for (config, expected) in cases {
+        let (code, _, err) = check(config);
+        assert_eq!(code, 2, "{config:?} must fail with exit code 2; stderr: {err}");
+        assert!(err.contains(expected), "for {config:?}\nexpected: {expected}\n     got: {err}");
+    }
+    let missing = Command::new(GKGW).args(["check", "--config", "/nonexistent/gw.toml"]).output().expect("runs");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/gw.toml: cannot read"));
+}
+
+#[test]
+fn generated_config_is_valid_and_check_prints_the_pipeline() {
+    let out = Command::new(GKGW).arg("generate-config").output().expect("runs");
+    assert!(out.status.success());
+    let (code, stdout, err) = check(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("store: /var/lib/gkgw/store.db"), "{stdout}");
+    assert!(stdout.contains("mqtt meters: meters/+/state"), "{stdout}");
+}
+
+#[test]
+fn demo_runs_with_nothing_installed_and_stops_cleanly_on_ctrl_c() {
+    let (mqtt, web) = (free_port(), free_port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut demo = Proc::spawn(
+        "gkgw demo",
+        Command::new(GKGW)
+            .args(["demo", "--mqtt", &format!("127.0.0.1:{mqtt}"), "--http", &format!("127.0.0.1:{web}"), "--meters", "6", "--meter-interval", "0.2"])
+            .arg("--state-dir")
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let status = format!("http://127.0.0.1:{web}/api/status");
+    wait_until("the demo to commit readings from its meters", Duration::from_secs(30), || {
+        let (code, body) = http("GET", &status, None);
+        code == 200 && serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| v["readings_accepted"].as_u64() >= Some(30))
+    });
+    let (code, page) = http("GET", &format!("http://127.0.0.1:{web}/"), None);
+    assert_eq!(code, 200);
+    assert!(page.contains("Readings accepted"), "{page}");
+    let (_, metrics) = http("GET", &format!("http://127.0.0.1:{web}/metrics"), None);
+    assert!(metrics.contains("gkgw_readings_accepted_total"));
+    assert!(metrics.contains("gkgw_readings_rejected_total{reason=\"malformed\"} 0"), "{metrics}");
+    demo.signal("INT");
+    let exit = demo.wait_timeout(Duration::from_secs(10)).expect("the demo stops within 10 s of Ctrl-C");
+    assert!(exit.success(), "exit status {exit:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(demo.child.stderr.as_mut().expect("stderr"), &mut err).expect("read");
+    assert!(err.contains("every received reading is committed"), "{err}");
+}

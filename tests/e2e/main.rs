@@ -1,0 +1,7 @@
+//! Black-box tests of the `gkgw` binary against real peers (see TESTING.md and support.rs).
+
+mod support;
+
+mod cli;
+mod faults;
+mod ingest;
