@@ -129,7 +129,7 @@ fn check_len(field: &Field, got: usize, bits: bool) -> Result<(), DecodeError> {
             given,
         });
     }
-    if got != expected {
+    if got != expected || got == 0 {
         return Err(DecodeError::Length {
             field: name,
             expected,
@@ -153,7 +153,7 @@ pub fn decode_registers(field: &Field, regs: &[u16]) -> Result<Reading, DecodeEr
     }
     let unscaled = number(t, raw);
     // Integer sentinels compare bit patterns, so 0x8000 and -32768 both match an i16.
-    let mask = u64::MAX >> (64 - 16 * regs.len().min(4));
+    let mask = u64::MAX >> (64 - 16 * regs.len().clamp(1, 4));
     let hit = |&s: &i64| {
         if t.is_float() {
             s as f64 == unscaled
@@ -201,7 +201,7 @@ pub fn encode_number(field: &Field, value: f64) -> Option<Vec<u16>> {
         DataType::F64 => x.to_bits(),
         DataType::Bool | DataType::Bit | DataType::String => return None,
     };
-    let (n, order) = (usize::from(field.count), field.word_order);
+    let (n, order) = (usize::from(field.data_type.width()?), field.word_order);
     // Both swaps are their own inverse, so applying them to big-endian words encodes.
     let mut regs: Vec<u16> = (0..n)
         .map(|i| swap((raw >> (16 * (n - 1 - i))) as u16, order))
@@ -321,7 +321,11 @@ mod tests {
 
     /// A field from `;`-separated TOML keys; kind defaults to holding.
     fn field(spec: &str) -> Field {
-        let kind = if spec.contains("kind") { "" } else { "kind = 'holding'\n" };
+        let kind = if spec.contains("kind") {
+            ""
+        } else {
+            "kind = 'holding'\n"
+        };
         let keys = spec.replace("; ", "\n");
         let head = "[device]\nmodel = 'm'\nmanufacturer = 'x'\n[[field]]\nname = 'f'";
         let body = format!("{head}\nquantity = 't.f'\naddress = 0\n{kind}{keys}\n");
@@ -401,7 +405,7 @@ mod tests {
         let cases: Vec<&Vec<&str>> = cases.iter().filter(|c| c.len() == 3).collect();
         assert_eq!(cases.len(), 40);
         for case in cases {
-            let regs: Vec<u16> = case[1].split_whitespace().map(|h| hex(h)).collect();
+            let regs: Vec<u16> = case[1].split_whitespace().map(hex).collect();
             let (value, quality) = case[2].trim().rsplit_once(' ').unwrap_or_default();
             let value = match value {
                 "true" | "false" => Value::Bool(value == "true"),
@@ -425,9 +429,15 @@ mod tests {
     #[test]
     fn bits_and_wrong_shapes() {
         let coil = field("kind = 'coil'; type = 'bool'");
-        assert_eq!(decode_bits(&coil, &[true]), Ok(Reading::good(Value::Bool(true))));
+        assert_eq!(
+            decode_bits(&coil, &[true]),
+            Ok(Reading::good(Value::Bool(true)))
+        );
         let e = decode_registers(&coil, &[1]).map_err(|e| e.to_string());
-        assert_eq!(e, Err("field \"f\": a Coil field cannot be decoded from registers".into()));
+        assert_eq!(
+            e,
+            Err("field \"f\": a Coil field cannot be decoded from registers".into())
+        );
         let e = decode_registers(&field("type = 'f32'"), &[1]).map_err(|e| e.to_string());
         assert_eq!(e, Err("field \"f\": expected 2 values, got 1".into()));
     }
@@ -435,16 +445,25 @@ mod tests {
     #[test]
     fn dump_shows_every_view() {
         let rows = dump(0x0010, &[0x42F6, 0xE979, 0x4142]);
-        let first = (rows[0].address, rows[0].u16, rows[0].i16, rows[2].ascii.as_str());
+        let first = (
+            rows[0].address,
+            rows[0].u16,
+            rows[0].i16,
+            rows[2].ascii.as_str(),
+        );
         assert_eq!((rows.len(), first), (3, (0x10, 0x42F6, 0x42F6, "AB")));
         let cdab = rows[1].x32.map(|v| (v[1].order, v[1].float as f32));
         assert_eq!(cdab, Some((WordOrder::CDAB, f32::from_bits(0x4142_E979))));
         assert_eq!(rows[0].x32.map(|v| v[0].float as f32), Some(123.456));
         assert!(rows[2].x32.is_none() && rows[0].x64.is_none());
         let text = format_dump(&rows);
-        let head = "0x0010 +0   u16 17142 i16 17142  hex 0x42F6 bits 0100 0010 1111 0110 ascii \"B.\"";
+        let head =
+            "0x0010 +0   u16 17142 i16 17142  hex 0x42F6 bits 0100 0010 1111 0110 ascii \"B.\"";
         assert!(text.contains(head), "{text}");
-        assert!(text.contains("    ABCD  u32 1123477881 i32 1123477881  f32 123.456\n"), "{text}");
+        assert!(
+            text.contains("    ABCD  u32 1123477881 i32 1123477881  f32 123.456\n"),
+            "{text}"
+        );
         assert!(text.ends_with("ascii \"B..yAB\"\n"), "{text}");
         let wide = dump(0, &[0x405E, 0xDD2F, 0x1A9F, 0xBE77]);
         assert_eq!(wide[0].x64.map(|v| v[0].float), Some(123.456));

@@ -370,18 +370,32 @@ mod tests {
             Some(h) => u16::from_str_radix(h, 16),
             None => n.parse(),
         };
-        let span = |s: &str| s.split_once('+').and_then(|(a, c)| Some((num(a).ok()?, num(c).ok()?)));
-        text.split_whitespace().map(|s| span(s).unwrap_or_else(|| panic!("{s}"))).collect()
+        let span = |s: &str| {
+            s.split_once('+')
+                .and_then(|(a, c)| Some((num(a).ok()?, num(c).ok()?)))
+        };
+        text.split_whitespace()
+            .map(|s| span(s).unwrap_or_else(|| panic!("{s}")))
+            .collect()
     }
 
     fn planner(text: &str, max_gap: u16, max_registers: u16) -> Planner {
-        let items = spans(text).into_iter().map(|(a, c)| (Span::new(Holding, a, c), TEN_S));
-        let limits = Limits { max_gap, max_registers, max_bits: 2000 };
+        let items = spans(text)
+            .into_iter()
+            .map(|(a, c)| (Span::new(Holding, a, c), TEN_S));
+        let limits = Limits {
+            max_gap,
+            max_registers,
+            max_bits: 2000,
+        };
         Planner::from_spans(items.collect(), limits)
     }
 
     fn ranges(plan: &[ReadRequest]) -> String {
-        let r: Vec<String> = plan.iter().map(|r| format!("0x{:X}+{}", r.address, r.count)).collect();
+        let r: Vec<String> = plan
+            .iter()
+            .map(|r| format!("0x{:X}+{}", r.address, r.count))
+            .collect();
         r.join(" ")
     }
 
@@ -394,7 +408,11 @@ mod tests {
         assert_eq!(plan.len(), min_requests(&spans(input), gap, max), "{input}");
         let mut served: Vec<usize> = plan.iter().flat_map(|r| r.fields.clone()).collect();
         served.sort();
-        assert_eq!(served, (0..spans(input).len()).collect::<Vec<_>>(), "{input}");
+        assert_eq!(
+            served,
+            (0..spans(input).len()).collect::<Vec<_>>(),
+            "{input}"
+        );
     }
 
     /// The SDM120 map: ten float32 values.
@@ -412,7 +430,11 @@ mod tests {
         let contiguous: Vec<String> = (0..70).map(|i| format!("{}+2", 2 * i)).collect();
         check(&contiguous.join(" "), (0, 125), "0x0+124 0x7C+16");
         check(SDM120, (8, 125), "0x0+32 0x46+6 0x156+2");
-        check(SDM120, (0, 125), "0x0+2 0x6+2 0xC+2 0x12+2 0x18+2 0x1E+2 0x46+6 0x156+2");
+        check(
+            SDM120,
+            (0, 125),
+            "0x0+2 0x6+2 0xC+2 0x12+2 0x18+2 0x1E+2 0x46+6 0x156+2",
+        );
         let mixed = vec![
             (Span::new(Holding, 0, 1), TEN_S),
             (Span::new(Coil, 1, 1), TEN_S),
@@ -421,7 +443,10 @@ mod tests {
         let plan = Planner::from_spans(mixed, Limits::default()).poll(Duration::ZERO);
         let kinds: Vec<RegisterKind> = plan.iter().map(|r| r.kind).collect();
         assert_eq!(kinds, [Coil, Holding, Input]);
-        assert_eq!(plan[1].slice(Span::new(Holding, 0, 1), &[7u16]), Some(&[7u16][..]));
+        assert_eq!(
+            plan[1].slice(Span::new(Holding, 0, 1), &[7u16]),
+            Some(&[7u16][..])
+        );
     }
 
     #[test]
@@ -541,33 +566,29 @@ mod tests {
 
     #[test]
     fn bus_time_against_minimum() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
         let one = rtu_cost([(Input, 2)], 9600);
         assert_eq!((one.requests, one.bytes), (1, 17));
-        assert!(
-            (one.seconds - 24.0 * 11.0 / 9600.0).abs() < 1e-12,
-            "{one:?}"
-        );
+        assert!(close(one.seconds, 24.0 * 11.0 / 9600.0), "{one:?}");
         let coils = rtu_cost([(Coil, 9)], 115200);
         assert_eq!(coils.bytes, 8 + 7);
-        assert!((coils.seconds - (15.0 * 11.0 / 115200.0 + 0.0035)).abs() < 1e-12);
-        let spans: Vec<Span> = SDM120
+        assert!(
+            close(coils.seconds, 15.0 * 11.0 / 115200.0 + 0.0035),
+            "{coils:?}"
+        );
+        let p = planner(SDM120, 8, 125);
+        let all: Vec<usize> = (0..10).collect();
+        let cost = plan_cost(&p.plan(&all), 2400);
+        assert_eq!((cost.requests, cost.bytes), (3, 3 * 13 + 2 * (32 + 6 + 2)));
+        let sdm: Vec<Span> = spans(SDM120)
             .iter()
             .map(|&(a, c)| Span::new(Input, a, c))
             .collect();
-        let limits = Limits {
-            max_gap: 8,
-            ..Limits::default()
-        };
-        let plan = Planner::from_spans(spans.iter().map(|s| (*s, TEN_S)).collect(), limits);
-        let cost = plan_cost(&plan.plan(&(0..10).collect::<Vec<_>>()), 2400);
-        assert_eq!((cost.requests, cost.bytes), (3, 3 * 13 + 2 * (32 + 6 + 2)));
-        let min = minimum_cost(&spans, &limits, 2400);
+        let min = minimum_cost(&sdm, &Limits::default(), 2400);
         assert_eq!((min.requests, min.bytes), (1, 13 + 2 * 20));
         assert!(cost.seconds > 2.0 * min.seconds);
         let overlapping = [Span::new(Holding, 0, 4), Span::new(Holding, 2, 1)];
-        assert_eq!(
-            minimum_cost(&overlapping, &Limits::default(), 9600).bytes,
-            13 + 8
-        );
+        let min = minimum_cost(&overlapping, &Limits::default(), 9600);
+        assert_eq!(min.bytes, 13 + 8);
     }
 }

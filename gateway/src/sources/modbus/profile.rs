@@ -148,25 +148,11 @@ pub enum Parity {
 /// table (00001 coils, 10001 discrete inputs, 30001 input, 40001 holding).
 /// Copying the manual verbatim and stating the convention once avoids the
 /// classic off-by-one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(try_from = "u32")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddressBase {
-    #[default]
     Zero,
     One,
     Modicon,
-}
-
-impl TryFrom<u32> for AddressBase {
-    type Error = String;
-    fn try_from(v: u32) -> Result<Self, String> {
-        match v {
-            0 => Ok(AddressBase::Zero),
-            1 => Ok(AddressBase::One),
-            40001 => Ok(AddressBase::Modicon),
-            _ => Err(format!("address_base must be 0, 1 or 40001, not {v}")),
-        }
-    }
 }
 
 impl AddressBase {
@@ -188,7 +174,8 @@ impl AddressBase {
             base + 65535
         };
         if address < base || address > top {
-            return Err(format!("address {address} is outside {base}..={top} for a {kind:?} field with address_base {self:?}"));
+            let why = format!("for a {kind:?} field with address_base {self:?}");
+            return Err(format!("address {address} is outside {base}..={top} {why}"));
         }
         u16::try_from(address - base).map_err(|_| format!("address {address} out of range"))
     }
@@ -319,7 +306,7 @@ struct RawDevice {
     parity: Option<Parity>,
     data_bits: Option<u8>,
     stop_bits: Option<u8>,
-    address_base: Option<AddressBase>,
+    address_base: Option<u32>,
     word_order: Option<WordOrder>,
     max_registers_per_request: Option<u16>,
     max_bits_per_request: Option<u16>,
@@ -355,8 +342,9 @@ struct RawField {
 /// `return Err(format!(...))` unless the condition holds.
 macro_rules! ensure {
     ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(format!($($msg)+));
+        match $cond {
+            true => {}
+            false => return Err(format!($($msg)+)),
         }
     };
 }
@@ -418,34 +406,28 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Profile>, ProfileError> {
 /// Parses and validates profile text; `origin` names it in errors.
 pub fn parse(src: &str, origin: &str) -> Result<Profile, ProfileError> {
     let origin = origin.to_string();
-    let raw: RawProfile = match toml::from_str(src) {
-        Ok(raw) => raw,
-        Err(err) => return Err(ProfileError::Toml { origin, err }),
+    let toml_err = |err| ProfileError::Toml {
+        origin: origin.clone(),
+        err,
     };
-    let base = raw.device.address_base.unwrap_or_default();
-    let device = match resolve_device(raw.device) {
-        Ok(device) if !raw.field.is_empty() => device,
-        Ok(_) => {
-            return Err(ProfileError::Device {
-                origin,
-                message: "no [[field]] entries".into(),
-            })
-        }
-        Err(message) => return Err(ProfileError::Device { origin, message }),
+    let raw: RawProfile = toml::from_str(src).map_err(toml_err)?;
+    let device_err = |message| ProfileError::Device {
+        origin: origin.clone(),
+        message,
     };
+    let (device, base) = resolve_device(raw.device).map_err(device_err)?;
+    if raw.field.is_empty() {
+        return Err(device_err("no [[field]] entries".into()));
+    }
     let mut fields: Vec<Field> = Vec::with_capacity(raw.field.len());
     for rf in raw.field {
         let field = rf.name.clone();
-        match resolve_field(rf, &device, base, &fields) {
-            Ok(f) => fields.push(f),
-            Err(message) => {
-                return Err(ProfileError::Field {
-                    origin,
-                    field,
-                    message,
-                })
-            }
-        }
+        let field_err = |message| ProfileError::Field {
+            origin: origin.clone(),
+            field,
+            message,
+        };
+        fields.push(resolve_field(rf, &device, base, &fields).map_err(field_err)?);
     }
     Ok(Profile {
         origin,
@@ -454,7 +436,7 @@ pub fn parse(src: &str, origin: &str) -> Result<Profile, ProfileError> {
     })
 }
 
-fn resolve_device(d: RawDevice) -> Result<Device, String> {
+fn resolve_device(d: RawDevice) -> Result<(Device, AddressBase), String> {
     ensure!(!d.model.trim().is_empty(), "model must not be empty");
     ensure!(
         !d.manufacturer.trim().is_empty(),
@@ -493,7 +475,13 @@ fn resolve_device(d: RawDevice) -> Result<Device, String> {
         (1..=2000).contains(&limits.max_bits),
         "max_bits_per_request must be 1..=2000"
     );
-    Ok(Device {
+    let base = match d.address_base.unwrap_or(0) {
+        0 => AddressBase::Zero,
+        1 => AddressBase::One,
+        40001 => AddressBase::Modicon,
+        n => return Err(format!("address_base must be 0, 1 or 40001, not {n}")),
+    };
+    let device = Device {
         model: d.model,
         manufacturer: d.manufacturer,
         description: d.description.unwrap_or_default(),
@@ -502,7 +490,8 @@ fn resolve_device(d: RawDevice) -> Result<Device, String> {
         word_order: d.word_order.unwrap_or(WordOrder::ABCD),
         limits,
         poll_interval: interval(d.poll_interval, Duration::from_secs(10))?,
-    })
+    };
+    Ok((device, base))
 }
 
 fn resolve_field(
@@ -552,9 +541,12 @@ fn resolve_field(
     );
     let count = t.width().or(f.length).unwrap_or(0);
     ensure!(count > 0, "length must be > 0");
-    let numeric = f.scale.is_some() || f.offset.is_some() || f.min.is_some() || f.max.is_some();
+    let numeric_keys = [f.scale, f.offset, f.min, f.max]
+        .iter()
+        .any(Option::is_some);
+    let numeric_keys = numeric_keys || !f.sentinels.is_empty();
     ensure!(
-        t.is_number() || !(numeric || !f.sentinels.is_empty()),
+        t.is_number() || !numeric_keys,
         "scale, offset, min, max and sentinels need a numeric type, not {t:?}"
     );
     ensure!(

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs the real peers when missing, builds once, runs
+# every unit and black-box test. Needs root (or sudo) for apt on a fresh Debian 12 machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tests/peers/install.sh
+cargo build --workspace --locked --all-targets
+cargo test --workspace --locked --no-fail-fast
