@@ -82,6 +82,12 @@ pub struct Options {
 /// Messages from the broker to the gateway.
 pub struct IngestLink {
     rx: LinkRx,
+    /// Our subscriptions and the last log offset seen on each: rumqttd keeps one commit log per
+    /// filter, and a reader that falls further behind than the log holds is moved to its head
+    /// without a word (only a `warn!` in rumqttd's log). A gap in the offsets is that skip.
+    filters: Vec<String>,
+    last_offset: Vec<Option<u64>>,
+    metrics: Arc<Metrics>,
 }
 
 /// Publishes from the gateway into the broker (QoS 0: the local link cannot do more).
@@ -139,7 +145,8 @@ pub fn start(mut config: rumqttd::Config, opts: Options, filters: &[String], met
             }
         })
         .map_err(|e| Error::Link(e.to_string()))?;
-    Ok((IngestLink { rx }, Publisher { tx }, addrs))
+    let link = IngestLink { rx, filters: filters.to_vec(), last_offset: vec![None; filters.len()], metrics };
+    Ok((link, Publisher { tx }, addrs))
 }
 
 impl IngestLink {
@@ -147,7 +154,12 @@ impl IngestLink {
     pub async fn next(&mut self) -> Option<(Bytes, Bytes)> {
         loop {
             match self.rx.next().await {
-                Ok(Some(Notification::Forward(f))) => return Some((f.publish.topic, f.publish.payload)),
+                Ok(Some(Notification::Forward(f))) => {
+                    if let Some((_, offset)) = f.cursor {
+                        self.count_skips(&f.publish.topic, offset);
+                    }
+                    return Some((f.publish.topic, f.publish.payload));
+                }
                 Ok(Some(Notification::Unschedule)) => {
                     if self.rx.wake().await.is_err() {
                         return None;
@@ -163,6 +175,21 @@ impl IngestLink {
     }
 }
 
+impl IngestLink {
+    fn count_skips(&mut self, topic: &[u8], offset: u64) {
+        let topic = String::from_utf8_lossy(topic);
+        let Some(i) = self.filters.iter().position(|f| crate::sources::mqtt::topic_matches(f, &topic)) else { return };
+        if let Some(prev) = self.last_offset[i] {
+            if offset > prev + 1 {
+                let skipped = offset - prev - 1;
+                self.metrics.broker_skipped.fetch_add(skipped, Relaxed);
+                tracing::warn!(filter = %self.filters[i], skipped, "ingest fell behind the broker's log: messages skipped (meters that wait for their ack will resend)");
+            }
+        }
+        self.last_offset[i] = Some(offset);
+    }
+}
+
 impl Publisher {
     /// Publishes, blocking while the router's channel is full: call it from a thread of its
     /// own, never from an async task. `false` when the broker is gone.
@@ -171,8 +198,45 @@ impl Publisher {
     }
 }
 
+/// Established TCP connections to `port`, read from /proc/net/tcp{,6}: the number of connected
+/// MQTT clients. rumqttd's own gauges read 0 under load (CRATES.md), and counting at the socket
+/// level also sees clients that connected but never authenticated.
+pub fn established_connections(port: u16) -> Option<usize> {
+    let mut found = false;
+    let mut n = 0;
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else { continue };
+        found = true;
+        n += count_established(&text, port);
+    }
+    found.then_some(n)
+}
+
+fn count_established(proc_net_tcp: &str, port: u16) -> usize {
+    proc_net_tcp
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let local_port = cols.get(1).and_then(|a| a.rsplit_once(':')).and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            local_port == Some(port) && cols.get(3) == Some(&"01")
+        })
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn counts_only_established_connections_to_the_port() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue\n\
+   0: 0100007F:075B 00000000:0000 0A 00000000:00000000\n\
+   1: 0100007F:075B 0100007F:D2F0 01 00000000:00000000\n\
+   2: 0100007F:075B 0100007F:D2F2 01 00000000:00000000\n\
+   3: 0100007F:D2F0 0100007F:075B 01 00000000:00000000\n\
+   4: 0100007F:075B 0100007F:D2F4 06 00000000:00000000\n";
+        assert_eq!(super::count_established(text, 1883), 2);
+    }
+
     use super::*;
 
     #[test]

@@ -61,6 +61,7 @@ pub struct Metrics {
     pub acks_published: AtomicU64,
     pub acks_dropped: AtomicU64,
     pub broker_auth_ok: AtomicU64,
+    pub broker_skipped: AtomicU64,
     pub broker_auth_rejected: AtomicU64,
     pub influx_points_written: AtomicU64,
     pub influx_requests: AtomicU64,
@@ -93,6 +94,7 @@ impl Metrics {
         counter("gkgw_store_errors_total", "Store commits that failed and were retried.", &self.store_errors);
         counter("gkgw_meter_acks_published_total", "meters/{id}/ack messages published.", &self.acks_published);
         counter("gkgw_meter_acks_dropped_total", "Acks not published because the broker link was full.", &self.acks_dropped);
+        counter("gkgw_broker_skipped_total", "Messages the broker dropped because ingest fell further behind than its log holds.", &self.broker_skipped);
         counter("gkgw_influx_points_written_total", "Points InfluxDB accepted.", &self.influx_points_written);
         counter("gkgw_influx_requests_total", "Write requests sent to InfluxDB.", &self.influx_requests);
         counter("gkgw_influx_write_errors_total", "Failed InfluxDB write requests (retried).", &self.influx_write_errors);

@@ -44,6 +44,7 @@ struct StatusDto {
     site: String,
     healthy: bool,
     mqtt_listeners: Vec<String>,
+    mqtt_connections: usize,
     mqtt_messages: u64,
     readings_accepted: u64,
     readings_rejected: std::collections::BTreeMap<&'static str, u64>,
@@ -82,6 +83,7 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
         site: s.site.clone(),
         healthy: healthy(s),
         mqtt_listeners: s.mqtt_addrs.iter().map(ToString::to_string).collect(),
+        mqtt_connections: s.mqtt_addrs.iter().filter_map(|a| crate::broker::established_connections(a.port())).sum(),
         mqtt_messages: m.mqtt_messages.load(Relaxed),
         readings_accepted: m.readings_accepted.load(Relaxed),
         readings_rejected: crate::metrics::RejectReason::ALL.iter().map(|r| (r.as_str(), m.rejected(*r))).collect(),
@@ -135,6 +137,12 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         let age = c.oldest_unsent_ts_ns.map_or(0.0, |t| (now - t).max(0) as f64 / 1e9);
         let _ = writeln!(extra, "gkgw_consumer_oldest_unsent_seconds{{consumer=\"{}\"}} {age:.3}", c.name);
     }
+    extra.push_str("# HELP gkgw_broker_connections Established TCP connections to each MQTT listener.\n# TYPE gkgw_broker_connections gauge\n");
+    for a in &s.mqtt_addrs {
+        if let Some(n) = crate::broker::established_connections(a.port()) {
+            let _ = writeln!(extra, "gkgw_broker_connections{{listener=\"{a}\"}} {n}");
+        }
+    }
     let _ = writeln!(extra, "# HELP gkgw_up 1 while the pipeline is healthy.\n# TYPE gkgw_up gauge\ngkgw_up {}", u8::from(healthy(&s)));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(&extra)).into_response()
 }
@@ -150,6 +158,7 @@ async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
     row("Site", d.site.clone());
     row("Health", if d.healthy { "healthy".into() } else { "STORE FAILING".into() });
     row("MQTT listeners", d.mqtt_listeners.join(", "));
+    row("MQTT clients connected", d.mqtt_connections.to_string());
     row("MQTT messages received", d.mqtt_messages.to_string());
     row("Readings accepted (committed)", d.readings_accepted.to_string());
     for (k, v) in &d.readings_rejected {

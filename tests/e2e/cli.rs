@@ -72,6 +72,7 @@ fn demo_runs_with_nothing_installed_and_stops_cleanly_on_ctrl_c() {
     let (_, metrics) = http("GET", &format!("http://127.0.0.1:{web}/metrics"), None);
     assert!(metrics.contains("gkgw_readings_accepted_total"));
     assert!(metrics.contains("gkgw_readings_rejected_total{reason=\"malformed\"} 0"), "{metrics}");
+    assert!(metrics.contains(&format!("gkgw_broker_connections{{listener=\"127.0.0.1:{mqtt}\"}} 6\n")), "six simulated meters connected: {metrics}");
     demo.signal("INT");
     let exit = demo.wait_timeout(Duration::from_secs(10)).expect("the demo stops within 10 s of Ctrl-C");
     assert!(exit.success(), "exit status {exit:?}");
