@@ -33,6 +33,7 @@ pub struct Config {
     pub mqtt: Mqtt,
     pub influx: Influx,
     pub http: Http,
+    pub modbus: Modbus,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -143,6 +144,96 @@ pub struct Influx {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct Modbus {
+    /// Device profiles (one TOML file per device model). A profile not found here is taken from
+    /// the copies of `sensors/` built into gkgw.
+    pub profiles_dir: PathBuf,
+    #[serde(rename = "bus")]
+    pub buses: Vec<ModbusBus>,
+    #[serde(rename = "device")]
+    pub devices: Vec<ModbusDevice>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusBus {
+    pub name: String,
+    /// `tcp`, `rtu` or `rtu_over_tcp`.
+    pub transport: ModbusTransport,
+    /// `host:port` for tcp and rtu_over_tcp.
+    #[serde(default)]
+    pub address: String,
+    /// Serial device for rtu, e.g. `/dev/ttyUSB0`.
+    #[serde(default)]
+    pub port: String,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// `none`, `even` or `odd`.
+    #[serde(default = "default_parity")]
+    pub parity: String,
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    /// Per-request timeout.
+    #[serde(default = "default_modbus_timeout")]
+    pub timeout_ms: u64,
+    /// A device that failed is retried after this, doubling up to `max_backoff_ms`.
+    #[serde(default = "default_modbus_min_backoff")]
+    pub min_backoff_ms: u64,
+    #[serde(default = "default_modbus_max_backoff")]
+    pub max_backoff_ms: u64,
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+fn default_parity() -> String {
+    "none".into()
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+fn default_modbus_timeout() -> u64 {
+    1000
+}
+fn default_modbus_min_backoff() -> u64 {
+    5000
+}
+fn default_modbus_max_backoff() -> u64 {
+    60_000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModbusTransport {
+    Tcp,
+    Rtu,
+    RtuOverTcp,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusDevice {
+    /// The `device` tag of its readings.
+    pub name: String,
+    /// Name of a `[[modbus.bus]]`.
+    pub bus: String,
+    /// Unit id (slave address); default: the profile's.
+    #[serde(default)]
+    pub unit: Option<u8>,
+    /// Profile file stem in `profiles_dir` (e.g. `eastron-sdm120`) or a path to a profile.
+    pub profile: String,
+    /// Poll interval override for every field, in milliseconds.
+    #[serde(default)]
+    pub poll_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Http {
     /// Status page, `/healthz` and `/metrics`.
     pub listen: SocketAddr,
@@ -192,6 +283,12 @@ impl Default for Influx {
             min_backoff_ms: 500,
             max_backoff_ms: 60_000,
         }
+    }
+}
+
+impl Default for Modbus {
+    fn default() -> Modbus {
+        Modbus { profiles_dir: "/usr/share/gkgw/sensors".into(), buses: Vec::new(), devices: Vec::new() }
     }
 }
 
@@ -287,6 +384,7 @@ impl Config {
                 _ => {}
             }
         }
+        self.validate_modbus(file)?;
         if self.influx.enabled {
             let i = &self.influx;
             if !(i.url.starts_with("http://") || i.url.starts_with("https://")) || reqwest::Url::parse(&i.url).is_err() {
@@ -317,6 +415,52 @@ impl Config {
                         return bad(key, format!("{}: {e}", f.display()));
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_modbus(&self, file: &str) -> Result<(), Error> {
+        let bad = |key: &'static str, message: String| Err(Error::Invalid { file: file.to_owned(), key, message });
+        let mut names = std::collections::BTreeSet::new();
+        for b in &self.modbus.buses {
+            if !names.insert(b.name.as_str()) {
+                return bad("modbus.bus.name", format!("{:?} is used twice", b.name));
+            }
+            match b.transport {
+                ModbusTransport::Tcp | ModbusTransport::RtuOverTcp => {
+                    if b.address.parse::<SocketAddr>().is_err() {
+                        return bad("modbus.bus.address", format!("bus {:?}: {:?} is not host:port (an IP address and port)", b.name, b.address));
+                    }
+                }
+                ModbusTransport::Rtu => {
+                    if b.port.is_empty() {
+                        return bad("modbus.bus.port", format!("bus {:?}: rtu needs a serial port, e.g. /dev/ttyUSB0", b.name));
+                    }
+                }
+            }
+            if crate::sources::modbus::parse_parity(&b.parity).is_none() {
+                return bad("modbus.bus.parity", format!("bus {:?}: {:?}: expected none, even or odd", b.name, b.parity));
+            }
+            if !(7..=8).contains(&b.data_bits) || !(1..=2).contains(&b.stop_bits) {
+                return bad("modbus.bus.data_bits", format!("bus {:?}: expected 7 or 8 data bits and 1 or 2 stop bits", b.name));
+            }
+            if b.timeout_ms == 0 || b.min_backoff_ms == 0 || b.min_backoff_ms > b.max_backoff_ms {
+                return bad("modbus.bus.timeout_ms", format!("bus {:?}: timeout and backoff must be positive, min_backoff_ms <= max_backoff_ms", b.name));
+            }
+        }
+        let mut devices = std::collections::BTreeSet::new();
+        for d in &self.modbus.devices {
+            if !devices.insert(d.name.as_str()) {
+                return bad("modbus.device.name", format!("{:?} is used twice", d.name));
+            }
+            if !names.contains(d.bus.as_str()) {
+                return bad("modbus.device.bus", format!("device {:?}: no [[modbus.bus]] named {:?}", d.name, d.bus));
+            }
+            if let Err(e) = crate::sources::modbus::load_profile(&self.modbus.profiles_dir, &d.profile) {
+                return bad("modbus.device.profile", format!("device {:?}: {e}", d.name));
             }
         }
         Ok(())

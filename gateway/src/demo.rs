@@ -19,6 +19,9 @@ pub struct Options {
     pub meters: usize,
     pub meter_interval: Duration,
     pub influx: Option<crate::config::Influx>,
+    /// Serve the simulated plant over Modbus TCP here and poll it.
+    pub plant: Option<SocketAddr>,
+    pub plant_faults: bool,
 }
 
 /// East Africa Time hour of day (UTC+3) for meal-time gas use.
@@ -158,12 +161,28 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     if !opts.mqtt.ip().is_loopback() {
         anyhow::bail!("--mqtt {}: the demo broker accepts anonymous clients, so it only listens on loopback", opts.mqtt);
     }
+    let plant_cancel = CancellationToken::new();
+    let plant = match opts.plant {
+        Some(addr) if !addr.ip().is_loopback() => anyhow::bail!("--plant {addr}: the simulated plant only listens on loopback"),
+        Some(addr) => {
+            let plant = crate::demo_plant::start(addr, opts.plant_faults, plant_cancel.clone()).await?;
+            let (bus, devices) = plant.config();
+            config.modbus.buses.push(bus);
+            config.modbus.devices.extend(devices);
+            Some(plant)
+        }
+        None => None,
+    };
     let gw = crate::topology::start(config).await?;
     let mqtt = gw.mqtt_addrs[0];
     println!("Green Kitchen Gateway demo");
     println!("  status page:  http://{}/   (metrics: /metrics, health: /healthz)", gw.http_addr);
     println!("  MQTT broker:  {mqtt} (anonymous, loopback only) with {} simulated meters", opts.meters);
     println!("  state dir:    {}", state_dir.display());
+    if let Some(p) = &plant {
+        println!("  Modbus plant: {} (units 1 digester, 2 energy meter, 3 compressor, 4 gas analyser)", p.addr);
+        println!("  try:          gkgw modbus poll --tcp {} --unit 1 --profile demo-digester", p.addr);
+    }
     println!("  try:          mosquitto_sub -h {} -p {} -t 'meters/#' -v", mqtt.ip(), mqtt.port());
     println!("  Ctrl-C stops the demo; everything received is committed first.");
     let meters = TaskTracker::new();
@@ -176,6 +195,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     meters_cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), meters.wait()).await;
     gw.stop(Duration::from_secs(10)).await;
+    plant_cancel.cancel();
     Ok(())
 }
 

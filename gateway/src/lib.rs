@@ -6,6 +6,7 @@ pub mod broker;
 pub mod config;
 pub mod credentials;
 pub mod demo;
+pub mod demo_plant;
 pub mod load;
 pub mod metrics;
 pub mod model;

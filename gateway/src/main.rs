@@ -40,6 +40,88 @@ enum Command {
     Meter(MeterCommand),
     /// Publish meter messages at a given rate and count acks (benchmarks).
     Load(LoadArgs),
+    /// Modbus commissioning: read registers, scan a bus, poll a profile.
+    #[command(subcommand)]
+    Modbus(ModbusCommand),
+}
+
+#[derive(Args)]
+struct BusArgs {
+    /// Modbus TCP device, host:port.
+    #[arg(long, conflicts_with_all = ["port", "rtu_over_tcp"])]
+    tcp: Option<SocketAddr>,
+    /// RTU framing over a TCP serial server, host:port.
+    #[arg(long, conflicts_with = "port")]
+    rtu_over_tcp: Option<SocketAddr>,
+    /// Serial port for Modbus RTU, e.g. /dev/ttyUSB0.
+    #[arg(long)]
+    port: Option<String>,
+    #[arg(long, default_value_t = 9600)]
+    baud: u32,
+    /// none, even or odd.
+    #[arg(long, default_value = "none")]
+    parity: String,
+    #[arg(long, default_value_t = 8)]
+    data_bits: u8,
+    #[arg(long, default_value_t = 1)]
+    stop_bits: u8,
+    /// Per-request timeout in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    timeout_ms: u64,
+}
+
+#[derive(Subcommand)]
+enum ModbusCommand {
+    /// Read one block and show it as every type and word order side by side.
+    Read {
+        #[command(flatten)]
+        bus: BusArgs,
+        #[arg(long, default_value_t = 1)]
+        unit: u8,
+        /// Holding registers from this address (0-based protocol address).
+        #[arg(long, group = "table")]
+        holding: Option<u16>,
+        #[arg(long, group = "table")]
+        input: Option<u16>,
+        #[arg(long, group = "table")]
+        coils: Option<u16>,
+        #[arg(long, group = "table")]
+        discrete: Option<u16>,
+        #[arg(long, default_value_t = 4)]
+        count: u16,
+    },
+    /// List the unit ids that answer on a bus.
+    Scan {
+        #[command(flatten)]
+        bus: BusArgs,
+        #[arg(long, default_value_t = 1)]
+        from: u8,
+        #[arg(long, default_value_t = 247)]
+        to: u8,
+        /// Holding register to probe.
+        #[arg(long, default_value_t = 0)]
+        register: u16,
+    },
+    /// Poll every field of a profile once and print the decoded values.
+    Poll {
+        #[command(flatten)]
+        bus: BusArgs,
+        /// Profile file (sensors/x.toml) or built-in profile name.
+        #[arg(long)]
+        profile: String,
+        /// Unit id (default: the profile's).
+        #[arg(long)]
+        unit: Option<u8>,
+    },
+    /// Show a profile's read plan and its RTU bus time per cycle against the minimum (offline).
+    Plan {
+        /// Profile files (sensors/x.toml) or built-in profile names.
+        #[arg(long, required = true, num_args = 1..)]
+        profile: Vec<String>,
+        /// Baud rates to compute the bus time for.
+        #[arg(long, num_args = 1.., default_values_t = [9600, 19200])]
+        baud: Vec<u32>,
+    },
 }
 
 #[derive(Args)]
@@ -59,6 +141,15 @@ struct DemoArgs {
     /// Seconds between two reports of one simulated meter.
     #[arg(long, default_value_t = 5.0)]
     meter_interval: f64,
+    /// Modbus TCP server of the simulated plant (loopback; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    plant: SocketAddr,
+    /// Do not start the simulated plant.
+    #[arg(long)]
+    no_plant: bool,
+    /// No simulated plant faults (gas analyser silences, compressor lockouts).
+    #[arg(long)]
+    no_faults: bool,
     /// Also write to this InfluxDB (base URL, e.g. http://127.0.0.1:8086).
     #[arg(long)]
     influx: Option<String>,
@@ -218,6 +309,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Load(a) => load(a).await,
+        Command::Modbus(c) => modbus(c).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -278,6 +370,8 @@ async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         meters: a.meters,
         meter_interval: Duration::from_secs_f64(a.meter_interval.max(0.01)),
         influx,
+        plant: (!a.no_plant).then_some(a.plant),
+        plant_faults: !a.no_faults,
     };
     gkgw::demo::run(opts, shutdown_on_signal()).await
 }
@@ -310,5 +404,62 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
         r.total_secs,
         (if a.acks { r.acked } else if a.count_delivered { r.delivered } else { r.published }) as f64 / r.total_secs
     );
+    Ok(())
+}
+
+fn link_of(b: &BusArgs) -> anyhow::Result<gkgw::sources::modbus::link::Link> {
+    use gkgw::sources::modbus::link::{Link, Transport};
+    let transport = match (&b.tcp, &b.rtu_over_tcp, &b.port) {
+        (Some(a), _, _) => Transport::Tcp(*a),
+        (_, Some(a), _) => Transport::RtuOverTcp(*a),
+        (_, _, Some(p)) => Transport::Rtu {
+            port: p.clone(),
+            baud: b.baud,
+            parity: gkgw::sources::modbus::parse_parity(&b.parity).ok_or_else(|| anyhow::anyhow!("--parity {}: expected none, even or odd", b.parity))?,
+            data_bits: b.data_bits,
+            stop_bits: b.stop_bits,
+        },
+        _ => anyhow::bail!("say where the bus is: --tcp HOST:PORT, --rtu-over-tcp HOST:PORT or --port /dev/ttyUSB0"),
+    };
+    Ok(Link::new(transport, Duration::from_millis(b.timeout_ms)))
+}
+
+async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
+    use gkgw::sources::modbus::{commission, profile::RegisterKind};
+    match c {
+        ModbusCommand::Read { bus, unit, holding, input, coils, discrete, count } => {
+            let (kind, address) = match (holding, input, coils, discrete) {
+                (Some(a), ..) => (RegisterKind::Holding, a),
+                (_, Some(a), ..) => (RegisterKind::Input, a),
+                (_, _, Some(a), _) => (RegisterKind::Coil, a),
+                (.., Some(a)) => (RegisterKind::DiscreteInput, a),
+                _ => (RegisterKind::Holding, 0),
+            };
+            let mut link = link_of(&bus)?;
+            print!("{}", commission::read(&mut link, unit, kind, address, count).await?);
+        }
+        ModbusCommand::Scan { bus, from, to, register } => {
+            let mut link = link_of(&bus)?;
+            println!("scanning {} units {from}..={to} (timeout {} ms each)", link.transport(), bus.timeout_ms);
+            let found = commission::scan(&mut link, from..=to, RegisterKind::Holding, register).await;
+            if found.is_empty() {
+                println!("no unit answered");
+            }
+            for (unit, what) in found {
+                println!("unit {unit:>3}: {what}");
+            }
+        }
+        ModbusCommand::Poll { bus, profile, unit } => {
+            let p = gkgw::sources::modbus::load_profile(std::path::Path::new("sensors"), &profile)?;
+            let mut link = link_of(&bus)?;
+            print!("{}", commission::poll(&mut link, unit.unwrap_or(p.device.unit_id), &p).await?);
+        }
+        ModbusCommand::Plan { profile, baud } => {
+            for name in profile {
+                let p = gkgw::sources::modbus::load_profile(std::path::Path::new("sensors"), &name)?;
+                print!("{}", commission::plan_report(&p, &baud));
+            }
+        }
+    }
     Ok(())
 }

@@ -89,6 +89,15 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
     let sources = TaskTracker::new();
     let sinks = TaskTracker::new();
 
+    let modbus_stats = crate::sources::modbus::Stats::default();
+    for bus in &config.modbus.buses {
+        let mut devices = Vec::new();
+        for d in config.modbus.devices.iter().filter(|d| d.bus == bus.name) {
+            let profile = crate::sources::modbus::load_profile(&config.modbus.profiles_dir, &d.profile)?;
+            devices.push((d.clone(), profile));
+        }
+        sources.spawn(crate::sources::modbus::run_bus(bus.clone(), devices, readings_tx.clone(), modbus_stats.clone(), sources_cancel.clone()));
+    }
     sources.spawn(mqtt::run(link, rules, readings_tx, live.clone(), metrics.clone(), sources_cancel.clone()));
 
     let committer = tokio::spawn(committer::run(
@@ -140,6 +149,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         consumers,
         site: config.site.id.clone(),
         mqtt_addrs: mqtt_addrs.clone(),
+        modbus: modbus_stats,
     });
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
 

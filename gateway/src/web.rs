@@ -28,6 +28,7 @@ pub struct AppState {
     pub consumers: Vec<&'static str>,
     pub site: String,
     pub mqtt_addrs: Vec<SocketAddr>,
+    pub modbus: crate::sources::modbus::Stats,
 }
 
 #[derive(Serialize)]
@@ -143,6 +144,7 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
             let _ = writeln!(extra, "gkgw_broker_connections{{listener=\"{a}\"}} {n}");
         }
     }
+    crate::sources::modbus::render_stats(&s.modbus, &mut extra);
     let _ = writeln!(extra, "# HELP gkgw_up 1 while the pipeline is healthy.\n# TYPE gkgw_up gauge\ngkgw_up {}", u8::from(healthy(&s)));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(&extra)).into_response()
 }
@@ -172,6 +174,11 @@ async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
     row("Quarantined lines", d.quarantined.to_string());
     row("InfluxDB points written", d.influx_points_written.to_string());
     row("InfluxDB write errors", d.influx_write_errors.to_string());
+    if let Ok(devs) = s.modbus.lock() {
+        for (name, d) in devs.iter() {
+            row(&format!("Modbus {name}"), format!("{} ({} requests, {} timeouts, {} exceptions)", d.state, d.requests, d.timeouts, d.exceptions));
+        }
+    }
     for c in &d.consumers {
         row(
             &format!("Consumer {}", c.name),

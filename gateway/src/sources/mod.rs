@@ -1,3 +1,4 @@
 //! Sources turn the outside world into readings and send them into the store's channel.
 
+pub mod modbus;
 pub mod mqtt;

@@ -1,0 +1,134 @@
+//! The technician's commissioning tools behind `gkgw modbus read|scan|poll`: one register block
+//! shown as every type and word order side by side, the unit ids that answer on a bus, and a
+//! profile's fields decoded live. Output is plain text for a slow SSH link.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::link::{Data, Error, Link};
+use super::profile::{Profile, RegisterKind};
+use super::{decode, plan};
+
+/// Reads one block and formats it. Registers get the side-by-side table; bits a list.
+pub async fn read(link: &mut Link, unit: u8, kind: RegisterKind, address: u16, count: u16) -> Result<String, Error> {
+    let (data, latency) = link.read(unit, kind, address, count).await?;
+    let mut out = format!("{} unit {unit}, {kind:?} {address}..{} ({} ms)\n", link.transport(), address as u32 + count as u32, latency.as_millis());
+    match data {
+        Data::Registers(regs) => out.push_str(&decode::format_dump(&decode::dump(address, &regs))),
+        Data::Bits(bits) => {
+            for (i, b) in bits.iter().enumerate() {
+                let _ = writeln!(out, "{:>6}  {}", address as usize + i, u8::from(*b));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Tries every unit id in `units` with a one-register read; an exception also means "present".
+pub async fn scan(link: &mut Link, units: impl IntoIterator<Item = u8>, kind: RegisterKind, address: u16) -> Vec<(u8, String)> {
+    let mut found = Vec::new();
+    for unit in units {
+        match link.read(unit, kind, address, 1).await {
+            Ok((_, latency)) => found.push((unit, format!("answers ({} ms)", latency.as_millis()))),
+            Err(e @ Error::Exception(_)) => found.push((unit, format!("present, {e}"))),
+            Err(Error::Connect(e)) => {
+                found.push((unit, format!("cannot connect: {e}")));
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    found
+}
+
+/// Polls every field of `profile` once and formats name, quantity, value, unit and quality.
+pub async fn poll(link: &mut Link, unit: u8, profile: &Profile) -> Result<String, Error> {
+    let mut planner = plan::Planner::new(&profile.fields, profile.device.limits.clone());
+    let requests = planner.plan(&(0..profile.fields.len()).collect::<Vec<_>>());
+    let mut out = format!("{} unit {unit}: {} ({} fields in {} requests)\n", link.transport(), profile.device.model, profile.fields.len(), requests.len());
+    let _ = writeln!(out, "{:<24} {:<32} {:>16} {:<8} quality", "field", "quantity", "value", "unit");
+    let mut queue: std::collections::VecDeque<_> = requests.into();
+    while let Some(req) = queue.pop_front() {
+        match link.read(unit, req.kind, req.address, req.count).await {
+            Ok((data, _)) => {
+                for &fi in &req.fields {
+                    let f = &profile.fields[fi];
+                    let span = plan::Span::from(f);
+                    let r = match &data {
+                        Data::Registers(regs) => req.slice(span, regs).map(|s| decode::decode_registers(f, s)),
+                        Data::Bits(bits) => req.slice(span, bits).map(|s| decode::decode_bits(f, s)),
+                    };
+                    let (value, quality) = match r {
+                        Some(Ok(r)) => (
+                            match r.value {
+                                decode::Value::Number(n) => format!("{n:.4}"),
+                                decode::Value::Bool(b) => b.to_string(),
+                                decode::Value::Text(t) => t,
+                            },
+                            format!("{:?}", r.quality).to_lowercase(),
+                        ),
+                        other => ("-".into(), format!("{other:?}")),
+                    };
+                    let _ = writeln!(out, "{:<24} {:<32} {:>16} {:<8} {quality}", f.name, f.quantity, value, f.unit.as_deref().unwrap_or(""));
+                }
+            }
+            Err(e @ Error::Exception(_)) => match planner.on_exception(&req) {
+                plan::Recovery::Retry(parts) => {
+                    let _ = writeln!(out, "(request {:?} {}+{} refused: {e}; split)", req.kind, req.address, req.count);
+                    for p in parts.into_iter().rev() {
+                        queue.push_front(p);
+                    }
+                }
+                plan::Recovery::Unreadable(fields) => {
+                    for fi in fields {
+                        let f = &profile.fields[fi];
+                        let _ = writeln!(out, "{:<24} {:<32} {:>16} {:<8} {e}", f.name, f.quantity, "-", f.unit.as_deref().unwrap_or(""));
+                    }
+                }
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+pub fn default_timeout() -> Duration {
+    Duration::from_millis(1000)
+}
+
+/// The read plan of a whole profile (every field due at once) and its RTU bus time at `bauds`,
+/// against the theoretical minimum: what an installer checks before putting a device on a slow bus.
+pub fn plan_report(profile: &Profile, bauds: &[u32]) -> String {
+    let planner = plan::Planner::new(&profile.fields, profile.device.limits.clone());
+    let requests = planner.plan(&(0..profile.fields.len()).collect::<Vec<_>>());
+    let limits = &profile.device.limits;
+    let mut out = format!(
+        "{}: {} fields, {} read requests per full cycle (max gap {}, max {} registers per request)\n",
+        profile.device.model,
+        profile.fields.len(),
+        requests.len(),
+        limits.max_gap,
+        limits.max_registers
+    );
+    for r in &requests {
+        let names: Vec<&str> = r.fields.iter().map(|&i| profile.fields[i].name.as_str()).collect();
+        let _ = writeln!(out, "  {:?} {}+{}: {}", r.kind, r.address, r.count, names.join(", "));
+    }
+    let spans: Vec<plan::Span> = profile.fields.iter().map(plan::Span::from).collect();
+    for &baud in bauds {
+        let cost = plan::plan_cost(&requests, baud);
+        let min = plan::minimum_cost(&spans, limits, baud);
+        let _ = writeln!(
+            out,
+            "  {baud} baud: {} requests, {} bytes, {:.1} ms on the bus; minimum {} requests, {} bytes, {:.1} ms; ratio {:.2}",
+            cost.requests,
+            cost.bytes,
+            cost.seconds * 1e3,
+            min.requests,
+            min.bytes,
+            min.seconds * 1e3,
+            cost.seconds / min.seconds
+        );
+    }
+    out
+}

@@ -1,0 +1,248 @@
+//! One Modbus connection (TCP, RTU on a serial port, or RTU over TCP) with the rules that keep it
+//! honest: every request has a timeout, and after a timeout or a malformed reply the connection
+//! is thrown away. Over TCP the next call would otherwise fail with a header mismatch; over RTU
+//! it would silently return the *late answer to the previous request* (CRATES.md). For RTU the
+//! port is closed, the bus is left quiet long enough for a late answer to finish, and the port
+//! is reopened with its buffers cleared.
+//!
+//! Architecture invariant: only this file calls tokio-modbus's client API.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio_modbus::client::{Client, Context, Reader, Writer};
+use tokio_modbus::slave::{Slave, SlaveContext};
+use tokio_modbus::ExceptionCode;
+
+use super::profile::{Parity, RegisterKind};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transport {
+    Tcp(SocketAddr),
+    Rtu { port: String, baud: u32, parity: Parity, data_bits: u8, stop_bits: u8 },
+    RtuOverTcp(SocketAddr),
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Tcp(a) => write!(f, "tcp {a}"),
+            Transport::Rtu { port, baud, parity, data_bits, stop_bits } => {
+                let p = match parity {
+                    Parity::None => 'N',
+                    Parity::Even => 'E',
+                    Parity::Odd => 'O',
+                };
+                write!(f, "rtu {port} {baud} {data_bits}{p}{stop_bits}")
+            }
+            Transport::RtuOverTcp(a) => write!(f, "rtu-over-tcp {a}"),
+        }
+    }
+}
+
+/// Why a request failed, in words a technician can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no answer within {0:?} (timeout)")]
+    Timeout(Duration),
+    #[error("device answered with exception {}: {}", exception_number(*.0), exception_name(*.0))]
+    Exception(ExceptionCode),
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("i/o error: {0}")]
+    Io(std::io::Error),
+    #[error("malformed reply (CRC, header or length mismatch): {0}")]
+    Protocol(String),
+}
+
+pub fn exception_number(c: ExceptionCode) -> u8 {
+    match c {
+        ExceptionCode::IllegalFunction => 1,
+        ExceptionCode::IllegalDataAddress => 2,
+        ExceptionCode::IllegalDataValue => 3,
+        ExceptionCode::ServerDeviceFailure => 4,
+        ExceptionCode::Acknowledge => 5,
+        ExceptionCode::ServerDeviceBusy => 6,
+        ExceptionCode::MemoryParityError => 8,
+        ExceptionCode::GatewayPathUnavailable => 10,
+        ExceptionCode::GatewayTargetDevice => 11,
+        ExceptionCode::Custom(n) => n,
+    }
+}
+
+pub fn exception_name(c: ExceptionCode) -> &'static str {
+    match c {
+        ExceptionCode::IllegalFunction => "illegal function (the device does not support this request)",
+        ExceptionCode::IllegalDataAddress => "illegal data address (no such register on this device)",
+        ExceptionCode::IllegalDataValue => "illegal data value (often: too many registers in one request)",
+        ExceptionCode::ServerDeviceFailure => "server device failure",
+        ExceptionCode::Acknowledge => "acknowledge (busy with a long operation)",
+        ExceptionCode::ServerDeviceBusy => "server device busy",
+        ExceptionCode::MemoryParityError => "memory parity error",
+        ExceptionCode::GatewayPathUnavailable => "gateway path unavailable",
+        ExceptionCode::GatewayTargetDevice => "gateway target device failed to respond",
+        ExceptionCode::Custom(_) => "non-standard exception",
+    }
+}
+
+impl Error {
+    /// Errors after which the connection cannot be trusted and was reset.
+    pub fn is_link_failure(&self) -> bool {
+        !matches!(self, Error::Exception(_))
+    }
+}
+
+/// Data read from one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    Registers(Vec<u16>),
+    Bits(Vec<bool>),
+}
+
+pub struct Link {
+    transport: Transport,
+    timeout: Duration,
+    ctx: Option<Context>,
+    /// Quiet time after a failure on RTU, so a late answer ends before the port is reopened.
+    rtu_quiet: Duration,
+}
+
+fn to_serial_parity(p: Parity) -> tokio_serial::Parity {
+    match p {
+        Parity::None => tokio_serial::Parity::None,
+        Parity::Even => tokio_serial::Parity::Even,
+        Parity::Odd => tokio_serial::Parity::Odd,
+    }
+}
+
+impl Link {
+    pub fn new(transport: Transport, timeout: Duration) -> Link {
+        let rtu_quiet = (timeout / 2).clamp(Duration::from_millis(50), Duration::from_millis(500));
+        Link { transport, timeout, ctx: None, rtu_quiet }
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    async fn connect(transport: Transport, timeout: Duration) -> Result<Context, Error> {
+        let connect = async {
+            match &transport {
+                Transport::Tcp(addr) => tokio_modbus::client::tcp::connect(*addr).await,
+                Transport::RtuOverTcp(addr) => {
+                    let s = tokio::net::TcpStream::connect(addr).await?;
+                    s.set_nodelay(true)?;
+                    Ok(tokio_modbus::client::rtu::attach(s))
+                }
+                Transport::Rtu { port, baud, parity, data_bits, stop_bits } => {
+                    use tokio_serial::SerialPort as _;
+                    let data_bits = match data_bits {
+                        7 => tokio_serial::DataBits::Seven,
+                        _ => tokio_serial::DataBits::Eight,
+                    };
+                    let stop_bits = if *stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One };
+                    let stream = tokio_serial::SerialStream::open(
+                        &tokio_serial::new(port, *baud).parity(to_serial_parity(*parity)).data_bits(data_bits).stop_bits(stop_bits),
+                    )?;
+                    // Anything still in the buffers belongs to an earlier, abandoned request.
+                    stream.clear(tokio_serial::ClearBuffer::All)?;
+                    Ok(tokio_modbus::client::rtu::attach(stream))
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(r) => r.map_err(Error::Connect),
+            Err(_) => Err(Error::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))),
+        }
+    }
+
+    /// Throws the connection away after a failure (see the module doc).
+    pub async fn reset(&mut self) {
+        if let Some(mut ctx) = self.ctx.take() {
+            let _ = tokio::time::timeout(Duration::from_millis(100), ctx.disconnect()).await;
+        }
+        if matches!(self.transport, Transport::Rtu { .. } | Transport::RtuOverTcp(_)) {
+            tokio::time::sleep(self.rtu_quiet).await;
+        }
+    }
+
+    async fn ctx(&mut self, unit: u8) -> Result<&mut Context, Error> {
+        if self.ctx.is_none() {
+            self.ctx = Some(Link::connect(self.transport.clone(), self.timeout).await?);
+        }
+        let ctx = self.ctx.as_mut().expect("connected just above");
+        ctx.set_slave(Slave(unit));
+        Ok(ctx)
+    }
+
+    async fn finish<T>(&mut self, r: Result<tokio_modbus::Result<T>, tokio::time::error::Elapsed>) -> Result<T, Error> {
+        let err = match r {
+            Ok(Ok(Ok(v))) => return Ok(v),
+            Ok(Ok(Err(code))) => return Err(Error::Exception(code)),
+            Ok(Err(tokio_modbus::Error::Transport(e))) => Error::Io(e),
+            Ok(Err(tokio_modbus::Error::Protocol(e))) => Error::Protocol(e.to_string()),
+            Err(_) => Error::Timeout(self.timeout),
+        };
+        self.reset().await;
+        Err(err)
+    }
+
+    /// Reads `count` items of `kind` at `address` from `unit`; returns the data and the latency.
+    pub async fn read(&mut self, unit: u8, kind: RegisterKind, address: u16, count: u16) -> Result<(Data, Duration), Error> {
+        let timeout = self.timeout;
+        let started = Instant::now();
+        let ctx = self.ctx(unit).await?;
+        let r = match kind {
+            RegisterKind::Holding => {
+                let r = tokio::time::timeout(timeout, ctx.read_holding_registers(address, count)).await;
+                self.finish(r).await.map(Data::Registers)
+            }
+            RegisterKind::Input => {
+                let r = tokio::time::timeout(timeout, ctx.read_input_registers(address, count)).await;
+                self.finish(r).await.map(Data::Registers)
+            }
+            RegisterKind::Coil => {
+                let r = tokio::time::timeout(timeout, ctx.read_coils(address, count)).await;
+                self.finish(r).await.map(|mut b| {
+                    b.truncate(count as usize);
+                    Data::Bits(b)
+                })
+            }
+            RegisterKind::DiscreteInput => {
+                let r = tokio::time::timeout(timeout, ctx.read_discrete_inputs(address, count)).await;
+                self.finish(r).await.map(|mut b| {
+                    b.truncate(count as usize);
+                    Data::Bits(b)
+                })
+            }
+        };
+        r.map(|d| (d, started.elapsed()))
+    }
+
+    /// Writes registers (function 06 for one, 16 for several) or one coil (function 05).
+    pub async fn write(&mut self, unit: u8, target: &WriteTarget) -> Result<(), Error> {
+        let timeout = self.timeout;
+        let ctx = self.ctx(unit).await?;
+        match target {
+            WriteTarget::Registers { address, words } if words.len() == 1 => {
+                let r = tokio::time::timeout(timeout, ctx.write_single_register(*address, words[0])).await;
+                self.finish(r).await
+            }
+            WriteTarget::Registers { address, words } => {
+                let r = tokio::time::timeout(timeout, ctx.write_multiple_registers(*address, words)).await;
+                self.finish(r).await
+            }
+            WriteTarget::Coil { address, value } => {
+                let r = tokio::time::timeout(timeout, ctx.write_single_coil(*address, *value)).await;
+                self.finish(r).await
+            }
+        }
+    }
+}
+
+/// What a write changes on the device.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteTarget {
+    Registers { address: u16, words: Vec<u16> },
+    Coil { address: u16, value: bool },
+}
