@@ -357,6 +357,62 @@ pub fn minimum_cost(spans: &[Span], limits: &Limits, baud: u32) -> BusCost {
     rtu_cost(reads, baud)
 }
 
+/// Cost of the best plan the protocol allows: reads are contiguous blocks, so the only choice
+/// is where to cut. Per table, an exact dynamic programme over the fields sorted by address
+/// (shared registers merged) picks the cuts that minimise bus time at `baud`, reading across a
+/// hole exactly when that is cheaper than a new request, within the per-request limit. Unlike
+/// [`minimum_cost`] (which assumes holes cost nothing) a real plan can reach this, so
+/// `plan_cost / optimal_cost` is the waste of the gap heuristic.
+pub fn optimal_cost(spans: &[Span], limits: &Limits, baud: u32) -> BusCost {
+    let mut sorted = spans.to_vec();
+    sorted.sort_by_key(|s| (s.kind, s.address));
+    // Per table, the union of the spans as disjoint (start, end) blocks.
+    let mut tables: Vec<(RegisterKind, Vec<(u32, u32)>)> = Vec::new();
+    for s in sorted {
+        if tables.last().map(|t| t.0) != Some(s.kind) {
+            tables.push((s.kind, Vec::new()));
+        }
+        let blocks = &mut tables.last_mut().expect("pushed above").1;
+        match blocks.last_mut() {
+            Some(b) if u32::from(s.address) <= b.1 => b.1 = b.1.max(s.end()),
+            _ => blocks.push((u32::from(s.address), s.end())),
+        }
+    }
+    let mut reads = Vec::new();
+    for (kind, blocks) in tables {
+        let max = u32::from(limits.max_request(kind));
+        let one = |count: u32| rtu_cost([(kind, count as u16)], baud).seconds;
+        // best[i]: cheapest (seconds, reads) covering blocks[..i]. A block longer than one
+        // request is split into full requests first (no choice there).
+        let mut best: Vec<(f64, Vec<u16>)> = vec![(0.0, Vec::new())];
+        for i in 1..=blocks.len() {
+            let mut choice: Option<(f64, Vec<u16>)> = None;
+            for j in (0..i).rev() {
+                let len = blocks[i - 1].1 - blocks[j].0;
+                if len > max && j + 1 < i {
+                    break;
+                }
+                let mut parts = Vec::new();
+                let mut n = len;
+                while n > 0 {
+                    parts.push(n.min(max) as u16);
+                    n -= n.min(max);
+                }
+                let t = best[j].0 + parts.iter().map(|&c| one(u32::from(c))).sum::<f64>();
+                if choice.as_ref().is_none_or(|c| t < c.0) {
+                    let mut r = best[j].1.clone();
+                    r.extend(parts);
+                    choice = Some((t, r));
+                }
+            }
+            best.push(choice.expect("j = i - 1 always fits"));
+        }
+        let (_, counts) = best.pop().expect("at least the empty plan");
+        reads.extend(counts.into_iter().map(|c| (kind, c)));
+    }
+    rtu_cost(reads, baud)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,6 +643,14 @@ mod tests {
         let min = minimum_cost(&sdm, &Limits::default(), 2400);
         assert_eq!((min.requests, min.bytes), (1, 13 + 2 * 20));
         assert!(cost.seconds > 2.0 * min.seconds);
+        // The best contiguous plan for the SDM120 is the planner's: three reads.
+        let opt = optimal_cost(&sdm, &Limits::default(), 2400);
+        assert_eq!((opt.requests, opt.bytes), (cost.requests, cost.bytes));
+        // Reading across a 20-register hole costs more than a second request; across 4, less.
+        let far = [Span::new(Holding, 0, 2), Span::new(Holding, 22, 2)];
+        assert_eq!(optimal_cost(&far, &Limits::default(), 9600).requests, 2);
+        let near = [Span::new(Holding, 0, 2), Span::new(Holding, 6, 2)];
+        assert_eq!(optimal_cost(&near, &Limits::default(), 9600).requests, 1);
         let overlapping = [Span::new(Holding, 0, 4), Span::new(Holding, 2, 1)];
         let min = minimum_cost(&overlapping, &Limits::default(), 9600);
         assert_eq!(min.bytes, 13 + 8);
