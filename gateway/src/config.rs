@@ -183,6 +183,10 @@ pub struct ModbusBus {
     pub min_backoff_ms: u64,
     #[serde(default = "default_modbus_max_backoff")]
     pub max_backoff_ms: u64,
+    /// Extra silence between two exchanges on the bus, for slow RTU devices (default: the
+    /// protocol's 3.5 character times).
+    #[serde(default)]
+    pub inter_frame_delay_ms: Option<u64>,
 }
 
 fn default_baud() -> u32 {

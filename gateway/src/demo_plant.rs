@@ -347,6 +347,7 @@ impl Plant {
             timeout_ms: 500,
             min_backoff_ms: 5_000,
             max_backoff_ms: 30_000,
+            inter_frame_delay_ms: None,
         };
         let devices = DEVICES
             .iter()

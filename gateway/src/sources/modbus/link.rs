@@ -103,8 +103,20 @@ pub struct Link {
     transport: Transport,
     timeout: Duration,
     ctx: Option<Context>,
-    /// Quiet time after a failure on RTU, so a late answer ends before the port is reopened.
-    rtu_quiet: Duration,
+    /// Silence kept on the bus between the end of one exchange and the next request (RTU:
+    /// at least 3.5 character times; slow devices may need more).
+    frame_gap: Duration,
+    /// When the last exchange ended.
+    last_end: Option<Instant>,
+}
+
+/// The RTU inter-frame silence: 3.5 characters of 11 bits, fixed at 1.75 ms above 19200 baud.
+pub fn rtu_frame_gap(baud: u32) -> Duration {
+    if baud > 19200 {
+        Duration::from_micros(1750)
+    } else {
+        Duration::from_secs_f64(3.5 * 11.0 / f64::from(baud.max(1)))
+    }
 }
 
 fn to_serial_parity(p: Parity) -> tokio_serial::Parity {
@@ -117,8 +129,28 @@ fn to_serial_parity(p: Parity) -> tokio_serial::Parity {
 
 impl Link {
     pub fn new(transport: Transport, timeout: Duration) -> Link {
-        let rtu_quiet = (timeout / 2).clamp(Duration::from_millis(50), Duration::from_millis(500));
-        Link { transport, timeout, ctx: None, rtu_quiet }
+        let frame_gap = match &transport {
+            Transport::Tcp(_) => Duration::ZERO,
+            Transport::Rtu { baud, .. } => rtu_frame_gap(*baud),
+            Transport::RtuOverTcp(_) => Duration::from_millis(2),
+        };
+        Link { transport, timeout, ctx: None, frame_gap, last_end: None }
+    }
+
+    /// A longer silence between exchanges (`inter_frame_delay_ms` of a bus) for devices that
+    /// need time between requests; never shorter than the protocol's.
+    pub fn with_inter_frame_delay(mut self, delay: Option<Duration>) -> Link {
+        if let Some(d) = delay {
+            self.frame_gap = self.frame_gap.max(d);
+        }
+        self
+    }
+
+    /// Waits out the inter-frame silence after the previous exchange.
+    async fn quiet(&mut self) {
+        if let Some(end) = self.last_end {
+            tokio::time::sleep_until((end + self.frame_gap).into()).await;
+        }
     }
 
     pub fn transport(&self) -> &Transport {
@@ -162,11 +194,15 @@ impl Link {
             let _ = tokio::time::timeout(Duration::from_millis(100), ctx.disconnect()).await;
         }
         if matches!(self.transport, Transport::Rtu { .. } | Transport::RtuOverTcp(_)) {
-            tokio::time::sleep(self.rtu_quiet).await;
+            // A late answer still on the wire ends within a frame time or so; the reopened
+            // port's buffers are cleared. One that comes later still carries its unit id and
+            // is refused by the header check (the caller retries once).
+            tokio::time::sleep(2 * self.frame_gap + Duration::from_millis(10)).await;
         }
     }
 
     async fn ctx(&mut self, unit: u8) -> Result<&mut Context, Error> {
+        self.quiet().await;
         if self.ctx.is_none() {
             self.ctx = Some(Link::connect(self.transport.clone(), self.timeout).await?);
         }
@@ -176,6 +212,7 @@ impl Link {
     }
 
     async fn finish<T>(&mut self, r: Result<tokio_modbus::Result<T>, tokio::time::error::Elapsed>) -> Result<T, Error> {
+        self.last_end = Some(Instant::now());
         let err = match r {
             Ok(Ok(Ok(v))) => return Ok(v),
             Ok(Ok(Err(code))) => return Err(Error::Exception(code)),

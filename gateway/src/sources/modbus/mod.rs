@@ -197,7 +197,7 @@ pub async fn run_bus(
     stats: Stats,
     cancel: CancellationToken,
 ) {
-    let mut link = Link::new(transport_of(&bus), Duration::from_millis(bus.timeout_ms));
+    let mut link = Link::new(transport_of(&bus), Duration::from_millis(bus.timeout_ms)).with_inter_frame_delay(bus.inter_frame_delay_ms.map(Duration::from_millis));
     let (min_b, max_b) = (Duration::from_millis(bus.min_backoff_ms), Duration::from_millis(bus.max_backoff_ms));
     let mut devs: Vec<Device> = devices
         .into_iter()
@@ -242,6 +242,7 @@ pub async fn run_bus(
         let mut decoded: Vec<(usize, decode::Reading)> = Vec::new();
         let mut clean = true;
         let mut failed = None;
+        let mut retried = false;
         let mut st = DeviceStats::default();
         while let Some(req) = queue.pop_front() {
             st.requests += 1;
@@ -287,6 +288,14 @@ pub async fn run_bus(
                     st.exceptions += 1;
                     clean = false;
                     tracing::warn!(device = %dev.name, address = req.address, error = %e, "modbus exception");
+                }
+                Err(e @ link::Error::Protocol(_)) if !retried => {
+                    // Most often a stray frame: another device's late answer arriving during
+                    // this request. The link was reset; ask once more before blaming the device.
+                    st.errors += 1;
+                    retried = true;
+                    tracing::info!(device = %dev.name, error = %e, "malformed or mismatched reply; retrying once");
+                    queue.push_front(req);
                 }
                 Err(e) => {
                     if matches!(e, link::Error::Timeout(_)) {
