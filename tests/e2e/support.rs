@@ -158,6 +158,19 @@ impl Influx1 {
     }
 
     /// Rows of `SELECT <cols> FROM m WHERE device = 'd'`, as JSON arrays (time first).
+    /// Like [`Influx1::rows`] with the time as integer nanoseconds.
+    pub fn rows_ns(&self, q: &str) -> Vec<Vec<serde_json::Value>> {
+        let out = Command::new(require("curl"))
+            .args(["-s", "-m", "20", "-G", &format!("{}/query", self.url()), "--data-urlencode", "db=gkgw", "--data-urlencode", "epoch=ns", "--data-urlencode", &format!("q={q}")])
+            .output()
+            .expect("curl");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("query {q}: {e}"));
+        v["results"][0]["series"][0]["values"]
+            .as_array()
+            .map(|a| a.iter().map(|r| r.as_array().cloned().unwrap_or_default()).collect())
+            .unwrap_or_default()
+    }
+
     pub fn rows(&self, q: &str) -> Vec<Vec<serde_json::Value>> {
         let v = self.query(q);
         v["results"][0]["series"][0]["values"]

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the real peers used by gkgw's integration tests:
 #   influxdb (Debian 1.6.7, provides influxd), victoria-metrics, mosquitto,
-#   mosquitto-clients, socat, curl, and python3 paho-mqtt + pymodbus.
+#   mosquitto-clients, socat, curl, and python3 paho-mqtt + pymodbus + pyserial.
+# pymodbus and pyserial are pinned (the Modbus peers are checked against these
+# versions: tests/peers/MODBUS.md); paho-mqtt is not.
 # Idempotent: installs only what is missing. Run as root (uses sudo otherwise); Debian 12.
 # Package post-install scripts are prevented from starting system services
 # (tests start every peer themselves on loopback; see tests/peers/NOTES.md).
@@ -75,13 +77,18 @@ for pkg in "${!APT_PKGS[@]}"; do
 done
 
 # --- Python packages ---------------------------------------------------------
-if python3 -c 'import paho.mqtt, pymodbus' >/dev/null 2>&1; then
+PYMODBUS_VERSION=3.16.1
+PYSERIAL_VERSION=3.5
+py_check="import sys, paho.mqtt, pymodbus, serial
+sys.exit(pymodbus.__version__ != '$PYMODBUS_VERSION' or serial.__version__ != '$PYSERIAL_VERSION')"
+if python3 -c "$py_check" >/dev/null 2>&1; then
     log "python packages already present"
 else
-    log "installing python packages: paho-mqtt pymodbus"
+    log "installing python packages: paho-mqtt pymodbus==$PYMODBUS_VERSION pyserial==$PYSERIAL_VERSION"
     python3 -m pip install --quiet --disable-pip-version-check \
-        --root-user-action=ignore paho-mqtt pymodbus
-    python3 -c 'import paho.mqtt, pymodbus'
+        --root-user-action=ignore paho-mqtt \
+        "pymodbus==$PYMODBUS_VERSION" "pyserial==$PYSERIAL_VERSION"
+    python3 -c "$py_check"
 fi
 
 # --- cargo-nextest (optional) -------------------------------------------------

@@ -61,7 +61,7 @@ pub async fn poll(link: &mut Link, unit: u8, profile: &Profile) -> Result<String
                     let (value, quality) = match r {
                         Some(Ok(r)) => (
                             match r.value {
-                                decode::Value::Number(n) => format!("{n:.4}"),
+                                decode::Value::Number(n) => number_text(n),
                                 decode::Value::Bool(b) => b.to_string(),
                                 decode::Value::Text(t) => t,
                             },
@@ -90,6 +90,17 @@ pub async fn poll(link: &mut Link, unit: u8, profile: &Profile) -> Result<String
         }
     }
     Ok(out)
+}
+
+/// A decoded number as a technician wants to compare it with the device's display: integers in
+/// full (also 64-bit ones), fractions to 12 significant digits so scaling noise
+/// (`23.500000000000004`) does not show.
+pub fn number_text(n: f64) -> String {
+    if !n.is_finite() || n.fract() == 0.0 {
+        return format!("{n}");
+    }
+    let rounded: f64 = format!("{n:.11e}").parse().unwrap_or(n);
+    format!("{rounded}")
 }
 
 pub fn default_timeout() -> Duration {
@@ -134,4 +145,16 @@ pub fn plan_report(profile: &Profile, bauds: &[u32]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod number_tests {
+    #[test]
+    fn numbers_print_in_full_without_float_noise() {
+        assert_eq!(super::number_text(9_007_199_254_740_989.0), "9007199254740989");
+        assert_eq!(super::number_text(-12345.0), "-12345");
+        assert_eq!(super::number_text(235.0 * 0.1), "23.5");
+        assert_eq!(super::number_text(12345.6789012), "12345.6789012");
+        assert_eq!(super::number_text(f64::NAN), "NaN");
+    }
 }

@@ -1,0 +1,349 @@
+//! Modbus against a real peer: `tests/peers/modbus_device.py` (see tests/peers/MODBUS.md) served
+//! over TCP and over RTU on a socat pseudo-terminal pair. The device encodes the values the test
+//! gives it with Python's `struct`, independently of the gateway's decoder.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::*;
+
+/// A socat pty pair: the gateway opens `gw`, the device `dev`. Both are symlinks to /dev/pts/N;
+/// when socat is killed they dangle (SIGKILL) or go (SIGTERM), and an open descriptor on the old
+/// pty is dead for good, like a USB adapter unplugged. A new socat recreates the same paths.
+struct PtyPair {
+    proc: Proc,
+    gw: PathBuf,
+    dev: PathBuf,
+}
+
+impl PtyPair {
+    fn start(dir: &Path) -> PtyPair {
+        let (gw, dev) = (dir.join("ttyGW"), dir.join("ttyDEV"));
+        let proc = Proc::spawn(
+            "socat",
+            Command::new(require("socat"))
+                .arg(format!("pty,raw,echo=0,link={}", gw.display()))
+                .arg(format!("pty,raw,echo=0,link={}", dev.display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        wait_until("socat's pty links", Duration::from_secs(10), || gw.exists() && dev.exists());
+        PtyPair { proc, gw, dev }
+    }
+}
+
+/// The simulated device, serving `spec` (the JSON of MODBUS.md) until dropped.
+struct Device {
+    _proc: Proc,
+    _spec: tempfile::NamedTempFile,
+}
+
+impl Device {
+    fn start(spec: &serde_json::Value, serve: &[&str]) -> Device {
+        use std::io::{BufRead, BufReader, Write};
+        let mut file = tempfile::NamedTempFile::new().expect("spec file");
+        file.write_all(spec.to_string().as_bytes()).expect("write spec");
+        let script = repo_root().join("tests/peers/modbus_device.py");
+        let mut proc = Proc::spawn(
+            "modbus_device.py",
+            Command::new("python3").arg(&script).arg("--spec").arg(file.path()).args(serve).stdout(Stdio::piped()).stderr(Stdio::inherit()),
+        );
+        let out = proc.child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if line.trim() == "READY" {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            panic!("modbus_device.py did not become ready; is pymodbus installed? run `bash tests/peers/install.sh`");
+        }
+        Device { _proc: proc, _spec: file }
+    }
+
+    fn tcp(spec: &serde_json::Value) -> (Device, u16) {
+        let port = free_port();
+        (Device::start(spec, &["--tcp", &format!("127.0.0.1:{port}")]), port)
+    }
+
+    fn serial(spec: &serde_json::Value, pty: &PtyPair) -> Device {
+        Device::start(spec, &["--serial", &pty.dev.display().to_string(), "--baud", "19200"])
+    }
+}
+
+fn gkgw(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(GKGW).args(args).output().expect("gkgw runs");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `name -> value text` from `gkgw modbus poll` output (name, quantity, value, unit, quality).
+fn polled(out: &str) -> std::collections::HashMap<String, (String, String)> {
+    out.lines()
+        .skip(2)
+        .filter(|l| !l.starts_with('('))
+        .filter_map(|l| {
+            let t: Vec<&str> = l.split_whitespace().collect();
+            (t.len() >= 4).then(|| (t[0].to_owned(), (t[2].to_owned(), t[t.len() - 1].to_owned())))
+        })
+        .collect()
+}
+
+const ORDERS: [&str; 4] = ["ABCD", "CDAB", "BADC", "DCBA"];
+
+/// One field per (type, order): the device spec values and the profile that reads them.
+fn every_type_and_order() -> (Vec<serde_json::Value>, String, Vec<(String, f64)>, Vec<(String, String)>) {
+    let numbers: [(&str, u16, f64); 8] = [
+        ("u16", 1, 51234.0),
+        ("i16", 1, -12345.0),
+        ("u32", 2, 3_000_000_123.0),
+        ("i32", 2, -2_000_000_123.0),
+        ("u64", 4, 9_007_199_254_740_989.0),
+        ("i64", 4, -9_007_199_254_740_989.0),
+        ("f32", 2, -1234.5),
+        ("f64", 4, 12345.6789012),
+    ];
+    let mut values = Vec::new();
+    let mut profile = String::from("[device]\nmodel = \"test device\"\nmanufacturer = \"test\"\nmax_gap = 8\n");
+    let (mut expect_num, mut expect_text) = (Vec::new(), Vec::new());
+    let mut address = 0u16;
+    for (ty, width, value) in numbers {
+        for order in ORDERS {
+            let name = format!("{ty}_{}", order.to_lowercase());
+            let v = if ty.starts_with('f') { json!(value) } else { json!(value as i64) };
+            values.push(json!({"table": "holding", "address": address, "type": ty, "order": order, "value": v}));
+            let _ = write!(profile, "[[field]]\nname = \"{name}\"\nquantity = \"t.{name}\"\nkind = \"holding\"\naddress = {address}\ntype = \"{ty}\"\nword_order = \"{order}\"\n");
+            expect_num.push((name, value));
+            address += width + 1; // one unused register between fields: merged across
+        }
+    }
+    for order in ORDERS {
+        let name = format!("text_{}", order.to_lowercase());
+        values.push(json!({"table": "input", "address": address, "type": "string", "order": order, "value": "GK-42x", "count": 4}));
+        let _ = write!(profile, "[[field]]\nname = \"{name}\"\nquantity = \"t.{name}\"\nkind = \"input\"\naddress = {address}\ntype = \"string\"\nlength = 4\nword_order = \"{order}\"\n");
+        expect_text.push((name, "GK-42x".to_owned()));
+        address += 4;
+    }
+    // A bit inside a register and a coil.
+    let _ = write!(profile, "[[field]]\nname = \"flag\"\nquantity = \"t.flag\"\nkind = \"holding\"\naddress = 900\ntype = \"bit\"\nbit = 5\n");
+    let _ = write!(profile, "[[field]]\nname = \"relay\"\nquantity = \"t.relay\"\nkind = \"coil\"\naddress = 7\ntype = \"bool\"\n");
+    expect_text.push(("flag".into(), "true".into()));
+    expect_text.push(("relay".into(), "true".into()));
+    (values, profile, expect_num, expect_text)
+}
+
+fn check_poll(out: &str, nums: &[(String, f64)], texts: &[(String, String)]) {
+    let got = polled(out);
+    for (name, want) in nums {
+        let (v, q) = got.get(name).unwrap_or_else(|| panic!("{name} missing in:\n{out}"));
+        let v: f64 = v.parse().unwrap_or_else(|_| panic!("{name}: {v:?} is not a number in:\n{out}"));
+        let tolerance = if name.starts_with("f32") { 1e-3 } else { 0.0 };
+        assert!((v - want).abs() <= tolerance, "{name}: got {v}, wrote {want}\n{out}");
+        assert_eq!(q, "good", "{name}\n{out}");
+    }
+    for (name, want) in texts {
+        let (v, _) = got.get(name).unwrap_or_else(|| panic!("{name} missing in:\n{out}"));
+        assert_eq!(v, want, "{name}\n{out}");
+    }
+}
+
+#[test]
+fn every_type_and_word_order_decodes_over_tcp_and_rtu() {
+    let (values, profile, nums, texts) = every_type_and_order();
+    let spec = json!({"units": {"7": {"values": values, "holding": {"900": 0b10_0000}, "coils": {"7": true}}}});
+    let dir = tempfile::tempdir().unwrap();
+    let profile_path = dir.path().join("test-device.toml");
+    std::fs::write(&profile_path, profile).unwrap();
+    let profile_arg = profile_path.display().to_string();
+
+    let (_dev, port) = Device::tcp(&spec);
+    let (ok, out, err) = gkgw(&["modbus", "poll", "--tcp", &format!("127.0.0.1:{port}"), "--unit", "7", "--profile", &profile_arg]);
+    assert!(ok, "{err}");
+    check_poll(&out, &nums, &texts);
+
+    let pty = PtyPair::start(dir.path());
+    let _rtu = Device::serial(&spec, &pty);
+    let gw_port = pty.gw.display().to_string();
+    let (ok, out, err) = gkgw(&["modbus", "poll", "--port", &gw_port, "--baud", "19200", "--unit", "7", "--profile", &profile_arg]);
+    assert!(ok, "{err}");
+    check_poll(&out, &nums, &texts);
+
+    // The commissioning read shows the f32 CDAB field in its CDAB column.
+    let (ok, out, err) = gkgw(&["modbus", "read", "--port", &gw_port, "--baud", "19200", "--unit", "7", "--holding", "0", "--count", "4"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("51234"), "{out}");
+}
+
+#[test]
+fn refused_merged_reads_are_split_and_exceptions_named() {
+    // The device refuses reads longer than 6 registers and has no registers 20-21.
+    let spec = json!({"units": {"1": {"holding": {"0": 1000, "4": 1004, "8": 1008, "16": 1016, "20": 1020, "24": 1024}, "max_read": 6, "holes": [[20, 21]]}}});
+    let mut profile = String::from("[device]\nmodel = \"picky\"\nmanufacturer = \"test\"\n");
+    for a in [0, 4, 8, 16, 20, 24] {
+        let _ = write!(profile, "[[field]]\nname = \"r{a}\"\nquantity = \"t.r{a}\"\nkind = \"holding\"\naddress = {a}\ntype = \"u16\"\n");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("picky.toml");
+    std::fs::write(&path, profile).unwrap();
+    let (_dev, port) = Device::tcp(&spec);
+    let tcp = format!("127.0.0.1:{port}");
+    let (ok, out, err) = gkgw(&["modbus", "poll", "--tcp", &tcp, "--profile", &path.display().to_string()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("1 requests") || out.contains("in 1 request"), "one merged read planned:\n{out}");
+    assert!(out.contains("split"), "{out}");
+    let got = polled(&out);
+    for a in [0, 4, 8, 16, 24] {
+        assert_eq!(got[&format!("r{a}")].0, (1000 + a).to_string(), "r{a}\n{out}");
+    }
+    assert_eq!(got["r20"].0, "-", "{out}");
+    assert!(out.to_lowercase().contains("illegal data address"), "{out}");
+
+    // The commissioning tools say what happened in words.
+    let (ok, _, err) = gkgw(&["modbus", "read", "--tcp", &tcp, "--holding", "20", "--count", "2"]);
+    assert!(!ok);
+    assert!(err.to_lowercase().contains("illegal data address"), "{err}");
+    let (ok, _, err) = gkgw(&["modbus", "read", "--tcp", &tcp, "--unit", "9", "--holding", "0", "--count", "1", "--timeout-ms", "300"]);
+    assert!(!ok);
+    assert!(err.to_lowercase().contains("timeout") || err.to_lowercase().contains("timed out"), "{err}");
+    let (ok, out, _) = gkgw(&["modbus", "scan", "--tcp", &tcp, "--from", "1", "--to", "3", "--timeout-ms", "300"]);
+    assert!(ok);
+    assert!(out.contains("unit   1") && !out.contains("unit   2"), "{out}");
+}
+
+fn influx_v1(url: &str) -> String {
+    format!("[influx]\nenabled = true\nurl = \"{url}\"\nversion = 1\ndatabase = \"gkgw\"\nflush_interval_ms = 200\nmin_backoff_ms = 100\nmax_backoff_ms = 1000\n")
+}
+
+/// A one-register profile polled every `poll_ms`.
+fn one_register_profile(dir: &Path, poll_ms: u64) -> String {
+    let path = dir.join("one.toml");
+    std::fs::write(
+        &path,
+        format!("[device]\nmodel = \"one\"\nmanufacturer = \"test\"\npoll_interval = \"{poll_ms}ms\"\n[[field]]\nname = \"value\"\nquantity = \"probe.value\"\nkind = \"holding\"\naddress = 0\ntype = \"u16\"\n"),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+/// `[modbus]` config: one RTU bus on `port` and a device per (name, unit).
+fn rtu_config(port: &Path, profile: &str, timeout_ms: u64, devices: &[(&str, u8)]) -> String {
+    let mut c = format!(
+        "[modbus]\n[[modbus.bus]]\nname = \"rs485\"\ntransport = \"rtu\"\nport = \"{}\"\nbaud = 19200\ntimeout_ms = {timeout_ms}\nmin_backoff_ms = 1000\nmax_backoff_ms = 2000\n",
+        port.display()
+    );
+    for (name, unit) in devices {
+        let _ = write!(c, "[[modbus.device]]\nname = \"{name}\"\nbus = \"rs485\"\nunit = {unit}\nprofile = \"{profile}\"\n");
+    }
+    c
+}
+
+/// (time in ns, value) of a device's readings in InfluxDB.
+fn series(influx: &Influx1, device: &str) -> Vec<(i64, f64)> {
+    influx
+        .rows_ns(&format!("SELECT \"value\" FROM \"probe\" WHERE \"device\" = '{device}'"))
+        .iter()
+        .filter_map(|r| Some((r.first()?.as_i64()?, r.get(1)?.as_f64()?)))
+        .collect()
+}
+
+#[test]
+fn a_late_answer_is_never_taken_for_the_next_request() {
+    let influx = Influx1::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pty = PtyPair::start(dir.path());
+    // Unit 1 answers its first request 700 ms late (timeout 300 ms), while unit 2, asked next,
+    // holds a different value at the same address: a stale frame would show up as 111 on unit 2.
+    let spec = json!({"units": {
+        "1": {"holding": {"0": 111}, "mode": "late_once", "late_ms": 700},
+        "2": {"holding": {"0": 222}}
+    }});
+    let _dev = Device::serial(&spec, &pty);
+    let profile = one_register_profile(dir.path(), 300);
+    let gw = Gateway::start(&format!("{}{}", influx_v1(&influx.url()), rtu_config(&pty.gw, &profile, 300, &[("late", 1), ("steady", 2)])), &[]);
+    wait_until("both devices read several times", Duration::from_secs(30), || {
+        gw.wait_drained(Duration::from_secs(10));
+        series(&influx, "late").len() >= 5 && series(&influx, "steady").len() >= 10
+    });
+    for (dev, want) in [("late", 111.0), ("steady", 222.0)] {
+        let s = series(&influx, dev);
+        assert!(s.iter().all(|(_, v)| *v == want), "{dev}: {s:?}\n{}", gw.log());
+    }
+    assert!(gw.metric("gkgw_modbus_timeouts_total{device=\"late\",bus=\"rs485\"}") >= 1.0);
+    assert_eq!(gw.metric("gkgw_modbus_device_state{device=\"late\",state=\"online\"}"), 1.0);
+}
+
+#[test]
+fn a_silent_device_does_not_stall_its_neighbour_on_the_rtu_bus() {
+    let influx = Influx1::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pty = PtyPair::start(dir.path());
+    let spec = json!({"units": {"1": {"holding": {"0": 1}, "mode": "silent"}, "2": {"holding": {"0": 2}}}});
+    let _dev = Device::serial(&spec, &pty);
+    let (period_ms, timeout_ms) = (1000u64, 400u64);
+    let profile = one_register_profile(dir.path(), period_ms);
+    let gw = Gateway::start(&format!("{}{}", influx_v1(&influx.url()), rtu_config(&pty.gw, &profile, timeout_ms, &[("dead", 1), ("alive", 2)])), &[]);
+    let started = Instant::now();
+    wait_until("12 readings of the healthy device", Duration::from_secs(40), || {
+        gw.wait_drained(Duration::from_secs(10));
+        series(&influx, "alive").len() >= 12
+    });
+    let s = series(&influx, "alive");
+    // The bound of the issue: the dead device may delay its neighbour by at most its own timeout
+    // once per backoff interval (1-2 s here). Scheduling jitter on a loaded CI machine gets 250 ms.
+    let bound_ns = ((period_ms + timeout_ms + 250) * 1_000_000) as i64;
+    for w in s.windows(2).skip(1) {
+        let gap = w[1].0 - w[0].0;
+        assert!(gap <= bound_ns, "gap {} ms between readings of the healthy device: {s:?}", gap / 1_000_000);
+    }
+    assert!(series(&influx, "dead").is_empty());
+    assert!(gw.metric("gkgw_modbus_timeouts_total{device=\"dead\",bus=\"rs485\"}") >= 2.0, "{}", gw.log());
+    assert_eq!(gw.metric("gkgw_modbus_device_state{device=\"dead\",state=\"offline\"}"), 1.0);
+    assert_eq!(gw.metric("gkgw_modbus_device_state{device=\"alive\",state=\"online\"}"), 1.0);
+    // With backoff, the dead device is asked far less often than the live one.
+    let dead = gw.metric("gkgw_modbus_requests_total{device=\"dead\",bus=\"rs485\"}");
+    let alive = gw.metric("gkgw_modbus_requests_total{device=\"alive\",bus=\"rs485\"}");
+    assert!(dead * 1.5 < alive, "dead {dead} alive {alive} after {:?}", started.elapsed());
+}
+
+#[test]
+fn the_serial_port_disappears_and_comes_back() {
+    let influx = Influx1::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = json!({"units": {"3": {"holding": {"0": 33}}}});
+    let mut pty = PtyPair::start(dir.path());
+    let mut dev = Device::serial(&spec, &pty);
+    let profile = one_register_profile(dir.path(), 300);
+    let mut gw = Gateway::start(&format!("{}{}", influx_v1(&influx.url()), rtu_config(&pty.gw, &profile, 300, &[("probe-3", 3)])), &[]);
+    wait_until("readings before the unplug", Duration::from_secs(30), || {
+        gw.wait_drained(Duration::from_secs(10));
+        series(&influx, "probe-3").len() >= 3
+    });
+
+    // Unplug: the device and the pty pair go away, the path no longer exists.
+    drop(dev);
+    pty.proc.kill9();
+    wait_until("the port to be gone", Duration::from_secs(5), || !pty.gw.exists());
+    wait_until("the device to be marked offline", Duration::from_secs(30), || {
+        gw.metric("gkgw_modbus_device_state{device=\"probe-3\",state=\"offline\"}") == 1.0
+    });
+    let running = gw.proc.as_mut().map(|p| p.child.try_wait().expect("try_wait").is_none());
+    assert_eq!(running, Some(true), "the gateway keeps running while its port is gone");
+    gw.wait_drained(Duration::from_secs(10));
+    let before = series(&influx, "probe-3").len();
+
+    // Plug back in under the same name: polling resumes by itself.
+    pty = PtyPair::start(dir.path());
+    dev = Device::serial(&spec, &pty);
+    wait_until("readings after the port came back", Duration::from_secs(40), || {
+        gw.wait_drained(Duration::from_secs(10));
+        series(&influx, "probe-3").len() >= before + 3
+    });
+    assert_eq!(gw.metric("gkgw_modbus_device_state{device=\"probe-3\",state=\"online\"}"), 1.0);
+    assert!(series(&influx, "probe-3").iter().all(|(_, v)| *v == 33.0));
+    drop(dev);
+}
