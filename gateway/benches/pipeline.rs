@@ -55,6 +55,25 @@ fn bench(c: &mut Criterion) {
         b.iter(|| r.read_after(0, 10_000).expect("read"))
     });
     g.finish();
+
+    // Modbus: decoding the registers of every field of every shipped profile, per register.
+    let profiles: Vec<_> = gkgw::sources::modbus::BUILTIN_PROFILES
+        .iter()
+        .map(|(n, _)| gkgw::sources::modbus::load_profile(std::path::Path::new("/nonexistent"), n).expect("profile"))
+        .collect();
+    let fields: Vec<_> = profiles.iter().flat_map(|p| p.fields.iter()).filter(|f| !f.kind.is_bit()).collect();
+    let words: Vec<u16> = (0..64u16).map(|i| 0x4148u16.wrapping_add(i.wrapping_mul(7919))).collect();
+    let registers: u64 = fields.iter().map(|f| u64::from(f.count)).sum();
+    let mut g = c.benchmark_group("modbus");
+    g.throughput(Throughput::Elements(registers));
+    g.bench_function("decode_all_shipped_fields_per_register", |b| {
+        b.iter(|| {
+            for f in &fields {
+                let _ = std::hint::black_box(gkgw::sources::modbus::decode::decode_registers(f, &words[..usize::from(f.count)]));
+            }
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

@@ -113,6 +113,30 @@ enum ModbusCommand {
         #[arg(long)]
         unit: Option<u8>,
     },
+    /// Load tool: poll a profile's fields back to back and report requests/s (benchmarks).
+    Bench {
+        #[command(flatten)]
+        bus: BusArgs,
+        #[arg(long)]
+        profile: String,
+        #[arg(long)]
+        unit: Option<u8>,
+        /// Full poll cycles to run.
+        #[arg(long, default_value_t = 10_000)]
+        cycles: u64,
+        /// Parallel connections (TCP), each with its own link.
+        #[arg(long, default_value_t = 1)]
+        connections: u32,
+    },
+    /// Serve the demo's simulated plant over Modbus TCP alone (no gateway), e.g. to try the
+    /// commissioning tools or as the tokio-modbus server in benchmarks.
+    ServeDemo {
+        #[arg(long, default_value = "127.0.0.1:5020")]
+        listen: SocketAddr,
+        /// No simulated faults.
+        #[arg(long)]
+        no_faults: bool,
+    },
     /// Show a profile's read plan and its RTU bus time per cycle against the minimum (offline).
     Plan {
         /// Profile files (sensors/x.toml) or built-in profile names.
@@ -424,6 +448,16 @@ fn link_of(b: &BusArgs) -> anyhow::Result<gkgw::sources::modbus::link::Link> {
     Ok(Link::new(transport, Duration::from_millis(b.timeout_ms)))
 }
 
+/// User + system CPU time of this process so far (Linux /proc; 0 elsewhere).
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th there.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
 async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
     use gkgw::sources::modbus::{commission, profile::RegisterKind};
     match c {
@@ -453,6 +487,39 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
             let p = gkgw::sources::modbus::load_profile(std::path::Path::new("sensors"), &profile)?;
             let mut link = link_of(&bus)?;
             print!("{}", commission::poll(&mut link, unit.unwrap_or(p.device.unit_id), &p).await?);
+        }
+        ModbusCommand::Bench { bus, profile, unit, cycles, connections } => {
+            let p = gkgw::sources::modbus::load_profile(std::path::Path::new("sensors"), &profile)?;
+            let unit = unit.unwrap_or(p.device.unit_id);
+            let cpu_before = process_cpu_seconds();
+            let started = std::time::Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..connections.max(1) {
+                let mut link = link_of(&bus)?;
+                let p = p.clone();
+                tasks.spawn(async move { commission::bench(&mut link, unit, &p, cycles).await });
+            }
+            let (mut requests, mut registers, mut failures) = (0, 0, 0);
+            while let Some(r) = tasks.join_next().await {
+                let r = r?;
+                requests += r.requests;
+                registers += r.registers;
+                failures += r.failures;
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let cpu = process_cpu_seconds() - cpu_before;
+            println!(
+                "{requests} requests ({failures} failed), {registers} registers in {secs:.2} s: {:.0} requests/s, {:.0} registers/s; gkgw CPU {cpu:.2} s = {:.1} µs per request",
+                requests as f64 / secs,
+                registers as f64 / secs,
+                cpu * 1e6 / requests.max(1) as f64
+            );
+        }
+        ModbusCommand::ServeDemo { listen, no_faults } => {
+            let cancel = shutdown_on_signal();
+            let plant = gkgw::demo_plant::start(listen, !no_faults, cancel.clone()).await?;
+            println!("demo plant on {} (units 1 digester, 2 energy meter, 3 compressor, 4 gas analyser); Ctrl-C stops", plant.addr);
+            cancel.cancelled().await;
         }
         ModbusCommand::Plan { profile, baud } => {
             for name in profile {

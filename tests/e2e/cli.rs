@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{free_port, http, wait_until, Influx1, Proc, GKGW};
+use crate::support::{free_port, http, repo_root, wait_until, Influx1, Proc, GKGW};
 
 fn check(config: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -117,6 +117,21 @@ fn demo_plant_is_polled_over_modbus_into_influxdb() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.lines().any(|l| l.starts_with("pressure") && l.trim_end().ends_with("good")), "{text}");
+
+    // Every query of the plant dashboard runs against what the demo wrote, and the plant's
+    // panels (not the meters', which need a day of data for per-day differences) have data.
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo_root().join("dashboards/plant.json")).expect("dashboard")).expect("json");
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let q = target["query"].as_str().expect("query").replace("$timeFilter", "time > now() - 1h").replace("$__interval", "10s");
+            let v = influx.query(&q);
+            assert!(v["results"][0]["error"].is_null() && v["error"].is_null(), "{}: {q}: {v}", panel["title"]);
+            let title = panel["title"].as_str().unwrap_or_default();
+            if ["Digester gas pressure", "Methane (CH4)", "Compressor", "Compressor power"].contains(&title) {
+                assert!(!v["results"][0]["series"].is_null(), "{title}: no data for {q}");
+            }
+        }
+    }
     demo.signal("INT");
     assert!(demo.wait_timeout(Duration::from_secs(10)).is_some_and(|s| s.success()));
 }

@@ -158,3 +158,41 @@ mod number_tests {
         assert_eq!(super::number_text(f64::NAN), "NaN");
     }
 }
+
+/// What [`bench`] measured.
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    pub requests: u64,
+    pub registers: u64,
+    pub failures: u64,
+    pub seconds: f64,
+}
+
+/// Polls every field of `profile` back to back for `cycles` full cycles through the same
+/// planner, link and decoder the bus poller uses (the Modbus load tool).
+pub async fn bench(link: &mut Link, unit: u8, profile: &Profile, cycles: u64) -> BenchResult {
+    let planner = plan::Planner::new(&profile.fields, profile.device.limits.clone());
+    let requests = planner.plan(&(0..profile.fields.len()).collect::<Vec<_>>());
+    let mut r = BenchResult { requests: 0, registers: 0, failures: 0, seconds: 0.0 };
+    let started = std::time::Instant::now();
+    for _ in 0..cycles {
+        for req in &requests {
+            r.requests += 1;
+            match link.read(unit, req.kind, req.address, req.count).await {
+                Ok((Data::Registers(regs), _)) => {
+                    r.registers += regs.len() as u64;
+                    for &fi in &req.fields {
+                        let f = &profile.fields[fi];
+                        if let Some(s) = req.slice(plan::Span::from(f), &regs) {
+                            let _ = std::hint::black_box(decode::decode_registers(f, s));
+                        }
+                    }
+                }
+                Ok((Data::Bits(bits), _)) => r.registers += bits.len() as u64,
+                Err(_) => r.failures += 1,
+            }
+        }
+    }
+    r.seconds = started.elapsed().as_secs_f64();
+    r
+}

@@ -148,8 +148,9 @@ impl Link {
 
     /// Waits out the inter-frame silence after the previous exchange.
     async fn quiet(&mut self) {
-        if let Some(end) = self.last_end {
-            tokio::time::sleep_until((end + self.frame_gap).into()).await;
+        // Only when there is silence left to keep: a timer rounds up to the next millisecond.
+        if let Some(until) = self.last_end.map(|end| end + self.frame_gap).filter(|u| *u > Instant::now()) {
+            tokio::time::sleep_until(until.into()).await;
         }
     }
 
