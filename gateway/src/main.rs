@@ -70,6 +70,28 @@ struct BusArgs {
     timeout_ms: u64,
 }
 
+/// A bus, a profile and a unit id: one device to talk to.
+#[derive(Args)]
+struct DeviceArgs {
+    #[command(flatten)]
+    bus: BusArgs,
+    /// Profile file (sensors/x.toml) or built-in profile name.
+    #[arg(long)]
+    profile: String,
+    /// Unit id (default: the profile's).
+    #[arg(long)]
+    unit: Option<u8>,
+}
+
+impl DeviceArgs {
+    /// The link, the profile and the unit id to use.
+    fn open(&self) -> anyhow::Result<(gkgw::sources::modbus::link::Link, gkgw::sources::modbus::profile::Profile, u8)> {
+        let p = gkgw::sources::modbus::load_profile(std::path::Path::new("sensors"), &self.profile)?;
+        let unit = self.unit.unwrap_or(p.device.unit_id);
+        Ok((link_of(&self.bus)?, p, unit))
+    }
+}
+
 #[derive(Subcommand)]
 enum ModbusCommand {
     /// Read one block and show it as every type and word order side by side.
@@ -105,22 +127,26 @@ enum ModbusCommand {
     /// Poll every field of a profile once and print the decoded values.
     Poll {
         #[command(flatten)]
-        bus: BusArgs,
-        /// Profile file (sensors/x.toml) or built-in profile name.
+        dev: DeviceArgs,
+    },
+    /// Write one field of a device, typed and range-checked by its profile; logged with who and why.
+    Write {
+        #[command(flatten)]
+        dev: DeviceArgs,
+        /// Field name in the profile.
         #[arg(long)]
-        profile: String,
-        /// Unit id (default: the profile's).
+        field: String,
+        /// Engineering value (coils: 0 or 1).
+        #[arg(long, allow_negative_numbers = true)]
+        value: f64,
+        /// Why, for the log line every write leaves.
         #[arg(long)]
-        unit: Option<u8>,
+        reason: String,
     },
     /// Load tool: poll a profile's fields back to back and report requests/s (benchmarks).
     Bench {
         #[command(flatten)]
-        bus: BusArgs,
-        #[arg(long)]
-        profile: String,
-        #[arg(long)]
-        unit: Option<u8>,
+        dev: DeviceArgs,
         /// Full poll cycles to run.
         #[arg(long, default_value_t = 10_000)]
         cycles: u64,
@@ -483,19 +509,23 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
                 println!("unit {unit:>3}: {what}");
             }
         }
-        ModbusCommand::Poll { bus, profile, unit } => {
-            let p = gkgw::sources::modbus::load_profile(std::path::Path::new("sensors"), &profile)?;
-            let mut link = link_of(&bus)?;
-            print!("{}", commission::poll(&mut link, unit.unwrap_or(p.device.unit_id), &p).await?);
+        ModbusCommand::Poll { dev } => {
+            let (mut link, p, unit) = dev.open()?;
+            print!("{}", commission::poll(&mut link, unit, &p).await?);
         }
-        ModbusCommand::Bench { bus, profile, unit, cycles, connections } => {
-            let p = gkgw::sources::modbus::load_profile(std::path::Path::new("sensors"), &profile)?;
-            let unit = unit.unwrap_or(p.device.unit_id);
+        ModbusCommand::Write { dev, field, value, reason } => {
+            let (mut link, p, unit) = dev.open()?;
+            let who = format!("cli:{}", std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into()));
+            gkgw::sources::modbus::write(&mut link, unit, &p, &field, value, gkgw::sources::modbus::WriteReason { who: &who, why: &reason }).await?;
+            println!("wrote {field} = {value} to unit {unit} on {}", link.transport());
+        }
+        ModbusCommand::Bench { dev, cycles, connections } => {
+            let (_, p, unit) = dev.open()?;
             let cpu_before = process_cpu_seconds();
             let started = std::time::Instant::now();
             let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..connections.max(1) {
-                let mut link = link_of(&bus)?;
+                let mut link = link_of(&dev.bus)?;
                 let p = p.clone();
                 tasks.spawn(async move { commission::bench(&mut link, unit, &p, cycles).await });
             }

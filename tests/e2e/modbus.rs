@@ -173,6 +173,13 @@ fn every_type_and_word_order_decodes_over_tcp_and_rtu() {
     assert!(ok, "{err}");
     check_poll(&out, &nums, &texts);
 
+    // RTU framing over TCP (a serial device server).
+    let rtu_tcp_port = free_port();
+    let _rtu_tcp = Device::start(&spec, &["--rtu-tcp", &format!("127.0.0.1:{rtu_tcp_port}")]);
+    let (ok, out, err) = gkgw(&["modbus", "poll", "--rtu-over-tcp", &format!("127.0.0.1:{rtu_tcp_port}"), "--unit", "7", "--profile", &profile_arg]);
+    assert!(ok, "{err}");
+    check_poll(&out, &nums, &texts);
+
     // The commissioning read shows the f32 CDAB field in its CDAB column.
     let (ok, out, err) = gkgw(&["modbus", "read", "--port", &gw_port, "--baud", "19200", "--unit", "7", "--holding", "0", "--count", "4"]);
     assert!(ok, "{err}");
@@ -213,6 +220,46 @@ fn refused_merged_reads_are_split_and_exceptions_named() {
     let (ok, out, _) = gkgw(&["modbus", "scan", "--tcp", &tcp, "--from", "1", "--to", "3", "--timeout-ms", "300"]);
     assert!(ok);
     assert!(out.contains("unit   1") && !out.contains("unit   2"), "{out}");
+}
+
+#[test]
+fn writes_are_typed_range_checked_and_logged() {
+    let spec = json!({"units": {"1": {"input": {"0": 7}}}});
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("writable.toml");
+    std::fs::write(
+        &path,
+        "[device]\nmodel = \"writable\"\nmanufacturer = \"test\"\nword_order = \"CDAB\"\n\
+         [[field]]\nname = \"setpoint\"\nquantity = \"t.setpoint\"\nkind = \"holding\"\naddress = 10\ntype = \"f32\"\nmin = 0\nmax = 100\n\
+         [[field]]\nname = \"level\"\nquantity = \"t.level\"\nkind = \"holding\"\naddress = 20\ntype = \"i16\"\nscale = 0.1\n\
+         [[field]]\nname = \"relay\"\nquantity = \"t.relay\"\nkind = \"coil\"\naddress = 3\ntype = \"bool\"\n\
+         [[field]]\nname = \"reading\"\nquantity = \"t.reading\"\nkind = \"input\"\naddress = 0\ntype = \"u16\"\n",
+    )
+    .unwrap();
+    let profile = path.display().to_string();
+    let (_dev, port) = Device::tcp(&spec);
+    let tcp = format!("127.0.0.1:{port}");
+    let write = |field: &str, value: &str| gkgw(&["modbus", "write", "--tcp", &tcp, "--profile", &profile, "--field", field, "--value", value, "--reason", "e2e test"]);
+    let poll = || polled(&gkgw(&["modbus", "poll", "--tcp", &tcp, "--profile", &profile]).1);
+
+    let (ok, _, err) = write("setpoint", "42.5");
+    assert!(ok, "{err}");
+    assert!(err.contains("modbus write") && err.contains("e2e test") && err.contains("cli:"), "the write is logged with who and why: {err}");
+    assert!(write("level", "-12.3").0);
+    assert!(write("relay", "1").0);
+    let got = poll();
+    assert_eq!(got["setpoint"].0, "42.5");
+    assert_eq!(got["level"].0, "-12.3");
+    assert_eq!(got["relay"].0, "true");
+
+    // Out of range, read-only, unknown: refused before anything goes on the wire.
+    let (ok, _, err) = write("setpoint", "150");
+    assert!(!ok && err.contains("outside"), "{err}");
+    let (ok, _, err) = write("reading", "1");
+    assert!(!ok && err.contains("read-only"), "{err}");
+    let (ok, _, err) = write("nope", "1");
+    assert!(!ok && err.contains("not in the profile"), "{err}");
+    assert_eq!(poll()["setpoint"].0, "42.5", "a refused write changes nothing");
 }
 
 fn influx_v1(url: &str) -> String {
