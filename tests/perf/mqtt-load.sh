@@ -56,9 +56,13 @@ TOML
 
 backlog() { curl -s "127.0.0.1:$HTTP/api/status" | python3 -c 'import json,sys; c=json.load(sys.stdin)["consumers"]; print(c[0]["backlog"] if c else 0)'; }
 
+# ONLY="C D2" runs a subset of the scenarios.
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "gkgw: $($BIN --version)"
 
+if want A; then
 echo "== A: sustained accepted readings/s at fixed offered rates (100 connections, QoS 1, no InfluxDB)"
 for rate in 50000 80000; do
   start_gkgw "rate$rate" ""
@@ -66,6 +70,9 @@ for rate in 50000 80000; do
   echo "   gkgw counted: $(curl -s 127.0.0.1:$HTTP/metrics | grep -E '^gkgw_(readings_accepted|broker_skipped)_total' | tr '\n' ' ')"
   kill -INT $GK_PID; wait $GK_PID || true
 done
+fi
+
+if want A2; then
 echo "== A2: unthrottled burst (100 connections, 200,000 messages as fast as the publishers go)"
 for qos in 1 0; do
   start_gkgw "peak$qos" ""
@@ -75,7 +82,9 @@ for qos in 1 0; do
   echo "   qos $qos: gkgw CPU $(echo "scale=2; ($(ticks $GK_PID)-$t0)/$hz" | bc) s, peak RSS $(( $(hwm $GK_PID) / 1024 )) MiB"
   kill -INT $GK_PID; wait $GK_PID || true
 done
+fi
 
+if want B; then
 echo "== B: drain rate store -> InfluxDB 1.6.7 (200,000 readings backlog)"
 IP=$(free_port); RP=$(free_port); mkdir -p "$WORK/influxB"
 start_gkgw drain "$IP"
@@ -87,7 +96,9 @@ while [ "$(backlog)" != 0 ]; do sleep 0.2; done
 e=$(date +%s.%N)
 echo "   drained 200000 in $(echo "$e - $s" | bc) s = $(echo "200000 / ($e - $s)" | bc) readings/s (includes backoff wake-up <= 1 s)"
 kill -INT $GK_PID; wait $GK_PID || true; kill $INFLUX_PID; wait $INFLUX_PID 2>/dev/null || true
+fi
 
+if want C; then
 echo "== C: 1,000 msg/s from 500 meters for 60 s, InfluxDB writer on"
 IP=$(free_port); RP=$(free_port); mkdir -p "$WORK/influxC"
 start_influx "$WORK/influxC" "$IP" "$RP"
@@ -100,7 +111,9 @@ echo "   gkgw CPU: $(echo "scale=3; ($t1-$t0)/$hz" | bc) s for 60000 msgs = $(ec
 echo "   gkgw peak RSS: $(( $(hwm $GK_PID) / 1024 )) MiB"
 echo "   disk written by gkgw: $(( w1 - w0 )) bytes = $(( (w1 - w0) / 60000 )) bytes per reading (7 fields each)"
 kill -INT $GK_PID; wait $GK_PID || true; kill $INFLUX_PID; wait $INFLUX_PID 2>/dev/null || true
+fi
 
+if want D; then
 echo "== D: Mosquitto alone (same publisher; a subscriber counts deliveries)"
 MP=$(free_port)
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\n' "$MP" > "$WORK/mosq.conf"
@@ -110,6 +123,15 @@ for qos in 1 0; do
   "$BIN" load --mqtt 127.0.0.1:$MP --connections 100 --messages 200000 --qos $qos --count-delivered --drain 60 --id-prefix M$qos
   echo "   qos $qos: mosquitto CPU $(echo "scale=2; ($(ticks $MQ)-$t0)/$hz" | bc) s"
 done
+kill $MQ; wait $MQ 2>/dev/null || true
+fi
+
+if want D2; then
+echo "== D2: Mosquitto alone, 1,000 msg/s from 500 publishers (fresh process, so the peak RSS is this load's)"
+MP=$(free_port)
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\n' "$MP" > "$WORK/mosq2.conf"
+mosquitto -c "$WORK/mosq2.conf" >/dev/null 2>&1 & MQ=$!; PIDS+=($MQ); sleep 0.3
 t0=$(ticks $MQ)
 "$BIN" load --mqtt 127.0.0.1:$MP --connections 500 --messages 60000 --rate 1000 --qos 1 --count-delivered --drain 30 --id-prefix MS
 echo "   1,000 msg/s from 500: mosquitto CPU $(echo "scale=3; ($(ticks $MQ)-$t0)/$hz/6" | bc) s per 10,000, peak RSS $(( $(hwm $MQ) / 1024 )) MiB"
+fi
