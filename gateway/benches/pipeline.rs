@@ -10,22 +10,34 @@ use gkgw::sources::mqtt::{parse, Rules};
 const PAYLOAD: &str = r#"{"meter_id":"GM-0001","seq":42,"ts":"2026-11-22T08:00:00Z","kind":"gas","cum_kg":12.345,"credit_kg":1.2,"valve":"open","battery_v":3.7,"rssi":-71,"tamper":false}"#;
 
 fn readings(n: usize) -> Vec<gkgw::model::Reading> {
-    let rules = Rules { max_payload_bytes: 4096, topics: Vec::new() };
+    let rules = Rules {
+        max_payload_bytes: 4096,
+        topics: Vec::new(),
+    };
     (0..n)
         .map(|i| {
-            let p = PAYLOAD.replace("GM-0001", &format!("GM-{:04}", i % 500)).replace("\"seq\":42", &format!("\"seq\":{i}"));
+            let p = PAYLOAD
+                .replace("GM-0001", &format!("GM-{:04}", i % 500))
+                .replace("\"seq\":42", &format!("\"seq\":{i}"));
             let topic = format!("meters/GM-{:04}/state", i % 500);
-            parse(&rules, &topic, p.as_bytes(), now_ns()).expect("valid").remove(0)
+            parse(&rules, &topic, p.as_bytes(), now_ns())
+                .expect("valid")
+                .remove(0)
         })
         .collect()
 }
 
 fn bench(c: &mut Criterion) {
-    let rules = Rules { max_payload_bytes: 4096, topics: Vec::new() };
+    let rules = Rules {
+        max_payload_bytes: 4096,
+        topics: Vec::new(),
+    };
     let mut g = c.benchmark_group("per_reading");
     g.throughput(Throughput::Elements(1));
     g.bench_function("parse_meter_payload", |b| {
-        b.iter(|| parse(&rules, "meters/GM-0001/state", PAYLOAD.as_bytes(), now_ns()).expect("valid"))
+        b.iter(|| {
+            parse(&rules, "meters/GM-0001/state", PAYLOAD.as_bytes(), now_ns()).expect("valid")
+        })
     });
     let one = readings(1).remove(0);
     g.bench_function("encode_line_protocol", |b| {
@@ -44,7 +56,11 @@ fn bench(c: &mut Criterion) {
     g.bench_function("append_10k_batch_fsync", |b| {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut w = gkgw::store::Writer::open(&gkgw::store::db_path(dir.path())).expect("open");
-        b.iter_batched(|| (), |_| w.append(&batch).expect("append"), BatchSize::PerIteration)
+        b.iter_batched(
+            || (),
+            |_| w.append(&batch).expect("append"),
+            BatchSize::PerIteration,
+        )
     });
     g.bench_function("read_back_10k", |b| {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -59,17 +75,29 @@ fn bench(c: &mut Criterion) {
     // Modbus: decoding the registers of every field of every shipped profile, per register.
     let profiles: Vec<_> = gkgw::sources::modbus::BUILTIN_PROFILES
         .iter()
-        .map(|(n, _)| gkgw::sources::modbus::load_profile(std::path::Path::new("/nonexistent"), n).expect("profile"))
+        .map(|(n, _)| {
+            gkgw::sources::modbus::load_profile(std::path::Path::new("/nonexistent"), n)
+                .expect("profile")
+        })
         .collect();
-    let fields: Vec<_> = profiles.iter().flat_map(|p| p.fields.iter()).filter(|f| !f.kind.is_bit()).collect();
-    let words: Vec<u16> = (0..64u16).map(|i| 0x4148u16.wrapping_add(i.wrapping_mul(7919))).collect();
+    let fields: Vec<_> = profiles
+        .iter()
+        .flat_map(|p| p.fields.iter())
+        .filter(|f| !f.kind.is_bit())
+        .collect();
+    let words: Vec<u16> = (0..64u16)
+        .map(|i| 0x4148u16.wrapping_add(i.wrapping_mul(7919)))
+        .collect();
     let registers: u64 = fields.iter().map(|f| u64::from(f.count)).sum();
     let mut g = c.benchmark_group("modbus");
     g.throughput(Throughput::Elements(registers));
     g.bench_function("decode_all_shipped_fields_per_register", |b| {
         b.iter(|| {
             for f in &fields {
-                let _ = std::hint::black_box(gkgw::sources::modbus::decode::decode_registers(f, &words[..usize::from(f.count)]));
+                let _ = std::hint::black_box(gkgw::sources::modbus::decode::decode_registers(
+                    f,
+                    &words[..usize::from(f.count)],
+                ));
             }
         })
     });

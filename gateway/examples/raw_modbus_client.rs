@@ -10,7 +10,10 @@ use tokio_modbus::slave::Slave;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let addr = args.get(1).map_or("127.0.0.1:5020", String::as_str).parse()?;
+    let addr = args
+        .get(1)
+        .map_or("127.0.0.1:5020", String::as_str)
+        .parse()?;
     let unit: u8 = args.get(2).map_or(Ok(1), |s| s.parse())?;
     let address: u16 = args.get(3).map_or(Ok(0), |s| s.parse())?;
     let count: u16 = args.get(4).map_or(Ok(8), |s| s.parse())?;
@@ -21,6 +24,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ctx.read_holding_registers(address, count).await??;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("{n} requests in {secs:.2} s: {:.0} requests/s", n as f64 / secs);
+    println!(
+        "{n} requests in {secs:.2} s: {:.0} requests/s",
+        n as f64 / secs
+    );
     Ok(())
 }

@@ -30,7 +30,10 @@ pub enum Error {
     #[error("{file}: unknown key {key} (rumqttd would silently ignore it)")]
     UnknownKey { file: String, key: String },
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("broker link: {0}")]
     Link(String),
 }
@@ -39,7 +42,11 @@ pub enum Error {
 fn unknown_keys(prefix: &str, v: &toml::Value, parsed: &toml::Value, out: &mut Vec<String>) {
     if let (toml::Value::Table(t), toml::Value::Table(p)) = (v, parsed) {
         for (k, sub) in t {
-            let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
             match p.get(k) {
                 Some(ps) => unknown_keys(&path, sub, ps, out),
                 None => out.push(path),
@@ -52,13 +59,22 @@ fn unknown_keys(prefix: &str, v: &toml::Value, parsed: &toml::Value, out: &mut V
 /// rumqttd knows (found by serialising back what it parsed and comparing key sets).
 pub fn load_config(path: &Path) -> Result<rumqttd::Config, Error> {
     let (file, text) = if path.as_os_str().is_empty() {
-        ("built-in rumqttd.toml".to_owned(), DEFAULT_RUMQTTD_TOML.to_owned())
+        (
+            "built-in rumqttd.toml".to_owned(),
+            DEFAULT_RUMQTTD_TOML.to_owned(),
+        )
     } else {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config { file: file.clone(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
         (file, text)
     };
-    let cfg_err = |message: String| Error::Config { file: file.clone(), message };
+    let cfg_err = |message: String| Error::Config {
+        file: file.clone(),
+        message,
+    };
     let raw: toml::Value = toml::from_str(&text).map_err(|e| cfg_err(e.to_string()))?;
     let config: rumqttd::Config = toml::from_str(&text).map_err(|e| cfg_err(e.to_string()))?;
     let back = toml::Value::try_from(&config).map_err(|e| cfg_err(e.to_string()))?;
@@ -68,7 +84,9 @@ pub fn load_config(path: &Path) -> Result<rumqttd::Config, Error> {
         return Err(Error::UnknownKey { file, key });
     }
     if config.v4.as_ref().is_none_or(|v| v.is_empty()) {
-        return Err(cfg_err("no [v4.*] listener: field meters speak MQTT 3.1.1".into()));
+        return Err(cfg_err(
+            "no [v4.*] listener: field meters speak MQTT 3.1.1".into(),
+        ));
     }
     Ok(config)
 }
@@ -97,12 +115,23 @@ pub struct Publisher {
 
 /// Starts the broker on its own thread (rumqttd's `start` blocks forever and has no shutdown:
 /// it ends with the process) and returns the local link subscribed to `filters`.
-pub fn start(mut config: rumqttd::Config, opts: Options, filters: &[String], metrics: Arc<Metrics>) -> Result<(IngestLink, Publisher, Vec<SocketAddr>), Error> {
+pub fn start(
+    mut config: rumqttd::Config,
+    opts: Options,
+    filters: &[String],
+    metrics: Arc<Metrics>,
+) -> Result<(IngestLink, Publisher, Vec<SocketAddr>), Error> {
     let mut addrs = Vec::new();
-    let mut names: Vec<String> = config.v4.as_ref().map(|v| v.keys().cloned().collect()).unwrap_or_default();
+    let mut names: Vec<String> = config
+        .v4
+        .as_ref()
+        .map(|v| v.keys().cloned().collect())
+        .unwrap_or_default();
     names.sort();
     for (i, name) in names.iter().enumerate() {
-        let Some(server) = config.v4.as_mut().and_then(|v| v.get_mut(name)) else { continue };
+        let Some(server) = config.v4.as_mut().and_then(|v| v.get_mut(name)) else {
+            continue;
+        };
         if i == 0 {
             if let Some(listen) = opts.listen {
                 server.listen = listen;
@@ -128,14 +157,23 @@ pub fn start(mut config: rumqttd::Config, opts: Options, filters: &[String], met
         }
         // rumqttd logs a bind failure on its own thread and carries on without the listener;
         // binding here first turns "port in use" into a start-up error the technician sees.
-        let probe = std::net::TcpListener::bind(server.listen).map_err(|source| Error::Listen { addr: server.listen, source })?;
-        addrs.push(probe.local_addr().map_err(|source| Error::Listen { addr: server.listen, source })?);
+        let probe = std::net::TcpListener::bind(server.listen).map_err(|source| Error::Listen {
+            addr: server.listen,
+            source,
+        })?;
+        addrs.push(probe.local_addr().map_err(|source| Error::Listen {
+            addr: server.listen,
+            source,
+        })?);
         drop(probe);
     }
     let mut broker = Broker::new(config);
-    let (mut tx, rx) = broker.link("gkgw-ingest").map_err(|e| Error::Link(e.to_string()))?;
+    let (mut tx, rx) = broker
+        .link("gkgw-ingest")
+        .map_err(|e| Error::Link(e.to_string()))?;
     for f in filters {
-        tx.subscribe(f.clone()).map_err(|e| Error::Link(e.to_string()))?;
+        tx.subscribe(f.clone())
+            .map_err(|e| Error::Link(e.to_string()))?;
     }
     std::thread::Builder::new()
         .name("rumqttd".into())
@@ -145,7 +183,12 @@ pub fn start(mut config: rumqttd::Config, opts: Options, filters: &[String], met
             }
         })
         .map_err(|e| Error::Link(e.to_string()))?;
-    let link = IngestLink { rx, filters: filters.to_vec(), last_offset: vec![None; filters.len()], metrics };
+    let link = IngestLink {
+        rx,
+        filters: filters.to_vec(),
+        last_offset: vec![None; filters.len()],
+        metrics,
+    };
     Ok((link, Publisher { tx }, addrs))
 }
 
@@ -178,7 +221,13 @@ impl IngestLink {
 impl IngestLink {
     fn count_skips(&mut self, topic: &[u8], offset: u64) {
         let topic = String::from_utf8_lossy(topic);
-        let Some(i) = self.filters.iter().position(|f| crate::sources::mqtt::topic_matches(f, &topic)) else { return };
+        let Some(i) = self
+            .filters
+            .iter()
+            .position(|f| crate::sources::mqtt::topic_matches(f, &topic))
+        else {
+            return;
+        };
         if let Some(prev) = self.last_offset[i] {
             if offset > prev + 1 {
                 let skipped = offset - prev - 1;
@@ -205,7 +254,9 @@ pub fn established_connections(port: u16) -> Option<usize> {
     let mut found = false;
     let mut n = 0;
     for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(file) else { continue };
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
         found = true;
         n += count_established(&text, port);
     }
@@ -218,7 +269,10 @@ fn count_established(proc_net_tcp: &str, port: u16) -> usize {
         .skip(1)
         .filter(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
-            let local_port = cols.get(1).and_then(|a| a.rsplit_once(':')).and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            let local_port = cols
+                .get(1)
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
             local_port == Some(port) && cols.get(3) == Some(&"01")
         })
         .count()
@@ -249,8 +303,22 @@ mod tests {
     fn unknown_keys_are_reported_with_their_path() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("r.toml");
-        std::fs::write(&p, DEFAULT_RUMQTTD_TOML.replace("max_inflight_count = 100", "max_inflight_count = 100\nmax_infligth = 3")).expect("write");
-        let err = load_config(&p).expect_err("typo must be caught").to_string();
-        assert!(err.ends_with("unknown key v4.1.connections.max_infligth (rumqttd would silently ignore it)"), "{err}");
+        std::fs::write(
+            &p,
+            DEFAULT_RUMQTTD_TOML.replace(
+                "max_inflight_count = 100",
+                "max_inflight_count = 100\nmax_infligth = 3",
+            ),
+        )
+        .expect("write");
+        let err = load_config(&p)
+            .expect_err("typo must be caught")
+            .to_string();
+        assert!(
+            err.ends_with(
+                "unknown key v4.1.connections.max_infligth (rumqttd would silently ignore it)"
+            ),
+            "{err}"
+        );
     }
 }

@@ -17,11 +17,23 @@ pub const DEFAULT_TOML: &str = include_str!("default-config.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{file}: cannot read: {source}")]
-    Read { file: String, source: std::io::Error },
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{file}: {key}: {message}{location}")]
-    Parse { file: String, key: String, message: String, location: String },
+    Parse {
+        file: String,
+        key: String,
+        message: String,
+        location: String,
+    },
     #[error("{file}: {key}: {message}")]
-    Invalid { file: String, key: &'static str, message: String },
+    Invalid {
+        file: String,
+        key: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -245,25 +257,41 @@ pub struct Http {
 
 impl Default for Site {
     fn default() -> Site {
-        Site { id: "site-001".into() }
+        Site {
+            id: "site-001".into(),
+        }
     }
 }
 
 impl Default for Store {
     fn default() -> Store {
-        Store { state_dir: "/var/lib/gkgw".into(), commit_interval_ms: 500, max_batch: 20_000, channel_capacity: 16_384, quota_mib: 2048 }
+        Store {
+            state_dir: "/var/lib/gkgw".into(),
+            commit_interval_ms: 500,
+            max_batch: 20_000,
+            channel_capacity: 16_384,
+            quota_mib: 2048,
+        }
     }
 }
 
 impl Default for Broker {
     fn default() -> Broker {
-        Broker { config_file: PathBuf::new(), listen: None, allow_anonymous: false, credentials_file: "/etc/gkgw/meters.toml".into() }
+        Broker {
+            config_file: PathBuf::new(),
+            listen: None,
+            allow_anonymous: false,
+            credentials_file: "/etc/gkgw/meters.toml".into(),
+        }
     }
 }
 
 impl Default for Mqtt {
     fn default() -> Mqtt {
-        Mqtt { max_payload_bytes: 4096, topics: Vec::new() }
+        Mqtt {
+            max_payload_bytes: 4096,
+            topics: Vec::new(),
+        }
     }
 }
 
@@ -292,27 +320,39 @@ impl Default for Influx {
 
 impl Default for Modbus {
     fn default() -> Modbus {
-        Modbus { profiles_dir: "/usr/share/gkgw/sensors".into(), buses: Vec::new(), devices: Vec::new() }
+        Modbus {
+            profiles_dir: "/usr/share/gkgw/sensors".into(),
+            buses: Vec::new(),
+            devices: Vec::new(),
+        }
     }
 }
 
 impl Default for Http {
     fn default() -> Http {
-        Http { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+        Http {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
     }
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.len(), |p| before.len() - p - 1) + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |p| before.len() - p - 1)
+        + 1;
     (line, col)
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, Error> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { file: file.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            file: file.clone(),
+            source,
+        })?;
         Config::parse(&file, &text)
     }
 
@@ -331,7 +371,11 @@ impl Config {
                 .unwrap_or_default();
             Error::Parse {
                 file: file.to_owned(),
-                key: if key == "." { "(top level)".into() } else { key },
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
                 message: inner.message().trim().to_owned(),
                 location,
             }
@@ -341,13 +385,32 @@ impl Config {
     }
 
     fn validate(&self, file: &str) -> Result<(), Error> {
-        let bad = |key: &'static str, message: String| Err(Error::Invalid { file: file.to_owned(), key, message });
-        let tag_ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let bad = |key: &'static str, message: String| {
+            Err(Error::Invalid {
+                file: file.to_owned(),
+                key,
+                message,
+            })
+        };
+        let tag_ok = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
         if !tag_ok(&self.site.id) {
-            return bad("site.id", format!("{:?} must be non-empty letters, digits, '-', '_' or '.'", self.site.id));
+            return bad(
+                "site.id",
+                format!(
+                    "{:?} must be non-empty letters, digits, '-', '_' or '.'",
+                    self.site.id
+                ),
+            );
         }
         if self.store.commit_interval_ms == 0 || self.store.commit_interval_ms > 10_000 {
-            return bad("store.commit_interval_ms", "expected 1 to 10000 milliseconds".into());
+            return bad(
+                "store.commit_interval_ms",
+                "expected 1 to 10000 milliseconds".into(),
+            );
         }
         if self.store.max_batch == 0 {
             return bad("store.max_batch", "expected at least 1".into());
@@ -359,31 +422,61 @@ impl Config {
             return bad("store.quota_mib", "expected at least 16 MiB".into());
         }
         if self.mqtt.max_payload_bytes < 64 {
-            return bad("mqtt.max_payload_bytes", "expected at least 64 bytes".into());
+            return bad(
+                "mqtt.max_payload_bytes",
+                "expected at least 64 bytes".into(),
+            );
         }
         for t in &self.mqtt.topics {
             if t.filter.is_empty() || t.filter.contains('#') && !t.filter.ends_with('#') {
-                return bad("mqtt.topics.filter", format!("{:?} is not a valid MQTT filter", t.filter));
+                return bad(
+                    "mqtt.topics.filter",
+                    format!("{:?} is not a valid MQTT filter", t.filter),
+                );
             }
             if t.filter.starts_with("meters/") {
-                return bad("mqtt.topics.filter", format!("{:?}: meters/ topics are handled by the meter profiles", t.filter));
+                return bad(
+                    "mqtt.topics.filter",
+                    format!(
+                        "{:?}: meters/ topics are handled by the meter profiles",
+                        t.filter
+                    ),
+                );
             }
             let levels = t.filter.split('/').count();
             match t.device_level {
                 Some(l) if l >= levels => {
-                    return bad("mqtt.topics.device_level", format!("{l} is beyond the {levels} levels of {:?}", t.filter))
+                    return bad(
+                        "mqtt.topics.device_level",
+                        format!("{l} is beyond the {levels} levels of {:?}", t.filter),
+                    )
                 }
                 None if t.device.is_empty() && t.format != PayloadFormat::LineProtocol => {
-                    return bad("mqtt.topics.device", format!("{:?}: set device or device_level", t.filter))
+                    return bad(
+                        "mqtt.topics.device",
+                        format!("{:?}: set device or device_level", t.filter),
+                    )
                 }
                 _ => {}
             }
             match t.format {
                 PayloadFormat::Number if t.field.is_empty() || t.measurement.is_empty() => {
-                    return bad("mqtt.topics.field", format!("{:?}: a number payload needs measurement and field", t.filter))
+                    return bad(
+                        "mqtt.topics.field",
+                        format!(
+                            "{:?}: a number payload needs measurement and field",
+                            t.filter
+                        ),
+                    )
                 }
                 PayloadFormat::Json if t.fields.is_empty() || t.measurement.is_empty() => {
-                    return bad("mqtt.topics.fields", format!("{:?}: a json payload needs measurement and fields", t.filter))
+                    return bad(
+                        "mqtt.topics.fields",
+                        format!(
+                            "{:?}: a json payload needs measurement and fields",
+                            t.filter
+                        ),
+                    )
                 }
                 _ => {}
             }
@@ -391,15 +484,27 @@ impl Config {
         self.validate_modbus(file)?;
         if self.influx.enabled {
             let i = &self.influx;
-            if !(i.url.starts_with("http://") || i.url.starts_with("https://")) || reqwest::Url::parse(&i.url).is_err() {
-                return bad("influx.url", format!("{:?} is not an http:// or https:// URL", i.url));
+            if !(i.url.starts_with("http://") || i.url.starts_with("https://"))
+                || reqwest::Url::parse(&i.url).is_err()
+            {
+                return bad(
+                    "influx.url",
+                    format!("{:?} is not an http:// or https:// URL", i.url),
+                );
             }
             match i.version {
-                1 if i.database.is_empty() => return bad("influx.database", "required for version 1".into()),
-                1 if !i.username.is_empty() && i.password_file.is_none() => {
-                    return bad("influx.password_file", "required when influx.username is set".into())
+                1 if i.database.is_empty() => {
+                    return bad("influx.database", "required for version 1".into())
                 }
-                2 | 3 if i.bucket.is_empty() => return bad("influx.bucket", "required for version 2 and 3".into()),
+                1 if !i.username.is_empty() && i.password_file.is_none() => {
+                    return bad(
+                        "influx.password_file",
+                        "required when influx.username is set".into(),
+                    )
+                }
+                2 | 3 if i.bucket.is_empty() => {
+                    return bad("influx.bucket", "required for version 2 and 3".into())
+                }
                 2 if i.org.is_empty() => return bad("influx.org", "required for version 2".into()),
                 1..=3 => {}
                 v => return bad("influx.version", format!("{v}: expected 1, 2 or 3")),
@@ -411,9 +516,15 @@ impl Config {
                 return bad("influx.timeout_ms", "expected at least 1".into());
             }
             if i.min_backoff_ms == 0 || i.min_backoff_ms > i.max_backoff_ms {
-                return bad("influx.min_backoff_ms", "expected 1 to influx.max_backoff_ms".into());
+                return bad(
+                    "influx.min_backoff_ms",
+                    "expected 1 to influx.max_backoff_ms".into(),
+                );
             }
-            for (key, f) in [("influx.password_file", &i.password_file), ("influx.token_file", &i.token_file)] {
+            for (key, f) in [
+                ("influx.password_file", &i.password_file),
+                ("influx.token_file", &i.token_file),
+            ] {
                 if let Some(f) = f {
                     if let Err(e) = std::fs::metadata(f) {
                         return bad(key, format!("{}: {e}", f.display()));
@@ -427,7 +538,13 @@ impl Config {
 
 impl Config {
     fn validate_modbus(&self, file: &str) -> Result<(), Error> {
-        let bad = |key: &'static str, message: String| Err(Error::Invalid { file: file.to_owned(), key, message });
+        let bad = |key: &'static str, message: String| {
+            Err(Error::Invalid {
+                file: file.to_owned(),
+                key,
+                message,
+            })
+        };
         let mut names = std::collections::BTreeSet::new();
         for b in &self.modbus.buses {
             if !names.insert(b.name.as_str()) {
@@ -436,20 +553,44 @@ impl Config {
             match b.transport {
                 ModbusTransport::Tcp | ModbusTransport::RtuOverTcp => {
                     if b.address.parse::<SocketAddr>().is_err() {
-                        return bad("modbus.bus.address", format!("bus {:?}: {:?} is not host:port (an IP address and port)", b.name, b.address));
+                        return bad(
+                            "modbus.bus.address",
+                            format!(
+                                "bus {:?}: {:?} is not host:port (an IP address and port)",
+                                b.name, b.address
+                            ),
+                        );
                     }
                 }
                 ModbusTransport::Rtu => {
                     if b.port.is_empty() {
-                        return bad("modbus.bus.port", format!("bus {:?}: rtu needs a serial port, e.g. /dev/ttyUSB0", b.name));
+                        return bad(
+                            "modbus.bus.port",
+                            format!(
+                                "bus {:?}: rtu needs a serial port, e.g. /dev/ttyUSB0",
+                                b.name
+                            ),
+                        );
                     }
                 }
             }
             if crate::sources::modbus::parse_parity(&b.parity).is_none() {
-                return bad("modbus.bus.parity", format!("bus {:?}: {:?}: expected none, even or odd", b.name, b.parity));
+                return bad(
+                    "modbus.bus.parity",
+                    format!(
+                        "bus {:?}: {:?}: expected none, even or odd",
+                        b.name, b.parity
+                    ),
+                );
             }
             if !(7..=8).contains(&b.data_bits) || !(1..=2).contains(&b.stop_bits) {
-                return bad("modbus.bus.data_bits", format!("bus {:?}: expected 7 or 8 data bits and 1 or 2 stop bits", b.name));
+                return bad(
+                    "modbus.bus.data_bits",
+                    format!(
+                        "bus {:?}: expected 7 or 8 data bits and 1 or 2 stop bits",
+                        b.name
+                    ),
+                );
             }
             if b.timeout_ms == 0 || b.min_backoff_ms == 0 || b.min_backoff_ms > b.max_backoff_ms {
                 return bad("modbus.bus.timeout_ms", format!("bus {:?}: timeout and backoff must be positive, min_backoff_ms <= max_backoff_ms", b.name));
@@ -461,9 +602,14 @@ impl Config {
                 return bad("modbus.device.name", format!("{:?} is used twice", d.name));
             }
             if !names.contains(d.bus.as_str()) {
-                return bad("modbus.device.bus", format!("device {:?}: no [[modbus.bus]] named {:?}", d.name, d.bus));
+                return bad(
+                    "modbus.device.bus",
+                    format!("device {:?}: no [[modbus.bus]] named {:?}", d.name, d.bus),
+                );
             }
-            if let Err(e) = crate::sources::modbus::load_profile(&self.modbus.profiles_dir, &d.profile) {
+            if let Err(e) =
+                crate::sources::modbus::load_profile(&self.modbus.profiles_dir, &d.profile)
+            {
                 return bad("modbus.device.profile", format!("device {:?}: {e}", d.name));
             }
         }
@@ -473,7 +619,9 @@ impl Config {
 
 /// Reads a secret from a file (systemd credential or 0600 file), trimming the trailing newline.
 pub fn read_secret(path: &Path) -> std::io::Result<String> {
-    Ok(std::fs::read_to_string(path)?.trim_end_matches(['\n', '\r']).to_owned())
+    Ok(std::fs::read_to_string(path)?
+        .trim_end_matches(['\n', '\r'])
+        .to_owned())
 }
 
 #[cfg(test)]
@@ -482,11 +630,16 @@ mod tests {
 
     #[test]
     fn default_file_is_the_default_config() {
-        assert_eq!(Config::parse("default", DEFAULT_TOML).expect("default parses"), Config::default());
+        assert_eq!(
+            Config::parse("default", DEFAULT_TOML).expect("default parses"),
+            Config::default()
+        );
     }
 
     fn check(text: &str, expected: &str) {
-        let err = Config::parse("gw.toml", text).expect_err("must be rejected").to_string();
+        let err = Config::parse("gw.toml", text)
+            .expect_err("must be rejected")
+            .to_string();
         assert_eq!(err, expected);
     }
 
@@ -500,10 +653,25 @@ mod tests {
             "[store]\ncommit_intervall_ms = 5\n",
             "gw.toml: store.commit_intervall_ms: unknown field `commit_intervall_ms`, expected one of `state_dir`, `commit_interval_ms`, `max_batch`, `channel_capacity`, `quota_mib` (line 2, column 1)",
         );
-        check("[influx]\nenabled = true\nversion = 2\nbucket = \"b\"\n", "gw.toml: influx.org: required for version 2");
-        check("[influx]\nenabled = true\nurl = \"localhost:8086\"\n", "gw.toml: influx.url: \"localhost:8086\" is not an http:// or https:// URL");
-        check("[http]\nlisten = \"nowhere\"\n", "gw.toml: http.listen: invalid socket address syntax (line 2, column 10)");
-        check("[site]\nid = \"my site\"\n", "gw.toml: site.id: \"my site\" must be non-empty letters, digits, '-', '_' or '.'");
-        check("[store\n", "gw.toml: (top level): invalid table header\nexpected `.`, `]` (line 1, column 7)");
+        check(
+            "[influx]\nenabled = true\nversion = 2\nbucket = \"b\"\n",
+            "gw.toml: influx.org: required for version 2",
+        );
+        check(
+            "[influx]\nenabled = true\nurl = \"localhost:8086\"\n",
+            "gw.toml: influx.url: \"localhost:8086\" is not an http:// or https:// URL",
+        );
+        check(
+            "[http]\nlisten = \"nowhere\"\n",
+            "gw.toml: http.listen: invalid socket address syntax (line 2, column 10)",
+        );
+        check(
+            "[site]\nid = \"my site\"\n",
+            "gw.toml: site.id: \"my site\" must be non-empty letters, digits, '-', '_' or '.'",
+        );
+        check(
+            "[store\n",
+            "gw.toml: (top level): invalid table header\nexpected `.`, `]` (line 1, column 7)",
+        );
     }
 }

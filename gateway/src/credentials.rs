@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -35,7 +37,10 @@ pub struct MeterEntry {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{file}: {source}")]
-    Io { file: String, source: std::io::Error },
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{file}: {message}")]
     Format { file: String, message: String },
     #[error("meter id {0:?} must be 1-64 letters, digits, '-' or '_'")]
@@ -47,13 +52,19 @@ pub enum Error {
 }
 
 pub fn valid_meter_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 pub fn load_file(path: &Path) -> Result<CredentialsFile, Error> {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| Error::Format { file, message: e.to_string() }),
+        Ok(text) => toml::from_str(&text).map_err(|e| Error::Format {
+            file,
+            message: e.to_string(),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CredentialsFile::default()),
         Err(source) => Err(Error::Io { file, source }),
     }
@@ -81,12 +92,25 @@ pub fn add_meter(path: &Path, id: &str, force: bool) -> Result<String, Error> {
         use rand::Rng;
         const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
         let mut rng = rand::thread_rng();
-        (0..20).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+        (0..20)
+            .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+            .collect()
     };
-    creds.meters.insert(id.to_owned(), MeterEntry { password_hash: hash_password(&password)? });
+    creds.meters.insert(
+        id.to_owned(),
+        MeterEntry {
+            password_hash: hash_password(&password)?,
+        },
+    );
     let file = path.display().to_string();
-    let text = toml::to_string(&creds).map_err(|e| Error::Format { file: file.clone(), message: e.to_string() })?;
-    let io = |source| Error::Io { file: file.clone(), source };
+    let text = toml::to_string(&creds).map_err(|e| Error::Format {
+        file: file.clone(),
+        message: e.to_string(),
+    })?;
+    let io = |source| Error::Io {
+        file: file.clone(),
+        source,
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -94,7 +118,13 @@ pub fn add_meter(path: &Path, id: &str, force: bool) -> Result<String, Error> {
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
         f.write_all(text.as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
@@ -112,7 +142,12 @@ pub struct Verifier {
 impl Verifier {
     pub fn new(file: CredentialsFile) -> Verifier {
         Verifier {
-            hashes: Arc::new(file.meters.into_iter().map(|(k, v)| (k, v.password_hash)).collect()),
+            hashes: Arc::new(
+                file.meters
+                    .into_iter()
+                    .map(|(k, v)| (k, v.password_hash))
+                    .collect(),
+            ),
             verified: Arc::default(),
         }
     }
@@ -127,13 +162,24 @@ impl Verifier {
 
     /// Checks `user`/`password`. Runs argon2 on the blocking pool; never blocks the caller's thread.
     pub async fn verify(&self, user: String, password: String) -> bool {
-        let Some(hash) = self.hashes.get(&user).cloned() else { return false };
+        let Some(hash) = self.hashes.get(&user).cloned() else {
+            return false;
+        };
         let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
-        if self.verified.lock().map(|m| m.get(&user) == Some(&digest)).unwrap_or(false) {
+        if self
+            .verified
+            .lock()
+            .map(|m| m.get(&user) == Some(&digest))
+            .unwrap_or(false)
+        {
             return true;
         }
         let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            PasswordHash::new(&hash).is_ok_and(|h| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
         })
         .await
         .unwrap_or(false);
@@ -155,12 +201,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("meters.toml");
         let pw = add_meter(&path, "GM-0001", false).expect("add");
-        assert!(matches!(add_meter(&path, "GM-0001", false), Err(Error::Exists(_))));
-        assert!(matches!(add_meter(&path, "bad id", false), Err(Error::BadId(_))));
+        assert!(matches!(
+            add_meter(&path, "GM-0001", false),
+            Err(Error::Exists(_))
+        ));
+        assert!(matches!(
+            add_meter(&path, "bad id", false),
+            Err(Error::BadId(_))
+        ));
         let text = std::fs::read_to_string(&path).expect("file");
         assert!(!text.contains(&pw), "the password itself is never stored");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
         let v = Verifier::new(load_file(&path).expect("load"));
         assert!(v.verify("GM-0001".into(), pw.clone()).await);
         assert!(v.verify("GM-0001".into(), pw.clone()).await, "cached path");

@@ -67,9 +67,14 @@ impl SimMeter {
     fn step(&mut self, interval: Duration, rng: &mut impl Rng) -> (String, Option<String>) {
         self.seq += 1;
         let hours = interval.as_secs_f64() / 3600.0;
-        let rate = if self.gas { 0.6 } else { 1.5 } * meal_factor(eat_hour()) * rng.gen_range(0.5..1.5);
+        let rate =
+            if self.gas { 0.6 } else { 1.5 } * meal_factor(eat_hour()) * rng.gen_range(0.5..1.5);
         let before = self.credit;
-        let used = if self.credit > 0.0 { (rate * hours * 60.0).min(self.credit) } else { 0.0 };
+        let used = if self.credit > 0.0 {
+            (rate * hours * 60.0).min(self.credit)
+        } else {
+            0.0
+        };
         self.cumulative += used;
         self.credit -= used;
         if self.credit <= 0.0 && rng.gen_bool(0.05) {
@@ -80,20 +85,32 @@ impl SimMeter {
         let state = if self.gas {
             format!(
                 r#"{{"meter_id":"{}","seq":{},"kind":"gas","cum_kg":{:.3},"credit_kg":{:.3},"valve":"{}","battery_v":{:.2},"rssi":{:.0},"tamper":false}}"#,
-                self.id, self.seq, self.cumulative, self.credit,
-                if self.credit > 0.0 { "open" } else { "closed" }, self.battery, self.rssi
+                self.id,
+                self.seq,
+                self.cumulative,
+                self.credit,
+                if self.credit > 0.0 { "open" } else { "closed" },
+                self.battery,
+                self.rssi
             )
         } else {
             format!(
                 r#"{{"meter_id":"{}","seq":{},"kind":"electricity","cum_kwh":{:.2},"credit_kwh":{:.2},"relay":"{}","status":"active","rssi":{:.0}}}"#,
-                self.id, self.seq, self.cumulative, self.credit,
-                if self.credit > 0.0 { "closed" } else { "open" }, self.rssi
+                self.id,
+                self.seq,
+                self.cumulative,
+                self.credit,
+                if self.credit > 0.0 { "closed" } else { "open" },
+                self.rssi
             )
         };
         let low = if self.gas { 0.5 } else { 2.0 };
         let event = if before >= low && self.credit < low {
             self.seq += 1;
-            Some(format!(r#"{{"meter_id":"{}","seq":{},"event":"low_credit"}}"#, self.id, self.seq))
+            Some(format!(
+                r#"{{"meter_id":"{}","seq":{},"event":"low_credit"}}"#,
+                self.id, self.seq
+            ))
         } else {
             None
         };
@@ -159,13 +176,19 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         config.influx = i;
     }
     if !opts.mqtt.ip().is_loopback() {
-        anyhow::bail!("--mqtt {}: the demo broker accepts anonymous clients, so it only listens on loopback", opts.mqtt);
+        anyhow::bail!(
+            "--mqtt {}: the demo broker accepts anonymous clients, so it only listens on loopback",
+            opts.mqtt
+        );
     }
     let plant_cancel = CancellationToken::new();
     let plant = match opts.plant {
-        Some(addr) if !addr.ip().is_loopback() => anyhow::bail!("--plant {addr}: the simulated plant only listens on loopback"),
+        Some(addr) if !addr.ip().is_loopback() => {
+            anyhow::bail!("--plant {addr}: the simulated plant only listens on loopback")
+        }
         Some(addr) => {
-            let plant = crate::demo_plant::start(addr, opts.plant_faults, plant_cancel.clone()).await?;
+            let plant =
+                crate::demo_plant::start(addr, opts.plant_faults, plant_cancel.clone()).await?;
             let (bus, devices) = plant.config();
             config.modbus.buses.push(bus);
             config.modbus.devices.extend(devices);
@@ -176,19 +199,40 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     let gw = crate::topology::start(config).await?;
     let mqtt = gw.mqtt_addrs[0];
     println!("Green Kitchen Gateway demo");
-    println!("  status page:  http://{}/   (metrics: /metrics, health: /healthz)", gw.http_addr);
-    println!("  MQTT broker:  {mqtt} (anonymous, loopback only) with {} simulated meters", opts.meters);
+    println!(
+        "  status page:  http://{}/   (metrics: /metrics, health: /healthz)",
+        gw.http_addr
+    );
+    println!(
+        "  MQTT broker:  {mqtt} (anonymous, loopback only) with {} simulated meters",
+        opts.meters
+    );
     println!("  state dir:    {}", state_dir.display());
     if let Some(p) = &plant {
-        println!("  Modbus plant: {} (units 1 digester, 2 energy meter, 3 compressor, 4 gas analyser)", p.addr);
-        println!("  try:          gkgw modbus poll --tcp {} --unit 1 --profile demo-digester", p.addr);
+        println!(
+            "  Modbus plant: {} (units 1 digester, 2 energy meter, 3 compressor, 4 gas analyser)",
+            p.addr
+        );
+        println!(
+            "  try:          gkgw modbus poll --tcp {} --unit 1 --profile demo-digester",
+            p.addr
+        );
     }
-    println!("  try:          mosquitto_sub -h {} -p {} -t 'meters/#' -v", mqtt.ip(), mqtt.port());
+    println!(
+        "  try:          mosquitto_sub -h {} -p {} -t 'meters/#' -v",
+        mqtt.ip(),
+        mqtt.port()
+    );
     println!("  Ctrl-C stops the demo; everything received is committed first.");
     let meters = TaskTracker::new();
     let meters_cancel = CancellationToken::new();
     for i in 0..opts.meters {
-        meters.spawn(run_meter(mqtt, i, opts.meter_interval, meters_cancel.clone()));
+        meters.spawn(run_meter(
+            mqtt,
+            i,
+            opts.meter_interval,
+            meters_cancel.clone(),
+        ));
     }
     meters.close();
     shutdown.cancelled().await;
@@ -205,18 +249,35 @@ mod tests {
 
     #[test]
     fn simulated_meters_produce_payloads_the_gateway_accepts() {
-        let rules = crate::sources::mqtt::Rules { max_payload_bytes: 4096, topics: Vec::new() };
+        let rules = crate::sources::mqtt::Rules {
+            max_payload_bytes: 4096,
+            topics: Vec::new(),
+        };
         let mut rng = rand::thread_rng();
         for gas in [true, false] {
             let mut m = SimMeter::new(0, gas, &mut rng);
             for _ in 0..500 {
                 let (state, event) = m.step(Duration::from_secs(60), &mut rng);
                 let topic = format!("meters/{}/state", m.id);
-                let r = crate::sources::mqtt::parse(&rules, &topic, state.as_bytes(), crate::model::now_ns());
+                let r = crate::sources::mqtt::parse(
+                    &rules,
+                    &topic,
+                    state.as_bytes(),
+                    crate::model::now_ns(),
+                );
                 assert!(r.is_ok(), "{state}: {r:?}");
                 if let Some(e) = event {
                     let topic = format!("meters/{}/event", m.id);
-                    assert!(crate::sources::mqtt::parse(&rules, &topic, e.as_bytes(), crate::model::now_ns()).is_ok(), "{e}");
+                    assert!(
+                        crate::sources::mqtt::parse(
+                            &rules,
+                            &topic,
+                            e.as_bytes(),
+                            crate::model::now_ns()
+                        )
+                        .is_ok(),
+                        "{e}"
+                    );
                 }
             }
             assert!(m.credit >= 0.0);

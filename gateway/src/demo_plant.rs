@@ -31,7 +31,10 @@ use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ModbusBus, ModbusDevice, ModbusTransport};
-use crate::sources::modbus::{decode, load_profile, profile::{DataType, Profile, RegisterKind}};
+use crate::sources::modbus::{
+    decode, load_profile,
+    profile::{DataType, Profile, RegisterKind},
+};
 
 /// Plant time per wall-clock time for the gas holder, counters and compressor.
 pub const SPEED: f64 = 60.0;
@@ -74,7 +77,11 @@ impl Unit {
             let end = tables.ends.entry(f.kind).or_insert(0);
             *end = (*end).max(f.end());
         }
-        Unit { profile, tables, silent_until: None }
+        Unit {
+            profile,
+            tables,
+            silent_until: None,
+        }
     }
 
     /// Sets a field to an engineering value, encoded as the profile says.
@@ -88,35 +95,61 @@ impl Unit {
                 let key = (f.kind, f.address);
                 let bit = 1u16 << f.bit.unwrap_or(0);
                 let word = self.tables.registers.entry(key).or_insert(0);
-                *word = if value != 0.0 { *word | bit } else { *word & !bit };
+                *word = if value != 0.0 {
+                    *word | bit
+                } else {
+                    *word & !bit
+                };
             }
-            DataType::Bool if matches!(f.kind, RegisterKind::Coil | RegisterKind::DiscreteInput) => {
+            DataType::Bool
+                if matches!(f.kind, RegisterKind::Coil | RegisterKind::DiscreteInput) =>
+            {
                 self.tables.bits.insert((f.kind, f.address), value != 0.0);
             }
             DataType::Bool => {
-                self.tables.registers.insert((f.kind, f.address), u16::from(value != 0.0));
+                self.tables
+                    .registers
+                    .insert((f.kind, f.address), u16::from(value != 0.0));
             }
             DataType::String => {}
             _ => {
                 if let Some(words) = decode::encode_number(f, value) {
                     for (i, w) in words.into_iter().enumerate() {
-                        self.tables.registers.insert((f.kind, f.address + i as u16), w);
+                        self.tables
+                            .registers
+                            .insert((f.kind, f.address + i as u16), w);
                     }
                 }
             }
         }
     }
 
-    fn read(&self, kind: RegisterKind, address: u16, count: u16) -> Result<Response, ExceptionCode> {
+    fn read(
+        &self,
+        kind: RegisterKind,
+        address: u16,
+        count: u16,
+    ) -> Result<Response, ExceptionCode> {
         if count == 0 || count > 125 {
             return Err(ExceptionCode::IllegalDataValue);
         }
-        if u32::from(address) + u32::from(count) > self.tables.ends.get(&kind).copied().unwrap_or(0) {
+        if u32::from(address) + u32::from(count) > self.tables.ends.get(&kind).copied().unwrap_or(0)
+        {
             return Err(ExceptionCode::IllegalDataAddress);
         }
         let addrs = address..address + count;
-        let words = || addrs.clone().map(|a| self.tables.registers.get(&(kind, a)).copied().unwrap_or(0)).collect();
-        let bits = || addrs.clone().map(|a| self.tables.bits.get(&(kind, a)).copied().unwrap_or(false)).collect();
+        let words = || {
+            addrs
+                .clone()
+                .map(|a| self.tables.registers.get(&(kind, a)).copied().unwrap_or(0))
+                .collect()
+        };
+        let bits = || {
+            addrs
+                .clone()
+                .map(|a| self.tables.bits.get(&(kind, a)).copied().unwrap_or(false))
+                .collect()
+        };
         Ok(match kind {
             RegisterKind::Holding => Response::ReadHoldingRegisters(words()),
             RegisterKind::Input => Response::ReadInputRegisters(words()),
@@ -132,9 +165,14 @@ struct Registers(Arc<Mutex<BTreeMap<u8, Unit>>>);
 
 impl Registers {
     fn answer(&self, req: SlaveRequest<'static>) -> Result<Option<Response>, ExceptionCode> {
-        let mut units = self.0.lock().map_err(|_| ExceptionCode::ServerDeviceFailure)?;
+        let mut units = self
+            .0
+            .lock()
+            .map_err(|_| ExceptionCode::ServerDeviceFailure)?;
         // An absent or silent unit does not answer at all, like a device on a real bus.
-        let Some(unit) = units.get_mut(&req.slave) else { return Ok(None) };
+        let Some(unit) = units.get_mut(&req.slave) else {
+            return Ok(None);
+        };
         if unit.silent_until.is_some_and(|t| Instant::now() < t) {
             return Ok(None);
         }
@@ -149,7 +187,9 @@ impl Registers {
             }
             Request::WriteMultipleRegisters(a, ws) => {
                 for (i, w) in ws.iter().enumerate() {
-                    unit.tables.registers.insert((RegisterKind::Holding, a + i as u16), *w);
+                    unit.tables
+                        .registers
+                        .insert((RegisterKind::Holding, a + i as u16), *w);
                 }
                 Response::WriteMultipleRegisters(a, ws.len() as u16)
             }
@@ -242,7 +282,9 @@ impl Physics {
     /// Advances `dt` of plant time at hour of day `hour`; `fault` decides rare events.
     pub fn step(&mut self, dt: f64, hour: f64, faults: bool, rng: &mut impl Rng) {
         let h = dt / 3600.0;
-        self.slurry_c = 30.0 + 2.5 * (std::f64::consts::TAU * (hour - 9.0) / 24.0).sin() + rng.gen_range(-0.05..0.05);
+        self.slurry_c = 30.0
+            + 2.5 * (std::f64::consts::TAU * (hour - 9.0) / 24.0).sin()
+            + rng.gen_range(-0.05..0.05);
         // Compressor: hysteresis on holder pressure, unless locked out.
         let p = self.pressure();
         self.lockout = (self.lockout - dt).max(0.0);
@@ -260,7 +302,8 @@ impl Physics {
         let produced = self.production() * h;
         let compressed = if self.compressor_on { 3.0 * h } else { 0.0 };
         self.produced_litres += produced * 1000.0;
-        self.stored = (self.stored + produced - kitchen_use(hour) * h - compressed).clamp(0.0, self.capacity * 1.15);
+        self.stored = (self.stored + produced - kitchen_use(hour) * h - compressed)
+            .clamp(0.0, self.capacity * 1.15);
         // Compressor outlet warms while running, cools towards ambient otherwise.
         let target = if self.compressor_on { 55.0 } else { 25.0 };
         self.outlet_c += (target - self.outlet_c) * (dt / 300.0).min(1.0);
@@ -271,7 +314,11 @@ impl Physics {
             self.souring = 3.0 * 3600.0;
         }
         self.souring = (self.souring - dt).max(0.0);
-        let (ch4_target, ph_target) = if self.souring > 0.0 { (46.0, 6.4) } else { (60.0, 7.1) };
+        let (ch4_target, ph_target) = if self.souring > 0.0 {
+            (46.0, 6.4)
+        } else {
+            (60.0, 7.1)
+        };
         let k = (dt / 1800.0).min(1.0);
         self.ch4 += (ch4_target - self.ch4) * k + rng.gen_range(-0.05..0.05);
         self.ph += (ph_target - self.ph) * k + rng.gen_range(-0.002..0.002);
@@ -287,7 +334,11 @@ fn publish(units: &mut BTreeMap<u8, Unit>, s: &Physics, rng: &mut impl Rng) {
         u.set("gas_volume", s.produced_litres / 1000.0);
         u.set("gas_flow", s.production());
     }
-    let (current, pf) = if s.compressor_on { (5.9 + rng.gen_range(-0.1..0.1), 0.84) } else { (0.35, 0.72) };
+    let (current, pf) = if s.compressor_on {
+        (5.9 + rng.gen_range(-0.1..0.1), 0.84)
+    } else {
+        (0.35, 0.72)
+    };
     if let Some(u) = units.get_mut(&ENERGY_METER) {
         let volts = 229.0 + rng.gen_range(-3.0..3.0);
         let apparent = volts * current;
@@ -296,7 +347,10 @@ fn publish(units: &mut BTreeMap<u8, Unit>, s: &Physics, rng: &mut impl Rng) {
         u.set("current", current);
         u.set("active_power", active);
         u.set("apparent_power", apparent);
-        u.set("reactive_power", (apparent * apparent - active * active).sqrt());
+        u.set(
+            "reactive_power",
+            (apparent * apparent - active * active).sqrt(),
+        );
         u.set("power_factor", pf);
         u.set("frequency", 50.0 + rng.gen_range(-0.05..0.05));
         u.set("import_energy", s.energy_kwh);
@@ -304,17 +358,33 @@ fn publish(units: &mut BTreeMap<u8, Unit>, s: &Physics, rng: &mut impl Rng) {
         u.set("total_energy", s.energy_kwh);
     }
     if let Some(u) = units.get_mut(&COMPRESSOR) {
-        let state = if s.lockout > 0.0 { 7.0 } else if s.compressor_on { 3.0 } else { 0.0 };
+        let state = if s.lockout > 0.0 {
+            7.0
+        } else if s.compressor_on {
+            3.0
+        } else {
+            0.0
+        };
         u.set("state", state);
         u.set("running", f64::from(u8::from(s.compressor_on)));
         u.set("remote_enabled", 1.0);
         u.set("fault_overcurrent", 0.0);
-        u.set("fault_overtemperature", f64::from(u8::from(s.lockout > 0.0)));
+        u.set(
+            "fault_overtemperature",
+            f64::from(u8::from(s.lockout > 0.0)),
+        );
         u.set("fault_high_pressure", 0.0);
         u.set("fault_low_suction", 0.0);
         u.set("current", if s.compressor_on { current } else { 0.0 });
         u.set("stage_pressure", if s.compressor_on { 2400.0 } else { 0.0 });
-        u.set("discharge_pressure", if s.compressor_on { 9200.0 + rng.gen_range(-100.0..100.0) } else { 0.0 });
+        u.set(
+            "discharge_pressure",
+            if s.compressor_on {
+                9200.0 + rng.gen_range(-100.0..100.0)
+            } else {
+                0.0
+            },
+        );
         u.set("outlet_temperature", s.outlet_c);
     }
     if let Some(u) = units.get_mut(&GAS_ANALYSER) {
@@ -365,10 +435,17 @@ impl Plant {
 
 /// Starts the plant's Modbus TCP server on `listen` and its simulation; both stop on `cancel`.
 /// `faults` enables the rare simulated faults (after a grace period).
-pub async fn start(listen: SocketAddr, faults: bool, cancel: CancellationToken) -> anyhow::Result<Plant> {
+pub async fn start(
+    listen: SocketAddr,
+    faults: bool,
+    cancel: CancellationToken,
+) -> anyhow::Result<Plant> {
     let mut units = BTreeMap::new();
     for (unit, _, profile) in DEVICES {
-        units.insert(unit, Unit::new(load_profile(std::path::Path::new("/nonexistent"), profile)?));
+        units.insert(
+            unit,
+            Unit::new(load_profile(std::path::Path::new("/nonexistent"), profile)?),
+        );
     }
     let mut rng = rand::rngs::StdRng::from_entropy();
     let mut physics = Physics::default();
@@ -386,7 +463,14 @@ pub async fn start(listen: SocketAddr, faults: bool, cancel: CancellationToken) 
     let stop = cancel.clone();
     tokio::spawn(async move {
         let on_error = |e| tracing::debug!(error = %e, "demo plant: connection ended");
-        if let Err(e) = server.serve_until(&on_connected, on_error, async move { stop.cancelled().await }).await {
+        if let Err(e) = server
+            .serve_until(
+                &on_connected,
+                on_error,
+                async move { stop.cancelled().await },
+            )
+            .await
+        {
             tracing::error!(error = %e, "demo plant Modbus server failed");
         }
     });
@@ -401,7 +485,9 @@ pub async fn start(listen: SocketAddr, faults: bool, cancel: CancellationToken) 
             }
             let faults = faults && started.elapsed() > FAULT_GRACE;
             physics.step(SPEED, eat_hour(), faults, &mut rng);
-            let Ok(mut units) = registers.0.lock() else { break };
+            let Ok(mut units) = registers.0.lock() else {
+                break;
+            };
             publish(&mut units, &physics, &mut rng);
             // Now and then the gas analyser stops answering for half a minute.
             if faults && rng.gen_bool(1.0 / 900.0) {
@@ -422,7 +508,12 @@ mod tests {
     fn plant_units() -> BTreeMap<u8, Unit> {
         DEVICES
             .iter()
-            .map(|(unit, _, p)| (*unit, Unit::new(load_profile(std::path::Path::new("/nonexistent"), p).unwrap())))
+            .map(|(unit, _, p)| {
+                (
+                    *unit,
+                    Unit::new(load_profile(std::path::Path::new("/nonexistent"), p).unwrap()),
+                )
+            })
             .collect()
     }
 
@@ -440,11 +531,19 @@ mod tests {
         for (unit, name, _) in DEVICES {
             let u = &units[&unit];
             for f in &u.profile.fields {
-                let Ok(Response::ReadHoldingRegisters(regs) | Response::ReadInputRegisters(regs)) = u.read(f.kind, f.address, f.count) else {
+                let Ok(Response::ReadHoldingRegisters(regs) | Response::ReadInputRegisters(regs)) =
+                    u.read(f.kind, f.address, f.count)
+                else {
                     panic!("{name}.{}: not readable", f.name)
                 };
                 let r = decode::decode_registers(f, &regs).unwrap();
-                assert_eq!(r.quality, decode::Quality::Good, "{name}.{}: {:?}", f.name, r);
+                assert_eq!(
+                    r.quality,
+                    decode::Quality::Good,
+                    "{name}.{}: {:?}",
+                    f.name,
+                    r
+                );
             }
         }
     }
@@ -454,9 +553,18 @@ mod tests {
         let units = plant_units();
         let digester = &units[&DIGESTER];
         assert!(digester.read(RegisterKind::Holding, 0, 8).is_ok());
-        assert_eq!(digester.read(RegisterKind::Holding, 0, 9).err(), Some(ExceptionCode::IllegalDataAddress));
-        assert_eq!(digester.read(RegisterKind::Input, 0, 1).err(), Some(ExceptionCode::IllegalDataAddress));
-        assert_eq!(digester.read(RegisterKind::Holding, 0, 126).err(), Some(ExceptionCode::IllegalDataValue));
+        assert_eq!(
+            digester.read(RegisterKind::Holding, 0, 9).err(),
+            Some(ExceptionCode::IllegalDataAddress)
+        );
+        assert_eq!(
+            digester.read(RegisterKind::Input, 0, 1).err(),
+            Some(ExceptionCode::IllegalDataAddress)
+        );
+        assert_eq!(
+            digester.read(RegisterKind::Holding, 0, 126).err(),
+            Some(ExceptionCode::IllegalDataValue)
+        );
     }
 
     /// The compressor cycles: the holder fills to the start pressure, the compressor draws it
@@ -484,7 +592,10 @@ mod tests {
     #[test]
     fn dinner_draws_the_holder_down() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(2);
-        let mut s = Physics { stored: 1.0, ..Physics::default() };
+        let mut s = Physics {
+            stored: 1.0,
+            ..Physics::default()
+        };
         let before = s.pressure();
         for _ in 0..30 {
             s.step(SPEED, 18.5, false, &mut rng);
@@ -496,7 +607,10 @@ mod tests {
     #[test]
     fn souring_lowers_methane_and_ph() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let mut s = Physics { souring: 3.0 * 3600.0, ..Physics::default() };
+        let mut s = Physics {
+            souring: 3.0 * 3600.0,
+            ..Physics::default()
+        };
         for _ in 0..120 {
             s.step(SPEED, 10.0, false, &mut rng);
         }

@@ -40,7 +40,11 @@ fn payload(id: &str, seq: u64) -> String {
     )
 }
 
-async fn connect(broker: SocketAddr, client_id: String, cap: usize) -> (AsyncClient, rumqttc::EventLoop) {
+async fn connect(
+    broker: SocketAddr,
+    client_id: String,
+    cap: usize,
+) -> (AsyncClient, rumqttc::EventLoop) {
     let mut o = MqttOptions::new(client_id, broker.ip().to_string(), broker.port());
     o.set_keep_alive(Duration::from_secs(60));
     o.set_inflight(100);
@@ -75,13 +79,16 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     };
 
     let per_conn = opts.messages / opts.connections as u64;
-    let interval = (opts.rate > 0).then(|| Duration::from_secs_f64(opts.connections as f64 / opts.rate as f64));
+    let interval = (opts.rate > 0)
+        .then(|| Duration::from_secs_f64(opts.connections as f64 / opts.rate as f64));
     let mut tasks = Vec::new();
     for i in 0..opts.connections {
         let id = format!("{}-{i:05}", opts.id_prefix);
         let (client, mut el) = connect(opts.broker, id.clone(), 1000).await;
         if opts.acks {
-            client.subscribe(format!("meters/{id}/ack"), QoS::AtMostOnce).await?;
+            client
+                .subscribe(format!("meters/{id}/ack"), QoS::AtMostOnce)
+                .await?;
         }
         let (acked, published) = (acked.clone(), published.clone());
         let qos = opts.qos;
@@ -97,7 +104,11 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 if let Some(t) = tick.as_mut() {
                     t.tick().await;
                 }
-                if pub_client.publish(&topic, qos, false, payload(&id, seq)).await.is_err() {
+                if pub_client
+                    .publish(&topic, qos, false, payload(&id, seq))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 published.fetch_add(1, Relaxed);
@@ -122,7 +133,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let publish_secs = start.elapsed().as_secs_f64();
     let total = published.load(Relaxed);
     let done = || {
-        (!opts.acks || acked.load(Relaxed) >= total) && (!opts.count_delivered || delivered.load(Relaxed) >= total)
+        (!opts.acks || acked.load(Relaxed) >= total)
+            && (!opts.count_delivered || delivered.load(Relaxed) >= total)
     };
     let drain_until = Instant::now() + opts.drain;
     while !done() && Instant::now() < drain_until {
@@ -136,5 +148,11 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     if let Some(c) = counter {
         c.abort();
     }
-    Ok(Report { published: total, acked: acked.load(Relaxed), delivered: delivered.load(Relaxed), publish_secs, total_secs })
+    Ok(Report {
+        published: total,
+        acked: acked.load(Relaxed),
+        delivered: delivered.load(Relaxed),
+        publish_secs,
+        total_secs,
+    })
 }

@@ -85,8 +85,15 @@ struct DeviceArgs {
 
 impl DeviceArgs {
     /// The link, the profile and the unit id to use.
-    fn open(&self) -> anyhow::Result<(gkgw::sources::modbus::link::Link, gkgw::sources::modbus::profile::Profile, u8)> {
-        let p = gkgw::sources::modbus::load_profile(std::path::Path::new("sensors"), &self.profile)?;
+    fn open(
+        &self,
+    ) -> anyhow::Result<(
+        gkgw::sources::modbus::link::Link,
+        gkgw::sources::modbus::profile::Profile,
+        u8,
+    )> {
+        let p =
+            gkgw::sources::modbus::load_profile(std::path::Path::new("sensors"), &self.profile)?;
         let unit = self.unit.unwrap_or(p.device.unit_id);
         Ok((link_of(&self.bus)?, p, unit))
     }
@@ -265,11 +272,16 @@ struct LoadArgs {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttd::router::routing=off,rumqttc=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,rumqttd=warn,rumqttd::router::routing=off,rumqttc=warn",
+        )
+    });
     // No timestamps under systemd: journald adds its own.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if journald {
         fmt.without_time().with_ansi(false).init();
     } else {
@@ -281,13 +293,14 @@ fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot install the SIGTERM handler");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot install the SIGTERM handler");
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -339,7 +352,12 @@ async fn main() -> ExitCode {
             gkgw::run(cfg, shutdown_on_signal()).await
         }
         Command::Demo(a) => demo(a).await,
-        Command::Meter(MeterCommand::Add { id, credentials, config, force }) => {
+        Command::Meter(MeterCommand::Add {
+            id,
+            credentials,
+            config,
+            force,
+        }) => {
             let file = match credentials {
                 Some(f) => f,
                 None => match load_config(&config) {
@@ -352,7 +370,9 @@ async fn main() -> ExitCode {
                     println!("meter {id} added to {}", file.display());
                     println!("mqtt username: {id}");
                     println!("mqtt password: {password}");
-                    println!("(the password is shown only now; restart gkgw to load the new meter)");
+                    println!(
+                        "(the password is shown only now; restart gkgw to load the new meter)"
+                    );
                     Ok(())
                 }
                 Err(e) => Err(e.into()),
@@ -373,9 +393,21 @@ async fn main() -> ExitCode {
 fn print_pipeline(c: &Config) {
     println!("site {}", c.site.id);
     println!("sources:");
-    println!("  mqtt meters: meters/+/state, meters/+/event (max {} bytes, anonymous: {})", c.mqtt.max_payload_bytes, c.broker.allow_anonymous);
+    println!(
+        "  mqtt meters: meters/+/state, meters/+/event (max {} bytes, anonymous: {})",
+        c.mqtt.max_payload_bytes, c.broker.allow_anonymous
+    );
     for t in &c.mqtt.topics {
-        println!("  mqtt topic {} ({:?}) -> {}", t.filter, t.format, if t.measurement.is_empty() { "(from payload)" } else { &t.measurement });
+        println!(
+            "  mqtt topic {} ({:?}) -> {}",
+            t.filter,
+            t.format,
+            if t.measurement.is_empty() {
+                "(from payload)"
+            } else {
+                &t.measurement
+            }
+        );
     }
     println!(
         "store: {} (commit every {} ms or {} readings, quota {} MiB, buffer {})",
@@ -387,7 +419,14 @@ fn print_pipeline(c: &Config) {
     );
     println!("consumers:");
     if c.influx.enabled {
-        println!("  influx v{} at {} (batch {}, flush {} ms, gzip {})", c.influx.version, c.influx.url, c.influx.batch_size, c.influx.flush_interval_ms, c.influx.gzip);
+        println!(
+            "  influx v{} at {} (batch {}, flush {} ms, gzip {})",
+            c.influx.version,
+            c.influx.url,
+            c.influx.batch_size,
+            c.influx.flush_interval_ms,
+            c.influx.gzip
+        );
     } else {
         println!("  (none: readings are pruned once committed)");
     }
@@ -476,18 +515,29 @@ fn link_of(b: &BusArgs) -> anyhow::Result<gkgw::sources::modbus::link::Link> {
 
 /// User + system CPU time of this process so far (Linux /proc; 0 elsewhere).
 fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th there.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
 
 async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
     use gkgw::sources::modbus::{commission, profile::RegisterKind};
     match c {
-        ModbusCommand::Read { bus, unit, holding, input, coils, discrete, count } => {
+        ModbusCommand::Read {
+            bus,
+            unit,
+            holding,
+            input,
+            coils,
+            discrete,
+            count,
+        } => {
             let (kind, address) = match (holding, input, coils, discrete) {
                 (Some(a), ..) => (RegisterKind::Holding, a),
                 (_, Some(a), ..) => (RegisterKind::Input, a),
@@ -496,12 +546,25 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
                 _ => (RegisterKind::Holding, 0),
             };
             let mut link = link_of(&bus)?;
-            print!("{}", commission::read(&mut link, unit, kind, address, count).await?);
+            print!(
+                "{}",
+                commission::read(&mut link, unit, kind, address, count).await?
+            );
         }
-        ModbusCommand::Scan { bus, from, to, register } => {
+        ModbusCommand::Scan {
+            bus,
+            from,
+            to,
+            register,
+        } => {
             let mut link = link_of(&bus)?;
-            println!("scanning {} units {from}..={to} (timeout {} ms each)", link.transport(), bus.timeout_ms);
-            let found = commission::scan(&mut link, from..=to, RegisterKind::Holding, register).await;
+            println!(
+                "scanning {} units {from}..={to} (timeout {} ms each)",
+                link.transport(),
+                bus.timeout_ms
+            );
+            let found =
+                commission::scan(&mut link, from..=to, RegisterKind::Holding, register).await;
             if found.is_empty() {
                 println!("no unit answered");
             }
@@ -513,13 +576,41 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
             let (mut link, p, unit) = dev.open()?;
             print!("{}", commission::poll(&mut link, unit, &p).await?);
         }
-        ModbusCommand::Write { dev, field, value, reason } => {
+        ModbusCommand::Write {
+            dev,
+            field,
+            value,
+            reason,
+        } => {
             let (mut link, p, unit) = dev.open()?;
-            let who = format!("cli:{}", std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into()));
-            gkgw::sources::modbus::write(&mut link, unit, &p, &field, value, gkgw::sources::modbus::WriteReason { who: &who, why: &reason }).await?;
-            println!("wrote {field} = {value} to unit {unit} on {}", link.transport());
+            let who = format!(
+                "cli:{}",
+                std::env::var("SUDO_USER")
+                    .or_else(|_| std::env::var("USER"))
+                    .unwrap_or_else(|_| "unknown".into())
+            );
+            gkgw::sources::modbus::write(
+                &mut link,
+                unit,
+                &p,
+                &field,
+                value,
+                gkgw::sources::modbus::WriteReason {
+                    who: &who,
+                    why: &reason,
+                },
+            )
+            .await?;
+            println!(
+                "wrote {field} = {value} to unit {unit} on {}",
+                link.transport()
+            );
         }
-        ModbusCommand::Bench { dev, cycles, connections } => {
+        ModbusCommand::Bench {
+            dev,
+            cycles,
+            connections,
+        } => {
             let (_, p, unit) = dev.open()?;
             let cpu_before = process_cpu_seconds();
             let started = std::time::Instant::now();
@@ -553,7 +644,8 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
         }
         ModbusCommand::Plan { profile, baud } => {
             for name in profile {
-                let p = gkgw::sources::modbus::load_profile(std::path::Path::new("sensors"), &name)?;
+                let p =
+                    gkgw::sources::modbus::load_profile(std::path::Path::new("sensors"), &name)?;
                 print!("{}", commission::plan_report(&p, &baud));
             }
         }

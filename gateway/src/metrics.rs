@@ -86,19 +86,67 @@ impl Metrics {
     pub fn render(&self, extra: &str) -> String {
         let mut s = String::with_capacity(4096);
         let mut counter = |name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
         };
-        counter("gkgw_mqtt_messages_total", "MQTT messages received on ingest topics.", &self.mqtt_messages);
-        counter("gkgw_readings_accepted_total", "Readings committed to the local store.", &self.readings_accepted);
-        counter("gkgw_store_commits_total", "Store transactions committed (each one fsync).", &self.store_commits);
-        counter("gkgw_store_errors_total", "Store commits that failed and were retried.", &self.store_errors);
-        counter("gkgw_meter_acks_published_total", "meters/{id}/ack messages published.", &self.acks_published);
-        counter("gkgw_meter_acks_dropped_total", "Acks not published because the broker link was full.", &self.acks_dropped);
-        counter("gkgw_broker_skipped_total", "Messages the broker dropped because ingest fell further behind than its log holds.", &self.broker_skipped);
-        counter("gkgw_influx_points_written_total", "Points InfluxDB accepted.", &self.influx_points_written);
-        counter("gkgw_influx_requests_total", "Write requests sent to InfluxDB.", &self.influx_requests);
-        counter("gkgw_influx_write_errors_total", "Failed InfluxDB write requests (retried).", &self.influx_write_errors);
-        counter("gkgw_influx_quarantined_total", "Lines InfluxDB rejected as malformed, kept in quarantine.", &self.influx_quarantined);
+        counter(
+            "gkgw_mqtt_messages_total",
+            "MQTT messages received on ingest topics.",
+            &self.mqtt_messages,
+        );
+        counter(
+            "gkgw_readings_accepted_total",
+            "Readings committed to the local store.",
+            &self.readings_accepted,
+        );
+        counter(
+            "gkgw_store_commits_total",
+            "Store transactions committed (each one fsync).",
+            &self.store_commits,
+        );
+        counter(
+            "gkgw_store_errors_total",
+            "Store commits that failed and were retried.",
+            &self.store_errors,
+        );
+        counter(
+            "gkgw_meter_acks_published_total",
+            "meters/{id}/ack messages published.",
+            &self.acks_published,
+        );
+        counter(
+            "gkgw_meter_acks_dropped_total",
+            "Acks not published because the broker link was full.",
+            &self.acks_dropped,
+        );
+        counter(
+            "gkgw_broker_skipped_total",
+            "Messages the broker dropped because ingest fell further behind than its log holds.",
+            &self.broker_skipped,
+        );
+        counter(
+            "gkgw_influx_points_written_total",
+            "Points InfluxDB accepted.",
+            &self.influx_points_written,
+        );
+        counter(
+            "gkgw_influx_requests_total",
+            "Write requests sent to InfluxDB.",
+            &self.influx_requests,
+        );
+        counter(
+            "gkgw_influx_write_errors_total",
+            "Failed InfluxDB write requests (retried).",
+            &self.influx_write_errors,
+        );
+        counter(
+            "gkgw_influx_quarantined_total",
+            "Lines InfluxDB rejected as malformed, kept in quarantine.",
+            &self.influx_quarantined,
+        );
         let _ = writeln!(
             s,
             "# HELP gkgw_store_commit_seconds_total Time spent committing.\n# TYPE gkgw_store_commit_seconds_total counter\ngkgw_store_commit_seconds_total {:.6}",
@@ -106,11 +154,24 @@ impl Metrics {
         );
         s.push_str("# HELP gkgw_readings_rejected_total Messages rejected before the store, by reason.\n# TYPE gkgw_readings_rejected_total counter\n");
         for r in RejectReason::ALL {
-            let _ = writeln!(s, "gkgw_readings_rejected_total{{reason=\"{}\"}} {}", r.as_str(), self.rejected(r));
+            let _ = writeln!(
+                s,
+                "gkgw_readings_rejected_total{{reason=\"{}\"}} {}",
+                r.as_str(),
+                self.rejected(r)
+            );
         }
         s.push_str("# HELP gkgw_broker_auth_total MQTT connection attempts checked by the auth handler.\n# TYPE gkgw_broker_auth_total counter\n");
-        let _ = writeln!(s, "gkgw_broker_auth_total{{result=\"ok\"}} {}", self.broker_auth_ok.load(Relaxed));
-        let _ = writeln!(s, "gkgw_broker_auth_total{{result=\"rejected\"}} {}", self.broker_auth_rejected.load(Relaxed));
+        let _ = writeln!(
+            s,
+            "gkgw_broker_auth_total{{result=\"ok\"}} {}",
+            self.broker_auth_ok.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "gkgw_broker_auth_total{{result=\"rejected\"}} {}",
+            self.broker_auth_rejected.load(Relaxed)
+        );
         s.push_str(extra);
         s
     }

@@ -64,7 +64,11 @@ pub struct Series {
 
 impl Series {
     pub fn new(measurement: impl Into<Arc<str>>, device: impl Into<Arc<str>>) -> Series {
-        Series { measurement: measurement.into(), device: device.into(), extra: Vec::new() }
+        Series {
+            measurement: measurement.into(),
+            device: device.into(),
+            extra: Vec::new(),
+        }
     }
 }
 

@@ -51,29 +51,42 @@ pub struct Gateway {
 pub async fn start(config: Config) -> anyhow::Result<Gateway> {
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(committer::Health::default());
-    std::fs::create_dir_all(&config.store.state_dir)
-        .with_context(|| format!("cannot create state directory {}", config.store.state_dir.display()))?;
+    std::fs::create_dir_all(&config.store.state_dir).with_context(|| {
+        format!(
+            "cannot create state directory {}",
+            config.store.state_dir.display()
+        )
+    })?;
     let db = store::db_path(&config.store.state_dir);
 
     let mut consumers: Vec<&'static str> = Vec::new();
     if config.influx.enabled {
         consumers.push(sinks::influx::CONSUMER);
     }
-    let mut writer = store::Writer::open(&db).with_context(|| format!("cannot open the store {}", db.display()))?;
+    let mut writer = store::Writer::open(&db)
+        .with_context(|| format!("cannot open the store {}", db.display()))?;
     writer.register_consumers(&consumers)?;
 
     // Broker and its auth.
     let verifier = credentials::Verifier::new(
-        credentials::load_file(&config.broker.credentials_file).context("cannot load meter credentials")?,
+        credentials::load_file(&config.broker.credentials_file)
+            .context("cannot load meter credentials")?,
     );
     if !config.broker.allow_anonymous && verifier.is_empty() {
         tracing::warn!(file = %config.broker.credentials_file.display(), "no meter credentials: no meter can connect (add one with `gkgw meter add ID`)");
     }
-    let rules = mqtt::Rules { max_payload_bytes: config.mqtt.max_payload_bytes, topics: config.mqtt.topics.clone() };
+    let rules = mqtt::Rules {
+        max_payload_bytes: config.mqtt.max_payload_bytes,
+        topics: config.mqtt.topics.clone(),
+    };
     let rumqttd_config = broker::load_config(&config.broker.config_file)?;
     let (link, mut publisher, mqtt_addrs) = broker::start(
         rumqttd_config,
-        broker::Options { listen: config.broker.listen, allow_anonymous: config.broker.allow_anonymous, verifier },
+        broker::Options {
+            listen: config.broker.listen,
+            allow_anonymous: config.broker.allow_anonymous,
+            verifier,
+        },
         &mqtt::filters(&rules),
         metrics.clone(),
     )?;
@@ -93,12 +106,26 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
     for bus in &config.modbus.buses {
         let mut devices = Vec::new();
         for d in config.modbus.devices.iter().filter(|d| d.bus == bus.name) {
-            let profile = crate::sources::modbus::load_profile(&config.modbus.profiles_dir, &d.profile)?;
+            let profile =
+                crate::sources::modbus::load_profile(&config.modbus.profiles_dir, &d.profile)?;
             devices.push((d.clone(), profile));
         }
-        sources.spawn(crate::sources::modbus::run_bus(bus.clone(), devices, readings_tx.clone(), modbus_stats.clone(), sources_cancel.clone()));
+        sources.spawn(crate::sources::modbus::run_bus(
+            bus.clone(),
+            devices,
+            readings_tx.clone(),
+            modbus_stats.clone(),
+            sources_cancel.clone(),
+        ));
     }
-    sources.spawn(mqtt::run(link, rules, readings_tx, live.clone(), metrics.clone(), sources_cancel.clone()));
+    sources.spawn(mqtt::run(
+        link,
+        rules,
+        readings_tx,
+        live.clone(),
+        metrics.clone(),
+        sources_cancel.clone(),
+    ));
 
     let committer = tokio::spawn(committer::run(
         writer,
@@ -119,22 +146,36 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
     // from a thread of their own rather than from a tokio worker.
     {
         let metrics = metrics.clone();
-        std::thread::Builder::new().name("ack-publisher".into()).spawn(move || {
-            while let Some(acks) = acks_rx.blocking_recv() {
-                for a in acks {
-                    if publisher.publish(format!("meters/{}/ack", a.meter_id), format!("{{\"seq\":{}}}", a.seq)) {
-                        metrics.acks_published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    } else {
-                        metrics.acks_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::thread::Builder::new()
+            .name("ack-publisher".into())
+            .spawn(move || {
+                while let Some(acks) = acks_rx.blocking_recv() {
+                    for a in acks {
+                        if publisher.publish(
+                            format!("meters/{}/ack", a.meter_id),
+                            format!("{{\"seq\":{}}}", a.seq),
+                        ) {
+                            metrics
+                                .acks_published
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        } else {
+                            metrics
+                                .acks_dropped
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                     }
                 }
-            }
-        })?;
+            })?;
     }
 
     if config.influx.enabled {
         let w = sinks::influx::Writer::new(&config.influx, &config.site.id, metrics.clone())?;
-        sinks.spawn(sinks::influx::run(w, db.clone(), committed_rx.clone(), sinks_cancel.clone()));
+        sinks.spawn(sinks::influx::run(
+            w,
+            db.clone(),
+            committed_rx.clone(),
+            sinks_cancel.clone(),
+        ));
     }
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -154,7 +195,18 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
 
     tracing::info!(mqtt = ?mqtt_addrs, http = %http_addr, influx = config.influx.enabled, "gateway started");
-    Ok(Gateway { mqtt_addrs, http_addr, metrics, health, live, sources_cancel, sinks_cancel, sources, committer, sinks })
+    Ok(Gateway {
+        mqtt_addrs,
+        http_addr,
+        metrics,
+        health,
+        live,
+        sources_cancel,
+        sinks_cancel,
+        sources,
+        committer,
+        sinks,
+    })
 }
 
 impl Gateway {
@@ -164,15 +216,24 @@ impl Gateway {
         let until = tokio::time::Instant::now() + deadline;
         self.sources_cancel.cancel();
         self.sources.close();
-        if tokio::time::timeout_at(until, self.sources.wait()).await.is_err() {
+        if tokio::time::timeout_at(until, self.sources.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("sources did not stop in time");
         }
-        if tokio::time::timeout_at(until, self.committer).await.is_err() {
+        if tokio::time::timeout_at(until, self.committer)
+            .await
+            .is_err()
+        {
             tracing::error!("the store did not finish committing in time");
         }
         self.sinks_cancel.cancel();
         self.sinks.close();
-        if tokio::time::timeout_at(until, self.sinks.wait()).await.is_err() {
+        if tokio::time::timeout_at(until, self.sinks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("sinks did not stop in time");
         }
         tracing::info!("gateway stopped");

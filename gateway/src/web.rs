@@ -67,7 +67,9 @@ async fn stats(s: &Arc<AppState>) -> StoreStats {
     let s = s.clone();
     tokio::task::spawn_blocking(move || {
         let reader = s.reader.lock().map_err(|_| ())?;
-        reader.stats(&s.consumers, &s.db).map_err(|e| tracing::warn!(error = %e, "store stats"))
+        reader
+            .stats(&s.consumers, &s.db)
+            .map_err(|e| tracing::warn!(error = %e, "store stats"))
     })
     .await
     .ok()
@@ -84,10 +86,17 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
         site: s.site.clone(),
         healthy: healthy(s),
         mqtt_listeners: s.mqtt_addrs.iter().map(ToString::to_string).collect(),
-        mqtt_connections: s.mqtt_addrs.iter().filter_map(|a| crate::broker::established_connections(a.port())).sum(),
+        mqtt_connections: s
+            .mqtt_addrs
+            .iter()
+            .filter_map(|a| crate::broker::established_connections(a.port()))
+            .sum(),
         mqtt_messages: m.mqtt_messages.load(Relaxed),
         readings_accepted: m.readings_accepted.load(Relaxed),
-        readings_rejected: crate::metrics::RejectReason::ALL.iter().map(|r| (r.as_str(), m.rejected(*r))).collect(),
+        readings_rejected: crate::metrics::RejectReason::ALL
+            .iter()
+            .map(|r| (r.as_str(), m.rejected(*r)))
+            .collect(),
         store_file_bytes: st.file_bytes,
         store_readings: st.readings,
         store_last_id: st.last_id,
@@ -112,7 +121,11 @@ async fn healthz(State(s): State<Arc<AppState>>) -> Response {
     if healthy(&s) {
         (StatusCode::OK, "ok\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "store commits are failing\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store commits are failing\n",
+        )
+            .into_response()
     }
 }
 
@@ -131,12 +144,22 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     let _ = writeln!(extra, "# HELP gkgw_store_quarantined Lines held in quarantine.\n# TYPE gkgw_store_quarantined gauge\ngkgw_store_quarantined {}", st.quarantined);
     extra.push_str("# HELP gkgw_consumer_backlog Readings not yet delivered by a consumer.\n# TYPE gkgw_consumer_backlog gauge\n");
     for c in &st.consumers {
-        let _ = writeln!(extra, "gkgw_consumer_backlog{{consumer=\"{}\"}} {}", c.name, c.backlog);
+        let _ = writeln!(
+            extra,
+            "gkgw_consumer_backlog{{consumer=\"{}\"}} {}",
+            c.name, c.backlog
+        );
     }
     extra.push_str("# HELP gkgw_consumer_oldest_unsent_seconds Age of the oldest reading a consumer has not delivered.\n# TYPE gkgw_consumer_oldest_unsent_seconds gauge\n");
     for c in &st.consumers {
-        let age = c.oldest_unsent_ts_ns.map_or(0.0, |t| (now - t).max(0) as f64 / 1e9);
-        let _ = writeln!(extra, "gkgw_consumer_oldest_unsent_seconds{{consumer=\"{}\"}} {age:.3}", c.name);
+        let age = c
+            .oldest_unsent_ts_ns
+            .map_or(0.0, |t| (now - t).max(0) as f64 / 1e9);
+        let _ = writeln!(
+            extra,
+            "gkgw_consumer_oldest_unsent_seconds{{consumer=\"{}\"}} {age:.3}",
+            c.name
+        );
     }
     extra.push_str("# HELP gkgw_broker_connections Established TCP connections to each MQTT listener.\n# TYPE gkgw_broker_connections gauge\n");
     for a in &s.mqtt_addrs {
@@ -145,44 +168,83 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         }
     }
     crate::sources::modbus::render_stats(&s.modbus, &mut extra);
-    let _ = writeln!(extra, "# HELP gkgw_up 1 while the pipeline is healthy.\n# TYPE gkgw_up gauge\ngkgw_up {}", u8::from(healthy(&s)));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(&extra)).into_response()
+    let _ = writeln!(
+        extra,
+        "# HELP gkgw_up 1 while the pipeline is healthy.\n# TYPE gkgw_up gauge\ngkgw_up {}",
+        u8::from(healthy(&s))
+    );
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(&extra),
+    )
+        .into_response()
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
     let d = status_dto(&s).await;
     let mut rows = String::new();
-    let mut row = |k: &str, v: String| rows.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v)));
+    let mut row = |k: &str, v: String| {
+        rows.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v)))
+    };
     row("Site", d.site.clone());
-    row("Health", if d.healthy { "healthy".into() } else { "STORE FAILING".into() });
+    row(
+        "Health",
+        if d.healthy {
+            "healthy".into()
+        } else {
+            "STORE FAILING".into()
+        },
+    );
     row("MQTT listeners", d.mqtt_listeners.join(", "));
     row("MQTT clients connected", d.mqtt_connections.to_string());
     row("MQTT messages received", d.mqtt_messages.to_string());
-    row("Readings accepted (committed)", d.readings_accepted.to_string());
+    row(
+        "Readings accepted (committed)",
+        d.readings_accepted.to_string(),
+    );
     for (k, v) in &d.readings_rejected {
         if *v > 0 {
             row(&format!("Rejected: {k}"), v.to_string());
         }
     }
-    row("Store on disk", format!("{:.1} MiB", d.store_file_bytes as f64 / 1048576.0));
+    row(
+        "Store on disk",
+        format!("{:.1} MiB", d.store_file_bytes as f64 / 1048576.0),
+    );
     row("Readings in store", d.store_readings.to_string());
     row("Evicted by quota", d.store_evicted.to_string());
     row("Quarantined lines", d.quarantined.to_string());
-    row("InfluxDB points written", d.influx_points_written.to_string());
+    row(
+        "InfluxDB points written",
+        d.influx_points_written.to_string(),
+    );
     row("InfluxDB write errors", d.influx_write_errors.to_string());
     if let Ok(devs) = s.modbus.lock() {
         for (name, d) in devs.iter() {
-            row(&format!("Modbus {name}"), format!("{} ({} requests, {} timeouts, {} exceptions)", d.state, d.requests, d.timeouts, d.exceptions));
+            row(
+                &format!("Modbus {name}"),
+                format!(
+                    "{} ({} requests, {} timeouts, {} exceptions)",
+                    d.state, d.requests, d.timeouts, d.exceptions
+                ),
+            );
         }
     }
     for c in &d.consumers {
         row(
             &format!("Consumer {}", c.name),
-            format!("backlog {}, oldest unsent {}", c.backlog, c.oldest_unsent_age_s.map_or("-".into(), |a| format!("{a:.0} s ago"))),
+            format!(
+                "backlog {}, oldest unsent {}",
+                c.backlog,
+                c.oldest_unsent_age_s
+                    .map_or("-".into(), |a| format!("{a:.0} s ago"))
+            ),
         );
     }
     Html(format!(
@@ -203,8 +265,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>, cancel: CancellationToken) {
-    let result = axum::serve(listener, router(state)).with_graceful_shutdown(async move { cancel.cancelled().await }).await;
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    cancel: CancellationToken,
+) {
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "http server stopped");
     }

@@ -10,9 +10,17 @@ fn check(config: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gw.toml");
     std::fs::write(&path, config).expect("write");
-    let out = Command::new(GKGW).args(["check", "--config"]).arg(&path).output().expect("gkgw check");
+    let out = Command::new(GKGW)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("gkgw check");
     let err = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "gw.toml");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), err)
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        err,
+    )
 }
 
 #[test]
@@ -30,17 +38,29 @@ fn config_mistakes_name_file_key_and_expectation() {
     ];
     for (config, expected) in cases {
         let (code, _, err) = check(config);
-        assert_eq!(code, 2, "{config:?} must fail with exit code 2; stderr: {err}");
-        assert!(err.contains(expected), "for {config:?}\nexpected: {expected}\n     got: {err}");
+        assert_eq!(
+            code, 2,
+            "{config:?} must fail with exit code 2; stderr: {err}"
+        );
+        assert!(
+            err.contains(expected),
+            "for {config:?}\nexpected: {expected}\n     got: {err}"
+        );
     }
-    let missing = Command::new(GKGW).args(["check", "--config", "/nonexistent/gw.toml"]).output().expect("runs");
+    let missing = Command::new(GKGW)
+        .args(["check", "--config", "/nonexistent/gw.toml"])
+        .output()
+        .expect("runs");
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/gw.toml: cannot read"));
 }
 
 #[test]
 fn generated_config_is_valid_and_check_prints_the_pipeline() {
-    let out = Command::new(GKGW).arg("generate-config").output().expect("runs");
+    let out = Command::new(GKGW)
+        .arg("generate-config")
+        .output()
+        .expect("runs");
     assert!(out.status.success());
     let (code, stdout, err) = check(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(code, 0, "{err}");
@@ -55,29 +75,56 @@ fn demo_runs_with_nothing_installed_and_stops_cleanly_on_ctrl_c() {
     let mut demo = Proc::spawn(
         "gkgw demo",
         Command::new(GKGW)
-            .args(["demo", "--mqtt", &format!("127.0.0.1:{mqtt}"), "--http", &format!("127.0.0.1:{web}"), "--meters", "6", "--meter-interval", "0.2"])
+            .args([
+                "demo",
+                "--mqtt",
+                &format!("127.0.0.1:{mqtt}"),
+                "--http",
+                &format!("127.0.0.1:{web}"),
+                "--meters",
+                "6",
+                "--meter-interval",
+                "0.2",
+            ])
             .arg("--state-dir")
             .arg(dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     );
     let status = format!("http://127.0.0.1:{web}/api/status");
-    wait_until("the demo to commit readings from its meters", Duration::from_secs(30), || {
-        let (code, body) = http("GET", &status, None);
-        code == 200 && serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| v["readings_accepted"].as_u64() >= Some(30))
-    });
+    wait_until(
+        "the demo to commit readings from its meters",
+        Duration::from_secs(30),
+        || {
+            let (code, body) = http("GET", &status, None);
+            code == 200
+                && serde_json::from_str::<serde_json::Value>(&body)
+                    .is_ok_and(|v| v["readings_accepted"].as_u64() >= Some(30))
+        },
+    );
     let (code, page) = http("GET", &format!("http://127.0.0.1:{web}/"), None);
     assert_eq!(code, 200);
     assert!(page.contains("Readings accepted"), "{page}");
     let (_, metrics) = http("GET", &format!("http://127.0.0.1:{web}/metrics"), None);
     assert!(metrics.contains("gkgw_readings_accepted_total"));
-    assert!(metrics.contains("gkgw_readings_rejected_total{reason=\"malformed\"} 0"), "{metrics}");
-    assert!(metrics.contains(&format!("gkgw_broker_connections{{listener=\"127.0.0.1:{mqtt}\"}} 6\n")), "six simulated meters connected: {metrics}");
+    assert!(
+        metrics.contains("gkgw_readings_rejected_total{reason=\"malformed\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "gkgw_broker_connections{{listener=\"127.0.0.1:{mqtt}\"}} 6\n"
+        )),
+        "six simulated meters connected: {metrics}"
+    );
     demo.signal("INT");
-    let exit = demo.wait_timeout(Duration::from_secs(10)).expect("the demo stops within 10 s of Ctrl-C");
+    let exit = demo
+        .wait_timeout(Duration::from_secs(10))
+        .expect("the demo stops within 10 s of Ctrl-C");
     assert!(exit.success(), "exit status {exit:?}");
     let mut err = String::new();
-    std::io::Read::read_to_string(demo.child.stderr.as_mut().expect("stderr"), &mut err).expect("read");
+    std::io::Read::read_to_string(demo.child.stderr.as_mut().expect("stderr"), &mut err)
+        .expect("read");
     assert!(err.contains("every received reading is committed"), "{err}");
 }
 
@@ -90,48 +137,129 @@ fn demo_plant_is_polled_over_modbus_into_influxdb() {
     let mut demo = Proc::spawn(
         "gkgw demo",
         Command::new(GKGW)
-            .args(["demo", "--meters", "2", "--no-faults", "--influx", &influx.url(), "--influx-db", "gkgw"])
-            .args(["--mqtt", &format!("127.0.0.1:{mqtt}"), "--http", &format!("127.0.0.1:{web}"), "--plant", &format!("127.0.0.1:{plant}")])
+            .args([
+                "demo",
+                "--meters",
+                "2",
+                "--no-faults",
+                "--influx",
+                &influx.url(),
+                "--influx-db",
+                "gkgw",
+            ])
+            .args([
+                "--mqtt",
+                &format!("127.0.0.1:{mqtt}"),
+                "--http",
+                &format!("127.0.0.1:{web}"),
+                "--plant",
+                &format!("127.0.0.1:{plant}"),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
-    wait_until("plant readings in InfluxDB", Duration::from_secs(60), || {
-        influx.count("digester", "pressure_mbar") >= 2 && influx.count("biogas", "ch4_pct") >= 1 && influx.count("power", "voltage_v") >= 1 && influx.count("compressor", "state") >= 1
-    });
-    let rows = influx.rows("SELECT \"pressure_mbar\", \"temperature_c\", \"device\" FROM \"digester\"");
+    wait_until(
+        "plant readings in InfluxDB",
+        Duration::from_secs(60),
+        || {
+            influx.count("digester", "pressure_mbar") >= 2
+                && influx.count("biogas", "ch4_pct") >= 1
+                && influx.count("power", "voltage_v") >= 1
+                && influx.count("compressor", "state") >= 1
+        },
+    );
+    let rows =
+        influx.rows("SELECT \"pressure_mbar\", \"temperature_c\", \"device\" FROM \"digester\"");
     for r in &rows {
         assert_eq!(r[3], "digester-1", "{r:?}");
         let p = r[1].as_f64().expect("pressure is a number");
-        assert!((0.0..=60.0).contains(&p), "pressure {p} mbar in the gas holder's range");
+        assert!(
+            (0.0..=60.0).contains(&p),
+            "pressure {p} mbar in the gas holder's range"
+        );
     }
     let ch4 = influx.rows("SELECT \"ch4_pct\" FROM \"biogas\" WHERE \"device\" = 'gas-analyser'");
-    assert!(ch4.iter().all(|r| r[1].as_f64().is_some_and(|v| (40.0..=70.0).contains(&v))), "{ch4:?}");
+    assert!(
+        ch4.iter()
+            .all(|r| r[1].as_f64().is_some_and(|v| (40.0..=70.0).contains(&v))),
+        "{ch4:?}"
+    );
     let (_, metrics) = http("GET", &format!("http://127.0.0.1:{web}/metrics"), None);
-    for dev in ["digester-1", "compressor-meter", "compressor-1", "gas-analyser"] {
-        assert!(metrics.contains(&format!("gkgw_modbus_device_state{{device=\"{dev}\",state=\"online\"}} 1")), "{dev} online:\n{metrics}");
+    for dev in [
+        "digester-1",
+        "compressor-meter",
+        "compressor-1",
+        "gas-analyser",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "gkgw_modbus_device_state{{device=\"{dev}\",state=\"online\"}} 1"
+            )),
+            "{dev} online:\n{metrics}"
+        );
     }
     let out = Command::new(GKGW)
-        .args(["modbus", "poll", "--tcp", &format!("127.0.0.1:{plant}"), "--unit", "1", "--profile", "demo-digester"])
+        .args([
+            "modbus",
+            "poll",
+            "--tcp",
+            &format!("127.0.0.1:{plant}"),
+            "--unit",
+            "1",
+            "--profile",
+            "demo-digester",
+        ])
         .output()
         .expect("gkgw modbus poll");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.lines().any(|l| l.starts_with("pressure") && l.trim_end().ends_with("good")), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("pressure") && l.trim_end().ends_with("good")),
+        "{text}"
+    );
 
     // Every query of the plant dashboard runs against what the demo wrote, and the plant's
     // panels (not the meters', which need a day of data for per-day differences) have data.
-    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo_root().join("dashboards/plant.json")).expect("dashboard")).expect("json");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("dashboards/plant.json")).expect("dashboard"),
+    )
+    .expect("json");
     for panel in dashboard["panels"].as_array().expect("panels") {
         for target in panel["targets"].as_array().expect("targets") {
-            let q = target["query"].as_str().expect("query").replace("$timeFilter", "time > now() - 1h").replace("$__interval", "10s");
+            let q = target["query"]
+                .as_str()
+                .expect("query")
+                .replace("$timeFilter", "time > now() - 1h")
+                .replace("$__interval", "10s");
             let v = influx.query(&q);
-            assert!(v["results"][0]["error"].is_null() && v["error"].is_null(), "{}: {q}: {v}", panel["title"]);
+            assert!(
+                v["results"][0]["error"].is_null() && v["error"].is_null(),
+                "{}: {q}: {v}",
+                panel["title"]
+            );
             let title = panel["title"].as_str().unwrap_or_default();
-            if ["Digester gas pressure", "Methane (CH4)", "Compressor", "Compressor power"].contains(&title) {
-                assert!(!v["results"][0]["series"].is_null(), "{title}: no data for {q}");
+            if [
+                "Digester gas pressure",
+                "Methane (CH4)",
+                "Compressor",
+                "Compressor power",
+            ]
+            .contains(&title)
+            {
+                assert!(
+                    !v["results"][0]["series"].is_null(),
+                    "{title}: no data for {q}"
+                );
             }
         }
     }
     demo.signal("INT");
-    assert!(demo.wait_timeout(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    assert!(demo
+        .wait_timeout(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
 }

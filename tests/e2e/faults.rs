@@ -15,8 +15,19 @@ fn influx_v1(url: &str) -> String {
 fn publish(gw: &Gateway, meter: &str, start_seq: u64, count: u64) {
     let mut args = gw.paho_args(meter);
     args.extend(
-        ["--meters", meter, "--count", &count.to_string(), "--start-seq", &start_seq.to_string(), "--qos", "1", "--ts-base", TS_BASE]
-            .map(String::from),
+        [
+            "--meters",
+            meter,
+            "--count",
+            &count.to_string(),
+            "--start-seq",
+            &start_seq.to_string(),
+            "--qos",
+            "1",
+            "--ts-base",
+            TS_BASE,
+        ]
+        .map(String::from),
     );
     let (summary, code) = paho(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, 0, "every reading acked: {summary}");
@@ -32,15 +43,32 @@ fn an_influxdb_outage_loses_nothing_and_duplicates_nothing() {
 
     influx.stop();
     publish(&gw, "GM-0001", 201, 300);
-    wait_until("write errors while InfluxDB is down", Duration::from_secs(10), || gw.metric("gkgw_influx_write_errors_total") >= 1.0);
-    let backlog = gw.status()["consumers"][0]["backlog"].as_i64().expect("backlog");
-    assert_eq!(backlog, 300, "everything published during the outage waits in the store");
+    wait_until(
+        "write errors while InfluxDB is down",
+        Duration::from_secs(10),
+        || gw.metric("gkgw_influx_write_errors_total") >= 1.0,
+    );
+    let backlog = gw.status()["consumers"][0]["backlog"]
+        .as_i64()
+        .expect("backlog");
+    assert_eq!(
+        backlog, 300,
+        "everything published during the outage waits in the store"
+    );
     assert!(gw.metric("gkgw_consumer_oldest_unsent_seconds{consumer=\"influx\"}") > 0.0);
 
     influx.restart();
     gw.wait_drained(Duration::from_secs(30));
-    assert_eq!(influx.count("gas_meter", "seq"), 500, "nothing lost, nothing duplicated");
-    let seqs: BTreeSet<i64> = influx.rows("SELECT seq FROM gas_meter").iter().map(|r| r[1].as_i64().expect("seq")).collect();
+    assert_eq!(
+        influx.count("gas_meter", "seq"),
+        500,
+        "nothing lost, nothing duplicated"
+    );
+    let seqs: BTreeSet<i64> = influx
+        .rows("SELECT seq FROM gas_meter")
+        .iter()
+        .map(|r| r[1].as_i64().expect("seq"))
+        .collect();
     assert_eq!(seqs, (1..=500).collect());
 }
 
@@ -51,15 +79,35 @@ fn sigkill_mid_ingest_never_loses_an_acknowledged_reading() {
     let acks_file = gw.dir.path().join("acks.txt");
     let mut args = gw.paho_args("GM-0001");
     // One client publishes for two meter ids (the broker has no per-topic ACLs).
-    args.extend(["--meters", "GM-0001,GM-0002", "--continuous", "--rate", "100", "--qos", "1"].map(String::from));
+    args.extend(
+        [
+            "--meters",
+            "GM-0001,GM-0002",
+            "--continuous",
+            "--rate",
+            "100",
+            "--qos",
+            "1",
+        ]
+        .map(String::from),
+    );
     args.push("--acks-file".into());
     args.push(acks_file.display().to_string());
-    let mut publisher = Proc::spawn("meter.py", paho_cmd(&args.iter().map(String::as_str).collect::<Vec<_>>()).stdout(Stdio::piped()));
+    let mut publisher = Proc::spawn(
+        "meter.py",
+        paho_cmd(&args.iter().map(String::as_str).collect::<Vec<_>>()).stdout(Stdio::piped()),
+    );
 
     for round in 0..4 {
         std::thread::sleep(Duration::from_millis(1500));
-        let before = std::fs::read_to_string(&acks_file).unwrap_or_default().lines().count();
-        assert!(before > round * 50, "round {round}: the publisher is being acked ({before} acks)");
+        let before = std::fs::read_to_string(&acks_file)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        assert!(
+            before > round * 50,
+            "round {round}: the publisher is being acked ({before} acks)"
+        );
         if let Some(p) = gw.proc.as_mut() {
             p.kill9();
         }
@@ -68,24 +116,39 @@ fn sigkill_mid_ingest_never_loses_an_acknowledged_reading() {
     }
     std::thread::sleep(Duration::from_millis(1500));
     publisher.signal("TERM");
-    publisher.wait_timeout(Duration::from_secs(15)).expect("publisher stops");
+    publisher
+        .wait_timeout(Duration::from_secs(15))
+        .expect("publisher stops");
     gw.wait_drained(Duration::from_secs(60));
 
     let mut acked: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
     for line in std::fs::read_to_string(&acks_file).expect("acks").lines() {
         let (meter, seq) = line.split_once(' ').expect("meter seq");
-        acked.entry(meter.to_owned()).or_default().insert(seq.parse().expect("seq"));
+        acked
+            .entry(meter.to_owned())
+            .or_default()
+            .insert(seq.parse().expect("seq"));
     }
     let total: usize = acked.values().map(BTreeSet::len).sum();
-    assert!(total > 500, "enough acked readings to mean something: {total}");
+    assert!(
+        total > 500,
+        "enough acked readings to mean something: {total}"
+    );
     for (meter, seqs) in &acked {
         let stored: BTreeSet<i64> = influx
-            .rows(&format!("SELECT seq FROM gas_meter WHERE device = '{meter}'"))
+            .rows(&format!(
+                "SELECT seq FROM gas_meter WHERE device = '{meter}'"
+            ))
             .iter()
             .map(|r| r[1].as_i64().expect("seq"))
             .collect();
         let lost: Vec<_> = seqs.difference(&stored).collect();
-        assert!(lost.is_empty(), "{meter}: {} acked readings missing from InfluxDB, e.g. {:?}", lost.len(), &lost[..lost.len().min(10)]);
+        assert!(
+            lost.is_empty(),
+            "{meter}: {} acked readings missing from InfluxDB, e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(10)]
+        );
     }
 }
 
@@ -101,27 +164,94 @@ fn bad_input_is_rejected_counted_and_never_blocks_the_stream() {
     publish(&gw, "GM-0001", 1, 20);
     gw.wait_drained(Duration::from_secs(20));
 
-    assert!(mosquitto_pub(gw.mqtt_port, login, "meters/GM-0001/state", 1, "{\"meter_id\": \"GM-0001\", oops"));
-    assert!(mosquitto_pub(gw.mqtt_port, login, "meters/GM-0001/state", 1, r#"{"meter_id":"GM-0002","seq":1,"kind":"gas","cum_kg":1}"#));
-    let big = format!(r#"{{"meter_id":"GM-0001","seq":999,"kind":"gas","cum_kg":1,"pad":"{}"}}"#, "x".repeat(2000));
-    assert!(mosquitto_pub(gw.mqtt_port, login, "meters/GM-0001/state", 1, &big));
-    assert!(!mosquitto_pub(gw.mqtt_port, Some(("GM-0001", "wrong-password")), "meters/GM-0001/state", 1, r#"{"meter_id":"GM-0001","seq":1000,"kind":"gas","cum_kg":1}"#));
-    assert!(!mosquitto_pub(gw.mqtt_port, None, "meters/GM-0001/state", 1, r#"{"meter_id":"GM-0001","seq":1001,"kind":"gas","cum_kg":1}"#), "anonymous refused");
+    assert!(mosquitto_pub(
+        gw.mqtt_port,
+        login,
+        "meters/GM-0001/state",
+        1,
+        "{\"meter_id\": \"GM-0001\", oops"
+    ));
+    assert!(mosquitto_pub(
+        gw.mqtt_port,
+        login,
+        "meters/GM-0001/state",
+        1,
+        r#"{"meter_id":"GM-0002","seq":1,"kind":"gas","cum_kg":1}"#
+    ));
+    let big = format!(
+        r#"{{"meter_id":"GM-0001","seq":999,"kind":"gas","cum_kg":1,"pad":"{}"}}"#,
+        "x".repeat(2000)
+    );
+    assert!(mosquitto_pub(
+        gw.mqtt_port,
+        login,
+        "meters/GM-0001/state",
+        1,
+        &big
+    ));
+    assert!(!mosquitto_pub(
+        gw.mqtt_port,
+        Some(("GM-0001", "wrong-password")),
+        "meters/GM-0001/state",
+        1,
+        r#"{"meter_id":"GM-0001","seq":1000,"kind":"gas","cum_kg":1}"#
+    ));
+    assert!(
+        !mosquitto_pub(
+            gw.mqtt_port,
+            None,
+            "meters/GM-0001/state",
+            1,
+            r#"{"meter_id":"GM-0001","seq":1001,"kind":"gas","cum_kg":1}"#
+        ),
+        "anonymous refused"
+    );
     // A point InfluxDB refuses: credit_kg is a float in gas_meter, this one is a string.
     let sensor = Some(("SENSOR-1", gw.passwords["SENSOR-1"].as_str()));
-    assert!(mosquitto_pub(gw.mqtt_port, sensor, "lp/x", 1, "gas_meter,device=GM-0001 credit_kg=\"lots\" 1795300500000000000\nflow,device=f1 m3h=1.5"));
+    assert!(mosquitto_pub(
+        gw.mqtt_port,
+        sensor,
+        "lp/x",
+        1,
+        "gas_meter,device=GM-0001 credit_kg=\"lots\" 1795300500000000000\nflow,device=f1 m3h=1.5"
+    ));
     publish(&gw, "GM-0001", 21, 20);
     gw.wait_drained(Duration::from_secs(30));
 
-    assert_eq!(gw.metric("gkgw_readings_rejected_total{reason=\"malformed\"}"), 1.0);
-    assert_eq!(gw.metric("gkgw_readings_rejected_total{reason=\"meter_id_mismatch\"}"), 1.0);
-    assert_eq!(gw.metric("gkgw_readings_rejected_total{reason=\"oversized\"}"), 1.0);
+    assert_eq!(
+        gw.metric("gkgw_readings_rejected_total{reason=\"malformed\"}"),
+        1.0
+    );
+    assert_eq!(
+        gw.metric("gkgw_readings_rejected_total{reason=\"meter_id_mismatch\"}"),
+        1.0
+    );
+    assert_eq!(
+        gw.metric("gkgw_readings_rejected_total{reason=\"oversized\"}"),
+        1.0
+    );
     assert!(gw.metric("gkgw_broker_auth_total{result=\"rejected\"}") >= 1.0);
     assert_eq!(gw.metric("gkgw_influx_quarantined_total"), 1.0);
     assert_eq!(gw.status()["quarantined"], 1);
-    assert_eq!(influx.count("gas_meter", "seq"), 40, "every good reading arrived, before and after the bad ones");
-    assert_eq!(influx.count("flow", "m3h"), 1, "the good line next to the refused one arrived");
-    let seqs: BTreeSet<i64> = influx.rows("SELECT seq FROM gas_meter").iter().map(|r| r[1].as_i64().expect("seq")).collect();
+    assert_eq!(
+        influx.count("gas_meter", "seq"),
+        40,
+        "every good reading arrived, before and after the bad ones"
+    );
+    assert_eq!(
+        influx.count("flow", "m3h"),
+        1,
+        "the good line next to the refused one arrived"
+    );
+    let seqs: BTreeSet<i64> = influx
+        .rows("SELECT seq FROM gas_meter")
+        .iter()
+        .map(|r| r[1].as_i64().expect("seq"))
+        .collect();
     assert!(!seqs.contains(&999) && !seqs.contains(&1000) && !seqs.contains(&1001));
-    assert!(gw.log().contains("influx rejected a line: quarantined"), "{}", gw.log());
+    assert!(
+        gw.log().contains("influx rejected a line: quarantined"),
+        "{}",
+        gw.log()
+    );
 }

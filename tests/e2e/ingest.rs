@@ -25,7 +25,12 @@ fn chrono_free_rfc3339(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 fn influx_v1(url: &str) -> String {
@@ -35,7 +40,10 @@ fn influx_v1(url: &str) -> String {
 #[test]
 fn every_meter_message_reaches_influxdb_1x_with_tags_fields_and_timestamps() {
     let influx = Influx1::start();
-    let gw = Gateway::start(&influx_v1(&influx.url()), &["GM-0001", "GM-0002", "GM-0003", "GM-0004", "EM-0001"]);
+    let gw = Gateway::start(
+        &influx_v1(&influx.url()),
+        &["GM-0001", "GM-0002", "GM-0003", "GM-0004", "EM-0001"],
+    );
 
     // mosquitto_pub, QoS 0 and QoS 1, with the meter's own timestamps.
     for seq in 1..=20i64 {
@@ -46,24 +54,53 @@ fn every_meter_message_reaches_influxdb_1x_with_tags_fields_and_timestamps() {
                 10.0 + seq as f64 * 0.125,
                 5.0 - seq as f64 * 0.125
             );
-            assert!(mosquitto_pub(gw.mqtt_port, Some((meter, &gw.passwords[meter])), &format!("meters/{meter}/state"), qos, &payload));
+            assert!(mosquitto_pub(
+                gw.mqtt_port,
+                Some((meter, &gw.passwords[meter])),
+                &format!("meters/{meter}/state"),
+                qos,
+                &payload
+            ));
         }
     }
     let em = r#"{"meter_id":"EM-0001","seq":7,"kind":"electricity","cum_kwh":1234.5,"credit_kwh":5.5,"relay":"closed","status":"active"}"#;
-    assert!(mosquitto_pub(gw.mqtt_port, Some(("EM-0001", &gw.passwords["EM-0001"])), "meters/EM-0001/state", 1, em));
+    assert!(mosquitto_pub(
+        gw.mqtt_port,
+        Some(("EM-0001", &gw.passwords["EM-0001"])),
+        "meters/EM-0001/state",
+        1,
+        em
+    ));
 
     // paho-mqtt, QoS 1 and QoS 0, waiting for every application ack.
     for (meter, qos) in [("GM-0003", "1"), ("GM-0004", "0")] {
         let mut args = gw.paho_args(meter);
-        args.extend(["--meters", meter, "--count", "100", "--qos", qos, "--ts-base", &TS_BASE.to_string()].map(String::from));
+        args.extend(
+            [
+                "--meters",
+                meter,
+                "--count",
+                "100",
+                "--qos",
+                qos,
+                "--ts-base",
+                &TS_BASE.to_string(),
+            ]
+            .map(String::from),
+        );
         let (summary, code) = paho(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        assert_eq!(code, 0, "paho {meter} qos {qos}: every reading acked: {summary}");
+        assert_eq!(
+            code, 0,
+            "paho {meter} qos {qos}: every reading acked: {summary}"
+        );
         assert_eq!(summary["acked"], 100);
     }
 
-    wait_until("all 241 readings in InfluxDB", Duration::from_secs(30), || {
-        influx.count("gas_meter", "seq") == 240 && influx.count("electricity_meter", "seq") == 1
-    });
+    wait_until(
+        "all 241 readings in InfluxDB",
+        Duration::from_secs(30),
+        || influx.count("gas_meter", "seq") == 240 && influx.count("electricity_meter", "seq") == 1,
+    );
     for meter in ["GM-0001", "GM-0002"] {
         let rows = influx.rows(&format!(
             "SELECT seq, cum_kg, gas_used_kg, credit_kg, valve, battery_v, rssi_dbm, tamper, site FROM gas_meter WHERE device = '{meter}' ORDER BY time"
@@ -71,7 +108,11 @@ fn every_meter_message_reaches_influxdb_1x_with_tags_fields_and_timestamps() {
         assert_eq!(rows.len(), 20, "{meter}: {rows:?}");
         for (i, row) in rows.iter().enumerate() {
             let seq = i as i64 + 1;
-            assert_eq!(row[0], rfc3339(TS_BASE + seq), "timestamp is the meter's own");
+            assert_eq!(
+                row[0],
+                rfc3339(TS_BASE + seq),
+                "timestamp is the meter's own"
+            );
             assert_eq!(row[1], seq);
             assert!(row[2].is_null(), "no field named after the payload key");
             assert_eq!(row[3], 10.0 + seq as f64 * 0.125);
@@ -83,10 +124,20 @@ fn every_meter_message_reaches_influxdb_1x_with_tags_fields_and_timestamps() {
             assert_eq!(row[9], "test-site");
         }
     }
-    let em_rows = influx.rows("SELECT energy_used_kwh, credit_kwh, relay, status, site, device FROM electricity_meter");
-    assert_eq!(em_rows[0][1..], serde_json::json!([1234.5, 5.5, "closed", "active", "test-site", "EM-0001"]).as_array().expect("array")[..]);
+    let em_rows = influx.rows(
+        "SELECT energy_used_kwh, credit_kwh, relay, status, site, device FROM electricity_meter",
+    );
+    assert_eq!(
+        em_rows[0][1..],
+        serde_json::json!([1234.5, 5.5, "closed", "active", "test-site", "EM-0001"])
+            .as_array()
+            .expect("array")[..]
+    );
     let tags = influx.query("SHOW TAG KEYS FROM gas_meter");
-    assert_eq!(tags["results"][0]["series"][0]["values"], serde_json::json!([["device"], ["site"]]));
+    assert_eq!(
+        tags["results"][0]["series"][0]["values"],
+        serde_json::json!([["device"], ["site"]])
+    );
     assert_eq!(gw.metric("gkgw_readings_accepted_total"), 241.0);
     assert_eq!(gw.metric("gkgw_meter_acks_published_total"), 241.0);
 }
@@ -106,19 +157,52 @@ fn the_v2_write_path_delivers_into_victoriametrics() {
         &["GM-0001"],
     );
     let mut args = gw.paho_args("GM-0001");
-    args.extend(["--meters", "GM-0001", "--count", "50", "--qos", "1", "--ts-base", &TS_BASE.to_string()].map(String::from));
+    args.extend(
+        [
+            "--meters",
+            "GM-0001",
+            "--count",
+            "50",
+            "--qos",
+            "1",
+            "--ts-base",
+            &TS_BASE.to_string(),
+        ]
+        .map(String::from),
+    );
     let (summary, code) = paho(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, 0, "{summary}");
     gw.wait_drained(Duration::from_secs(20));
     let mut series = Vec::new();
-    wait_until("50 samples of gas_meter_seq in VictoriaMetrics", Duration::from_secs(20), || {
-        series = vm.export(r#"{__name__="gas_meter_seq",device="GM-0001"}"#);
-        series.first().and_then(|s| s["values"].as_array()).is_some_and(|v| v.len() == 50)
-    });
+    wait_until(
+        "50 samples of gas_meter_seq in VictoriaMetrics",
+        Duration::from_secs(20),
+        || {
+            series = vm.export(r#"{__name__="gas_meter_seq",device="GM-0001"}"#);
+            series
+                .first()
+                .and_then(|s| s["values"].as_array())
+                .is_some_and(|v| v.len() == 50)
+        },
+    );
     let s = &series[0];
     assert_eq!(s["metric"]["site"], "test-site");
-    let values: Vec<i64> = s["values"].as_array().expect("values").iter().map(|v| v.as_i64().expect("int")).collect();
+    let values: Vec<i64> = s["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .map(|v| v.as_i64().expect("int"))
+        .collect();
     assert_eq!(values, (1..=50).collect::<Vec<_>>());
-    let ts: Vec<i64> = s["timestamps"].as_array().expect("ts").iter().map(|v| v.as_i64().expect("int")).collect();
-    assert_eq!(ts, (1..=50).map(|i| (TS_BASE + i) * 1000).collect::<Vec<_>>(), "millisecond timestamps of the meter's own ts");
+    let ts: Vec<i64> = s["timestamps"]
+        .as_array()
+        .expect("ts")
+        .iter()
+        .map(|v| v.as_i64().expect("int"))
+        .collect();
+    assert_eq!(
+        ts,
+        (1..=50).map(|i| (TS_BASE + i) * 1000).collect::<Vec<_>>(),
+        "millisecond timestamps of the meter's own ts"
+    );
 }

@@ -31,7 +31,9 @@ impl PtyPair {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
-        wait_until("socat's pty links", Duration::from_secs(10), || gw.exists() && dev.exists());
+        wait_until("socat's pty links", Duration::from_secs(10), || {
+            gw.exists() && dev.exists()
+        });
         PtyPair { proc, gw, dev }
     }
 }
@@ -46,11 +48,18 @@ impl Device {
     fn start(spec: &serde_json::Value, serve: &[&str]) -> Device {
         use std::io::{BufRead, BufReader, Write};
         let mut file = tempfile::NamedTempFile::new().expect("spec file");
-        file.write_all(spec.to_string().as_bytes()).expect("write spec");
+        file.write_all(spec.to_string().as_bytes())
+            .expect("write spec");
         let script = repo_root().join("tests/peers/modbus_device.py");
         let mut proc = Proc::spawn(
             "modbus_device.py",
-            Command::new("python3").arg(&script).arg("--spec").arg(file.path()).args(serve).stdout(Stdio::piped()).stderr(Stdio::inherit()),
+            Command::new("python3")
+                .arg(&script)
+                .arg("--spec")
+                .arg(file.path())
+                .args(serve)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
         );
         let out = proc.child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -64,22 +73,40 @@ impl Device {
         if rx.recv_timeout(Duration::from_secs(30)).is_err() {
             panic!("modbus_device.py did not become ready; is pymodbus installed? run `bash tests/peers/install.sh`");
         }
-        Device { _proc: proc, _spec: file }
+        Device {
+            _proc: proc,
+            _spec: file,
+        }
     }
 
     fn tcp(spec: &serde_json::Value) -> (Device, u16) {
         let port = free_port();
-        (Device::start(spec, &["--tcp", &format!("127.0.0.1:{port}")]), port)
+        (
+            Device::start(spec, &["--tcp", &format!("127.0.0.1:{port}")]),
+            port,
+        )
     }
 
     fn serial(spec: &serde_json::Value, pty: &PtyPair) -> Device {
-        Device::start(spec, &["--serial", &pty.dev.display().to_string(), "--baud", "19200"])
+        Device::start(
+            spec,
+            &[
+                "--serial",
+                &pty.dev.display().to_string(),
+                "--baud",
+                "19200",
+            ],
+        )
     }
 }
 
 fn gkgw(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(GKGW).args(args).output().expect("gkgw runs");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// `name -> value text` from `gkgw modbus poll` output (name, quantity, value, unit, quality).
@@ -89,7 +116,12 @@ fn polled(out: &str) -> std::collections::HashMap<String, (String, String)> {
         .filter(|l| !l.starts_with('('))
         .filter_map(|l| {
             let t: Vec<&str> = l.split_whitespace().collect();
-            (t.len() >= 4).then(|| (t[0].to_owned(), (t[2].to_owned(), t[t.len() - 1].to_owned())))
+            (t.len() >= 4).then(|| {
+                (
+                    t[0].to_owned(),
+                    (t[2].to_owned(), t[t.len() - 1].to_owned()),
+                )
+            })
         })
         .collect()
 }
@@ -97,7 +129,12 @@ fn polled(out: &str) -> std::collections::HashMap<String, (String, String)> {
 const ORDERS: [&str; 4] = ["ABCD", "CDAB", "BADC", "DCBA"];
 
 /// One field per (type, order): the device spec values and the profile that reads them.
-fn every_type_and_order() -> (Vec<serde_json::Value>, String, Vec<(String, f64)>, Vec<(String, String)>) {
+fn every_type_and_order() -> (
+    Vec<serde_json::Value>,
+    String,
+    Vec<(String, f64)>,
+    Vec<(String, String)>,
+) {
     let numbers: [(&str, u16, f64); 8] = [
         ("u16", 1, 51234.0),
         ("i16", 1, -12345.0),
@@ -109,13 +146,18 @@ fn every_type_and_order() -> (Vec<serde_json::Value>, String, Vec<(String, f64)>
         ("f64", 4, 12345.6789012),
     ];
     let mut values = Vec::new();
-    let mut profile = String::from("[device]\nmodel = \"test device\"\nmanufacturer = \"test\"\nmax_gap = 8\n");
+    let mut profile =
+        String::from("[device]\nmodel = \"test device\"\nmanufacturer = \"test\"\nmax_gap = 8\n");
     let (mut expect_num, mut expect_text) = (Vec::new(), Vec::new());
     let mut address = 0u16;
     for (ty, width, value) in numbers {
         for order in ORDERS {
             let name = format!("{ty}_{}", order.to_lowercase());
-            let v = if ty.starts_with('f') { json!(value) } else { json!(value as i64) };
+            let v = if ty.starts_with('f') {
+                json!(value)
+            } else {
+                json!(value as i64)
+            };
             values.push(json!({"table": "holding", "address": address, "type": ty, "order": order, "value": v}));
             let _ = write!(profile, "[[field]]\nname = \"{name}\"\nquantity = \"t.{name}\"\nkind = \"holding\"\naddress = {address}\ntype = \"{ty}\"\nword_order = \"{order}\"\n");
             expect_num.push((name, value));
@@ -140,14 +182,23 @@ fn every_type_and_order() -> (Vec<serde_json::Value>, String, Vec<(String, f64)>
 fn check_poll(out: &str, nums: &[(String, f64)], texts: &[(String, String)]) {
     let got = polled(out);
     for (name, want) in nums {
-        let (v, q) = got.get(name).unwrap_or_else(|| panic!("{name} missing in:\n{out}"));
-        let v: f64 = v.parse().unwrap_or_else(|_| panic!("{name}: {v:?} is not a number in:\n{out}"));
+        let (v, q) = got
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing in:\n{out}"));
+        let v: f64 = v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: {v:?} is not a number in:\n{out}"));
         let tolerance = if name.starts_with("f32") { 1e-3 } else { 0.0 };
-        assert!((v - want).abs() <= tolerance, "{name}: got {v}, wrote {want}\n{out}");
+        assert!(
+            (v - want).abs() <= tolerance,
+            "{name}: got {v}, wrote {want}\n{out}"
+        );
         assert_eq!(q, "good", "{name}\n{out}");
     }
     for (name, want) in texts {
-        let (v, _) = got.get(name).unwrap_or_else(|| panic!("{name} missing in:\n{out}"));
+        let (v, _) = got
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing in:\n{out}"));
         assert_eq!(v, want, "{name}\n{out}");
     }
 }
@@ -162,26 +213,68 @@ fn every_type_and_word_order_decodes_over_tcp_and_rtu() {
     let profile_arg = profile_path.display().to_string();
 
     let (_dev, port) = Device::tcp(&spec);
-    let (ok, out, err) = gkgw(&["modbus", "poll", "--tcp", &format!("127.0.0.1:{port}"), "--unit", "7", "--profile", &profile_arg]);
+    let (ok, out, err) = gkgw(&[
+        "modbus",
+        "poll",
+        "--tcp",
+        &format!("127.0.0.1:{port}"),
+        "--unit",
+        "7",
+        "--profile",
+        &profile_arg,
+    ]);
     assert!(ok, "{err}");
     check_poll(&out, &nums, &texts);
 
     let pty = PtyPair::start(dir.path());
     let _rtu = Device::serial(&spec, &pty);
     let gw_port = pty.gw.display().to_string();
-    let (ok, out, err) = gkgw(&["modbus", "poll", "--port", &gw_port, "--baud", "19200", "--unit", "7", "--profile", &profile_arg]);
+    let (ok, out, err) = gkgw(&[
+        "modbus",
+        "poll",
+        "--port",
+        &gw_port,
+        "--baud",
+        "19200",
+        "--unit",
+        "7",
+        "--profile",
+        &profile_arg,
+    ]);
     assert!(ok, "{err}");
     check_poll(&out, &nums, &texts);
 
     // RTU framing over TCP (a serial device server).
     let rtu_tcp_port = free_port();
     let _rtu_tcp = Device::start(&spec, &["--rtu-tcp", &format!("127.0.0.1:{rtu_tcp_port}")]);
-    let (ok, out, err) = gkgw(&["modbus", "poll", "--rtu-over-tcp", &format!("127.0.0.1:{rtu_tcp_port}"), "--unit", "7", "--profile", &profile_arg]);
+    let (ok, out, err) = gkgw(&[
+        "modbus",
+        "poll",
+        "--rtu-over-tcp",
+        &format!("127.0.0.1:{rtu_tcp_port}"),
+        "--unit",
+        "7",
+        "--profile",
+        &profile_arg,
+    ]);
     assert!(ok, "{err}");
     check_poll(&out, &nums, &texts);
 
     // The commissioning read shows the f32 CDAB field in its CDAB column.
-    let (ok, out, err) = gkgw(&["modbus", "read", "--port", &gw_port, "--baud", "19200", "--unit", "7", "--holding", "0", "--count", "4"]);
+    let (ok, out, err) = gkgw(&[
+        "modbus",
+        "read",
+        "--port",
+        &gw_port,
+        "--baud",
+        "19200",
+        "--unit",
+        "7",
+        "--holding",
+        "0",
+        "--count",
+        "4",
+    ]);
     assert!(ok, "{err}");
     assert!(out.contains("51234"), "{out}");
 }
@@ -199,27 +292,80 @@ fn refused_merged_reads_are_split_and_exceptions_named() {
     std::fs::write(&path, profile).unwrap();
     let (_dev, port) = Device::tcp(&spec);
     let tcp = format!("127.0.0.1:{port}");
-    let (ok, out, err) = gkgw(&["modbus", "poll", "--tcp", &tcp, "--profile", &path.display().to_string()]);
+    let (ok, out, err) = gkgw(&[
+        "modbus",
+        "poll",
+        "--tcp",
+        &tcp,
+        "--profile",
+        &path.display().to_string(),
+    ]);
     assert!(ok, "{err}");
-    assert!(out.contains("1 requests") || out.contains("in 1 request"), "one merged read planned:\n{out}");
+    assert!(
+        out.contains("1 requests") || out.contains("in 1 request"),
+        "one merged read planned:\n{out}"
+    );
     assert!(out.contains("split"), "{out}");
     let got = polled(&out);
     for a in [0, 4, 8, 16, 24] {
-        assert_eq!(got[&format!("r{a}")].0, (1000 + a).to_string(), "r{a}\n{out}");
+        assert_eq!(
+            got[&format!("r{a}")].0,
+            (1000 + a).to_string(),
+            "r{a}\n{out}"
+        );
     }
     assert_eq!(got["r20"].0, "-", "{out}");
     assert!(out.to_lowercase().contains("illegal data address"), "{out}");
 
     // The commissioning tools say what happened in words.
-    let (ok, _, err) = gkgw(&["modbus", "read", "--tcp", &tcp, "--holding", "20", "--count", "2"]);
+    let (ok, _, err) = gkgw(&[
+        "modbus",
+        "read",
+        "--tcp",
+        &tcp,
+        "--holding",
+        "20",
+        "--count",
+        "2",
+    ]);
     assert!(!ok);
     assert!(err.to_lowercase().contains("illegal data address"), "{err}");
-    let (ok, _, err) = gkgw(&["modbus", "read", "--tcp", &tcp, "--unit", "9", "--holding", "0", "--count", "1", "--timeout-ms", "300"]);
+    let (ok, _, err) = gkgw(&[
+        "modbus",
+        "read",
+        "--tcp",
+        &tcp,
+        "--unit",
+        "9",
+        "--holding",
+        "0",
+        "--count",
+        "1",
+        "--timeout-ms",
+        "300",
+    ]);
     assert!(!ok);
-    assert!(err.to_lowercase().contains("timeout") || err.to_lowercase().contains("timed out"), "{err}");
-    let (ok, out, _) = gkgw(&["modbus", "scan", "--tcp", &tcp, "--from", "1", "--to", "3", "--timeout-ms", "300"]);
+    assert!(
+        err.to_lowercase().contains("timeout") || err.to_lowercase().contains("timed out"),
+        "{err}"
+    );
+    let (ok, out, _) = gkgw(&[
+        "modbus",
+        "scan",
+        "--tcp",
+        &tcp,
+        "--from",
+        "1",
+        "--to",
+        "3",
+        "--timeout-ms",
+        "300",
+    ]);
     assert!(ok);
-    assert!(out.contains("unit   1") && !out.contains("unit   2"), "{out}");
+    assert!(
+        out.contains("unit   1") && !out.contains("unit   2"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -239,12 +385,30 @@ fn writes_are_typed_range_checked_and_logged() {
     let profile = path.display().to_string();
     let (_dev, port) = Device::tcp(&spec);
     let tcp = format!("127.0.0.1:{port}");
-    let write = |field: &str, value: &str| gkgw(&["modbus", "write", "--tcp", &tcp, "--profile", &profile, "--field", field, "--value", value, "--reason", "e2e test"]);
+    let write = |field: &str, value: &str| {
+        gkgw(&[
+            "modbus",
+            "write",
+            "--tcp",
+            &tcp,
+            "--profile",
+            &profile,
+            "--field",
+            field,
+            "--value",
+            value,
+            "--reason",
+            "e2e test",
+        ])
+    };
     let poll = || polled(&gkgw(&["modbus", "poll", "--tcp", &tcp, "--profile", &profile]).1);
 
     let (ok, _, err) = write("setpoint", "42.5");
     assert!(ok, "{err}");
-    assert!(err.contains("modbus write") && err.contains("e2e test") && err.contains("cli:"), "the write is logged with who and why: {err}");
+    assert!(
+        err.contains("modbus write") && err.contains("e2e test") && err.contains("cli:"),
+        "the write is logged with who and why: {err}"
+    );
     assert!(write("level", "-12.3").0);
     assert!(write("relay", "1").0);
     let got = poll();
@@ -259,7 +423,11 @@ fn writes_are_typed_range_checked_and_logged() {
     assert!(!ok && err.contains("read-only"), "{err}");
     let (ok, _, err) = write("nope", "1");
     assert!(!ok && err.contains("not in the profile"), "{err}");
-    assert_eq!(poll()["setpoint"].0, "42.5", "a refused write changes nothing");
+    assert_eq!(
+        poll()["setpoint"].0,
+        "42.5",
+        "a refused write changes nothing"
+    );
 }
 
 fn influx_v1(url: &str) -> String {
@@ -292,7 +460,9 @@ fn rtu_config(port: &Path, profile: &str, timeout_ms: u64, devices: &[(&str, u8)
 /// (time in ns, value) of a device's readings in InfluxDB.
 fn series(influx: &Influx1, device: &str) -> Vec<(i64, f64)> {
     influx
-        .rows_ns(&format!("SELECT \"value\" FROM \"probe\" WHERE \"device\" = '{device}'"))
+        .rows_ns(&format!(
+            "SELECT \"value\" FROM \"probe\" WHERE \"device\" = '{device}'"
+        ))
         .iter()
         .filter_map(|r| Some((r.first()?.as_i64()?, r.get(1)?.as_f64()?)))
         .collect()
@@ -311,17 +481,35 @@ fn a_late_answer_is_never_taken_for_the_next_request() {
     }});
     let _dev = Device::serial(&spec, &pty);
     let profile = one_register_profile(dir.path(), 300);
-    let gw = Gateway::start(&format!("{}{}", influx_v1(&influx.url()), rtu_config(&pty.gw, &profile, 300, &[("late", 1), ("steady", 2)])), &[]);
-    wait_until("both devices read several times", Duration::from_secs(30), || {
-        gw.wait_drained(Duration::from_secs(10));
-        series(&influx, "late").len() >= 5 && series(&influx, "steady").len() >= 10
-    });
+    let gw = Gateway::start(
+        &format!(
+            "{}{}",
+            influx_v1(&influx.url()),
+            rtu_config(&pty.gw, &profile, 300, &[("late", 1), ("steady", 2)])
+        ),
+        &[],
+    );
+    wait_until(
+        "both devices read several times",
+        Duration::from_secs(30),
+        || {
+            gw.wait_drained(Duration::from_secs(10));
+            series(&influx, "late").len() >= 5 && series(&influx, "steady").len() >= 10
+        },
+    );
     for (dev, want) in [("late", 111.0), ("steady", 222.0)] {
         let s = series(&influx, dev);
-        assert!(s.iter().all(|(_, v)| *v == want), "{dev}: {s:?}\n{}", gw.log());
+        assert!(
+            s.iter().all(|(_, v)| *v == want),
+            "{dev}: {s:?}\n{}",
+            gw.log()
+        );
     }
     assert!(gw.metric("gkgw_modbus_timeouts_total{device=\"late\",bus=\"rs485\"}") >= 1.0);
-    assert_eq!(gw.metric("gkgw_modbus_device_state{device=\"late\",state=\"online\"}"), 1.0);
+    assert_eq!(
+        gw.metric("gkgw_modbus_device_state{device=\"late\",state=\"online\"}"),
+        1.0
+    );
 }
 
 #[test]
@@ -333,28 +521,57 @@ fn a_silent_device_does_not_stall_its_neighbour_on_the_rtu_bus() {
     let _dev = Device::serial(&spec, &pty);
     let (period_ms, timeout_ms) = (1000u64, 400u64);
     let profile = one_register_profile(dir.path(), period_ms);
-    let gw = Gateway::start(&format!("{}{}", influx_v1(&influx.url()), rtu_config(&pty.gw, &profile, timeout_ms, &[("dead", 1), ("alive", 2)])), &[]);
+    let gw = Gateway::start(
+        &format!(
+            "{}{}",
+            influx_v1(&influx.url()),
+            rtu_config(&pty.gw, &profile, timeout_ms, &[("dead", 1), ("alive", 2)])
+        ),
+        &[],
+    );
     let started = Instant::now();
-    wait_until("12 readings of the healthy device", Duration::from_secs(40), || {
-        gw.wait_drained(Duration::from_secs(10));
-        series(&influx, "alive").len() >= 12
-    });
+    wait_until(
+        "12 readings of the healthy device",
+        Duration::from_secs(40),
+        || {
+            gw.wait_drained(Duration::from_secs(10));
+            series(&influx, "alive").len() >= 12
+        },
+    );
     let s = series(&influx, "alive");
     // The bound of the issue: the dead device may delay its neighbour by at most its own timeout
     // once per backoff interval (1-2 s here). Scheduling jitter on a loaded CI machine gets 250 ms.
     let bound_ns = ((period_ms + timeout_ms + 250) * 1_000_000) as i64;
     for w in s.windows(2).skip(1) {
         let gap = w[1].0 - w[0].0;
-        assert!(gap <= bound_ns, "gap {} ms between readings of the healthy device: {s:?}", gap / 1_000_000);
+        assert!(
+            gap <= bound_ns,
+            "gap {} ms between readings of the healthy device: {s:?}",
+            gap / 1_000_000
+        );
     }
     assert!(series(&influx, "dead").is_empty());
-    assert!(gw.metric("gkgw_modbus_timeouts_total{device=\"dead\",bus=\"rs485\"}") >= 2.0, "{}", gw.log());
-    assert_eq!(gw.metric("gkgw_modbus_device_state{device=\"dead\",state=\"offline\"}"), 1.0);
-    assert_eq!(gw.metric("gkgw_modbus_device_state{device=\"alive\",state=\"online\"}"), 1.0);
+    assert!(
+        gw.metric("gkgw_modbus_timeouts_total{device=\"dead\",bus=\"rs485\"}") >= 2.0,
+        "{}",
+        gw.log()
+    );
+    assert_eq!(
+        gw.metric("gkgw_modbus_device_state{device=\"dead\",state=\"offline\"}"),
+        1.0
+    );
+    assert_eq!(
+        gw.metric("gkgw_modbus_device_state{device=\"alive\",state=\"online\"}"),
+        1.0
+    );
     // With backoff, the dead device is asked far less often than the live one.
     let dead = gw.metric("gkgw_modbus_requests_total{device=\"dead\",bus=\"rs485\"}");
     let alive = gw.metric("gkgw_modbus_requests_total{device=\"alive\",bus=\"rs485\"}");
-    assert!(dead * 1.5 < alive, "dead {dead} alive {alive} after {:?}", started.elapsed());
+    assert!(
+        dead * 1.5 < alive,
+        "dead {dead} alive {alive} after {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -365,32 +582,61 @@ fn the_serial_port_disappears_and_comes_back() {
     let mut pty = PtyPair::start(dir.path());
     let mut dev = Device::serial(&spec, &pty);
     let profile = one_register_profile(dir.path(), 300);
-    let mut gw = Gateway::start(&format!("{}{}", influx_v1(&influx.url()), rtu_config(&pty.gw, &profile, 300, &[("probe-3", 3)])), &[]);
-    wait_until("readings before the unplug", Duration::from_secs(30), || {
-        gw.wait_drained(Duration::from_secs(10));
-        series(&influx, "probe-3").len() >= 3
-    });
+    let mut gw = Gateway::start(
+        &format!(
+            "{}{}",
+            influx_v1(&influx.url()),
+            rtu_config(&pty.gw, &profile, 300, &[("probe-3", 3)])
+        ),
+        &[],
+    );
+    wait_until(
+        "readings before the unplug",
+        Duration::from_secs(30),
+        || {
+            gw.wait_drained(Duration::from_secs(10));
+            series(&influx, "probe-3").len() >= 3
+        },
+    );
 
     // Unplug: the device and the pty pair go away, the path no longer exists.
     drop(dev);
     pty.proc.kill9();
-    wait_until("the port to be gone", Duration::from_secs(5), || !pty.gw.exists());
-    wait_until("the device to be marked offline", Duration::from_secs(30), || {
-        gw.metric("gkgw_modbus_device_state{device=\"probe-3\",state=\"offline\"}") == 1.0
+    wait_until("the port to be gone", Duration::from_secs(5), || {
+        !pty.gw.exists()
     });
-    let running = gw.proc.as_mut().map(|p| p.child.try_wait().expect("try_wait").is_none());
-    assert_eq!(running, Some(true), "the gateway keeps running while its port is gone");
+    wait_until(
+        "the device to be marked offline",
+        Duration::from_secs(30),
+        || gw.metric("gkgw_modbus_device_state{device=\"probe-3\",state=\"offline\"}") == 1.0,
+    );
+    let running = gw
+        .proc
+        .as_mut()
+        .map(|p| p.child.try_wait().expect("try_wait").is_none());
+    assert_eq!(
+        running,
+        Some(true),
+        "the gateway keeps running while its port is gone"
+    );
     gw.wait_drained(Duration::from_secs(10));
     let before = series(&influx, "probe-3").len();
 
     // Plug back in under the same name: polling resumes by itself.
     pty = PtyPair::start(dir.path());
     dev = Device::serial(&spec, &pty);
-    wait_until("readings after the port came back", Duration::from_secs(40), || {
-        gw.wait_drained(Duration::from_secs(10));
-        series(&influx, "probe-3").len() >= before + 3
-    });
-    assert_eq!(gw.metric("gkgw_modbus_device_state{device=\"probe-3\",state=\"online\"}"), 1.0);
+    wait_until(
+        "readings after the port came back",
+        Duration::from_secs(40),
+        || {
+            gw.wait_drained(Duration::from_secs(10));
+            series(&influx, "probe-3").len() >= before + 3
+        },
+    );
+    assert_eq!(
+        gw.metric("gkgw_modbus_device_state{device=\"probe-3\",state=\"online\"}"),
+        1.0
+    );
     assert!(series(&influx, "probe-3").iter().all(|(_, v)| *v == 33.0));
     drop(dev);
 }

@@ -13,11 +13,18 @@ use std::time::{Duration, Instant};
 pub const GKGW: &str = env!("CARGO_BIN_EXE_gkgw");
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 pub fn require(bin: &str) -> String {
@@ -38,8 +45,13 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { child, name: name.into() }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child,
+            name: name.into(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -47,7 +59,10 @@ impl Proc {
     }
 
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
     }
 
     pub fn kill9(&mut self) {
@@ -88,7 +103,18 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 /// Blocking HTTP through curl (installed with the peers): (status, body).
 pub fn http(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
     let mut c = Command::new(require("curl"));
-    c.args(["-s", "-m", "10", "-o", "-", "-w", "\n%{http_code}", "-X", method, url]);
+    c.args([
+        "-s",
+        "-m",
+        "10",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+        url,
+    ]);
     if let Some(b) = body {
         c.args(["--data-binary", b]);
     }
@@ -110,9 +136,18 @@ impl Influx1 {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let rpc_port = free_port();
-        let mut i = Influx1 { proc: None, port, rpc_port, dir };
+        let mut i = Influx1 {
+            proc: None,
+            port,
+            rpc_port,
+            dir,
+        };
         i.restart();
-        let (code, body) = http("POST", &format!("{}/query?q=CREATE%20DATABASE%20gkgw", i.url()), None);
+        let (code, body) = http(
+            "POST",
+            &format!("{}/query?q=CREATE%20DATABASE%20gkgw", i.url()),
+            None,
+        );
         assert_eq!(code, 200, "create database: {body}");
         i
     }
@@ -126,7 +161,9 @@ impl Influx1 {
     }
 
     pub fn restart(&mut self) {
-        let template = std::fs::read_to_string(repo_root().join("tests/peers/influxdb.conf.template")).expect("template");
+        let template =
+            std::fs::read_to_string(repo_root().join("tests/peers/influxdb.conf.template"))
+                .expect("template");
         let conf = template
             .replace("@DIR@", &self.dir.path().display().to_string())
             .replace("@HTTP_PORT@", &self.port.to_string())
@@ -136,38 +173,74 @@ impl Influx1 {
         let log = std::fs::File::create(self.dir.path().join("influxd.log")).expect("log");
         self.proc = Some(Proc::spawn(
             "influxd",
-            Command::new(require("influxd")).arg("-config").arg(&conf_path).stdout(Stdio::null()).stderr(log),
+            Command::new(require("influxd"))
+                .arg("-config")
+                .arg(&conf_path)
+                .stdout(Stdio::null())
+                .stderr(log),
         ));
         let ping = format!("{}/ping", self.url());
-        wait_until("influxd /ping", Duration::from_secs(30), || http("GET", &ping, None).0 == 204);
+        wait_until("influxd /ping", Duration::from_secs(30), || {
+            http("GET", &ping, None).0 == 204
+        });
     }
 
     /// Runs an InfluxQL query against database gkgw; returns the JSON.
     pub fn query(&self, q: &str) -> serde_json::Value {
         let out = Command::new(require("curl"))
-            .args(["-s", "-m", "20", "-G", &format!("{}/query", self.url()), "--data-urlencode", "db=gkgw", "--data-urlencode", &format!("q={q}")])
+            .args([
+                "-s",
+                "-m",
+                "20",
+                "-G",
+                &format!("{}/query", self.url()),
+                "--data-urlencode",
+                "db=gkgw",
+                "--data-urlencode",
+                &format!("q={q}"),
+            ])
             .output()
             .expect("curl");
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("query {q}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("query {q}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     /// `SELECT count(field) FROM m`, 0 when there is no such series.
     pub fn count(&self, measurement: &str, field: &str) -> u64 {
         let v = self.query(&format!("SELECT count(\"{field}\") FROM \"{measurement}\""));
-        v["results"][0]["series"][0]["values"][0][1].as_u64().unwrap_or(0)
+        v["results"][0]["series"][0]["values"][0][1]
+            .as_u64()
+            .unwrap_or(0)
     }
 
     /// Rows of `SELECT <cols> FROM m WHERE device = 'd'`, as JSON arrays (time first).
     /// Like [`Influx1::rows`] with the time as integer nanoseconds.
     pub fn rows_ns(&self, q: &str) -> Vec<Vec<serde_json::Value>> {
         let out = Command::new(require("curl"))
-            .args(["-s", "-m", "20", "-G", &format!("{}/query", self.url()), "--data-urlencode", "db=gkgw", "--data-urlencode", "epoch=ns", "--data-urlencode", &format!("q={q}")])
+            .args([
+                "-s",
+                "-m",
+                "20",
+                "-G",
+                &format!("{}/query", self.url()),
+                "--data-urlencode",
+                "db=gkgw",
+                "--data-urlencode",
+                "epoch=ns",
+                "--data-urlencode",
+                &format!("q={q}"),
+            ])
             .output()
             .expect("curl");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("query {q}: {e}"));
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("query {q}: {e}"));
         v["results"][0]["series"][0]["values"]
             .as_array()
-            .map(|a| a.iter().map(|r| r.as_array().cloned().unwrap_or_default()).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|r| r.as_array().cloned().unwrap_or_default())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -175,7 +248,11 @@ impl Influx1 {
         let v = self.query(q);
         v["results"][0]["series"][0]["values"]
             .as_array()
-            .map(|a| a.iter().map(|r| r.as_array().cloned().unwrap_or_default()).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|r| r.as_array().cloned().unwrap_or_default())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -203,7 +280,9 @@ impl Victoria {
         );
         let v = Victoria { proc, port, dir };
         let health = format!("{}/health", v.url());
-        wait_until("victoria-metrics /health", Duration::from_secs(30), || http("GET", &health, None).0 == 200);
+        wait_until("victoria-metrics /health", Duration::from_secs(30), || {
+            http("GET", &health, None).0 == 200
+        });
         v
     }
 
@@ -215,10 +294,21 @@ impl Victoria {
     pub fn export(&self, selector: &str) -> Vec<serde_json::Value> {
         http("GET", &format!("{}/internal/force_flush", self.url()), None);
         let out = Command::new(require("curl"))
-            .args(["-s", "-m", "20", "-G", &format!("{}/api/v1/export", self.url()), "--data-urlencode", &format!("match[]={selector}")])
+            .args([
+                "-s",
+                "-m",
+                "20",
+                "-G",
+                &format!("{}/api/v1/export", self.url()),
+                "--data-urlencode",
+                &format!("match[]={selector}"),
+            ])
             .output()
             .expect("curl");
-        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 }
 
@@ -245,7 +335,14 @@ impl Gateway {
             state = dir.path().display()
         );
         std::fs::write(&config, format!("{base}{extra}")).expect("write config");
-        let mut g = Gateway { proc: None, passwords: Default::default(), dir, mqtt_port, http_port, config };
+        let mut g = Gateway {
+            proc: None,
+            passwords: Default::default(),
+            dir,
+            mqtt_port,
+            http_port,
+            config,
+        };
         for m in meters {
             let pw = g.add_meter(m);
             g.passwords.insert((*m).to_owned(), pw);
@@ -260,19 +357,38 @@ impl Gateway {
             .arg(&self.config)
             .output()
             .expect("gkgw meter add");
-        assert!(out.status.success(), "meter add: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "meter add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        text.lines().find_map(|l| l.strip_prefix("mqtt password: ")).expect("password printed").to_owned()
+        text.lines()
+            .find_map(|l| l.strip_prefix("mqtt password: "))
+            .expect("password printed")
+            .to_owned()
     }
 
     pub fn restart(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("gkgw.log")).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("gkgw.log"))
+            .expect("log");
         self.proc = Some(Proc::spawn(
             "gkgw",
-            Command::new(GKGW).arg("run").arg("--config").arg(&self.config).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log),
+            Command::new(GKGW)
+                .arg("run")
+                .arg("--config")
+                .arg(&self.config)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log),
         ));
         let url = format!("http://127.0.0.1:{}/healthz", self.http_port);
-        wait_until("gkgw /healthz", Duration::from_secs(30), || http("GET", &url, None).0 == 200);
+        wait_until("gkgw /healthz", Duration::from_secs(30), || {
+            http("GET", &url, None).0 == 200
+        });
     }
 
     pub fn log(&self) -> String {
@@ -280,15 +396,27 @@ impl Gateway {
     }
 
     pub fn status(&self) -> serde_json::Value {
-        let (code, body) = http("GET", &format!("http://127.0.0.1:{}/api/status", self.http_port), None);
+        let (code, body) = http(
+            "GET",
+            &format!("http://127.0.0.1:{}/api/status", self.http_port),
+            None,
+        );
         assert_eq!(code, 200, "status: {body}");
         serde_json::from_str(&body).expect("status json")
     }
 
     pub fn metric(&self, name: &str) -> f64 {
-        let (_, body) = http("GET", &format!("http://127.0.0.1:{}/metrics", self.http_port), None);
+        let (_, body) = http(
+            "GET",
+            &format!("http://127.0.0.1:{}/metrics", self.http_port),
+            None,
+        );
         body.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
             .unwrap_or_else(|| panic!("metric {name} not found in:\n{body}"))
     }
 
@@ -296,18 +424,22 @@ impl Gateway {
     pub fn wait_drained(&self, timeout: Duration) {
         wait_until("the influx backlog to drain", timeout, || {
             let s = self.status();
-            s["consumers"].as_array().is_some_and(|c| c.iter().all(|c| c["backlog"] == 0))
+            s["consumers"]
+                .as_array()
+                .is_some_and(|c| c.iter().all(|c| c["backlog"] == 0))
         });
     }
 }
 
 /// Runs tests/peers/meter.py (paho-mqtt) to completion; returns its JSON summary and exit code.
 pub fn paho(args: &[&str]) -> (serde_json::Value, i32) {
-    let out = paho_cmd(args)
-        .output()
-        .expect("python3 runs");
+    let out = paho_cmd(args).output().expect("python3 runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let v = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or(serde_json::Value::Null);
+    let v = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(serde_json::Value::Null);
     if v.is_null() {
         assert!(
             !String::from_utf8_lossy(&out.stderr).contains("No module named"),
@@ -339,11 +471,34 @@ impl Gateway {
 }
 
 /// `mosquitto_pub` with a single message; returns whether it exited 0.
-pub fn mosquitto_pub(port: u16, user: Option<(&str, &str)>, topic: &str, qos: u8, payload: &str) -> bool {
+pub fn mosquitto_pub(
+    port: u16,
+    user: Option<(&str, &str)>,
+    topic: &str,
+    qos: u8,
+    payload: &str,
+) -> bool {
     let mut c = Command::new(require("mosquitto_pub"));
-    c.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic, "-q", &qos.to_string(), "-m", payload, "-V", "mqttv311"]);
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-t",
+        topic,
+        "-q",
+        &qos.to_string(),
+        "-m",
+        payload,
+        "-V",
+        "mqttv311",
+    ]);
     if let Some((u, p)) = user {
         c.args(["-u", u, "-P", p, "-i", &format!("pub-{u}")]);
     }
-    c.stdout(Stdio::null()).stderr(Stdio::null()).status().expect("mosquitto_pub").success()
+    c.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("mosquitto_pub")
+        .success()
 }

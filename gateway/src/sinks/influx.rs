@@ -53,7 +53,12 @@ fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Outcome {
     match status {
         200..=299 => Outcome::Written,
         400 | 413 | 422 => Outcome::Rejected(body),
-        _ => Outcome::Retry(retry_after.and_then(|s| s.trim().parse::<u64>().ok()).map(Duration::from_secs), format!("http {status}: {body}")),
+        _ => Outcome::Retry(
+            retry_after
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map(Duration::from_secs),
+            format!("http {status}: {body}"),
+        ),
     }
 }
 
@@ -70,8 +75,15 @@ pub struct Writer {
 impl Writer {
     pub fn new(cfg: &Influx, site: &str, metrics: Arc<Metrics>) -> Result<Writer, Error> {
         let base = cfg.url.trim_end_matches('/');
-        let mut url = reqwest::Url::parse(&format!("{base}{}", if cfg.version == 1 { "/write" } else { "/api/v2/write" }))
-            .map_err(|e| Error::Url(e.to_string()))?;
+        let mut url = reqwest::Url::parse(&format!(
+            "{base}{}",
+            if cfg.version == 1 {
+                "/write"
+            } else {
+                "/api/v2/write"
+            }
+        ))
+        .map_err(|e| Error::Url(e.to_string()))?;
         let auth = {
             let mut q = url.query_pairs_mut();
             q.append_pair("precision", "ns");
@@ -82,9 +94,14 @@ impl Writer {
                 }
                 match &cfg.password_file {
                     Some(p) if !cfg.username.is_empty() => {
-                        let pw = read_secret(p).map_err(|e| Error::Secret(p.display().to_string(), e))?;
+                        let pw = read_secret(p)
+                            .map_err(|e| Error::Secret(p.display().to_string(), e))?;
                         use base64::Engine as _;
-                        Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{pw}", cfg.username))))
+                        Some(format!(
+                            "Basic {}",
+                            base64::engine::general_purpose::STANDARD
+                                .encode(format!("{}:{pw}", cfg.username))
+                        ))
                     }
                     _ => None,
                 }
@@ -94,7 +111,10 @@ impl Writer {
                 }
                 q.append_pair("bucket", &cfg.bucket);
                 match &cfg.token_file {
-                    Some(p) => Some(format!("Token {}", read_secret(p).map_err(|e| Error::Secret(p.display().to_string(), e))?)),
+                    Some(p) => Some(format!(
+                        "Token {}",
+                        read_secret(p).map_err(|e| Error::Secret(p.display().to_string(), e))?
+                    )),
                     None => None,
                 }
             }
@@ -103,7 +123,15 @@ impl Writer {
             .timeout(Duration::from_millis(cfg.timeout_ms))
             .connect_timeout(Duration::from_millis(cfg.timeout_ms.min(5000)))
             .build()?;
-        Ok(Writer { client, url, auth, gzip: cfg.gzip, cfg: cfg.clone(), site: site.to_owned(), metrics })
+        Ok(Writer {
+            client,
+            url,
+            auth,
+            gzip: cfg.gzip,
+            cfg: cfg.clone(),
+            site: site.to_owned(),
+            metrics,
+        })
     }
 
     async fn post(&self, lines: &[(i64, String)]) -> Outcome {
@@ -111,9 +139,15 @@ impl Writer {
         for (_, l) in lines {
             body.extend_from_slice(l.as_bytes());
         }
-        let mut req = self.client.post(self.url.clone()).header("content-type", "text/plain; charset=utf-8");
+        let mut req = self
+            .client
+            .post(self.url.clone())
+            .header("content-type", "text/plain; charset=utf-8");
         if self.gzip {
-            let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(body.len() / 4),
+                flate2::Compression::fast(),
+            );
             if enc.write_all(&body).is_ok() {
                 if let Ok(z) = enc.finish() {
                     body = z;
@@ -128,17 +162,33 @@ impl Writer {
         match req.body(body).send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
                 let text = resp.text().await.unwrap_or_default();
                 classify(status, retry_after.as_deref(), &text)
             }
-            Err(e) => Outcome::Retry(None, if e.is_timeout() { "timeout".into() } else { e.to_string() }),
+            Err(e) => Outcome::Retry(
+                None,
+                if e.is_timeout() {
+                    "timeout".into()
+                } else {
+                    e.to_string()
+                },
+            ),
         }
     }
 
     /// Delivers `lines` in order; rejected single lines are quarantined. Returns false if
     /// cancelled before everything was delivered (the cursor must then stay where it was).
-    async fn deliver(&self, reader: &Mutex<Reader>, lines: &[(i64, String)], cancel: &CancellationToken) -> bool {
+    async fn deliver(
+        &self,
+        reader: &Mutex<Reader>,
+        lines: &[(i64, String)],
+        cancel: &CancellationToken,
+    ) -> bool {
         let mut pending: Vec<&[(i64, String)]> = vec![lines];
         let mut backoff = Duration::from_millis(self.cfg.min_backoff_ms);
         while let Some(chunk) = pending.pop() {
@@ -148,14 +198,18 @@ impl Writer {
                 }
                 match self.post(chunk).await {
                     Outcome::Written => {
-                        self.metrics.influx_points_written.fetch_add(chunk.len() as u64, Relaxed);
+                        self.metrics
+                            .influx_points_written
+                            .fetch_add(chunk.len() as u64, Relaxed);
                         backoff = Duration::from_millis(self.cfg.min_backoff_ms);
                         break;
                     }
                     Outcome::Rejected(msg) if chunk.len() == 1 => {
                         let (id, line) = &chunk[0];
                         tracing::warn!(reading = id, error = %msg, line = line.trim_end(), "influx rejected a line: quarantined");
-                        let quarantined = tokio::task::block_in_place(|| lock(reader).quarantine(CONSUMER, *id, line.trim_end(), &msg));
+                        let quarantined = tokio::task::block_in_place(|| {
+                            lock(reader).quarantine(CONSUMER, *id, line.trim_end(), &msg)
+                        });
                         if let Err(e) = quarantined {
                             tracing::error!(error = %e, "cannot quarantine; will retry");
                             self.metrics.influx_write_errors.fetch_add(1, Relaxed);
@@ -176,7 +230,9 @@ impl Writer {
                     }
                     Outcome::Retry(after, msg) => {
                         self.metrics.influx_write_errors.fetch_add(1, Relaxed);
-                        let wait = after.unwrap_or(backoff).min(Duration::from_millis(self.cfg.max_backoff_ms));
+                        let wait = after
+                            .unwrap_or(backoff)
+                            .min(Duration::from_millis(self.cfg.max_backoff_ms));
                         tracing::warn!(error = %msg, retry_in_ms = wait.as_millis() as u64, "influx write failed");
                         if !sleep_or_cancel(wait, cancel).await {
                             return false;
@@ -203,7 +259,12 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
 }
 
 /// The consumer loop: waits for commits, batches by size and age, delivers, advances the cursor.
-pub async fn run(writer: Writer, db: PathBuf, mut committed: watch::Receiver<i64>, cancel: CancellationToken) {
+pub async fn run(
+    writer: Writer,
+    db: PathBuf,
+    mut committed: watch::Receiver<i64>,
+    cancel: CancellationToken,
+) {
     let reader = match Reader::open(&db) {
         Ok(r) => Mutex::new(r),
         Err(e) => {
@@ -282,8 +343,16 @@ mod tests {
         check(204, None, Outcome::Written);
         check(400, None, Outcome::Rejected("body".into()));
         check(413, None, Outcome::Rejected("body".into()));
-        check(503, Some("7"), Outcome::Retry(Some(Duration::from_secs(7)), "http 503: body".into()));
-        check(429, Some("soon"), Outcome::Retry(None, "http 429: body".into()));
+        check(
+            503,
+            Some("7"),
+            Outcome::Retry(Some(Duration::from_secs(7)), "http 503: body".into()),
+        );
+        check(
+            429,
+            Some("soon"),
+            Outcome::Retry(None, "http 429: body".into()),
+        );
         check(401, None, Outcome::Retry(None, "http 401: body".into()));
         check(404, None, Outcome::Retry(None, "http 404: body".into()));
     }

@@ -128,7 +128,9 @@ fn unescape(s: &str) -> String {
 
 fn parse_field_value(v: &str) -> Result<Value, ParseError> {
     if let Some(q) = v.strip_prefix('"') {
-        let inner = q.strip_suffix('"').ok_or(ParseError("unterminated string"))?;
+        let inner = q
+            .strip_suffix('"')
+            .ok_or(ParseError("unterminated string"))?;
         return Ok(Value::Str(unescape(inner)));
     }
     match v {
@@ -137,12 +139,24 @@ fn parse_field_value(v: &str) -> Result<Value, ParseError> {
         _ => {}
     }
     if let Some(i) = v.strip_suffix('i') {
-        return i.parse().map(Value::Int).map_err(|_| ParseError("bad integer"));
+        return i
+            .parse()
+            .map(Value::Int)
+            .map_err(|_| ParseError("bad integer"));
     }
     if let Some(u) = v.strip_suffix('u') {
-        return u.parse::<u64>().ok().and_then(|u| i64::try_from(u).ok()).map(Value::Int).ok_or(ParseError("bad unsigned"));
+        return u
+            .parse::<u64>()
+            .ok()
+            .and_then(|u| i64::try_from(u).ok())
+            .map(Value::Int)
+            .ok_or(ParseError("bad unsigned"));
     }
-    v.parse::<f64>().ok().filter(|f| f.is_finite()).map(Value::Float).ok_or(ParseError("bad number"))
+    v.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .map(Value::Float)
+        .ok_or(ParseError("bad number"))
 }
 
 /// Parses one line. A missing timestamp gives `ts_ns = 0` (the caller stamps arrival time); the
@@ -164,7 +178,9 @@ pub fn parse_line(line: &str) -> Result<Reading, ParseError> {
         let (tag, next) = split_unescaped(t, ',');
         tags_rest = next;
         let (k, v) = split_unescaped(tag, '=');
-        let v = v.filter(|v| !v.is_empty() && !k.is_empty()).ok_or(ParseError("bad tag"))?;
+        let v = v
+            .filter(|v| !v.is_empty() && !k.is_empty())
+            .ok_or(ParseError("bad tag"))?;
         match unescape(k).as_str() {
             "device" => series.device = unescape(v).into(),
             "site" => {}
@@ -178,10 +194,18 @@ pub fn parse_line(line: &str) -> Result<Reading, ParseError> {
         let (field, next) = split_unescaped(f, ',');
         rest = next;
         let (k, v) = split_unescaped(field, '=');
-        let v = v.filter(|v| !v.is_empty() && !k.is_empty()).ok_or(ParseError("bad field"))?;
+        let v = v
+            .filter(|v| !v.is_empty() && !k.is_empty())
+            .ok_or(ParseError("bad field"))?;
         fields.push((unescape(k), parse_field_value(v)?));
     }
-    Ok(Reading { series, ts_ns, quality: Quality::Good, fields, ack: None })
+    Ok(Reading {
+        series,
+        ts_ns,
+        quality: Quality::Good,
+        fields,
+        ack: None,
+    })
 }
 
 #[cfg(test)]
@@ -197,7 +221,8 @@ mod tests {
             let mut back = parse_line(out.trim_end()).expect("own output parses");
             back.quality = r.quality;
             let mut want = r.clone();
-            want.fields.retain(|(_, v)| !matches!(v, Value::Float(f) if !f.is_finite()));
+            want.fields
+                .retain(|(_, v)| !matches!(v, Value::Float(f) if !f.is_finite()));
             if r.quality != Quality::Good {
                 back.fields.retain(|(k, _)| k != "quality");
             }
@@ -234,18 +259,39 @@ mod tests {
 
     #[test]
     fn non_finite_fields_are_dropped_and_empty_readings_skipped() {
-        check(r(vec![("a", Value::Float(f64::NAN)), ("b", Value::Float(2.0))]), "gas_meter,device=GM-1,site=site-1 b=2 1700000000000000000\n");
+        check(
+            r(vec![
+                ("a", Value::Float(f64::NAN)),
+                ("b", Value::Float(2.0)),
+            ]),
+            "gas_meter,device=GM-1,site=site-1 b=2 1700000000000000000\n",
+        );
         check(r(vec![("a", Value::Float(f64::INFINITY))]), "");
         let mut bad = r(vec![("a", Value::Float(f64::NAN))]);
         bad.quality = Quality::Bad;
-        check(bad, "gas_meter,device=GM-1,site=site-1 quality=\"bad\" 1700000000000000000\n");
+        check(
+            bad,
+            "gas_meter,device=GM-1,site=site-1 quality=\"bad\" 1700000000000000000\n",
+        );
     }
 
     #[test]
     fn parser_rejects_garbage() {
-        for bad in ["", "m", "m f=", "m f=\"open", "m,t f=1", "m f=1 notatime", "m f=12abc", "m f=1x"] {
+        for bad in [
+            "",
+            "m",
+            "m f=",
+            "m f=\"open",
+            "m,t f=1",
+            "m f=1 notatime",
+            "m f=12abc",
+            "m f=1x",
+        ] {
             assert!(parse_line(bad).is_err(), "{bad:?} should not parse");
         }
-        assert_eq!(parse_line("m f=1u").expect("unsigned").fields, vec![("f".to_owned(), Value::Int(1))]);
+        assert_eq!(
+            parse_line("m f=1u").expect("unsigned").fields,
+            vec![("f".to_owned(), Value::Int(1))]
+        );
     }
 }

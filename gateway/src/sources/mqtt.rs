@@ -54,8 +54,12 @@ fn json_ts(obj: &serde_json::Map<String, Json>, now_ns: i64) -> Result<i64, Reje
     match obj.get("ts") {
         None | Some(Json::Null) => Ok(now_ns),
         Some(Json::String(s)) => {
-            let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|_| RejectReason::BadTimestamp)?;
-            check_ts(t.timestamp_nanos_opt().ok_or(RejectReason::BadTimestamp)?, now_ns)
+            let t =
+                chrono::DateTime::parse_from_rfc3339(s).map_err(|_| RejectReason::BadTimestamp)?;
+            check_ts(
+                t.timestamp_nanos_opt().ok_or(RejectReason::BadTimestamp)?,
+                now_ns,
+            )
         }
         Some(Json::Number(n)) => {
             let secs = n.as_f64().ok_or(RejectReason::BadTimestamp)?;
@@ -68,23 +72,42 @@ fn json_ts(obj: &serde_json::Map<String, Json>, now_ns: i64) -> Result<i64, Reje
 fn num(obj: &serde_json::Map<String, Json>, key: &str) -> Result<Option<f64>, RejectReason> {
     match obj.get(key) {
         None | Some(Json::Null) => Ok(None),
-        Some(Json::Number(n)) => n.as_f64().filter(|f| f.is_finite()).map(Some).ok_or(RejectReason::Invalid),
+        Some(Json::Number(n)) => n
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .map(Some)
+            .ok_or(RejectReason::Invalid),
         Some(_) => Err(RejectReason::Invalid),
     }
 }
 
-fn text(obj: &serde_json::Map<String, Json>, key: &str, allowed: &[&str]) -> Result<Option<String>, RejectReason> {
+fn text(
+    obj: &serde_json::Map<String, Json>,
+    key: &str,
+    allowed: &[&str],
+) -> Result<Option<String>, RejectReason> {
     match obj.get(key) {
         None | Some(Json::Null) => Ok(None),
-        Some(Json::String(s)) if allowed.is_empty() && s.len() <= 64 || allowed.contains(&s.as_str()) => Ok(Some(s.clone())),
+        Some(Json::String(s))
+            if allowed.is_empty() && s.len() <= 64 || allowed.contains(&s.as_str()) =>
+        {
+            Ok(Some(s.clone()))
+        }
         Some(_) => Err(RejectReason::Invalid),
     }
 }
 
 /// A meter payload (`state` or `event`) for the meter named in the topic.
-fn parse_meter(topic_id: &str, event: bool, payload: &[u8], now_ns: i64) -> Result<Reading, RejectReason> {
+fn parse_meter(
+    topic_id: &str,
+    event: bool,
+    payload: &[u8],
+    now_ns: i64,
+) -> Result<Reading, RejectReason> {
     let json: Json = serde_json::from_slice(payload).map_err(|_| RejectReason::Malformed)?;
-    let Json::Object(obj) = json else { return Err(RejectReason::Invalid) };
+    let Json::Object(obj) = json else {
+        return Err(RejectReason::Invalid);
+    };
     match obj.get("meter_id") {
         Some(Json::String(id)) if id == topic_id => {}
         Some(Json::String(_)) => return Err(RejectReason::MeterIdMismatch),
@@ -114,7 +137,10 @@ fn parse_meter(topic_id: &str, event: bool, payload: &[u8], now_ns: i64) -> Resu
                 Some("electricity") => (
                     "electricity_meter",
                     &[("cum_kwh", "energy_used_kwh"), ("credit_kwh", "credit_kwh")],
-                    &[("relay", "relay", &["open", "closed"]), ("status", "status", &["active", "inactive", "suspended"])],
+                    &[
+                        ("relay", "relay", &["open", "closed"]),
+                        ("status", "status", &["active", "inactive", "suspended"]),
+                    ],
                 ),
                 _ => return Err(RejectReason::Invalid),
             };
@@ -153,7 +179,10 @@ fn parse_meter(topic_id: &str, event: bool, payload: &[u8], now_ns: i64) -> Resu
         ts_ns,
         quality: Quality::Good,
         fields,
-        ack: seq.map(|seq| AckRequest { meter_id: meter, seq }),
+        ack: seq.map(|seq| AckRequest {
+            meter_id: meter,
+            seq,
+        }),
     })
 }
 
@@ -162,11 +191,19 @@ fn json_path<'a>(v: &'a Json, path: &str) -> Option<&'a Json> {
 }
 
 fn device_of(map: &TopicMap, topic: &str) -> String {
-    map.device_level.and_then(|l| topic.split('/').nth(l)).unwrap_or(&map.device).to_owned()
+    map.device_level
+        .and_then(|l| topic.split('/').nth(l))
+        .unwrap_or(&map.device)
+        .to_owned()
 }
 
 /// One message to zero or more readings (line protocol can carry several points).
-pub fn parse(rules: &Rules, topic: &str, payload: &[u8], now_ns: i64) -> Result<Vec<Reading>, RejectReason> {
+pub fn parse(
+    rules: &Rules,
+    topic: &str,
+    payload: &[u8],
+    now_ns: i64,
+) -> Result<Vec<Reading>, RejectReason> {
     if payload.len() > rules.max_payload_bytes {
         return Err(RejectReason::Oversized);
     }
@@ -174,7 +211,11 @@ pub fn parse(rules: &Rules, topic: &str, payload: &[u8], now_ns: i64) -> Result<
     if let ["meters", id, kind @ ("state" | "event")] = levels.as_slice() {
         return parse_meter(id, *kind == "event", payload, now_ns).map(|r| vec![r]);
     }
-    let map = rules.topics.iter().find(|m| topic_matches(&m.filter, topic)).ok_or(RejectReason::UnknownTopic)?;
+    let map = rules
+        .topics
+        .iter()
+        .find(|m| topic_matches(&m.filter, topic))
+        .ok_or(RejectReason::UnknownTopic)?;
     let text = std::str::from_utf8(payload).map_err(|_| RejectReason::Malformed)?;
     match map.format {
         PayloadFormat::Number => {
@@ -196,7 +237,10 @@ pub fn parse(rules: &Rules, topic: &str, payload: &[u8], now_ns: i64) -> Result<
             let mut fields = Vec::new();
             for (field, path) in &map.fields {
                 match json_path(&json, path) {
-                    Some(Json::Number(n)) => fields.push((field.clone(), Value::Float(n.as_f64().ok_or(RejectReason::Invalid)?))),
+                    Some(Json::Number(n)) => fields.push((
+                        field.clone(),
+                        Value::Float(n.as_f64().ok_or(RejectReason::Invalid)?),
+                    )),
                     Some(Json::Bool(b)) => fields.push((field.clone(), Value::Bool(*b))),
                     Some(Json::String(s)) => fields.push((field.clone(), Value::Str(s.clone()))),
                     None | Some(Json::Null) => {}
@@ -217,8 +261,13 @@ pub fn parse(rules: &Rules, topic: &str, payload: &[u8], now_ns: i64) -> Result<
         PayloadFormat::LineProtocol => {
             let device = device_of(map, topic);
             let mut out = Vec::new();
-            for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-                let mut r = crate::sinks::line_protocol::parse_line(line).map_err(|_| RejectReason::Malformed)?;
+            for line in text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            {
+                let mut r = crate::sinks::line_protocol::parse_line(line)
+                    .map_err(|_| RejectReason::Malformed)?;
                 r.ts_ns = match r.ts_ns {
                     0 => now_ns,
                     ts => check_ts(ts, now_ns)?,
@@ -241,7 +290,11 @@ pub fn parse(rules: &Rules, topic: &str, payload: &[u8], now_ns: i64) -> Result<
 
 /// The MQTT filters the ingest link subscribes to.
 pub fn filters(rules: &Rules) -> Vec<String> {
-    METER_FILTERS.iter().map(|s| (*s).to_owned()).chain(rules.topics.iter().map(|t| t.filter.clone())).collect()
+    METER_FILTERS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain(rules.topics.iter().map(|t| t.filter.clone()))
+        .collect()
 }
 
 /// Logs each reject reason at most once per interval, with how many were suppressed.
@@ -252,7 +305,10 @@ struct RateLimitedLog {
 impl RateLimitedLog {
     fn reject(&mut self, reason: RejectReason, topic: &str) {
         let now = Instant::now();
-        let entry = self.last.entry(reason.as_str()).or_insert((now - Duration::from_secs(3600), 0));
+        let entry = self
+            .last
+            .entry(reason.as_str())
+            .or_insert((now - Duration::from_secs(3600), 0));
         if now.duration_since(entry.0) >= Duration::from_secs(10) {
             tracing::warn!(reason = reason.as_str(), %topic, suppressed = entry.1, "mqtt message rejected");
             *entry = (now, 0);
@@ -272,14 +328,18 @@ pub async fn run(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let mut log = RateLimitedLog { last: BTreeMap::new() };
+    let mut log = RateLimitedLog {
+        last: BTreeMap::new(),
+    };
     loop {
         let msg = tokio::select! {
             _ = cancel.cancelled() => break,
             m = link.next() => m,
         };
         let Some((topic, payload)) = msg else { break };
-        metrics.mqtt_messages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .mqtt_messages
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let topic = String::from_utf8_lossy(&topic);
         match parse(&rules, &topic, &payload, crate::model::now_ns()) {
             Ok(readings) => {
@@ -327,7 +387,9 @@ mod tests {
                     device_level: None,
                     device: "lab1".into(),
                     field: String::new(),
-                    fields: [("ph".to_owned(), "sample.ph".to_owned())].into_iter().collect(),
+                    fields: [("ph".to_owned(), "sample.ph".to_owned())]
+                        .into_iter()
+                        .collect(),
                 },
                 TopicMap {
                     filter: "lp/#".into(),
@@ -343,16 +405,29 @@ mod tests {
     }
 
     fn check(topic: &str, payload: &str, expected: Result<Vec<Reading>, RejectReason>) {
-        assert_eq!(parse(&rules(), topic, payload.as_bytes(), NOW), expected, "{topic} {payload}");
+        assert_eq!(
+            parse(&rules(), topic, payload.as_bytes(), NOW),
+            expected,
+            "{topic} {payload}"
+        );
     }
 
-    fn reading(m: &str, dev: &str, ts: i64, fields: Vec<(&str, Value)>, ack: Option<u64>) -> Reading {
+    fn reading(
+        m: &str,
+        dev: &str,
+        ts: i64,
+        fields: Vec<(&str, Value)>,
+        ack: Option<u64>,
+    ) -> Reading {
         Reading {
             series: Series::new(m, dev),
             ts_ns: ts,
             quality: Quality::Good,
             fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-            ack: ack.map(|seq| AckRequest { meter_id: Arc::from(dev), seq }),
+            ack: ack.map(|seq| AckRequest {
+                meter_id: Arc::from(dev),
+                seq,
+            }),
         }
     }
 
@@ -397,38 +472,124 @@ mod tests {
         check(
             "meters/GM-0001/event",
             r#"{"meter_id":"GM-0001","seq":43,"event":"low_credit"}"#,
-            Ok(vec![reading("meter_event", "GM-0001", NOW, vec![("event", Value::Str("low_credit".into())), ("seq", Value::Int(43))], Some(43))]),
+            Ok(vec![reading(
+                "meter_event",
+                "GM-0001",
+                NOW,
+                vec![
+                    ("event", Value::Str("low_credit".into())),
+                    ("seq", Value::Int(43)),
+                ],
+                Some(43),
+            )]),
         );
     }
 
     #[test]
     fn bad_meter_payloads_are_rejected_with_a_reason() {
-        check("meters/GM-1/state", "{not json", Err(RejectReason::Malformed));
-        check("meters/GM-1/state", r#"{"meter_id":"GM-2","kind":"gas","cum_kg":1}"#, Err(RejectReason::MeterIdMismatch));
-        check("meters/GM-1/state", r#"{"kind":"gas","cum_kg":1}"#, Err(RejectReason::Invalid));
-        check("meters/GM-1/state", r#"{"meter_id":"GM-1","kind":"water","cum_kg":1}"#, Err(RejectReason::Invalid));
-        check("meters/GM-1/state", r#"{"meter_id":"GM-1","kind":"gas","cum_kg":"lots"}"#, Err(RejectReason::Invalid));
-        check("meters/GM-1/state", r#"{"meter_id":"GM-1","kind":"gas","valve":"ajar"}"#, Err(RejectReason::Invalid));
-        check("meters/GM-1/state", r#"{"meter_id":"GM-1","kind":"gas"}"#, Err(RejectReason::Invalid));
-        check("meters/GM-1/state", r#"{"meter_id":"GM-1","seq":-1,"kind":"gas","cum_kg":1}"#, Err(RejectReason::Invalid));
-        check("meters/GM-1/state", r#"{"meter_id":"GM-1","ts":"1970-01-01T00:00:00Z","kind":"gas","cum_kg":1}"#, Err(RejectReason::BadTimestamp));
-        check("meters/GM-1/state", r#"{"meter_id":"GM-1","ts":"2099-01-01T00:00:00Z","kind":"gas","cum_kg":1}"#, Err(RejectReason::BadTimestamp));
-        check("meters/GM-1/state", r#"{"meter_id":"GM-1","ts":"yesterday","kind":"gas","cum_kg":1}"#, Err(RejectReason::BadTimestamp));
-        check("meters/GM-1/state", &format!(r#"{{"meter_id":"GM-1","kind":"gas","cum_kg":1,"pad":"{}"}}"#, "x".repeat(600)), Err(RejectReason::Oversized));
+        check(
+            "meters/GM-1/state",
+            "{not json",
+            Err(RejectReason::Malformed),
+        );
+        check(
+            "meters/GM-1/state",
+            r#"{"meter_id":"GM-2","kind":"gas","cum_kg":1}"#,
+            Err(RejectReason::MeterIdMismatch),
+        );
+        check(
+            "meters/GM-1/state",
+            r#"{"kind":"gas","cum_kg":1}"#,
+            Err(RejectReason::Invalid),
+        );
+        check(
+            "meters/GM-1/state",
+            r#"{"meter_id":"GM-1","kind":"water","cum_kg":1}"#,
+            Err(RejectReason::Invalid),
+        );
+        check(
+            "meters/GM-1/state",
+            r#"{"meter_id":"GM-1","kind":"gas","cum_kg":"lots"}"#,
+            Err(RejectReason::Invalid),
+        );
+        check(
+            "meters/GM-1/state",
+            r#"{"meter_id":"GM-1","kind":"gas","valve":"ajar"}"#,
+            Err(RejectReason::Invalid),
+        );
+        check(
+            "meters/GM-1/state",
+            r#"{"meter_id":"GM-1","kind":"gas"}"#,
+            Err(RejectReason::Invalid),
+        );
+        check(
+            "meters/GM-1/state",
+            r#"{"meter_id":"GM-1","seq":-1,"kind":"gas","cum_kg":1}"#,
+            Err(RejectReason::Invalid),
+        );
+        check(
+            "meters/GM-1/state",
+            r#"{"meter_id":"GM-1","ts":"1970-01-01T00:00:00Z","kind":"gas","cum_kg":1}"#,
+            Err(RejectReason::BadTimestamp),
+        );
+        check(
+            "meters/GM-1/state",
+            r#"{"meter_id":"GM-1","ts":"2099-01-01T00:00:00Z","kind":"gas","cum_kg":1}"#,
+            Err(RejectReason::BadTimestamp),
+        );
+        check(
+            "meters/GM-1/state",
+            r#"{"meter_id":"GM-1","ts":"yesterday","kind":"gas","cum_kg":1}"#,
+            Err(RejectReason::BadTimestamp),
+        );
+        check(
+            "meters/GM-1/state",
+            &format!(
+                r#"{{"meter_id":"GM-1","kind":"gas","cum_kg":1,"pad":"{}"}}"#,
+                "x".repeat(600)
+            ),
+            Err(RejectReason::Oversized),
+        );
         check("other/topic", "1", Err(RejectReason::UnknownTopic));
     }
 
     #[test]
     fn configured_topics_map_number_json_and_line_protocol() {
-        check("sensors/d2/temp", " 31.5\n", Ok(vec![reading("digester", "d2", NOW, vec![("temperature_c", Value::Float(31.5))], None)]));
+        check(
+            "sensors/d2/temp",
+            " 31.5\n",
+            Ok(vec![reading(
+                "digester",
+                "d2",
+                NOW,
+                vec![("temperature_c", Value::Float(31.5))],
+                None,
+            )]),
+        );
         check("sensors/d2/temp", "warm", Err(RejectReason::Malformed));
-        check("lab/json", r#"{"sample":{"ph":7.1}}"#, Ok(vec![reading("lab", "lab1", NOW, vec![("ph", Value::Float(7.1))], None)]));
+        check(
+            "lab/json",
+            r#"{"sample":{"ph":7.1}}"#,
+            Ok(vec![reading(
+                "lab",
+                "lab1",
+                NOW,
+                vec![("ph", Value::Float(7.1))],
+                None,
+            )]),
+        );
         check("lab/json", r#"{"sample":{}}"#, Err(RejectReason::Invalid));
         check(
             "lp/x",
             "power,device=sdm1 volts=230.1,on=t 1795340000000000001\npower watts=5i",
             Ok(vec![
-                reading("power", "sdm1", NOW + 1, vec![("volts", Value::Float(230.1)), ("on", Value::Bool(true))], None),
+                reading(
+                    "power",
+                    "sdm1",
+                    NOW + 1,
+                    vec![("volts", Value::Float(230.1)), ("on", Value::Bool(true))],
+                    None,
+                ),
                 reading("power", "lp-dev", NOW, vec![("watts", Value::Int(5))], None),
             ]),
         );

@@ -89,11 +89,15 @@ pub fn decode(buf: &[u8]) -> Result<Vec<(u64, Value)>, DecodeError> {
     let mut out = Vec::with_capacity(n.min(64) as usize);
     for _ in 0..n {
         let name = get_varint(buf, &mut pos)?;
-        let tag = *take(buf, &mut pos, 1)?.first().ok_or(DecodeError::Truncated)?;
+        let tag = *take(buf, &mut pos, 1)?
+            .first()
+            .ok_or(DecodeError::Truncated)?;
         let value = match tag {
             0 => {
                 let b = take(buf, &mut pos, 8)?;
-                Value::Float(f64::from_le_bytes(b.try_into().map_err(|_| DecodeError::Truncated)?))
+                Value::Float(f64::from_le_bytes(
+                    b.try_into().map_err(|_| DecodeError::Truncated)?,
+                ))
             }
             1 => {
                 let b = take(buf, &mut pos, 4)?;
@@ -109,7 +113,11 @@ pub fn decode(buf: &[u8]) -> Result<Vec<(u64, Value)>, DecodeError> {
             5 => {
                 let len = get_varint(buf, &mut pos)? as usize;
                 let b = take(buf, &mut pos, len)?;
-                Value::Str(std::str::from_utf8(b).map_err(|_| DecodeError::BadUtf8)?.to_owned())
+                Value::Str(
+                    std::str::from_utf8(b)
+                        .map_err(|_| DecodeError::BadUtf8)?
+                        .to_owned(),
+                )
             }
             t => return Err(DecodeError::BadTag(t)),
         };
@@ -135,8 +143,14 @@ mod tests {
         check(vec![(1, Value::Float(1.5))], 1 + 1 + 1 + 4);
         check(vec![(1, Value::Float(0.1))], 1 + 1 + 1 + 8);
         check(vec![(300, Value::Int(-3))], 1 + 2 + 1 + 1);
-        check(vec![(2, Value::Int(i64::MIN)), (3, Value::Int(i64::MAX))], 1 + 2 * (1 + 1 + 10));
-        check(vec![(1, Value::Bool(true)), (2, Value::Bool(false))], 1 + 2 + 2);
+        check(
+            vec![(2, Value::Int(i64::MIN)), (3, Value::Int(i64::MAX))],
+            1 + 2 * (1 + 1 + 10),
+        );
+        check(
+            vec![(1, Value::Bool(true)), (2, Value::Bool(false))],
+            1 + 2 + 2,
+        );
         check(vec![(7, Value::Str("open".into()))], 1 + 1 + 1 + 1 + 4);
     }
 

@@ -88,12 +88,19 @@ pub async fn run(
             match result {
                 Ok(last) => {
                     metrics.store_commits.fetch_add(1, Relaxed);
-                    metrics.store_commit_micros.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
-                    metrics.readings_accepted.fetch_add(batch.len() as u64, Relaxed);
+                    metrics
+                        .store_commit_micros
+                        .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+                    metrics
+                        .readings_accepted
+                        .fetch_add(batch.len() as u64, Relaxed);
                     health.failing.store(false, Relaxed);
-                    health.last_commit_unix_ms.store((crate::model::now_ns() / 1_000_000) as u64, Relaxed);
+                    health
+                        .last_commit_unix_ms
+                        .store((crate::model::now_ns() / 1_000_000) as u64, Relaxed);
                     committed.send_replace(last);
-                    let to_ack: Vec<AckRequest> = batch.iter_mut().filter_map(|r| r.ack.take()).collect();
+                    let to_ack: Vec<AckRequest> =
+                        batch.iter_mut().filter_map(|r| r.ack.take()).collect();
                     if !to_ack.is_empty() && acks.try_send(to_ack).is_err() {
                         metrics.acks_dropped.fetch_add(1, Relaxed);
                     }

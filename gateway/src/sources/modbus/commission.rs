@@ -10,9 +10,20 @@ use super::profile::{Profile, RegisterKind};
 use super::{decode, plan};
 
 /// Reads one block and formats it. Registers get the side-by-side table; bits a list.
-pub async fn read(link: &mut Link, unit: u8, kind: RegisterKind, address: u16, count: u16) -> Result<String, Error> {
+pub async fn read(
+    link: &mut Link,
+    unit: u8,
+    kind: RegisterKind,
+    address: u16,
+    count: u16,
+) -> Result<String, Error> {
     let (data, latency) = link.read(unit, kind, address, count).await?;
-    let mut out = format!("{} unit {unit}, {kind:?} {address}..{} ({} ms)\n", link.transport(), address as u32 + count as u32, latency.as_millis());
+    let mut out = format!(
+        "{} unit {unit}, {kind:?} {address}..{} ({} ms)\n",
+        link.transport(),
+        address as u32 + count as u32,
+        latency.as_millis()
+    );
     match data {
         Data::Registers(regs) => out.push_str(&decode::format_dump(&decode::dump(address, &regs))),
         Data::Bits(bits) => {
@@ -25,7 +36,12 @@ pub async fn read(link: &mut Link, unit: u8, kind: RegisterKind, address: u16, c
 }
 
 /// Tries every unit id in `units` with a one-register read; an exception also means "present".
-pub async fn scan(link: &mut Link, units: impl IntoIterator<Item = u8>, kind: RegisterKind, address: u16) -> Vec<(u8, String)> {
+pub async fn scan(
+    link: &mut Link,
+    units: impl IntoIterator<Item = u8>,
+    kind: RegisterKind,
+    address: u16,
+) -> Vec<(u8, String)> {
     let mut found = Vec::new();
     for unit in units {
         match link.read(unit, kind, address, 1).await {
@@ -45,8 +61,18 @@ pub async fn scan(link: &mut Link, units: impl IntoIterator<Item = u8>, kind: Re
 pub async fn poll(link: &mut Link, unit: u8, profile: &Profile) -> Result<String, Error> {
     let mut planner = plan::Planner::new(&profile.fields, profile.device.limits.clone());
     let requests = planner.plan(&(0..profile.fields.len()).collect::<Vec<_>>());
-    let mut out = format!("{} unit {unit}: {} ({} fields in {} requests)\n", link.transport(), profile.device.model, profile.fields.len(), requests.len());
-    let _ = writeln!(out, "{:<24} {:<32} {:>16} {:<8} quality", "field", "quantity", "value", "unit");
+    let mut out = format!(
+        "{} unit {unit}: {} ({} fields in {} requests)\n",
+        link.transport(),
+        profile.device.model,
+        profile.fields.len(),
+        requests.len()
+    );
+    let _ = writeln!(
+        out,
+        "{:<24} {:<32} {:>16} {:<8} quality",
+        "field", "quantity", "value", "unit"
+    );
     let mut queue: std::collections::VecDeque<_> = requests.into();
     while let Some(req) = queue.pop_front() {
         match link.read(unit, req.kind, req.address, req.count).await {
@@ -55,8 +81,12 @@ pub async fn poll(link: &mut Link, unit: u8, profile: &Profile) -> Result<String
                     let f = &profile.fields[fi];
                     let span = plan::Span::from(f);
                     let r = match &data {
-                        Data::Registers(regs) => req.slice(span, regs).map(|s| decode::decode_registers(f, s)),
-                        Data::Bits(bits) => req.slice(span, bits).map(|s| decode::decode_bits(f, s)),
+                        Data::Registers(regs) => req
+                            .slice(span, regs)
+                            .map(|s| decode::decode_registers(f, s)),
+                        Data::Bits(bits) => {
+                            req.slice(span, bits).map(|s| decode::decode_bits(f, s))
+                        }
                     };
                     let (value, quality) = match r {
                         Some(Ok(r)) => (
@@ -69,12 +99,23 @@ pub async fn poll(link: &mut Link, unit: u8, profile: &Profile) -> Result<String
                         ),
                         other => ("-".into(), format!("{other:?}")),
                     };
-                    let _ = writeln!(out, "{:<24} {:<32} {:>16} {:<8} {quality}", f.name, f.quantity, value, f.unit.as_deref().unwrap_or(""));
+                    let _ = writeln!(
+                        out,
+                        "{:<24} {:<32} {:>16} {:<8} {quality}",
+                        f.name,
+                        f.quantity,
+                        value,
+                        f.unit.as_deref().unwrap_or("")
+                    );
                 }
             }
             Err(e @ Error::Exception(_)) => match planner.on_exception(&req) {
                 plan::Recovery::Retry(parts) => {
-                    let _ = writeln!(out, "(request {:?} {}+{} refused: {e}; split)", req.kind, req.address, req.count);
+                    let _ = writeln!(
+                        out,
+                        "(request {:?} {}+{} refused: {e}; split)",
+                        req.kind, req.address, req.count
+                    );
                     for p in parts.into_iter().rev() {
                         queue.push_front(p);
                     }
@@ -82,7 +123,14 @@ pub async fn poll(link: &mut Link, unit: u8, profile: &Profile) -> Result<String
                 plan::Recovery::Unreadable(fields) => {
                     for fi in fields {
                         let f = &profile.fields[fi];
-                        let _ = writeln!(out, "{:<24} {:<32} {:>16} {:<8} {e}", f.name, f.quantity, "-", f.unit.as_deref().unwrap_or(""));
+                        let _ = writeln!(
+                            out,
+                            "{:<24} {:<32} {:>16} {:<8} {e}",
+                            f.name,
+                            f.quantity,
+                            "-",
+                            f.unit.as_deref().unwrap_or("")
+                        );
                     }
                 }
             },
@@ -122,8 +170,19 @@ pub fn plan_report(profile: &Profile, bauds: &[u32]) -> String {
         limits.max_registers
     );
     for r in &requests {
-        let names: Vec<&str> = r.fields.iter().map(|&i| profile.fields[i].name.as_str()).collect();
-        let _ = writeln!(out, "  {:?} {}+{}: {}", r.kind, r.address, r.count, names.join(", "));
+        let names: Vec<&str> = r
+            .fields
+            .iter()
+            .map(|&i| profile.fields[i].name.as_str())
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {:?} {}+{}: {}",
+            r.kind,
+            r.address,
+            r.count,
+            names.join(", ")
+        );
     }
     let spans: Vec<plan::Span> = profile.fields.iter().map(plan::Span::from).collect();
     for &baud in bauds {
@@ -151,7 +210,10 @@ pub fn plan_report(profile: &Profile, bauds: &[u32]) -> String {
 mod number_tests {
     #[test]
     fn numbers_print_in_full_without_float_noise() {
-        assert_eq!(super::number_text(9_007_199_254_740_989.0), "9007199254740989");
+        assert_eq!(
+            super::number_text(9_007_199_254_740_989.0),
+            "9007199254740989"
+        );
         assert_eq!(super::number_text(-12345.0), "-12345");
         assert_eq!(super::number_text(235.0 * 0.1), "23.5");
         assert_eq!(super::number_text(12345.6789012), "12345.6789012");
@@ -173,7 +235,12 @@ pub struct BenchResult {
 pub async fn bench(link: &mut Link, unit: u8, profile: &Profile, cycles: u64) -> BenchResult {
     let planner = plan::Planner::new(&profile.fields, profile.device.limits.clone());
     let requests = planner.plan(&(0..profile.fields.len()).collect::<Vec<_>>());
-    let mut r = BenchResult { requests: 0, registers: 0, failures: 0, seconds: 0.0 };
+    let mut r = BenchResult {
+        requests: 0,
+        registers: 0,
+        failures: 0,
+        seconds: 0.0,
+    };
     let started = std::time::Instant::now();
     for _ in 0..cycles {
         for req in &requests {

@@ -46,12 +46,23 @@ pub struct Health {
 
 impl Health {
     pub fn new(min_backoff: Duration, max_backoff: Duration) -> Health {
-        Health { state: State::Unknown, consecutive_failures: 0, backoff: min_backoff, min_backoff, max_backoff, next_attempt: Duration::ZERO }
+        Health {
+            state: State::Unknown,
+            consecutive_failures: 0,
+            backoff: min_backoff,
+            min_backoff,
+            max_backoff,
+            next_attempt: Duration::ZERO,
+        }
     }
 
     /// A poll got answers; `clean` when every request succeeded and every value was good.
     pub fn on_answer(&mut self, clean: bool) {
-        self.state = if clean { State::Online } else { State::Degraded };
+        self.state = if clean {
+            State::Online
+        } else {
+            State::Degraded
+        };
         self.consecutive_failures = 0;
         self.backoff = self.min_backoff;
         self.next_attempt = Duration::ZERO;
@@ -60,7 +71,11 @@ impl Health {
     /// A poll failed at `now`: schedule the next attempt and widen the backoff.
     pub fn on_failure(&mut self, now: Duration) {
         self.consecutive_failures += 1;
-        self.state = if self.consecutive_failures >= OFFLINE_AFTER { State::Offline } else { State::Degraded };
+        self.state = if self.consecutive_failures >= OFFLINE_AFTER {
+            State::Offline
+        } else {
+            State::Degraded
+        };
         self.next_attempt = now + self.backoff;
         self.backoff = (self.backoff * 2).min(self.max_backoff);
     }
@@ -85,7 +100,11 @@ mod tests {
                 h.on_failure(s(*at));
             }
         }
-        assert_eq!((h.state, h.next_attempt), (state, s(next_attempt)), "{events:?}");
+        assert_eq!(
+            (h.state, h.next_attempt),
+            (state, s(next_attempt)),
+            "{events:?}"
+        );
     }
 
     #[test]
@@ -95,8 +114,33 @@ mod tests {
         check(&[(0, false)], State::Degraded, 5);
         check(&[(0, false), (5, false)], State::Degraded, 15);
         check(&[(0, false), (5, false), (15, false)], State::Offline, 35);
-        check(&[(0, false), (5, false), (15, false), (35, false), (75, false)], State::Offline, 135);
-        check(&[(0, false), (5, false), (15, false), (35, false), (75, false), (135, false)], State::Offline, 195);
-        check(&[(0, false), (5, false), (15, false), (35, true)], State::Online, 0);
+        check(
+            &[
+                (0, false),
+                (5, false),
+                (15, false),
+                (35, false),
+                (75, false),
+            ],
+            State::Offline,
+            135,
+        );
+        check(
+            &[
+                (0, false),
+                (5, false),
+                (15, false),
+                (35, false),
+                (75, false),
+                (135, false),
+            ],
+            State::Offline,
+            195,
+        );
+        check(
+            &[(0, false), (5, false), (15, false), (35, true)],
+            State::Online,
+            0,
+        );
     }
 }

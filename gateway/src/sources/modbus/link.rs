@@ -19,7 +19,13 @@ use super::profile::{Parity, RegisterKind};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transport {
     Tcp(SocketAddr),
-    Rtu { port: String, baud: u32, parity: Parity, data_bits: u8, stop_bits: u8 },
+    Rtu {
+        port: String,
+        baud: u32,
+        parity: Parity,
+        data_bits: u8,
+        stop_bits: u8,
+    },
     RtuOverTcp(SocketAddr),
 }
 
@@ -27,7 +33,13 @@ impl std::fmt::Display for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Transport::Tcp(a) => write!(f, "tcp {a}"),
-            Transport::Rtu { port, baud, parity, data_bits, stop_bits } => {
+            Transport::Rtu {
+                port,
+                baud,
+                parity,
+                data_bits,
+                stop_bits,
+            } => {
                 let p = match parity {
                     Parity::None => 'N',
                     Parity::Even => 'E',
@@ -72,9 +84,15 @@ pub fn exception_number(c: ExceptionCode) -> u8 {
 
 pub fn exception_name(c: ExceptionCode) -> &'static str {
     match c {
-        ExceptionCode::IllegalFunction => "illegal function (the device does not support this request)",
-        ExceptionCode::IllegalDataAddress => "illegal data address (no such register on this device)",
-        ExceptionCode::IllegalDataValue => "illegal data value (often: too many registers in one request)",
+        ExceptionCode::IllegalFunction => {
+            "illegal function (the device does not support this request)"
+        }
+        ExceptionCode::IllegalDataAddress => {
+            "illegal data address (no such register on this device)"
+        }
+        ExceptionCode::IllegalDataValue => {
+            "illegal data value (often: too many registers in one request)"
+        }
         ExceptionCode::ServerDeviceFailure => "server device failure",
         ExceptionCode::Acknowledge => "acknowledge (busy with a long operation)",
         ExceptionCode::ServerDeviceBusy => "server device busy",
@@ -134,7 +152,13 @@ impl Link {
             Transport::Rtu { baud, .. } => rtu_frame_gap(*baud),
             Transport::RtuOverTcp(_) => Duration::from_millis(2),
         };
-        Link { transport, timeout, ctx: None, frame_gap, last_end: None }
+        Link {
+            transport,
+            timeout,
+            ctx: None,
+            frame_gap,
+            last_end: None,
+        }
     }
 
     /// A longer silence between exchanges (`inter_frame_delay_ms` of a bus) for devices that
@@ -149,7 +173,11 @@ impl Link {
     /// Waits out the inter-frame silence after the previous exchange.
     async fn quiet(&mut self) {
         // Only when there is silence left to keep: a timer rounds up to the next millisecond.
-        if let Some(until) = self.last_end.map(|end| end + self.frame_gap).filter(|u| *u > Instant::now()) {
+        if let Some(until) = self
+            .last_end
+            .map(|end| end + self.frame_gap)
+            .filter(|u| *u > Instant::now())
+        {
             tokio::time::sleep_until(until.into()).await;
         }
     }
@@ -167,15 +195,28 @@ impl Link {
                     s.set_nodelay(true)?;
                     Ok(tokio_modbus::client::rtu::attach(s))
                 }
-                Transport::Rtu { port, baud, parity, data_bits, stop_bits } => {
+                Transport::Rtu {
+                    port,
+                    baud,
+                    parity,
+                    data_bits,
+                    stop_bits,
+                } => {
                     use tokio_serial::SerialPort as _;
                     let data_bits = match data_bits {
                         7 => tokio_serial::DataBits::Seven,
                         _ => tokio_serial::DataBits::Eight,
                     };
-                    let stop_bits = if *stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One };
+                    let stop_bits = if *stop_bits == 2 {
+                        tokio_serial::StopBits::Two
+                    } else {
+                        tokio_serial::StopBits::One
+                    };
                     let stream = tokio_serial::SerialStream::open(
-                        &tokio_serial::new(port, *baud).parity(to_serial_parity(*parity)).data_bits(data_bits).stop_bits(stop_bits),
+                        &tokio_serial::new(port, *baud)
+                            .parity(to_serial_parity(*parity))
+                            .data_bits(data_bits)
+                            .stop_bits(stop_bits),
                     )?;
                     // Anything still in the buffers belongs to an earlier, abandoned request.
                     stream.clear(tokio_serial::ClearBuffer::All)?;
@@ -185,7 +226,10 @@ impl Link {
         };
         match tokio::time::timeout(timeout, connect).await {
             Ok(r) => r.map_err(Error::Connect),
-            Err(_) => Err(Error::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))),
+            Err(_) => Err(Error::Connect(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            ))),
         }
     }
 
@@ -194,7 +238,10 @@ impl Link {
         if let Some(mut ctx) = self.ctx.take() {
             let _ = tokio::time::timeout(Duration::from_millis(100), ctx.disconnect()).await;
         }
-        if matches!(self.transport, Transport::Rtu { .. } | Transport::RtuOverTcp(_)) {
+        if matches!(
+            self.transport,
+            Transport::Rtu { .. } | Transport::RtuOverTcp(_)
+        ) {
             // A late answer still on the wire ends within a frame time or so; the reopened
             // port's buffers are cleared. One that comes later still carries its unit id and
             // is refused by the header check (the caller retries once).
@@ -212,7 +259,10 @@ impl Link {
         Ok(ctx)
     }
 
-    async fn finish<T>(&mut self, r: Result<tokio_modbus::Result<T>, tokio::time::error::Elapsed>) -> Result<T, Error> {
+    async fn finish<T>(
+        &mut self,
+        r: Result<tokio_modbus::Result<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, Error> {
         self.last_end = Some(Instant::now());
         let err = match r {
             Ok(Ok(Ok(v))) => return Ok(v),
@@ -226,17 +276,25 @@ impl Link {
     }
 
     /// Reads `count` items of `kind` at `address` from `unit`; returns the data and the latency.
-    pub async fn read(&mut self, unit: u8, kind: RegisterKind, address: u16, count: u16) -> Result<(Data, Duration), Error> {
+    pub async fn read(
+        &mut self,
+        unit: u8,
+        kind: RegisterKind,
+        address: u16,
+        count: u16,
+    ) -> Result<(Data, Duration), Error> {
         let timeout = self.timeout;
         let started = Instant::now();
         let ctx = self.ctx(unit).await?;
         let r = match kind {
             RegisterKind::Holding => {
-                let r = tokio::time::timeout(timeout, ctx.read_holding_registers(address, count)).await;
+                let r =
+                    tokio::time::timeout(timeout, ctx.read_holding_registers(address, count)).await;
                 self.finish(r).await.map(Data::Registers)
             }
             RegisterKind::Input => {
-                let r = tokio::time::timeout(timeout, ctx.read_input_registers(address, count)).await;
+                let r =
+                    tokio::time::timeout(timeout, ctx.read_input_registers(address, count)).await;
                 self.finish(r).await.map(Data::Registers)
             }
             RegisterKind::Coil => {
@@ -247,7 +305,8 @@ impl Link {
                 })
             }
             RegisterKind::DiscreteInput => {
-                let r = tokio::time::timeout(timeout, ctx.read_discrete_inputs(address, count)).await;
+                let r =
+                    tokio::time::timeout(timeout, ctx.read_discrete_inputs(address, count)).await;
                 self.finish(r).await.map(|mut b| {
                     b.truncate(count as usize);
                     Data::Bits(b)
@@ -263,15 +322,20 @@ impl Link {
         let ctx = self.ctx(unit).await?;
         match target {
             WriteTarget::Registers { address, words } if words.len() == 1 => {
-                let r = tokio::time::timeout(timeout, ctx.write_single_register(*address, words[0])).await;
+                let r =
+                    tokio::time::timeout(timeout, ctx.write_single_register(*address, words[0]))
+                        .await;
                 self.finish(r).await
             }
             WriteTarget::Registers { address, words } => {
-                let r = tokio::time::timeout(timeout, ctx.write_multiple_registers(*address, words)).await;
+                let r =
+                    tokio::time::timeout(timeout, ctx.write_multiple_registers(*address, words))
+                        .await;
                 self.finish(r).await
             }
             WriteTarget::Coil { address, value } => {
-                let r = tokio::time::timeout(timeout, ctx.write_single_coil(*address, *value)).await;
+                let r =
+                    tokio::time::timeout(timeout, ctx.write_single_coil(*address, *value)).await;
                 self.finish(r).await
             }
         }

@@ -7,9 +7,9 @@
 //! other source's. Architecture invariant: writes go through [`write`] only, which logs who, what
 //! and why; the read path never writes.
 
+pub mod commission;
 pub mod decode;
 pub mod health;
-pub mod commission;
 pub mod link;
 pub mod plan;
 pub mod profile;
@@ -29,13 +29,34 @@ use profile::{Parity, Profile};
 
 /// The shipped profiles, built in so `gkgw demo` and a fresh install work without `sensors/`.
 pub const BUILTIN_PROFILES: &[(&str, &str)] = &[
-    ("compressor-controller", include_str!("../../../../sensors/compressor-controller.toml")),
-    ("comwintop-8pt1000", include_str!("../../../../sensors/comwintop-8pt1000.toml")),
-    ("demo-digester", include_str!("../../../../sensors/demo-digester.toml")),
-    ("eastron-sdm120", include_str!("../../../../sensors/eastron-sdm120.toml")),
-    ("eastron-sdm630", include_str!("../../../../sensors/eastron-sdm630.toml")),
-    ("generic-4-20ma-pressure", include_str!("../../../../sensors/generic-4-20ma-pressure.toml")),
-    ("vaisala-mgp261", include_str!("../../../../sensors/vaisala-mgp261.toml")),
+    (
+        "compressor-controller",
+        include_str!("../../../../sensors/compressor-controller.toml"),
+    ),
+    (
+        "comwintop-8pt1000",
+        include_str!("../../../../sensors/comwintop-8pt1000.toml"),
+    ),
+    (
+        "demo-digester",
+        include_str!("../../../../sensors/demo-digester.toml"),
+    ),
+    (
+        "eastron-sdm120",
+        include_str!("../../../../sensors/eastron-sdm120.toml"),
+    ),
+    (
+        "eastron-sdm630",
+        include_str!("../../../../sensors/eastron-sdm630.toml"),
+    ),
+    (
+        "generic-4-20ma-pressure",
+        include_str!("../../../../sensors/generic-4-20ma-pressure.toml"),
+    ),
+    (
+        "vaisala-mgp261",
+        include_str!("../../../../sensors/vaisala-mgp261.toml"),
+    ),
 ];
 
 /// A profile by path (contains `/` or ends in `.toml`), by stem in `dir`, or built in.
@@ -79,8 +100,16 @@ pub fn transport_of(bus: &ModbusBus) -> Transport {
 
 /// The unit as it appears in a field name: `°C` → `c`, `m³/h` → `m3h`, `%vol` → `pct`.
 fn unit_suffix(unit: &str) -> String {
-    let u = unit.replace('³', "3").replace('²', "2").replace('°', "").replace('%', "pct").replace("vol", "");
-    u.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase()
+    let u = unit
+        .replace('³', "3")
+        .replace('²', "2")
+        .replace('°', "")
+        .replace('%', "pct")
+        .replace("vol", "");
+    u.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_ascii_lowercase()
 }
 
 /// Measurement and field name of a quantity: `digester.pressure` in mbar →
@@ -118,22 +147,53 @@ pub fn render_stats(stats: &Stats, out: &mut String) {
         return;
     }
     for (name, help, get) in [
-        ("gkgw_modbus_requests_total", "Modbus requests sent.", (|d: &DeviceStats| d.requests as f64) as fn(&DeviceStats) -> f64),
-        ("gkgw_modbus_timeouts_total", "Modbus requests that timed out.", |d| d.timeouts as f64),
-        ("gkgw_modbus_exceptions_total", "Modbus exception replies.", |d| d.exceptions as f64),
-        ("gkgw_modbus_errors_total", "Modbus connection, I/O and framing errors.", |d| d.errors as f64),
-        ("gkgw_modbus_latency_seconds_sum", "Total latency of answered requests.", |d| d.latency_seconds_sum),
-        ("gkgw_modbus_readings_total", "Readings produced.", |d| d.readings as f64),
+        (
+            "gkgw_modbus_requests_total",
+            "Modbus requests sent.",
+            (|d: &DeviceStats| d.requests as f64) as fn(&DeviceStats) -> f64,
+        ),
+        (
+            "gkgw_modbus_timeouts_total",
+            "Modbus requests that timed out.",
+            |d| d.timeouts as f64,
+        ),
+        (
+            "gkgw_modbus_exceptions_total",
+            "Modbus exception replies.",
+            |d| d.exceptions as f64,
+        ),
+        (
+            "gkgw_modbus_errors_total",
+            "Modbus connection, I/O and framing errors.",
+            |d| d.errors as f64,
+        ),
+        (
+            "gkgw_modbus_latency_seconds_sum",
+            "Total latency of answered requests.",
+            |d| d.latency_seconds_sum,
+        ),
+        ("gkgw_modbus_readings_total", "Readings produced.", |d| {
+            d.readings as f64
+        }),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for (dev, d) in map.iter() {
-            let _ = writeln!(out, "{name}{{device=\"{dev}\",bus=\"{}\"}} {}", d.bus, get(d));
+            let _ = writeln!(
+                out,
+                "{name}{{device=\"{dev}\",bus=\"{}\"}} {}",
+                d.bus,
+                get(d)
+            );
         }
     }
     let _ = writeln!(out, "# HELP gkgw_modbus_device_state 1 for the device's current state.\n# TYPE gkgw_modbus_device_state gauge");
     for (dev, d) in map.iter() {
         for s in ["unknown", "online", "degraded", "offline"] {
-            let _ = writeln!(out, "gkgw_modbus_device_state{{device=\"{dev}\",state=\"{s}\"}} {}", u8::from(d.state == s));
+            let _ = writeln!(
+                out,
+                "gkgw_modbus_device_state{{device=\"{dev}\",state=\"{s}\"}} {}",
+                u8::from(d.state == s)
+            );
         }
     }
 }
@@ -183,7 +243,10 @@ fn readings_of(dev: &Device, decoded: &[(usize, decode::Reading)], ts_ns: i64) -
             reading.fields.push((f.clone(), to_value(&r.value)));
         } else {
             reading.quality = Quality::Bad;
-            reading.fields.push((format!("{f}_quality"), Value::Str(quality_name(r.quality).into())));
+            reading.fields.push((
+                format!("{f}_quality"),
+                Value::Str(quality_name(r.quality).into()),
+            ));
         }
     }
     by_measurement.into_values().collect()
@@ -197,8 +260,12 @@ pub async fn run_bus(
     stats: Stats,
     cancel: CancellationToken,
 ) {
-    let mut link = Link::new(transport_of(&bus), Duration::from_millis(bus.timeout_ms)).with_inter_frame_delay(bus.inter_frame_delay_ms.map(Duration::from_millis));
-    let (min_b, max_b) = (Duration::from_millis(bus.min_backoff_ms), Duration::from_millis(bus.max_backoff_ms));
+    let mut link = Link::new(transport_of(&bus), Duration::from_millis(bus.timeout_ms))
+        .with_inter_frame_delay(bus.inter_frame_delay_ms.map(Duration::from_millis));
+    let (min_b, max_b) = (
+        Duration::from_millis(bus.min_backoff_ms),
+        Duration::from_millis(bus.max_backoff_ms),
+    );
     let mut devs: Vec<Device> = devices
         .into_iter()
         .map(|(cfg, mut profile)| {
@@ -207,7 +274,11 @@ pub async fn run_bus(
                     f.poll_interval = Duration::from_millis(ms);
                 }
             }
-            let names = profile.fields.iter().map(|f| influx_names(&f.quantity, f.unit.as_deref())).collect();
+            let names = profile
+                .fields
+                .iter()
+                .map(|f| influx_names(&f.quantity, f.unit.as_deref()))
+                .collect();
             Device {
                 name: cfg.name.clone(),
                 unit: cfg.unit.unwrap_or(profile.device.unit_id),
@@ -220,7 +291,14 @@ pub async fn run_bus(
         .collect();
     if let Ok(mut s) = stats.lock() {
         for d in &devs {
-            s.insert(d.name.clone(), DeviceStats { bus: bus.name.clone(), state: "unknown", ..Default::default() });
+            s.insert(
+                d.name.clone(),
+                DeviceStats {
+                    bus: bus.name.clone(),
+                    state: "unknown",
+                    ..Default::default()
+                },
+            );
         }
     }
     tracing::info!(bus = %bus.name, transport = %link.transport(), devices = devs.len(), "modbus bus started");
@@ -229,7 +307,11 @@ pub async fn run_bus(
         let next = devs
             .iter()
             .enumerate()
-            .filter_map(|(i, d)| d.planner.next_due().map(|due| (i, due.max(d.health.next_attempt))))
+            .filter_map(|(i, d)| {
+                d.planner
+                    .next_due()
+                    .map(|due| (i, due.max(d.health.next_attempt)))
+            })
             .min_by_key(|(_, at)| *at);
         let Some((i, at)) = next else { break };
         tokio::select! {
@@ -253,8 +335,12 @@ pub async fn run_bus(
                         let field = &dev.profile.fields[fi];
                         let span = plan::Span::from(field);
                         let r = match &data {
-                            Data::Registers(regs) => req.slice(span, regs).map(|s| decode::decode_registers(field, s)),
-                            Data::Bits(bits) => req.slice(span, bits).map(|s| decode::decode_bits(field, s)),
+                            Data::Registers(regs) => req
+                                .slice(span, regs)
+                                .map(|s| decode::decode_registers(field, s)),
+                            Data::Bits(bits) => {
+                                req.slice(span, bits).map(|s| decode::decode_bits(field, s))
+                            }
                         };
                         match r {
                             Some(Ok(r)) => {
@@ -268,7 +354,10 @@ pub async fn run_bus(
                         }
                     }
                 }
-                Err(link::Error::Exception(code @ (tokio_modbus::ExceptionCode::IllegalDataAddress | tokio_modbus::ExceptionCode::IllegalDataValue))) => {
+                Err(link::Error::Exception(
+                    code @ (tokio_modbus::ExceptionCode::IllegalDataAddress
+                    | tokio_modbus::ExceptionCode::IllegalDataValue),
+                )) => {
                     st.exceptions += 1;
                     clean = false;
                     match dev.planner.on_exception(&req) {
@@ -279,7 +368,10 @@ pub async fn run_bus(
                             }
                         }
                         plan::Recovery::Unreadable(fields) => {
-                            let names: Vec<&str> = fields.iter().map(|f| dev.profile.fields[*f].name.as_str()).collect();
+                            let names: Vec<&str> = fields
+                                .iter()
+                                .map(|f| dev.profile.fields[*f].name.as_str())
+                                .collect();
                             tracing::warn!(device = %dev.name, fields = ?names, exception = %link::exception_name(code), "fields unreadable on this device: no longer polled");
                         }
                     }
@@ -359,9 +451,17 @@ pub enum WriteError {
     #[error("field {0:?} is not in the profile")]
     UnknownField(String),
     #[error("field {field:?} is a read-only {kind:?} register")]
-    ReadOnly { field: String, kind: profile::RegisterKind },
+    ReadOnly {
+        field: String,
+        kind: profile::RegisterKind,
+    },
     #[error("{value} is outside {field:?}'s range {min:?}..{max:?}")]
-    OutOfRange { field: String, value: f64, min: Option<f64>, max: Option<f64> },
+    OutOfRange {
+        field: String,
+        value: f64,
+        min: Option<f64>,
+        max: Option<f64>,
+    },
     #[error("{value} cannot be encoded as {field:?}'s type")]
     Unencodable { field: String, value: f64 },
     #[error(transparent)]
@@ -370,19 +470,48 @@ pub enum WriteError {
 
 /// The one function that writes to a device: typed and range-checked against the profile, and
 /// logged with who asked and why. Coils take 0/1; registers take the engineering value.
-pub async fn write(link: &mut Link, unit: u8, profile: &Profile, field: &str, value: f64, reason: WriteReason<'_>) -> Result<(), WriteError> {
-    let f = profile.field(field).ok_or_else(|| WriteError::UnknownField(field.to_owned()))?;
-    if matches!(f.kind, profile::RegisterKind::Input | profile::RegisterKind::DiscreteInput) {
-        return Err(WriteError::ReadOnly { field: field.to_owned(), kind: f.kind });
+pub async fn write(
+    link: &mut Link,
+    unit: u8,
+    profile: &Profile,
+    field: &str,
+    value: f64,
+    reason: WriteReason<'_>,
+) -> Result<(), WriteError> {
+    let f = profile
+        .field(field)
+        .ok_or_else(|| WriteError::UnknownField(field.to_owned()))?;
+    if matches!(
+        f.kind,
+        profile::RegisterKind::Input | profile::RegisterKind::DiscreteInput
+    ) {
+        return Err(WriteError::ReadOnly {
+            field: field.to_owned(),
+            kind: f.kind,
+        });
     }
     if f.min.is_some_and(|m| value < m) || f.max.is_some_and(|m| value > m) || !value.is_finite() {
-        return Err(WriteError::OutOfRange { field: field.to_owned(), value, min: f.min, max: f.max });
+        return Err(WriteError::OutOfRange {
+            field: field.to_owned(),
+            value,
+            min: f.min,
+            max: f.max,
+        });
     }
     let target = if f.kind == profile::RegisterKind::Coil {
-        link::WriteTarget::Coil { address: f.address, value: value != 0.0 }
+        link::WriteTarget::Coil {
+            address: f.address,
+            value: value != 0.0,
+        }
     } else {
-        let words = decode::encode_number(f, value).ok_or_else(|| WriteError::Unencodable { field: field.to_owned(), value })?;
-        link::WriteTarget::Registers { address: f.address, words }
+        let words = decode::encode_number(f, value).ok_or_else(|| WriteError::Unencodable {
+            field: field.to_owned(),
+            value,
+        })?;
+        link::WriteTarget::Registers {
+            address: f.address,
+            words,
+        }
     };
     tracing::info!(who = reason.who, why = reason.why, unit, field, value, target = ?target, "modbus write");
     link.write(unit, &target).await.map_err(|e| {
@@ -396,13 +525,24 @@ mod tests {
     use super::*;
 
     fn check(quantity: &str, unit: Option<&str>, expected: (&str, &str)) {
-        assert_eq!(influx_names(quantity, unit), (expected.0.to_owned(), expected.1.to_owned()));
+        assert_eq!(
+            influx_names(quantity, unit),
+            (expected.0.to_owned(), expected.1.to_owned())
+        );
     }
 
     #[test]
     fn quantities_become_measurement_and_field_with_unit() {
-        check("digester.pressure", Some("mbar"), ("digester", "pressure_mbar"));
-        check("digester.temperature", Some("°C"), ("digester", "temperature_c"));
+        check(
+            "digester.pressure",
+            Some("mbar"),
+            ("digester", "pressure_mbar"),
+        );
+        check(
+            "digester.temperature",
+            Some("°C"),
+            ("digester", "temperature_c"),
+        );
         check("biogas.ch4", Some("%vol"), ("biogas", "ch4_pct"));
         check("biogas.flow", Some("m³/h"), ("biogas", "flow_m3h"));
         check("power.voltage.l1", Some("V"), ("power", "voltage_l1_v"));
@@ -421,24 +561,46 @@ mod tests {
             let planner = plan::Planner::new(&p.fields, p.device.limits.clone());
             let requests = planner.plan(&(0..p.fields.len()).collect::<Vec<_>>());
             let mut minimum = 0;
-            for kind in [profile::RegisterKind::Coil, profile::RegisterKind::DiscreteInput, profile::RegisterKind::Holding, profile::RegisterKind::Input] {
-                let ranges: Vec<(u16, u16)> = p.fields.iter().filter(|f| f.kind == kind).map(|f| (f.address, f.count)).collect();
+            for kind in [
+                profile::RegisterKind::Coil,
+                profile::RegisterKind::DiscreteInput,
+                profile::RegisterKind::Holding,
+                profile::RegisterKind::Input,
+            ] {
+                let ranges: Vec<(u16, u16)> = p
+                    .fields
+                    .iter()
+                    .filter(|f| f.kind == kind)
+                    .map(|f| (f.address, f.count))
+                    .collect();
                 if ranges.is_empty() {
                     continue;
                 }
-                let max_len = if matches!(kind, profile::RegisterKind::Coil | profile::RegisterKind::DiscreteInput) { p.device.limits.max_bits } else { p.device.limits.max_registers };
+                let max_len = if matches!(
+                    kind,
+                    profile::RegisterKind::Coil | profile::RegisterKind::DiscreteInput
+                ) {
+                    p.device.limits.max_bits
+                } else {
+                    p.device.limits.max_registers
+                };
                 minimum += plan::min_requests(&ranges, p.device.limits.max_gap, max_len);
             }
             assert_eq!(requests.len(), minimum, "{name}: {requests:?}");
             let covered: usize = requests.iter().map(|r| r.fields.len()).sum();
-            assert_eq!(covered, p.fields.len(), "{name}: every field in exactly one request");
+            assert_eq!(
+                covered,
+                p.fields.len(),
+                "{name}: every field in exactly one request"
+            );
         }
     }
 
     #[test]
     fn every_builtin_profile_loads() {
         for (name, _) in BUILTIN_PROFILES {
-            let p = load_profile(Path::new("/nonexistent"), name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let p = load_profile(Path::new("/nonexistent"), name)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!p.fields.is_empty(), "{name}");
         }
         assert!(load_profile(Path::new("/nonexistent"), "no-such-device").is_err());
