@@ -38,7 +38,8 @@ enabled = true
 url = \"http://127.0.0.1:$2\"
 version = 1
 database = \"gkgw\"
-max_backoff_ms = 1000"
+max_backoff_ms = 1000
+${INFLUX_EXTRA:-}"
   cat > "$d/gw.toml" <<TOML
 [store]
 state_dir = "$d"
