@@ -597,6 +597,7 @@ impl Config {
             }
         }
         let mut devices = std::collections::BTreeSet::new();
+        let mut units = std::collections::BTreeMap::new();
         for d in &self.modbus.devices {
             if !devices.insert(d.name.as_str()) {
                 return bad("modbus.device.name", format!("{:?} is used twice", d.name));
@@ -607,10 +608,28 @@ impl Config {
                     format!("device {:?}: no [[modbus.bus]] named {:?}", d.name, d.bus),
                 );
             }
-            if let Err(e) =
-                crate::sources::modbus::load_profile(&self.modbus.profiles_dir, &d.profile)
-            {
-                return bad("modbus.device.profile", format!("device {:?}: {e}", d.name));
+            let profile =
+                match crate::sources::modbus::load_profile(&self.modbus.profiles_dir, &d.profile) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return bad("modbus.device.profile", format!("device {:?}: {e}", d.name))
+                    }
+                };
+            let unit = d.unit.unwrap_or(profile.device.unit_id);
+            if !(1..=247).contains(&unit) {
+                return bad(
+                    "modbus.device.unit",
+                    format!("device {:?}: unit {unit}: expected 1..=247", d.name),
+                );
+            }
+            if let Some(other) = units.insert((d.bus.as_str(), unit), d.name.as_str()) {
+                return bad(
+                    "modbus.device.unit",
+                    format!(
+                        "devices {other:?} and {:?} both use unit {unit} on bus {:?}",
+                        d.name, d.bus
+                    ),
+                );
             }
         }
         Ok(())
@@ -641,6 +660,32 @@ mod tests {
             .expect_err("must be rejected")
             .to_string();
         assert_eq!(err, expected);
+    }
+
+    #[test]
+    fn modbus_mistakes_name_the_key() {
+        let bus =
+            "[[modbus.bus]]\nname = \"rs485\"\ntransport = \"rtu\"\nport = \"/dev/ttyUSB0\"\n";
+        let dev = |name: &str, unit: u8| {
+            format!("[[modbus.device]]\nname = \"{name}\"\nbus = \"rs485\"\nunit = {unit}\nprofile = \"eastron-sdm120\"\n")
+        };
+        check(
+            &format!("{bus}{}{}", dev("a", 1), dev("b", 1)),
+            "gw.toml: modbus.device.unit: devices \"a\" and \"b\" both use unit 1 on bus \"rs485\"",
+        );
+        check(
+            &format!("{bus}{}", dev("a", 0)),
+            "gw.toml: modbus.device.unit: device \"a\": unit 0: expected 1..=247",
+        );
+        check(
+            "[[modbus.bus]]\nname = \"tcp\"\ntransport = \"tcp\"\naddress = \"plc:502\"\n",
+            "gw.toml: modbus.bus.address: bus \"tcp\": \"plc:502\" is not host:port (an IP address and port)",
+        );
+        check(
+            &format!("{bus}[[modbus.device]]\nname = \"x\"\nbus = \"rs232\"\nprofile = \"eastron-sdm120\"\n"),
+            "gw.toml: modbus.device.bus: device \"x\": no [[modbus.bus]] named \"rs232\"",
+        );
+        assert!(Config::parse("gw.toml", &format!("{bus}{}{}", dev("a", 1), dev("b", 2))).is_ok());
     }
 
     #[test]

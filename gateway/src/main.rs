@@ -409,6 +409,32 @@ fn print_pipeline(c: &Config) {
             }
         );
     }
+    for bus in &c.modbus.buses {
+        let transport = gkgw::sources::modbus::transport_of(bus);
+        println!(
+            "  modbus bus {}: {transport}, timeout {} ms, backoff {}..{} ms",
+            bus.name, bus.timeout_ms, bus.min_backoff_ms, bus.max_backoff_ms
+        );
+        for d in c.modbus.devices.iter().filter(|d| d.bus == bus.name) {
+            match gkgw::sources::modbus::load_profile(&c.modbus.profiles_dir, &d.profile) {
+                Ok(p) => {
+                    let planner = gkgw::sources::modbus::plan::Planner::new(
+                        &p.fields,
+                        p.device.limits.clone(),
+                    );
+                    let requests = planner.plan(&(0..p.fields.len()).collect::<Vec<_>>()).len();
+                    println!(
+                        "    {} = {} unit {}: {} fields, {requests} requests per full cycle",
+                        d.name,
+                        p.device.model,
+                        d.unit.unwrap_or(p.device.unit_id),
+                        p.fields.len()
+                    );
+                }
+                Err(e) => println!("    {}: {e}", d.name),
+            }
+        }
+    }
     println!(
         "store: {} (commit every {} ms or {} readings, quota {} MiB, buffer {})",
         gkgw::store::db_path(&c.store.state_dir).display(),
