@@ -396,6 +396,14 @@ pub async fn run_bus(
                         st.errors += 1;
                     }
                     failed = Some(e);
+                    // What this cycle did not read is due again at the next attempt.
+                    let missed: Vec<usize> = req
+                        .fields
+                        .iter()
+                        .chain(queue.iter().flat_map(|r| r.fields.iter()))
+                        .copied()
+                        .collect();
+                    dev.planner.retry(&missed, now);
                     // One failed request ends this device's cycle: a dead device costs the bus
                     // at most one timeout per attempt.
                     break;

@@ -195,6 +195,16 @@ impl Planner {
         due
     }
 
+    /// Makes `fields` due again at `now`: their read failed, so they wait for the device's
+    /// next attempt (gated by its backoff), not for their next interval (maybe "once").
+    pub fn retry(&mut self, fields: &[usize], now: Duration) {
+        for &i in fields {
+            if let Some(d) = self.next_due.get_mut(i) {
+                *d = (*d).min(now);
+            }
+        }
+    }
+
     /// When the next field falls due; `None` if nothing is readable.
     pub fn next_due(&self) -> Option<Duration> {
         (0..self.spans.len())
@@ -533,6 +543,27 @@ mod tests {
         assert_eq!(shared.next_due(), None);
         shared.reset_learning();
         assert_eq!(shared.poll(TEN_S).len(), 1);
+    }
+
+    #[test]
+    fn failed_fields_are_due_again_even_when_read_once() {
+        let mut p = Planner::from_spans(
+            vec![
+                (Span::new(Holding, 0, 1), Duration::from_secs(5)),
+                (
+                    Span::new(Holding, 100, 8),
+                    crate::sources::modbus::profile::ONCE,
+                ),
+            ],
+            Limits::default(),
+        );
+        assert_eq!(p.due(Duration::ZERO), vec![0, 1]);
+        // The firmware string's read failed: it is retried, then never read again.
+        p.retry(&[1], Duration::from_secs(1));
+        assert_eq!(p.next_due(), Some(Duration::from_secs(1)));
+        assert_eq!(p.due(Duration::from_secs(1)), vec![1]);
+        assert_eq!(p.due(Duration::from_secs(5)), vec![0]);
+        assert_eq!(p.due(Duration::from_secs(3600 * 24 * 365)), vec![0]);
     }
 
     #[test]

@@ -350,6 +350,10 @@ macro_rules! ensure {
 }
 
 /// Parses "500ms", "5s", "2m", "1h": one integer and one unit, greater than zero.
+/// `poll_interval = "once"`: read at the first successful poll (firmware versions, serial
+/// numbers), then not again while the gateway runs.
+pub const ONCE: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let split = s.find(|c: char| !c.is_ascii_digit())?;
     let n: u64 = s[..split].parse().ok()?;
@@ -366,8 +370,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 fn interval(s: Option<String>, default: Duration) -> Result<Duration, String> {
     match s {
         None => Ok(default),
+        Some(p) if p == "once" => Ok(ONCE),
         Some(p) => parse_duration(&p).ok_or(format!(
-            "poll_interval \"{p}\" is not like \"5s\" or \"1h\""
+            "poll_interval \"{p}\" is not like \"5s\", \"1h\" or \"once\""
         )),
     }
 }
@@ -699,7 +704,7 @@ mod tests {
         type = "u32"; sentinels = [-2147483649] => sentinel -2147483649 does not fit in 32 bits
         type = "u16"; scale = 0 => scale must be finite and non-zero, offset finite
         type = "u16"; min = 5; max = 1 => min 5 > max 1
-        type = "u16"; poll_interval = "5 s" => poll_interval "5 s" is not like "5s" or "1h"
+        type = "u16"; poll_interval = "5 s" => poll_interval "5 s" is not like "5s", "1h" or "once"
         type = "u32"; address = 0xFFFF => address 0xFFFF + 2 registers runs past 0xFFFF
         type = "u16"; quantity = "Pressure" => quantity "Pressure" is not a lowercase dotted name like "digester.pressure"
     "#;
