@@ -118,6 +118,40 @@ fn for_segments_after(
     Ok(())
 }
 
+/// Stores written before the log was segmented kept it in one `readings` table: move its rows,
+/// ids unchanged, into segment tables, in one transaction, so an upgrade loses nothing.
+fn migrate_single_table(conn: &Connection, bits: u32) -> Result<()> {
+    let exists: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'readings'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    let (lo, hi): (Option<i64>, Option<i64>) =
+        tx.query_row("SELECT MIN(id), MAX(id) FROM readings", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    if let (Some(lo), Some(hi)) = (lo, hi) {
+        for k in (lo >> bits)..=(hi >> bits) {
+            let table = segment_table(k);
+            tx.execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {table}(id INTEGER PRIMARY KEY, series INTEGER NOT NULL, ts INTEGER NOT NULL, quality INTEGER NOT NULL, fields BLOB NOT NULL)"
+            ))?;
+            tx.execute(
+                &format!("INSERT INTO {table} SELECT id, series, ts, quality, fields FROM readings WHERE id >= ?1 AND id < ?2"),
+                [k << bits, (k + 1) << bits],
+            )?;
+        }
+    }
+    tx.execute_batch("DROP TABLE readings")?;
+    tx.commit()?;
+    tracing::info!(from = ?lo, to = ?hi, "store: moved the readings table into segments");
+    Ok(())
+}
+
 pub fn db_path(state_dir: &Path) -> PathBuf {
     state_dir.join("store.db")
 }
@@ -190,6 +224,7 @@ impl Writer {
             [i64::from(bits)],
         )?;
         let bits = segment_bits(&conn)?;
+        migrate_single_table(&conn, bits)?;
         let tables: std::collections::BTreeSet<i64> = segments(&conn)?.into_iter().collect();
         // Never reuse an id: continue after the highest one in any segment or cursor.
         let mut last: i64 =
@@ -693,6 +728,36 @@ mod tests {
             assert_eq!(s.reading, batch[i]);
         }
         assert_eq!(&*got[100].reading.series.device, "c");
+    }
+
+    #[test]
+    fn a_store_from_before_segments_is_migrated_without_loss() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = db_path(dir.path());
+        {
+            let mut w = Writer::open_with_segment_bits(&path, 3).expect("open");
+            w.append(
+                &(0..20)
+                    .map(|i| reading("a", i, i as f64))
+                    .collect::<Vec<_>>(),
+            )
+            .expect("append");
+            // Rebuild the old layout: one table with the same rows.
+            w.conn
+                .execute_batch(
+                    "CREATE TABLE readings(id INTEGER PRIMARY KEY, series INTEGER NOT NULL, ts INTEGER NOT NULL, quality INTEGER NOT NULL, fields BLOB NOT NULL);
+                     INSERT INTO readings SELECT * FROM readings_0 UNION ALL SELECT * FROM readings_1 UNION ALL SELECT * FROM readings_2;
+                     DROP TABLE readings_0; DROP TABLE readings_1; DROP TABLE readings_2;",
+                )
+                .expect("old layout");
+        }
+        let mut w = Writer::open(&path).expect("reopen migrates");
+        assert_eq!(w.append(&[reading("b", 99, 1.0)]).expect("append"), 21);
+        let mut r = Reader::open(&path).expect("reader");
+        let got = r.read_after(0, 100).expect("read");
+        assert_eq!(got.len(), 21);
+        assert!(got.iter().enumerate().all(|(i, s)| s.id == i as i64 + 1));
+        assert_eq!(got[19].reading.fields[0].1, Value::Float(19.0));
     }
 
     #[test]
