@@ -40,6 +40,20 @@ struct ConsumerDto {
 }
 
 #[derive(Serialize)]
+struct ModbusDeviceDto {
+    name: String,
+    bus: String,
+    state: &'static str,
+    requests: u64,
+    timeouts: u64,
+    exceptions: u64,
+    errors: u64,
+    last_answer_age_s: Option<f64>,
+    /// Latest value of each field, as text with its unit.
+    latest: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
 struct StatusDto {
     version: &'static str,
     site: String,
@@ -57,6 +71,7 @@ struct StatusDto {
     influx_points_written: u64,
     influx_write_errors: u64,
     consumers: Vec<ConsumerDto>,
+    modbus: Vec<ModbusDeviceDto>,
 }
 
 fn healthy(s: &AppState) -> bool {
@@ -114,6 +129,25 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
                 oldest_unsent_age_s: c.oldest_unsent_ts_ns.map(|t| (now - t) as f64 / 1e9),
             })
             .collect(),
+        modbus: s
+            .modbus
+            .lock()
+            .map(|devs| {
+                devs.iter()
+                    .map(|(name, d)| ModbusDeviceDto {
+                        name: name.clone(),
+                        bus: d.bus.clone(),
+                        state: d.state,
+                        requests: d.requests,
+                        timeouts: d.timeouts,
+                        exceptions: d.exceptions,
+                        errors: d.errors,
+                        last_answer_age_s: d.last_answer_ns.map(|t| (now - t) as f64 / 1e9),
+                        latest: d.latest.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -225,15 +259,22 @@ async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
         d.influx_points_written.to_string(),
     );
     row("InfluxDB write errors", d.influx_write_errors.to_string());
-    if let Ok(devs) = s.modbus.lock() {
-        for (name, d) in devs.iter() {
-            row(
-                &format!("Modbus {name}"),
-                format!(
-                    "{} ({} requests, {} timeouts, {} exceptions)",
-                    d.state, d.requests, d.timeouts, d.exceptions
-                ),
-            );
+    for m in &d.modbus {
+        row(
+            &format!("Modbus {}", m.name),
+            format!(
+                "{} ({} requests, {} timeouts, {} exceptions{})",
+                m.state,
+                m.requests,
+                m.timeouts,
+                m.exceptions,
+                m.last_answer_age_s
+                    .map_or(String::new(), |a| format!(", answered {a:.0} s ago"))
+            ),
+        );
+        if !m.latest.is_empty() {
+            let values: Vec<String> = m.latest.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            row(&format!("{} values", m.name), values.join(" · "));
         }
     }
     for c in &d.consumers {

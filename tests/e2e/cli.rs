@@ -198,6 +198,21 @@ fn demo_plant_is_polled_over_modbus_into_influxdb() {
             "{dev} online:\n{metrics}"
         );
     }
+    // The status page and its JSON show each device's latest values with units.
+    let (_, status) = http("GET", &format!("http://127.0.0.1:{web}/api/status"), None);
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status json");
+    let digester = status["modbus"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["name"] == "digester-1"))
+        .unwrap_or_else(|| panic!("digester-1 in {status}"));
+    assert!(
+        digester["latest"]["pressure"]
+            .as_str()
+            .is_some_and(|v| v.ends_with(" mbar")),
+        "{digester}"
+    );
+    let (_, page) = http("GET", &format!("http://127.0.0.1:{web}/"), None);
+    assert!(page.contains("digester-1 values"), "{page}");
     let out = Command::new(GKGW)
         .args([
             "modbus",

@@ -136,6 +136,11 @@ pub struct DeviceStats {
     pub errors: u64,
     pub latency_seconds_sum: f64,
     pub readings: u64,
+    /// The latest value of each field read so far, as text with its unit (or the quality
+    /// when bad), for the status page.
+    pub latest: BTreeMap<String, String>,
+    /// When the device last answered (Unix ns).
+    pub last_answer_ns: Option<i64>,
 }
 
 pub type Stats = Arc<Mutex<BTreeMap<String, DeviceStats>>>;
@@ -425,8 +430,22 @@ pub async fn run_bus(
                 }
             }
         }
-        let readings = readings_of(dev, &decoded, crate::model::now_ns());
+        let ts_ns = crate::model::now_ns();
+        let readings = readings_of(dev, &decoded, ts_ns);
         st.readings = readings.len() as u64;
+        for (fi, r) in &decoded {
+            let f = &dev.profile.fields[*fi];
+            let text = match (&r.value, r.quality) {
+                (_, q) if q != decode::Quality::Good => quality_name(q).to_owned(),
+                (decode::Value::Number(n), _) => match &f.unit {
+                    Some(u) => format!("{} {u}", commission::number_text(*n)),
+                    None => commission::number_text(*n),
+                },
+                (decode::Value::Bool(b), _) => b.to_string(),
+                (decode::Value::Text(t), _) => t.clone(),
+            };
+            st.latest.insert(f.name.clone(), text);
+        }
         if let Ok(mut s) = stats.lock() {
             if let Some(d) = s.get_mut(&dev.name) {
                 d.state = dev.health.state.as_str();
@@ -436,6 +455,10 @@ pub async fn run_bus(
                 d.errors += st.errors;
                 d.latency_seconds_sum += st.latency_seconds_sum;
                 d.readings += st.readings;
+                if failed.is_none() {
+                    d.last_answer_ns = Some(ts_ns);
+                }
+                d.latest.append(&mut st.latest);
             }
         }
         for r in readings {
