@@ -187,18 +187,28 @@ impl Influx1 {
 
     /// Runs an InfluxQL query against database gkgw; returns the JSON.
     pub fn query(&self, q: &str) -> serde_json::Value {
+        self.query_with(q, &[])
+    }
+
+    /// [`Influx1::query`] with extra form parameters (e.g. `epoch=ns`).
+    fn query_with(&self, q: &str, extra: &[&str]) -> serde_json::Value {
+        let url = format!("{}/query", self.url());
+        let mut args = vec![
+            "-s",
+            "-m",
+            "20",
+            "-G",
+            url.as_str(),
+            "--data-urlencode",
+            "db=gkgw",
+        ];
+        for e in extra {
+            args.extend(["--data-urlencode", e]);
+        }
+        let q_arg = format!("q={q}");
+        args.extend(["--data-urlencode", q_arg.as_str()]);
         let out = Command::new(require("curl"))
-            .args([
-                "-s",
-                "-m",
-                "20",
-                "-G",
-                &format!("{}/query", self.url()),
-                "--data-urlencode",
-                "db=gkgw",
-                "--data-urlencode",
-                &format!("q={q}"),
-            ])
+            .args(&args)
             .output()
             .expect("curl");
         serde_json::from_slice(&out.stdout)
@@ -216,45 +226,24 @@ impl Influx1 {
     /// Rows of `SELECT <cols> FROM m WHERE device = 'd'`, as JSON arrays (time first).
     /// Like [`Influx1::rows`] with the time as integer nanoseconds.
     pub fn rows_ns(&self, q: &str) -> Vec<Vec<serde_json::Value>> {
-        let out = Command::new(require("curl"))
-            .args([
-                "-s",
-                "-m",
-                "20",
-                "-G",
-                &format!("{}/query", self.url()),
-                "--data-urlencode",
-                "db=gkgw",
-                "--data-urlencode",
-                "epoch=ns",
-                "--data-urlencode",
-                &format!("q={q}"),
-            ])
-            .output()
-            .expect("curl");
-        let v: serde_json::Value =
-            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("query {q}: {e}"));
-        v["results"][0]["series"][0]["values"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|r| r.as_array().cloned().unwrap_or_default())
-                    .collect()
-            })
-            .unwrap_or_default()
+        values(&self.query_with(q, &["epoch=ns"]))
     }
 
     pub fn rows(&self, q: &str) -> Vec<Vec<serde_json::Value>> {
-        let v = self.query(q);
-        v["results"][0]["series"][0]["values"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|r| r.as_array().cloned().unwrap_or_default())
-                    .collect()
-            })
-            .unwrap_or_default()
+        values(&self.query(q))
     }
+}
+
+/// The rows of the first series of an InfluxQL answer.
+fn values(v: &serde_json::Value) -> Vec<Vec<serde_json::Value>> {
+    v["results"][0]["series"][0]["values"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| r.as_array().cloned().unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub struct Victoria {

@@ -197,6 +197,22 @@ fn parse_tags(measurement: &str, tags: &str) -> Series {
     }
 }
 
+/// The interned series and field names.
+fn interned(conn: &Connection) -> Result<(Vec<(i64, Series)>, Vec<(i64, String)>)> {
+    let mut st = conn.prepare("SELECT id, measurement, tags FROM series")?;
+    let series = st
+        .query_map([], |r| {
+            let (m, t): (String, String) = (r.get(1)?, r.get(2)?);
+            Ok((r.get::<_, i64>(0)?, parse_tags(&m, &t)))
+        })?
+        .collect::<std::result::Result<_, _>>()?;
+    let mut st = conn.prepare("SELECT id, name FROM names")?;
+    let names = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<std::result::Result<_, _>>()?;
+    Ok((series, names))
+}
+
 /// The single writer. Owns the write connection and the interning caches.
 pub struct Writer {
     conn: Connection,
@@ -239,30 +255,9 @@ impl Writer {
             )?;
             last = last.max(max.unwrap_or((k << bits) - 1));
         }
-        let mut series = HashMap::new();
-        {
-            let mut st = conn.prepare("SELECT id, measurement, tags FROM series")?;
-            let rows = st.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (id, m, t) = row?;
-                series.insert(parse_tags(&m, &t), id);
-            }
-        }
-        let mut names = HashMap::new();
-        {
-            let mut st = conn.prepare("SELECT id, name FROM names")?;
-            let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
-            for row in rows {
-                let (id, n) = row?;
-                names.insert(n, id);
-            }
-        }
+        let (series, names) = interned(&conn)?;
+        let series = series.into_iter().map(|(id, s)| (s, id)).collect();
+        let names = names.into_iter().map(|(id, n)| (n, id)).collect();
         Ok(Writer {
             conn,
             series,
@@ -499,26 +494,9 @@ impl Reader {
     }
 
     fn reload_interning(&mut self) -> Result<()> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, measurement, tags FROM series")?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (id, m, t) = row?;
-            self.series.insert(id, parse_tags(&m, &t));
-        }
-        let mut st = self.conn.prepare("SELECT id, name FROM names")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
-        for row in rows {
-            let (id, n) = row?;
-            self.names.insert(id, n);
-        }
+        let (series, names) = interned(&self.conn)?;
+        self.series.extend(series);
+        self.names.extend(names);
         Ok(())
     }
 
