@@ -79,7 +79,7 @@ pub struct Broker {
     pub listen: Option<SocketAddr>,
     /// Accept clients without credentials. Only `gkgw demo` turns this on (on loopback).
     pub allow_anonymous: bool,
-    /// Per-meter credentials written by `gkgw meter add` (argon2 hashes and HMAC keys).
+    /// Per-meter credentials written by `gkgw meter add` (argon2id password hashes).
     pub credentials_file: PathBuf,
 }
 

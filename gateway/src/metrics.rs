@@ -20,20 +20,17 @@ pub enum RejectReason {
     Oversized,
     /// Timestamp before 2020 or more than a day in the future.
     BadTimestamp,
-    /// HMAC missing or wrong where the meter profile requires one.
-    BadSignature,
     /// A topic no pattern maps.
     UnknownTopic,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 6] = [
         RejectReason::Malformed,
         RejectReason::Invalid,
         RejectReason::MeterIdMismatch,
         RejectReason::Oversized,
         RejectReason::BadTimestamp,
-        RejectReason::BadSignature,
         RejectReason::UnknownTopic,
     ];
 
@@ -44,7 +41,6 @@ impl RejectReason {
             RejectReason::MeterIdMismatch => "meter_id_mismatch",
             RejectReason::Oversized => "oversized",
             RejectReason::BadTimestamp => "bad_timestamp",
-            RejectReason::BadSignature => "bad_signature",
             RejectReason::UnknownTopic => "unknown_topic",
         }
     }
