@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ModbusBus, ModbusDevice, ModbusTransport};
 use crate::sources::modbus::{
-    decode, load_profile,
+    builtin_profile, decode,
     profile::{DataType, Profile, RegisterKind},
 };
 
@@ -212,12 +212,6 @@ impl tokio_modbus::server::Service for Registers {
     fn call(&self, req: Self::Request) -> Self::Future {
         future::ready(self.answer(req))
     }
-}
-
-/// East Africa Time hour of day (UTC+3).
-fn eat_hour() -> f64 {
-    let secs = crate::model::now_ns() / 1_000_000_000;
-    ((secs + 3 * 3600) % 86_400) as f64 / 3600.0
 }
 
 /// Kitchen gas use in m³/h (plant time) at an hour of day: three meals, a pilot flame between.
@@ -442,10 +436,7 @@ pub async fn start(
 ) -> anyhow::Result<Plant> {
     let mut units = BTreeMap::new();
     for (unit, _, profile) in DEVICES {
-        units.insert(
-            unit,
-            Unit::new(load_profile(std::path::Path::new("/nonexistent"), profile)?),
-        );
+        units.insert(unit, Unit::new(builtin_profile(profile)?));
     }
     let mut rng = rand::rngs::StdRng::from_entropy();
     let mut physics = Physics::default();
@@ -484,7 +475,7 @@ pub async fn start(
                 _ = tick.tick() => {}
             }
             let faults = faults && started.elapsed() > FAULT_GRACE;
-            physics.step(SPEED, eat_hour(), faults, &mut rng);
+            physics.step(SPEED, crate::demo::eat_hour(), faults, &mut rng);
             let Ok(mut units) = registers.0.lock() else {
                 break;
             };
@@ -508,12 +499,7 @@ mod tests {
     fn plant_units() -> BTreeMap<u8, Unit> {
         DEVICES
             .iter()
-            .map(|(unit, _, p)| {
-                (
-                    *unit,
-                    Unit::new(load_profile(std::path::Path::new("/nonexistent"), p).unwrap()),
-                )
-            })
+            .map(|(unit, _, p)| (*unit, Unit::new(builtin_profile(p).unwrap())))
             .collect()
     }
 

@@ -79,22 +79,9 @@ pub async fn poll(link: &mut Link, unit: u8, profile: &Profile) -> Result<String
             Ok((data, _)) => {
                 for &fi in &req.fields {
                     let f = &profile.fields[fi];
-                    let span = plan::Span::from(f);
-                    let r = match &data {
-                        Data::Registers(regs) => req
-                            .slice(span, regs)
-                            .map(|s| decode::decode_registers(f, s)),
-                        Data::Bits(bits) => {
-                            req.slice(span, bits).map(|s| decode::decode_bits(f, s))
-                        }
-                    };
-                    let (value, quality) = match r {
+                    let (value, quality) = match super::decode_field(&req, f, &data) {
                         Some(Ok(r)) => (
-                            match r.value {
-                                decode::Value::Number(n) => number_text(n),
-                                decode::Value::Bool(b) => b.to_string(),
-                                decode::Value::Text(t) => t,
-                            },
+                            value_text(&r.value, None),
                             format!("{:?}", r.quality).to_lowercase(),
                         ),
                         other => ("-".into(), format!("{other:?}")),
@@ -138,6 +125,19 @@ pub async fn poll(link: &mut Link, unit: u8, profile: &Profile) -> Result<String
         }
     }
     Ok(out)
+}
+
+/// A decoded value as text, with its unit when given.
+pub fn value_text(v: &decode::Value, unit: Option<&str>) -> String {
+    let text = match v {
+        decode::Value::Number(n) => number_text(*n),
+        decode::Value::Bool(b) => b.to_string(),
+        decode::Value::Text(t) => t.clone(),
+    };
+    match unit {
+        Some(u) if matches!(v, decode::Value::Number(_)) => format!("{text} {u}"),
+        _ => text,
+    }
 }
 
 /// A decoded number as a technician wants to compare it with the device's display: integers in
@@ -246,16 +246,16 @@ pub async fn bench(link: &mut Link, unit: u8, profile: &Profile, cycles: u64) ->
         for req in &requests {
             r.requests += 1;
             match link.read(unit, req.kind, req.address, req.count).await {
-                Ok((Data::Registers(regs), _)) => {
-                    r.registers += regs.len() as u64;
+                Ok((data, _)) => {
+                    r.registers += u64::from(req.count);
                     for &fi in &req.fields {
-                        let f = &profile.fields[fi];
-                        if let Some(s) = req.slice(plan::Span::from(f), &regs) {
-                            let _ = std::hint::black_box(decode::decode_registers(f, s));
-                        }
+                        let _ = std::hint::black_box(super::decode_field(
+                            req,
+                            &profile.fields[fi],
+                            &data,
+                        ));
                     }
                 }
-                Ok((Data::Bits(bits), _)) => r.registers += bits.len() as u64,
                 Err(_) => r.failures += 1,
             }
         }

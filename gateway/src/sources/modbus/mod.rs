@@ -68,9 +68,33 @@ pub fn load_profile(dir: &Path, name: &str) -> Result<Profile, profile::ProfileE
     if path.exists() {
         return profile::load_file(&path);
     }
+    if BUILTIN_PROFILES.iter().any(|(n, _)| *n == name) {
+        return builtin_profile(name);
+    }
+    profile::load_file(&path)
+}
+
+/// A shipped profile by name (`sensors/<name>.toml` as built into gkgw).
+pub fn builtin_profile(name: &str) -> Result<Profile, profile::ProfileError> {
     match BUILTIN_PROFILES.iter().find(|(n, _)| *n == name) {
         Some((n, src)) => profile::parse(src, &format!("built-in sensors/{n}.toml")),
-        None => profile::load_file(&path),
+        None => profile::load_file(Path::new(&format!("sensors/{name}.toml"))),
+    }
+}
+
+/// Decodes one field of `req` from the data its read returned; `None` when the reply does not
+/// cover the field (the request was sliced wrongly).
+pub fn decode_field(
+    req: &plan::ReadRequest,
+    field: &profile::Field,
+    data: &Data,
+) -> Option<Result<decode::Reading, decode::DecodeError>> {
+    let span = plan::Span::from(field);
+    match data {
+        Data::Registers(regs) => req
+            .slice(span, regs)
+            .map(|s| decode::decode_registers(field, s)),
+        Data::Bits(bits) => req.slice(span, bits).map(|s| decode::decode_bits(field, s)),
     }
 }
 
@@ -338,15 +362,7 @@ pub async fn run_bus(
                     st.latency_seconds_sum += latency.as_secs_f64();
                     for &fi in &req.fields {
                         let field = &dev.profile.fields[fi];
-                        let span = plan::Span::from(field);
-                        let r = match &data {
-                            Data::Registers(regs) => req
-                                .slice(span, regs)
-                                .map(|s| decode::decode_registers(field, s)),
-                            Data::Bits(bits) => {
-                                req.slice(span, bits).map(|s| decode::decode_bits(field, s))
-                            }
-                        };
+                        let r = decode_field(&req, field, &data);
                         match r {
                             Some(Ok(r)) => {
                                 clean &= r.quality == decode::Quality::Good;
@@ -435,14 +451,10 @@ pub async fn run_bus(
         st.readings = readings.len() as u64;
         for (fi, r) in &decoded {
             let f = &dev.profile.fields[*fi];
-            let text = match (&r.value, r.quality) {
-                (_, q) if q != decode::Quality::Good => quality_name(q).to_owned(),
-                (decode::Value::Number(n), _) => match &f.unit {
-                    Some(u) => format!("{} {u}", commission::number_text(*n)),
-                    None => commission::number_text(*n),
-                },
-                (decode::Value::Bool(b), _) => b.to_string(),
-                (decode::Value::Text(t), _) => t.clone(),
+            let text = if r.quality == decode::Quality::Good {
+                commission::value_text(&r.value, f.unit.as_deref())
+            } else {
+                quality_name(r.quality).to_owned()
             };
             st.latest.insert(f.name.clone(), text);
         }
@@ -588,7 +600,7 @@ mod tests {
     #[test]
     fn shipped_profiles_plan_the_minimum_number_of_requests() {
         for (name, _) in BUILTIN_PROFILES {
-            let p = load_profile(Path::new("/nonexistent"), name).unwrap();
+            let p = builtin_profile(name).unwrap();
             let planner = plan::Planner::new(&p.fields, p.device.limits.clone());
             let requests = planner.plan(&(0..p.fields.len()).collect::<Vec<_>>());
             let mut minimum = 0;
