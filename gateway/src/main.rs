@@ -549,7 +549,7 @@ fn process_cpu_seconds() -> f64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
+    ticks / 100.0 // USER_HZ, which Linux fixes at 100 for /proc whatever the kernel tick
 }
 
 async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
