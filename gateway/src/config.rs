@@ -73,21 +73,33 @@ pub struct Store {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Broker {
-    /// rumqttd's own configuration file. Empty: the copy of broker-config/rumqttd.toml built in.
-    pub config_file: PathBuf,
-    /// Overrides the listen address of the MQTT 3.1.1 listener in the rumqttd file.
-    pub listen: Option<SocketAddr>,
-    /// Accept clients without credentials. Only `gkgw demo` turns this on (on loopback).
+    /// The MQTT 3.1.1 listener field meters connect to.
+    pub listen: SocketAddr,
+    /// Let clients without credentials in, read-only (like an integration account). Only
+    /// `gkgw demo` turns this on, on loopback.
     pub allow_anonymous: bool,
-    /// Per-meter credentials written by `gkgw meter add` (argon2id password hashes).
+    /// Broker accounts written by `gkgw meter add` / `gkgw integration add` (argon2id hashes).
+    /// Reloaded on SIGHUP and when the file changes.
     pub credentials_file: PathBuf,
+    /// Most connections at once (lowered at start-up to fit the open-files limit).
+    pub max_connections: usize,
+    /// Most connections that have not finished CONNECT; the oldest is dropped for a newcomer.
+    pub max_pending: usize,
+    /// Time a client has to send CONNECT after the TCP connection opens (ms).
+    pub connect_timeout_ms: u64,
+    /// A larger MQTT packet closes the connection (count: `oversized`).
+    pub max_packet_bytes: usize,
+    /// QoS 1/2 messages of one connection awaiting commit; beyond it its socket is not read.
+    pub max_inflight: usize,
+    /// Password checks (argon2, ~19 MiB each) running at once.
+    pub auth_concurrency: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Mqtt {
-    /// Payloads larger than this are rejected and counted as `oversized`. Keep it below
-    /// rumqttd's `max_payload_size`, which drops the whole connection instead.
+    /// Payloads larger than this are rejected and counted as `oversized`; the connection stays.
+    /// (A packet above `broker.max_packet_bytes` closes it.)
     pub max_payload_bytes: usize,
     /// Extra topics mapped to readings.
     pub topics: Vec<TopicMap>,
@@ -114,6 +126,10 @@ pub struct TopicMap {
     /// For `json`: field name → dotted path in the payload (`"temp_c" = "data.t"`).
     #[serde(default)]
     pub fields: std::collections::BTreeMap<String, String>,
+    /// Broker accounts allowed to publish to this filter. Not needed with `device_level`:
+    /// then the account whose id is that topic level may publish (`sensors/d2/temp`: `d2`).
+    #[serde(default)]
+    pub publishers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -278,10 +294,15 @@ impl Default for Store {
 impl Default for Broker {
     fn default() -> Broker {
         Broker {
-            config_file: PathBuf::new(),
-            listen: None,
+            listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             allow_anonymous: false,
             credentials_file: "/etc/gkgw/meters.toml".into(),
+            max_connections: 1000,
+            max_pending: 64,
+            connect_timeout_ms: 10_000,
+            max_packet_bytes: 16_384,
+            max_inflight: 32,
+            auth_concurrency: 1,
         }
     }
 }
@@ -421,6 +442,28 @@ impl Config {
         if self.store.quota_mib < 16 {
             return bad("store.quota_mib", "expected at least 16 MiB".into());
         }
+        let b = &self.broker;
+        if b.max_connections == 0 || b.max_pending == 0 || b.max_inflight == 0 {
+            return bad(
+                "broker.max_connections",
+                "max_connections, max_pending and max_inflight must be at least 1".into(),
+            );
+        }
+        if b.connect_timeout_ms == 0 {
+            return bad("broker.connect_timeout_ms", "expected at least 1".into());
+        }
+        if !(1..=16).contains(&b.auth_concurrency) {
+            return bad("broker.auth_concurrency", "expected 1 to 16".into());
+        }
+        if b.max_packet_bytes < self.mqtt.max_payload_bytes + 128 {
+            return bad(
+                "broker.max_packet_bytes",
+                format!(
+                    "{} must exceed mqtt.max_payload_bytes ({}) by at least 128 bytes (topic and header), so an oversized payload is counted rather than cut off",
+                    b.max_packet_bytes, self.mqtt.max_payload_bytes
+                ),
+            );
+        }
         if self.mqtt.max_payload_bytes < 64 {
             return bad(
                 "mqtt.max_payload_bytes",
@@ -439,6 +482,15 @@ impl Config {
                     "mqtt.topics.filter",
                     format!(
                         "{:?}: meters/ topics are handled by the meter profiles",
+                        t.filter
+                    ),
+                );
+            }
+            if t.device_level.is_none() && t.publishers.is_empty() {
+                return bad(
+                    "mqtt.topics.publishers",
+                    format!(
+                        "{:?}: say who may publish here: device_level (the account named by that topic level) or publishers = [\"ID\", ...]",
                         t.filter
                     ),
                 );

@@ -1,17 +1,26 @@
-//! Per-meter MQTT credentials: a TOML file of argon2id password hashes, one table per meter.
+//! Broker accounts: a TOML file of argon2id password hashes, one table per field meter and one
+//! per integration account (read-only, e.g. the site's Home Assistant).
 //!
 //! ```toml
 //! [meters."GM-0001"]
 //! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$..."
+//! [integrations."homeassistant"]
+//! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$..."
 //! ```
-//! The broker's auth handler checks a connecting client's user name (the meter id) and password
-//! against it. Argon2 is deliberately slow (~30 ms here), so a successful check is remembered by a
-//! SHA-256 of the password for the life of the process: a meter that reconnects every few seconds
-//! on a bad link does not cost a core.
+//! `gkgw meter add` / `gkgw integration add` rewrite the file atomically and keep its owner,
+//! group and mode, so running them with sudo never locks the gateway (user `gkgw`) out of it.
+//! The running gateway reloads it on SIGHUP and when its modification time changes.
+//!
+//! Argon2 is deliberately slow (~30 ms and 19 MiB here), so checking is split in two: the
+//! broker's login gate (`broker::auth`) bounds how many run at once and throttles failures, and
+//! [`Verifier::verify_blocking`] does the hashing. A successful check is remembered by a SHA-256
+//! of the password for the life of the process (cleared on reload): a meter that reconnects every
+//! few seconds on a bad link does not cost a core. An unknown user name is checked against a
+//! dummy hash with the same parameters, so it costs the same time as a known one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -21,11 +30,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The on-disk format. A boundary type: serialisable on purpose.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsFile {
     #[serde(default)]
     pub meters: BTreeMap<String, MeterEntry>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub integrations: BTreeMap<String, MeterEntry>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,10 +54,12 @@ pub enum Error {
     },
     #[error("{file}: {message}")]
     Format { file: String, message: String },
-    #[error("meter id {0:?} must be 1-64 letters, digits, '-' or '_'")]
+    #[error("account id {0:?} must be 1-64 letters, digits, '-' or '_'")]
     BadId(String),
-    #[error("meter {0} already has credentials (use --force to replace them)")]
+    #[error("{0} already has credentials (use --force to replace them)")]
     Exists(String),
+    #[error("{0} is already a meter; an integration account needs another name")]
+    Clash(String),
     #[error("hashing failed: {0}")]
     Hash(String),
 }
@@ -78,32 +91,77 @@ pub fn hash_password(password: &str) -> Result<String, Error> {
         .map_err(|e| Error::Hash(e.to_string()))
 }
 
-/// Adds (or with `force` replaces) a meter and returns its new random password. The file is
-/// rewritten atomically (temp file + rename) with mode 0600.
-pub fn add_meter(path: &Path, id: &str, force: bool) -> Result<String, Error> {
-    if !valid_meter_id(id) {
-        return Err(Error::BadId(id.to_owned()));
-    }
+/// A random 20-character password from an alphabet without look-alikes (0/O, 1/l/I).
+pub fn new_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::thread_rng();
+    (0..20)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Which table of the file an account goes into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Meter,
+    Integration,
+}
+
+/// Adds (or with `force` replaces) accounts with the given passwords and rewrites the file
+/// once. Returns nothing on error: the file is then unchanged.
+pub fn add_accounts(
+    path: &Path,
+    kind: Kind,
+    accounts: &[(String, String)],
+    force: bool,
+) -> Result<(), Error> {
     let mut creds = load_file(path)?;
-    if creds.meters.contains_key(id) && !force {
-        return Err(Error::Exists(id.to_owned()));
+    for (id, password) in accounts {
+        if !valid_meter_id(id) {
+            return Err(Error::BadId(id.clone()));
+        }
+        let (table, other) = match kind {
+            Kind::Meter => (&creds.meters, &creds.integrations),
+            Kind::Integration => (&creds.integrations, &creds.meters),
+        };
+        if other.contains_key(id) {
+            return Err(Error::Clash(id.clone()));
+        }
+        if table.contains_key(id) && !force {
+            return Err(Error::Exists(id.clone()));
+        }
+        let entry = MeterEntry {
+            password_hash: hash_password(password)?,
+        };
+        match kind {
+            Kind::Meter => creds.meters.insert(id.clone(), entry),
+            Kind::Integration => creds.integrations.insert(id.clone(), entry),
+        };
     }
-    let password: String = {
-        use rand::Rng;
-        const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-        let mut rng = rand::thread_rng();
-        (0..20)
-            .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
-            .collect()
-    };
-    creds.meters.insert(
-        id.to_owned(),
-        MeterEntry {
-            password_hash: hash_password(&password)?,
-        },
-    );
+    write_file(path, &creds)
+}
+
+/// Adds (or with `force` replaces) a meter and returns its new random password.
+pub fn add_meter(path: &Path, id: &str, force: bool) -> Result<String, Error> {
+    let password = new_password();
+    add_accounts(
+        path,
+        Kind::Meter,
+        &[(id.to_owned(), password.clone())],
+        force,
+    )?;
+    Ok(password)
+}
+
+/// Writes `creds` atomically (temp file in the same directory, fsync, rename). An existing
+/// file's owner, group and mode are kept; a new file gets mode 0640 and its directory's group,
+/// so a gateway running as another user of that group (`gkgw`) can read it.
+fn write_file(path: &Path, creds: &CredentialsFile) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let file = path.display().to_string();
-    let text = toml::to_string(&creds).map_err(|e| Error::Format {
+    let text = toml::to_string(creds).map_err(|e| Error::Format {
         file: file.clone(),
         message: e.to_string(),
     })?;
@@ -111,84 +169,172 @@ pub fn add_meter(path: &Path, id: &str, force: bool) -> Result<String, Error> {
         file: file.clone(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let (mode, owner) = match std::fs::metadata(path) {
+        Ok(m) => (m.mode() & 0o7777, Some((m.uid(), m.gid()))),
+        Err(_) => (
+            0o640,
+            std::fs::metadata(dir).ok().map(|d| (u32::MAX, d.gid())),
+        ),
+    };
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    if let Some((uid, gid)) = owner {
+        let new_file = uid == u32::MAX;
+        let uid = (!new_file).then_some(uid);
+        // Only root may give a file away; anyone may keep their own. For an existing file a
+        // failure is an error (a file the gateway cannot read would lock every meter out);
+        // for a new one the directory's group is only a courtesy.
+        if let Err(e) = std::os::unix::fs::fchown(&f, uid, Some(gid)) {
+            if !new_file {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(io(e));
+            }
+        }
     }
-    let tmp = path.with_extension("toml.tmp");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    drop(f);
     std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(password)
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
-/// What the broker's auth handler consults. Cheap to clone.
+/// A verified account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Account {
+    Meter(Arc<str>),
+    Integration(Arc<str>),
+}
+
+struct Accounts {
+    meters: HashMap<String, String>,
+    integrations: HashMap<String, String>,
+}
+
+/// What the broker's login gate consults. Cheap to clone; [`Verifier::reload`] swaps the table
+/// under every clone.
 #[derive(Clone)]
 pub struct Verifier {
-    hashes: Arc<HashMap<String, String>>,
+    accounts: Arc<RwLock<Accounts>>,
     verified: Arc<Mutex<HashMap<String, [u8; 32]>>>,
+    dummy: Arc<String>,
+}
+
+fn accounts_of(file: CredentialsFile) -> Accounts {
+    Accounts {
+        meters: file
+            .meters
+            .into_iter()
+            .map(|(k, v)| (k, v.password_hash))
+            .collect(),
+        integrations: file
+            .integrations
+            .into_iter()
+            .map(|(k, v)| (k, v.password_hash))
+            .collect(),
+    }
 }
 
 impl Verifier {
     pub fn new(file: CredentialsFile) -> Verifier {
         Verifier {
-            hashes: Arc::new(
-                file.meters
-                    .into_iter()
-                    .map(|(k, v)| (k, v.password_hash))
-                    .collect(),
-            ),
+            accounts: Arc::new(RwLock::new(accounts_of(file))),
             verified: Arc::default(),
+            // Same parameters as every real hash, so an unknown user costs the same time.
+            dummy: Arc::new(hash_password(&new_password()).unwrap_or_default()),
         }
+    }
+
+    /// Replaces the accounts; returns the meter ids that are gone (their connections are
+    /// closed by the broker) and clears the cache of verified passwords.
+    pub fn reload(&self, file: CredentialsFile) -> Vec<String> {
+        let new = accounts_of(file);
+        let mut removed = Vec::new();
+        if let Ok(mut a) = self.accounts.write() {
+            removed = a
+                .meters
+                .keys()
+                .chain(a.integrations.keys())
+                .filter(|k| !new.meters.contains_key(*k) && !new.integrations.contains_key(*k))
+                .cloned()
+                .collect();
+            *a = new;
+        }
+        if let Ok(mut v) = self.verified.lock() {
+            v.clear();
+        }
+        removed
     }
 
     pub fn len(&self) -> usize {
-        self.hashes.len()
+        self.accounts.read().map_or(0, |a| a.meters.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.hashes.is_empty()
+        self.len() == 0
     }
 
-    /// Checks `user`/`password`. Runs argon2 on the blocking pool; never blocks the caller's thread.
-    pub async fn verify(&self, user: String, password: String) -> bool {
-        let Some(hash) = self.hashes.get(&user).cloned() else {
-            return false;
-        };
+    fn lookup(&self, user: &str) -> Option<(Account, String)> {
+        let a = self.accounts.read().ok()?;
+        if let Some(h) = a.meters.get(user) {
+            return Some((Account::Meter(Arc::from(user)), h.clone()));
+        }
+        a.integrations
+            .get(user)
+            .map(|h| (Account::Integration(Arc::from(user)), h.clone()))
+    }
+
+    /// The account if `user` logged in with this very password before (no hashing).
+    pub fn cached(&self, user: &str, password: &str) -> Option<Account> {
         let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
-        if self
+        let hit = self
             .verified
             .lock()
-            .map(|m| m.get(&user) == Some(&digest))
-            .unwrap_or(false)
-        {
-            return true;
+            .map(|m| m.get(user) == Some(&digest))
+            .unwrap_or(false);
+        if hit {
+            self.lookup(user).map(|(a, _)| a)
+        } else {
+            None
         }
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash).is_ok_and(|h| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &h)
-                    .is_ok()
-            })
-        })
-        .await
-        .unwrap_or(false);
-        if ok {
-            if let Ok(mut m) = self.verified.lock() {
-                m.insert(user, digest);
-            }
+    }
+
+    /// Checks `user`/`password` with argon2: slow and memory-hungry, so call it on a blocking
+    /// thread and only through the login gate, which bounds how many run at once.
+    pub fn verify_blocking(&self, user: &str, password: &str) -> Option<Account> {
+        let found = self.lookup(user);
+        let hash = found.as_ref().map_or(self.dummy.as_str(), |(_, h)| h.as_str());
+        let ok = PasswordHash::new(hash).is_ok_and(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        });
+        let account = found.filter(|_| ok).map(|(a, _)| a)?;
+        let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+        if let Ok(mut m) = self.verified.lock() {
+            m.insert(user.to_owned(), digest);
         }
-        ok
+        Some(account)
     }
 }
 
@@ -196,8 +342,8 @@ impl Verifier {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn added_meter_verifies_and_others_do_not() {
+    #[test]
+    fn added_meter_verifies_and_others_do_not() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("meters.toml");
         let pw = add_meter(&path, "GM-0001", false).expect("add");
@@ -214,12 +360,50 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
-            0o600
+            0o640
         );
         let v = Verifier::new(load_file(&path).expect("load"));
-        assert!(v.verify("GM-0001".into(), pw.clone()).await);
-        assert!(v.verify("GM-0001".into(), pw.clone()).await, "cached path");
-        assert!(!v.verify("GM-0001".into(), "wrong".into()).await);
-        assert!(!v.verify("GM-0002".into(), pw).await);
+        let gm = Account::Meter(Arc::from("GM-0001"));
+        assert_eq!(v.cached("GM-0001", &pw), None, "nothing cached yet");
+        assert_eq!(v.verify_blocking("GM-0001", &pw), Some(gm.clone()));
+        assert_eq!(v.cached("GM-0001", &pw), Some(gm));
+        assert_eq!(v.verify_blocking("GM-0001", "wrong"), None);
+        assert_eq!(v.cached("GM-0001", "wrong"), None);
+        assert_eq!(v.verify_blocking("GM-0002", &pw), None);
+    }
+
+    #[test]
+    fn rewriting_keeps_the_mode_and_reload_reports_removed_accounts() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("meters.toml");
+        add_meter(&path, "GM-0001", false).expect("add");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o604)).expect("chmod");
+        add_accounts(
+            &path,
+            Kind::Integration,
+            &[("ha".into(), "pw".into())],
+            false,
+        )
+        .expect("add integration");
+        assert_eq!(
+            std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+            0o604,
+            "mode kept"
+        );
+        assert!(matches!(
+            add_accounts(&path, Kind::Meter, &[("ha".into(), "x".into())], true),
+            Err(Error::Clash(_))
+        ));
+        let v = Verifier::new(load_file(&path).expect("load"));
+        assert_eq!(
+            v.verify_blocking("ha", "pw"),
+            Some(Account::Integration(Arc::from("ha")))
+        );
+        let mut file = load_file(&path).expect("load");
+        file.meters.clear();
+        assert_eq!(v.reload(file), vec!["GM-0001".to_owned()]);
+        assert_eq!(v.cached("ha", "pw"), None, "cache cleared on reload");
+        assert_eq!(v.len(), 0);
     }
 }

@@ -1,5 +1,7 @@
 //! `gkgw demo`: the whole gateway on one machine with nothing installed. Simulated meters are
-//! real MQTT clients (rumqttc) of the embedded broker; the store lives in a temporary directory.
+//! real MQTT clients (rumqttc) of the embedded broker, each logged in with its own account
+//! (created in the state directory at start); the store lives in a temporary directory.
+//! Anonymous loopback clients (`mosquitto_sub`) are let in read-only.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,7 +55,7 @@ struct SimMeter {
 impl SimMeter {
     fn new(index: usize, gas: bool, rng: &mut impl Rng) -> SimMeter {
         SimMeter {
-            id: format!("{}-{:04}", if gas { "GM" } else { "EM" }, index + 1),
+            id: meter_id(index),
             gas,
             seq: 0,
             cumulative: rng.gen_range(5.0..500.0),
@@ -118,12 +120,23 @@ impl SimMeter {
     }
 }
 
+fn meter_id(index: usize) -> String {
+    format!("{}-{:04}", if index % 2 == 0 { "GM" } else { "EM" }, index + 1)
+}
+
 /// One simulated meter: connects, subscribes to its ack topic, publishes every `interval`.
-async fn run_meter(addr: SocketAddr, index: usize, interval: Duration, cancel: CancellationToken) {
+async fn run_meter(
+    addr: SocketAddr,
+    index: usize,
+    password: String,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
     let mut rng = rand::rngs::StdRng::from_entropy();
     let mut meter = SimMeter::new(index, index % 2 == 0, &mut rng);
     let mut opts = MqttOptions::new(meter.id.clone(), addr.ip().to_string(), addr.port());
     opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_credentials(meter.id.clone(), password);
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
     let _ = client.try_subscribe(format!("meters/{}/ack", meter.id), QoS::AtLeastOnce);
     // Spread the meters over the interval so they do not all report at once.
@@ -168,7 +181,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     let mut config = Config::default();
     config.site.id = "demo-site".into();
     config.store.state_dir = state_dir.clone();
-    config.broker.listen = Some(opts.mqtt);
+    config.broker.listen = opts.mqtt;
     config.broker.allow_anonymous = true;
     config.broker.credentials_file = state_dir.join("meters.toml");
     config.http.listen = opts.http;
@@ -196,40 +209,56 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         }
         None => None,
     };
+    // Every simulated meter has an account of its own, as on a real site. Hashing is slow on
+    // purpose (argon2id), so the accounts are made on the blocking pool, all in one write.
+    let accounts: Vec<(String, String)> = (0..opts.meters)
+        .map(|i| (meter_id(i), crate::credentials::new_password()))
+        .collect();
+    {
+        let (file, accounts) = (config.broker.credentials_file.clone(), accounts.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::credentials::add_accounts(
+                &file,
+                crate::credentials::Kind::Meter,
+                &accounts,
+                true,
+            )
+        })
+        .await??;
+    }
     let gw = crate::topology::start(config).await?;
     let mqtt = gw.mqtt_addrs[0];
-    println!("Green Kitchen Gateway demo");
-    println!(
-        "  status page:  http://{}/   (metrics: /metrics, health: /healthz)",
-        gw.http_addr
+    let mut banner = format!(
+        "Green Kitchen Gateway demo\n  status page:  http://{}/   (metrics: /metrics, health: /healthz)\n  MQTT broker:  {mqtt} with {} simulated meters, each with its own account ({}); anonymous clients are read-only\n  state dir:    {}\n",
+        gw.http_addr,
+        opts.meters,
+        state_dir.join("meters.toml").display(),
+        state_dir.display()
     );
-    println!(
-        "  MQTT broker:  {mqtt} (anonymous, loopback only) with {} simulated meters",
-        opts.meters
-    );
-    println!("  state dir:    {}", state_dir.display());
     if let Some(p) = &plant {
-        println!(
-            "  Modbus plant: {} (units 1 digester, 2 energy meter, 3 compressor, 4 gas analyser)",
-            p.addr
-        );
-        println!(
-            "  try:          gkgw modbus poll --tcp {} --unit 1 --profile demo-digester",
-            p.addr
-        );
+        banner.push_str(&format!(
+            "  Modbus plant: {} (units 1 digester, 2 energy meter, 3 compressor, 4 gas analyser)\n  try:          gkgw modbus poll --tcp {} --unit 1 --profile demo-digester\n",
+            p.addr, p.addr
+        ));
     }
-    println!(
-        "  try:          mosquitto_sub -h {} -p {} -t 'meters/#' -v",
+    banner.push_str(&format!(
+        "  try:          mosquitto_sub -h {} -p {} -t 'meters/#' -v\n  Ctrl-C stops the demo; everything received is committed first.\n",
         mqtt.ip(),
         mqtt.port()
-    );
-    println!("  Ctrl-C stops the demo; everything received is committed first.");
+    ));
+    {
+        // A closed stdout (`gkgw demo | head`) must not stop the demo.
+        use std::io::Write;
+        let _ = std::io::stdout().write_all(banner.as_bytes());
+        let _ = std::io::stdout().flush();
+    }
     let meters = TaskTracker::new();
     let meters_cancel = CancellationToken::new();
-    for i in 0..opts.meters {
+    for (i, (_, password)) in accounts.into_iter().enumerate() {
         meters.spawn(run_meter(
             mqtt,
             i,
+            password,
             opts.meter_interval,
             meters_cancel.clone(),
         ));

@@ -10,6 +10,7 @@ pub mod demo_plant;
 pub mod load;
 pub mod metrics;
 pub mod model;
+pub mod os;
 pub mod sinks;
 pub mod sources;
 pub mod store;

@@ -22,6 +22,8 @@ pub struct Options {
     /// How long to wait for outstanding acks/deliveries after the last publish.
     pub drain: Duration,
     pub id_prefix: String,
+    /// Create accounts for the load's meters in this credentials file first.
+    pub credentials: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -40,26 +42,68 @@ fn payload(id: &str, seq: u64) -> String {
     )
 }
 
-async fn connect(
+fn mqtt_client(
     broker: SocketAddr,
     client_id: String,
+    password: Option<&str>,
     cap: usize,
 ) -> (AsyncClient, rumqttc::EventLoop) {
-    let mut o = MqttOptions::new(client_id, broker.ip().to_string(), broker.port());
+    let mut o = MqttOptions::new(client_id.clone(), broker.ip().to_string(), broker.port());
     o.set_keep_alive(Duration::from_secs(60));
     o.set_inflight(100);
     o.set_max_packet_size(1 << 20, 1 << 20);
+    if let Some(p) = password {
+        o.set_credentials(client_id, p);
+    }
     AsyncClient::new(o, cap)
 }
 
+/// Polls until the broker answers CONNACK: an error for a broker that is not there or refuses
+/// the login, so a load run never reports success against nothing.
+async fn connected(el: &mut rumqttc::EventLoop, who: &str) -> anyhow::Result<()> {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        match el.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+            Ok(_) => {}
+            Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
+                anyhow::bail!("{who}: the broker refused the login: {code:?}")
+            }
+            Err(e) if Instant::now() >= until => {
+                anyhow::bail!("{who}: cannot connect to the broker: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 pub async fn run(opts: Options) -> anyhow::Result<Report> {
+    let ids: Vec<String> = (0..opts.connections)
+        .map(|i| format!("{}-{i:05}", opts.id_prefix))
+        .collect();
+    let passwords: Option<Vec<String>> = match &opts.credentials {
+        None => None,
+        Some(file) => {
+            let accounts: Vec<(String, String)> = ids
+                .iter()
+                .map(|id| (id.clone(), crate::credentials::new_password()))
+                .collect();
+            let (f, a) = (file.clone(), accounts.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::credentials::add_accounts(&f, crate::credentials::Kind::Meter, &a, true)
+            })
+            .await??;
+            Some(accounts.into_iter().map(|(_, p)| p).collect())
+        }
+    };
     let acked = Arc::new(AtomicU64::new(0));
     let delivered = Arc::new(AtomicU64::new(0));
     let published = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
 
     let counter = if opts.count_delivered {
-        let (c, mut el) = connect(opts.broker, format!("{}-counter", opts.id_prefix), 10).await;
+        let (c, mut el) = mqtt_client(opts.broker, format!("{}-counter", opts.id_prefix), None, 10);
+        connected(&mut el, "counter").await?;
         c.subscribe("meters/+/state", opts.qos).await?;
         loop {
             if let Event::Incoming(Packet::SubAck(_)) = el.poll().await? {
@@ -82,9 +126,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let interval = (opts.rate > 0)
         .then(|| Duration::from_secs_f64(opts.connections as f64 / opts.rate as f64));
     let mut tasks = Vec::new();
-    for i in 0..opts.connections {
-        let id = format!("{}-{i:05}", opts.id_prefix);
-        let (client, mut el) = connect(opts.broker, id.clone(), 1000).await;
+    for (i, id) in ids.into_iter().enumerate() {
+        let password = passwords.as_ref().map(|p| p[i].as_str());
+        let (client, mut el) = mqtt_client(opts.broker, id.clone(), password, 1000);
+        connected(&mut el, &id).await?;
         if opts.acks {
             client
                 .subscribe(format!("meters/{id}/ack"), QoS::AtMostOnce)

@@ -35,9 +35,12 @@ enum Command {
     },
     /// Print the commented default configuration.
     GenerateConfig,
-    /// Field meters: credentials for the embedded broker.
+    /// Field meters: accounts on the embedded broker.
     #[command(subcommand)]
     Meter(MeterCommand),
+    /// Integration accounts (read-only MQTT: meters/# and alarms/#), e.g. Home Assistant.
+    #[command(subcommand)]
+    Integration(IntegrationCommand),
     /// Publish meter messages at a given rate and count acks (benchmarks).
     Load(LoadArgs),
     /// Modbus commissioning: read registers, scan a bus, poll a profile.
@@ -224,20 +227,39 @@ struct DemoArgs {
     influx_token_file: Option<PathBuf>,
 }
 
+/// Where the accounts file is: `--credentials`, or `broker.credentials_file` of `--config`.
+#[derive(Args)]
+struct AccountsFile {
+    /// Accounts file (default: broker.credentials_file of --config).
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    #[arg(long, short, default_value = "/etc/gkgw/gateway.toml")]
+    config: PathBuf,
+    /// Replace existing credentials.
+    #[arg(long)]
+    force: bool,
+}
+
 #[derive(Subcommand)]
 enum MeterCommand {
-    /// Create credentials for a meter and print its MQTT user name and password once.
+    /// Create a meter's account and print its MQTT user name and password once. A running
+    /// gateway picks it up within 2 s (or at once with `systemctl reload gkgw`).
     Add {
-        /// Meter id, e.g. GM-0001 (also its MQTT user name).
-        id: String,
-        /// Credentials file (default: broker.credentials_file of --config).
-        #[arg(long)]
-        credentials: Option<PathBuf>,
-        #[arg(long, short, default_value = "/etc/gkgw/gateway.toml")]
-        config: PathBuf,
-        /// Replace existing credentials.
-        #[arg(long)]
-        force: bool,
+        /// Meter ids, e.g. GM-0001 (each is also the meter's MQTT user name and client id).
+        #[arg(required = true, num_args = 1..)]
+        ids: Vec<String>,
+        #[command(flatten)]
+        file: AccountsFile,
+    },
+}
+
+#[derive(Subcommand)]
+enum IntegrationCommand {
+    /// Create a read-only account (subscribe to meters/# and alarms/#; publish nothing).
+    Add {
+        name: String,
+        #[command(flatten)]
+        file: AccountsFile,
     },
 }
 
@@ -261,6 +283,10 @@ struct LoadArgs {
     /// Wait for and count the gateway's meters/{id}/ack messages.
     #[arg(long)]
     acks: bool,
+    /// Create accounts for the load's meters in this file first (a gateway's
+    /// broker.credentials_file; it picks them up within 2 s).
+    #[arg(long)]
+    credentials: Option<PathBuf>,
     /// Count deliveries to a subscriber of meters/+/state (for a plain broker).
     #[arg(long)]
     count_delivered: bool,
@@ -274,7 +300,7 @@ struct LoadArgs {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
-            "info,rumqttd=warn,rumqttd::router::routing=off,rumqttc=warn",
+            "info,rumqttc=warn",
         )
     });
     // No timestamps under systemd: journald adds its own.
@@ -318,9 +344,28 @@ fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// The accounts file an account command writes, or the exit code of a config error.
+fn accounts_file(a: &AccountsFile) -> Result<PathBuf, ExitCode> {
+    match &a.credentials {
+        Some(f) => Ok(f.clone()),
+        None if !a.config.exists() => {
+            eprintln!(
+                "error: no config at {} to take broker.credentials_file from: pass --credentials FILE or --config FILE",
+                a.config.display()
+            );
+            Err(ExitCode::from(2))
+        }
+        None => load_config(&a.config).map(|c| c.broker.credentials_file),
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. } | Command::Demo(_)) {
+        // `gkgw check | head -1` ends quietly, like any Unix tool, instead of panicking.
+        gkgw::os::default_sigpipe();
+    }
     init_tracing();
     let result = match cli.command {
         Command::GenerateConfig => {
@@ -332,17 +377,9 @@ async fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match gkgw::broker::load_config(&cfg.broker.config_file) {
-                Ok(_) => {
-                    println!("{}: ok", config.display());
-                    print_pipeline(&cfg);
-                    Ok(())
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            }
+            println!("{}: ok", config.display());
+            print_pipeline(&cfg);
+            Ok(())
         }
         Command::Run { config } => {
             let cfg = match load_config(&config) {
@@ -352,31 +389,51 @@ async fn main() -> ExitCode {
             gkgw::run(cfg, shutdown_on_signal()).await
         }
         Command::Demo(a) => demo(a).await,
-        Command::Meter(MeterCommand::Add {
-            id,
-            credentials,
-            config,
-            force,
-        }) => {
-            let file = match credentials {
-                Some(f) => f,
-                None => match load_config(&config) {
-                    Ok(c) => c.broker.credentials_file,
-                    Err(code) => return code,
-                },
+        Command::Meter(MeterCommand::Add { ids, file }) => {
+            let path = match accounts_file(&file) {
+                Ok(p) => p,
+                Err(code) => return code,
             };
-            match gkgw::credentials::add_meter(&file, &id, force) {
-                Ok(password) => {
-                    println!("meter {id} added to {}", file.display());
+            let accounts: Vec<(String, String)> = ids
+                .iter()
+                .map(|id| (id.clone(), gkgw::credentials::new_password()))
+                .collect();
+            gkgw::credentials::add_accounts(
+                &path,
+                gkgw::credentials::Kind::Meter,
+                &accounts,
+                file.force,
+            )
+            .map(|()| {
+                for (id, password) in &accounts {
+                    println!("meter {id} added to {}", path.display());
                     println!("mqtt username: {id}");
+                    println!("mqtt client id: {id}");
                     println!("mqtt password: {password}");
-                    println!(
-                        "(the password is shown only now; restart gkgw to load the new meter)"
-                    );
-                    Ok(())
                 }
-                Err(e) => Err(e.into()),
-            }
+                println!("(passwords are shown only now; a running gateway picks the meters up within 2 s)");
+            })
+            .map_err(Into::into)
+        }
+        Command::Integration(IntegrationCommand::Add { name, file }) => {
+            let path = match accounts_file(&file) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            let password = gkgw::credentials::new_password();
+            gkgw::credentials::add_accounts(
+                &path,
+                gkgw::credentials::Kind::Integration,
+                &[(name.clone(), password.clone())],
+                file.force,
+            )
+            .map(|()| {
+                println!("integration account {name} added to {} (read-only: meters/#, alarms/#)", path.display());
+                println!("mqtt username: {name}");
+                println!("mqtt password: {password}");
+                println!("(the password is shown only now)");
+            })
+            .map_err(Into::into)
         }
         Command::Load(a) => load(a).await,
         Command::Modbus(c) => modbus(c).await,
@@ -394,9 +451,14 @@ fn print_pipeline(c: &Config) {
     println!("site {}", c.site.id);
     println!("sources:");
     println!(
-        "  mqtt meters: meters/+/state, meters/+/event (max {} bytes, anonymous: {})",
-        c.mqtt.max_payload_bytes, c.broker.allow_anonymous
+        "  mqtt broker {}: meters publish meters/{{id}}/state and /event (max payload {} bytes, packet {} bytes, {} connections, anonymous read-only: {})",
+        c.broker.listen,
+        c.mqtt.max_payload_bytes,
+        c.broker.max_packet_bytes,
+        c.broker.max_connections,
+        c.broker.allow_anonymous
     );
+    println!("    accounts: {}", c.broker.credentials_file.display());
     for t in &c.mqtt.topics {
         println!(
             "  mqtt topic {} ({:?}) -> {}",
@@ -507,6 +569,7 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
         count_delivered: a.count_delivered,
         drain: Duration::from_secs(a.drain),
         id_prefix: a.id_prefix,
+        credentials: a.credentials,
     })
     .await?;
     println!(

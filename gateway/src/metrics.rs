@@ -22,16 +22,20 @@ pub enum RejectReason {
     BadTimestamp,
     /// A topic no pattern maps.
     UnknownTopic,
+    /// A connection tried to speak (publish, subscribe, will, client id) for an account other
+    /// than its own.
+    Identity,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 7] = [
         RejectReason::Malformed,
         RejectReason::Invalid,
         RejectReason::MeterIdMismatch,
         RejectReason::Oversized,
         RejectReason::BadTimestamp,
         RejectReason::UnknownTopic,
+        RejectReason::Identity,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +46,71 @@ impl RejectReason {
             RejectReason::Oversized => "oversized",
             RejectReason::BadTimestamp => "bad_timestamp",
             RejectReason::UnknownTopic => "unknown_topic",
+            RejectReason::Identity => "identity",
+        }
+    }
+}
+
+/// How a login attempt ended (`gkgw_broker_auth_total{result}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthResult {
+    Ok,
+    /// Wrong password or unknown user (indistinguishable on purpose).
+    Rejected,
+    /// Refused without checking: too many recent failures from that address or for that user.
+    Throttled,
+    /// An anonymous client let in read-only (demo).
+    Anonymous,
+    AnonymousRefused,
+}
+
+impl AuthResult {
+    pub const ALL: [AuthResult; 5] = [
+        AuthResult::Ok,
+        AuthResult::Rejected,
+        AuthResult::Throttled,
+        AuthResult::Anonymous,
+        AuthResult::AnonymousRefused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthResult::Ok => "ok",
+            AuthResult::Rejected => "rejected",
+            AuthResult::Throttled => "throttled",
+            AuthResult::Anonymous => "anonymous",
+            AuthResult::AnonymousRefused => "anonymous_refused",
+        }
+    }
+}
+
+/// Why the broker closed a connection before or instead of serving it
+/// (`gkgw_broker_refused_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `broker.max_connections` reached and nobody to evict.
+    Full,
+    /// A connection still without CONNECT dropped to make room for a newer one.
+    Evicted,
+    ConnectTimeout,
+    /// Not MQTT 3.1.1, or a protocol violation.
+    Protocol,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 4] = [
+        Refusal::Full,
+        Refusal::Evicted,
+        Refusal::ConnectTimeout,
+        Refusal::Protocol,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Full => "full",
+            Refusal::Evicted => "evicted_pending",
+            Refusal::ConnectTimeout => "connect_timeout",
+            Refusal::Protocol => "protocol",
         }
     }
 }
@@ -50,15 +119,20 @@ impl RejectReason {
 pub struct Metrics {
     pub mqtt_messages: AtomicU64,
     rejected: [AtomicU64; 7],
+    auth: [AtomicU64; 5],
+    refused: [AtomicU64; 4],
+    /// Authenticated MQTT connections (a gauge).
+    pub broker_connected: AtomicU64,
+    pub broker_accept_errors: AtomicU64,
+    pub broker_outbound_dropped: AtomicU64,
+    /// argon2 checks running now (a gauge; at most `broker.auth_concurrency`).
+    pub auth_checks_running: AtomicU64,
     pub readings_accepted: AtomicU64,
     pub store_commits: AtomicU64,
     pub store_commit_micros: AtomicU64,
     pub store_errors: AtomicU64,
     pub acks_published: AtomicU64,
     pub acks_dropped: AtomicU64,
-    pub broker_auth_ok: AtomicU64,
-    pub broker_skipped: AtomicU64,
-    pub broker_auth_rejected: AtomicU64,
     pub influx_points_written: AtomicU64,
     pub influx_requests: AtomicU64,
     pub influx_write_errors: AtomicU64,
@@ -72,6 +146,18 @@ impl Metrics {
 
     pub fn rejected(&self, reason: RejectReason) -> u64 {
         self.rejected[reason as usize].load(Relaxed)
+    }
+
+    pub fn auth(&self, r: AuthResult) {
+        self.auth[r as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn auth_count(&self, r: AuthResult) -> u64 {
+        self.auth[r as usize].load(Relaxed)
+    }
+
+    pub fn broker_refused(&self, r: Refusal) {
+        self.refused[r as usize].fetch_add(1, Relaxed);
     }
 
     pub fn rejected_total(&self) -> u64 {
@@ -119,9 +205,14 @@ impl Metrics {
             &self.acks_dropped,
         );
         counter(
-            "gkgw_broker_skipped_total",
-            "Messages the broker dropped because ingest fell further behind than its log holds.",
-            &self.broker_skipped,
+            "gkgw_broker_accept_errors_total",
+            "Failed accept() calls on the MQTT listener (e.g. out of file descriptors).",
+            &self.broker_accept_errors,
+        );
+        counter(
+            "gkgw_broker_outbound_dropped_total",
+            "Messages to a client dropped because its outbound queue was full.",
+            &self.broker_outbound_dropped,
         );
         counter(
             "gkgw_influx_points_written_total",
@@ -157,16 +248,33 @@ impl Metrics {
                 self.rejected(r)
             );
         }
-        s.push_str("# HELP gkgw_broker_auth_total MQTT connection attempts checked by the auth handler.\n# TYPE gkgw_broker_auth_total counter\n");
+        s.push_str("# HELP gkgw_broker_auth_total MQTT logins by result.\n# TYPE gkgw_broker_auth_total counter\n");
+        for r in AuthResult::ALL {
+            let _ = writeln!(
+                s,
+                "gkgw_broker_auth_total{{result=\"{}\"}} {}",
+                r.as_str(),
+                self.auth[r as usize].load(Relaxed)
+            );
+        }
+        s.push_str("# HELP gkgw_broker_refused_total MQTT connections closed before or instead of being served, by reason.\n# TYPE gkgw_broker_refused_total counter\n");
+        for r in Refusal::ALL {
+            let _ = writeln!(
+                s,
+                "gkgw_broker_refused_total{{reason=\"{}\"}} {}",
+                r.as_str(),
+                self.refused[r as usize].load(Relaxed)
+            );
+        }
         let _ = writeln!(
             s,
-            "gkgw_broker_auth_total{{result=\"ok\"}} {}",
-            self.broker_auth_ok.load(Relaxed)
+            "# HELP gkgw_broker_connections Authenticated MQTT connections.\n# TYPE gkgw_broker_connections gauge\ngkgw_broker_connections {}",
+            self.broker_connected.load(Relaxed)
         );
         let _ = writeln!(
             s,
-            "gkgw_broker_auth_total{{result=\"rejected\"}} {}",
-            self.broker_auth_rejected.load(Relaxed)
+            "# HELP gkgw_broker_auth_checks_running Password checks (argon2) running now.\n# TYPE gkgw_broker_auth_checks_running gauge\ngkgw_broker_auth_checks_running {}",
+            self.auth_checks_running.load(Relaxed)
         );
         s.push_str(extra);
         s

@@ -72,7 +72,33 @@ impl Series {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Owed to whoever handed a reading in, once it is committed: the broker's PUBACK (or PUBREC)
+/// of the MQTT message it came from. Only the reading that is committed carries it: a clone
+/// of a reading never does (see `Clone for Reading`), so nothing is confirmed twice or early.
+pub struct Receipt {
+    tx: tokio::sync::mpsc::UnboundedSender<u32>,
+    token: u32,
+}
+
+impl Receipt {
+    pub fn new(tx: tokio::sync::mpsc::UnboundedSender<u32>, token: u32) -> Receipt {
+        Receipt { tx, token }
+    }
+
+    /// Tells the owner; a gone owner (the connection closed) is not an error: the reading is
+    /// committed and the device will resend it, which the pipeline tolerates (at-least-once).
+    pub fn confirm(self) {
+        let _ = self.tx.send(self.token);
+    }
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Receipt({})", self.token)
+    }
+}
+
+#[derive(Debug)]
 pub struct Reading {
     pub series: Series,
     /// Nanoseconds since the Unix epoch, UTC.
@@ -82,6 +108,33 @@ pub struct Reading {
     pub fields: Vec<(String, Value)>,
     /// Set by the MQTT meter source: acknowledge to the meter after commit.
     pub ack: Option<AckRequest>,
+    /// Set on the last reading of a QoS 1/2 message: confirmed after commit.
+    pub receipt: Option<Receipt>,
+}
+
+impl Clone for Reading {
+    /// A copy for the live view: same data, no receipt.
+    fn clone(&self) -> Reading {
+        Reading {
+            series: self.series.clone(),
+            ts_ns: self.ts_ns,
+            quality: self.quality,
+            fields: self.fields.clone(),
+            ack: self.ack.clone(),
+            receipt: None,
+        }
+    }
+}
+
+impl PartialEq for Reading {
+    /// Equal data; whether a receipt is attached does not matter.
+    fn eq(&self, o: &Reading) -> bool {
+        self.series == o.series
+            && self.ts_ns == o.ts_ns
+            && self.quality == o.quality
+            && self.fields == o.fields
+            && self.ack == o.ack
+    }
 }
 
 /// Earliest timestamp the gateway accepts (2020-01-01T00:00:00Z). Anything earlier is a meter or

@@ -1,21 +1,24 @@
 //! The one place that creates channels and spawns tasks. The same diagram is in ARCHITECTURE.md.
 //!
 //! ```text
-//!  meters ──MQTT──▶ rumqttd ──local link (1 MiB × 4 segments per filter; a reader further
-//!                     ▲        behind skips: the ingest task must keep up)──▶ mqtt ingest
-//!                     │                                                        │
-//!                     │ meters/{id}/ack (QoS 0)                                 │ readings: mpsc, store.channel_capacity
-//!                     │                                                        │ (full → ingest waits)
-//!                ack publisher ◀── acks: mpsc 1024 (full → acks dropped,      ▼    also → live: broadcast 1024 (lagging receivers skip)
-//!                (own thread)       counted; the meter resends)   ◀── store committer (batch ≤ max_batch or commit_interval)
-//!                                                                             │ commit = fsync (SQLite WAL)
-//!                                                                             ▼
-//!                                                               store.db ── committed: watch<last id>
-//!                                                                             │
-//!                                                                   influx writer (own cursor) ──HTTP──▶ InfluxDB
+//!  meters ──MQTT 3.1.1──▶ broker: one task per connection (ACL, login gate)
+//!    ▲  ▲                   │ publish → mqtt::Ingest::parse, in the connection's task
+//!    │  │                   │ readings: mpsc, store.channel_capacity
+//!    │  │                   │ (full → that connection's socket is not read: TCP slows the meter)
+//!    │  │                   ▼                      also → live: broadcast 1024 (lagging receivers skip)
+//!    │  │  Modbus pollers ──┴──▶ store committer (batch ≤ max_batch or commit_interval; commit = fsync)
+//!    │  │                              │ receipts: per connection, unbounded but ≤ max_inflight each
+//!    │  └─ PUBACK / PUBREC ◀───────────┤ (sent only after the commit)
+//!    │                                 │ acks: mpsc 1024 (full → acks dropped, counted; the meter resends)
+//!    └─ meters/{id}/ack (QoS 0) ◀─ ack router ◀─┤
+//!                                              ▼
+//!                               store.db ── committed: watch<last id>
+//!                                              │
+//!                                    influx writer (own cursor) ──HTTP──▶ InfluxDB
 //! ```
-//! Shutdown: cancel `sources` → ingest stops and drops its sender → the committer drains the
-//! channel, commits, and ends → cancel `sinks` (they stop mid-batch; their cursor stays) → web.
+//! Shutdown: cancel `sources` (the broker's connections and the Modbus pollers end and drop
+//! their senders) → the committer drains the channel, commits, and ends → cancel `sinks` (they
+//! stop mid-batch; their cursor stays) → web.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +36,9 @@ use crate::sources::mqtt;
 use crate::store::{self, committer};
 use crate::{broker, credentials, sinks, web};
 
+/// Descriptors kept free of MQTT connections for the store, the web server and clients.
+const RESERVED_FDS: u64 = 128;
+
 /// A started gateway: its bound addresses, and the handles needed to stop it in order.
 pub struct Gateway {
     pub mqtt_addrs: Vec<SocketAddr>,
@@ -40,6 +46,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub health: Arc<committer::Health>,
     pub live: broadcast::Sender<Arc<Reading>>,
+    pub hub: Arc<broker::Hub>,
+    _lock: store::lock::StateLock,
     sources_cancel: CancellationToken,
     sinks_cancel: CancellationToken,
     sources: TaskTracker,
@@ -57,6 +65,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
             config.store.state_dir.display()
         )
     })?;
+    let lock = store::lock::lock_state_dir(&config.store.state_dir)?;
     let db = store::db_path(&config.store.state_dir);
 
     let mut consumers: Vec<&'static str> = Vec::new();
@@ -67,29 +76,30 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         .with_context(|| format!("cannot open the store {}", db.display()))?;
     writer.register_consumers(&consumers)?;
 
-    // Broker and its auth.
-    let verifier = credentials::Verifier::new(
-        credentials::load_file(&config.broker.credentials_file)
-            .context("cannot load meter credentials")?,
-    );
-    if !config.broker.allow_anonymous && verifier.is_empty() {
-        tracing::warn!(file = %config.broker.credentials_file.display(), "no meter credentials: no meter can connect (add one with `gkgw meter add ID`)");
-    }
-    let rules = mqtt::Rules {
-        max_payload_bytes: config.mqtt.max_payload_bytes,
-        topics: config.mqtt.topics.clone(),
-    };
-    let rumqttd_config = broker::load_config(&config.broker.config_file)?;
-    let (link, mut publisher, mqtt_addrs) = broker::start(
-        rumqttd_config,
-        broker::Options {
-            listen: config.broker.listen,
-            allow_anonymous: config.broker.allow_anonymous,
-            verifier,
+    // Broker accounts and the login gate.
+    let creds_file = config.broker.credentials_file.clone();
+    let verifier = credentials::Verifier::new(credentials::load_file(&creds_file).with_context(
+        || {
+            format!(
+                "cannot load the broker accounts (broker.credentials_file = {})",
+                creds_file.display()
+            )
         },
-        &mqtt::filters(&rules),
-        metrics.clone(),
-    )?;
+    )?);
+    if verifier.is_empty() {
+        tracing::warn!(file = %creds_file.display(), "no meter accounts: no meter can publish (add one with `gkgw meter add ID`)");
+    }
+    let listener = broker::bind(config.broker.listen).await?;
+    let mqtt_addr = listener.local_addr()?;
+    let max_connections =
+        broker::connection_limit(config.broker.max_connections, RESERVED_FDS);
+    if max_connections < config.broker.max_connections {
+        tracing::warn!(
+            configured = config.broker.max_connections,
+            used = max_connections,
+            "broker.max_connections lowered to fit the open-files limit (raise LimitNOFILE)"
+        );
+    }
 
     // Channels: every edge of the diagram above.
     let (readings_tx, readings_rx) = mpsc::channel::<Reading>(config.store.channel_capacity);
@@ -101,6 +111,62 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
     let sinks_cancel = CancellationToken::new();
     let sources = TaskTracker::new();
     let sinks = TaskTracker::new();
+
+    let hub = Arc::new(broker::Hub::new(metrics.clone()));
+    let rules = mqtt::Rules {
+        max_payload_bytes: config.mqtt.max_payload_bytes,
+        topics: config.mqtt.topics.clone(),
+    };
+    let acl = broker::Acl::new(
+        config
+            .mqtt
+            .topics
+            .iter()
+            .map(|t| broker::PublishRule {
+                filter: t.filter.clone(),
+                owner: match t.device_level {
+                    Some(l) => broker::Owner::Level(l),
+                    None => broker::Owner::Accounts(t.publishers.clone()),
+                },
+            })
+            .collect(),
+    );
+    let gate = broker::auth::Gate::new(
+        verifier.clone(),
+        config.broker.auth_concurrency,
+        config.broker.allow_anonymous,
+        metrics.clone(),
+    );
+    broker::spawn(
+        listener,
+        broker::Parts {
+            settings: broker::Settings {
+                max_connections,
+                max_pending: config.broker.max_pending,
+                connect_timeout: Duration::from_millis(config.broker.connect_timeout_ms),
+                max_packet_bytes: config.broker.max_packet_bytes,
+                max_inflight: config.broker.max_inflight,
+            },
+            gate,
+            acl,
+            hub: hub.clone(),
+            inbound: Arc::new(mqtt::Ingest::new(
+                rules,
+                readings_tx.clone(),
+                live.clone(),
+                metrics.clone(),
+            )),
+            metrics: metrics.clone(),
+        },
+        &sources,
+        sources_cancel.clone(),
+    );
+    sinks.spawn(reload_accounts(
+        creds_file,
+        verifier,
+        hub.clone(),
+        sinks_cancel.clone(),
+    ));
 
     let modbus_stats = crate::sources::modbus::Stats::default();
     for bus in &config.modbus.buses {
@@ -118,14 +184,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
             sources_cancel.clone(),
         ));
     }
-    sources.spawn(mqtt::run(
-        link,
-        rules,
-        readings_tx,
-        live.clone(),
-        metrics.clone(),
-        sources_cancel.clone(),
-    ));
+    drop(readings_tx);
 
     let committer = tokio::spawn(committer::run(
         writer,
@@ -142,30 +201,24 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         health.clone(),
     ));
 
-    // rumqttd's LinkTx::publish blocks when the router's channel is full, so acks are published
-    // from a thread of their own rather than from a tokio worker.
+    // Application acks go out through the broker's session table (never blocks: each
+    // connection's queue is bounded and a full one drops, counted).
     {
+        let hub = hub.clone();
         let metrics = metrics.clone();
-        std::thread::Builder::new()
-            .name("ack-publisher".into())
-            .spawn(move || {
-                while let Some(acks) = acks_rx.blocking_recv() {
-                    for a in acks {
-                        if publisher.publish(
-                            format!("meters/{}/ack", a.meter_id),
-                            format!("{{\"seq\":{}}}", a.seq),
-                        ) {
-                            metrics
-                                .acks_published
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        } else {
-                            metrics
-                                .acks_dropped
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    }
+        sinks.spawn(async move {
+            while let Some(acks) = acks_rx.recv().await {
+                for a in acks {
+                    hub.publish(
+                        &format!("meters/{}/ack", a.meter_id),
+                        bytes::Bytes::from(format!("{{\"seq\":{}}}", a.seq)),
+                    );
+                    metrics
+                        .acks_published
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-            })?;
+            }
+        });
     }
 
     if config.influx.enabled {
@@ -189,14 +242,16 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         db,
         consumers,
         site: config.site.id.clone(),
-        mqtt_addrs: mqtt_addrs.clone(),
+        mqtt_addrs: vec![mqtt_addr],
         modbus: modbus_stats,
     });
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
 
-    tracing::info!(mqtt = ?mqtt_addrs, http = %http_addr, influx = config.influx.enabled, "gateway started");
+    tracing::info!(mqtt = %mqtt_addr, http = %http_addr, influx = config.influx.enabled, max_connections, "gateway started");
     Ok(Gateway {
-        mqtt_addrs,
+        mqtt_addrs: vec![mqtt_addr],
+        hub,
+        _lock: lock,
         http_addr,
         metrics,
         health,
@@ -260,4 +315,50 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     gw.stop(Duration::from_secs(20)).await;
     Ok(())
+}
+
+/// Reloads the broker accounts on SIGHUP and whenever the file's modification time or size
+/// changes (checked every 2 s), and disconnects accounts that were removed. A file that does
+/// not parse is reported and the accounts in use are kept.
+async fn reload_accounts(
+    path: std::path::PathBuf,
+    verifier: credentials::Verifier,
+    hub: Arc<broker::Hub>,
+    cancel: CancellationToken,
+) {
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    let mut last = stamp(&path);
+    let mut hup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        let signalled = tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = async {
+                match hup.as_mut() {
+                    Some(h) => { h.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => true,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => false,
+        };
+        let now = stamp(&path);
+        if !signalled && now == last {
+            continue;
+        }
+        last = now;
+        match credentials::load_file(&path) {
+            Ok(file) => {
+                let removed = verifier.reload(file);
+                hub.remove_accounts(&removed);
+                tracing::info!(file = %path.display(), meters = verifier.len(), removed = removed.len(), "broker accounts reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "broker accounts not reloaded; the accounts in use stay");
+            }
+        }
+    }
 }

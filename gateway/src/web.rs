@@ -101,11 +101,7 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
         site: s.site.clone(),
         healthy: healthy(s),
         mqtt_listeners: s.mqtt_addrs.iter().map(ToString::to_string).collect(),
-        mqtt_connections: s
-            .mqtt_addrs
-            .iter()
-            .filter_map(|a| crate::broker::established_connections(a.port()))
-            .sum(),
+        mqtt_connections: m.broker_connected.load(Relaxed) as usize,
         mqtt_messages: m.mqtt_messages.load(Relaxed),
         readings_accepted: m.readings_accepted.load(Relaxed),
         readings_rejected: crate::metrics::RejectReason::ALL
@@ -194,12 +190,6 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
             "gkgw_consumer_oldest_unsent_seconds{{consumer=\"{}\"}} {age:.3}",
             c.name
         );
-    }
-    extra.push_str("# HELP gkgw_broker_connections Established TCP connections to each MQTT listener.\n# TYPE gkgw_broker_connections gauge\n");
-    for a in &s.mqtt_addrs {
-        if let Some(n) = crate::broker::established_connections(a.port()) {
-            let _ = writeln!(extra, "gkgw_broker_connections{{listener=\"{a}\"}} {n}");
-        }
     }
     crate::sources::modbus::render_stats(&s.modbus, &mut extra);
     let _ = writeln!(

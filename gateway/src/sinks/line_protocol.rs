@@ -205,6 +205,7 @@ pub fn parse_line(line: &str) -> Result<Reading, ParseError> {
         quality: Quality::Good,
         fields,
         ack: None,
+        receipt: None,
     })
 }
 
@@ -237,6 +238,7 @@ mod tests {
             quality: Quality::Good,
             fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             ack: None,
+            receipt: None,
         }
     }
 

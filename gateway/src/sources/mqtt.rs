@@ -4,41 +4,36 @@
 //! payloads of PRODUCT.md (names after OpenPAYGO Metrics where they fit). Configured topic maps
 //! ([`crate::config::TopicMap`]) take JSON, a plain number or InfluxDB line protocol.
 //!
-//! Parsing is pure ([`parse`]); [`run`] only moves data. A rejected message is counted per reason
-//! and logged at most once per reason every 10 s, and never stops the stream.
+//! Parsing is pure ([`parse`]); [`Ingest`] only moves data: the broker hands it each publish the
+//! ACL allowed, from the publishing connection's task, and it sends the readings into the
+//! store's bounded channel (awaiting there is the backpressure that slows a publisher down). A
+//! rejected message is counted per reason and logged at most once per reason every 10 s, and
+//! never stops the stream.
+//!
+//! A meter value outside its plausible range (negative cumulative gas, a battery at −2 V, an
+//! RSSI of +50 dBm) is not stored as a number: the reading gets `Quality::Bad` and a
+//! `{field}_quality = "out_of_range"` field instead, as Modbus values do.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+
+use crate::broker::{topic_matches, Identity};
 
 use crate::config::{PayloadFormat, TopicMap};
 use crate::metrics::{Metrics, RejectReason};
-use crate::model::{AckRequest, Quality, Reading, Series, Value, MAX_FUTURE_NS, MIN_VALID_TS_NS};
-
-pub const METER_FILTERS: [&str; 2] = ["meters/+/state", "meters/+/event"];
+use crate::model::{
+    AckRequest, Quality, Reading, Receipt, Series, Value, MAX_FUTURE_NS, MIN_VALID_TS_NS,
+};
 
 /// Everything `parse` needs besides the message.
 pub struct Rules {
     pub max_payload_bytes: usize,
     pub topics: Vec<TopicMap>,
-}
-
-/// Does `topic` match the MQTT `filter` (`+` one level, `#` the rest)?
-pub fn topic_matches(filter: &str, topic: &str) -> bool {
-    let mut t = topic.split('/');
-    for f in filter.split('/') {
-        match (f, t.next()) {
-            ("#", _) => return true,
-            ("+", Some(_)) => {}
-            (f, Some(l)) if f == l => {}
-            _ => return false,
-        }
-    }
-    t.next().is_none()
 }
 
 fn check_ts(ts_ns: i64, now_ns: i64) -> Result<i64, RejectReason> {
@@ -97,6 +92,37 @@ fn text(
     }
 }
 
+/// A plausible range, inclusive. Until the plant model's quantity catalogue exists, the meter
+/// payload's ranges live here.
+type Range = (f64, f64);
+/// Cumulative gas (kg) or energy (kWh): never negative.
+const CUMULATIVE: Range = (0.0, 1e9);
+/// Remaining credit (kg or kWh): a prepaid meter closes at zero, it never goes below.
+const CREDIT: Range = (0.0, 1e6);
+const BATTERY_V: Range = (0.5, 15.0);
+/// Received signal strength: below −150 dBm nothing is received, above 0 dBm is not a radio.
+const RSSI_DBM: Range = (-150.0, 0.0);
+
+/// Pushes `field = v`, or, when `v` is outside `range`, `{field}_quality = "out_of_range"`
+/// and marks the reading bad.
+fn push_checked(
+    fields: &mut Vec<(String, Value)>,
+    quality: &mut Quality,
+    field: &str,
+    v: f64,
+    range: &Range,
+) {
+    if (range.0..=range.1).contains(&v) {
+        fields.push((field.to_owned(), Value::Float(v)));
+    } else {
+        fields.push((
+            format!("{field}_quality"),
+            Value::Str("out_of_range".into()),
+        ));
+        *quality = Quality::Bad;
+    }
+}
+
 /// A meter payload (`state` or `event`) for the meter named in the topic.
 fn parse_meter(
     topic_id: &str,
@@ -119,6 +145,7 @@ fn parse_meter(
     };
     let ts_ns = json_ts(&obj, now_ns)?;
     let mut fields: Vec<(String, Value)> = Vec::with_capacity(8);
+    let mut quality = Quality::Good;
     let measurement = if event {
         let name = text(&obj, "event", &[])?.ok_or(RejectReason::Invalid)?;
         fields.push(("event".into(), Value::Str(name)));
@@ -127,16 +154,23 @@ fn parse_meter(
         }
         "meter_event"
     } else {
-        let (measurement, numbers, texts): (&str, &[(&str, &str)], &[(&str, &str, &[&str])]) =
+        type Numbers = &'static [(&'static str, &'static str, Range)];
+        let (measurement, numbers, texts): (&str, Numbers, &[(&str, &str, &[&str])]) =
             match obj.get("kind").and_then(Json::as_str) {
                 Some("gas") => (
                     "gas_meter",
-                    &[("cum_kg", "gas_used_kg"), ("credit_kg", "credit_kg")],
+                    &[
+                        ("cum_kg", "gas_used_kg", CUMULATIVE),
+                        ("credit_kg", "credit_kg", CREDIT),
+                    ],
                     &[("valve", "valve", &["open", "closed", "locked"])],
                 ),
                 Some("electricity") => (
                     "electricity_meter",
-                    &[("cum_kwh", "energy_used_kwh"), ("credit_kwh", "credit_kwh")],
+                    &[
+                        ("cum_kwh", "energy_used_kwh", CUMULATIVE),
+                        ("credit_kwh", "credit_kwh", CREDIT),
+                    ],
                     &[
                         ("relay", "relay", &["open", "closed"]),
                         ("status", "status", &["active", "inactive", "suspended"]),
@@ -144,9 +178,9 @@ fn parse_meter(
                 ),
                 _ => return Err(RejectReason::Invalid),
             };
-        for (key, field) in numbers {
+        for (key, field, range) in numbers {
             if let Some(v) = num(&obj, key)? {
-                fields.push(((*field).into(), Value::Float(v)));
+                push_checked(&mut fields, &mut quality, field, v, range);
             }
         }
         for (key, field, allowed) in texts {
@@ -158,10 +192,10 @@ fn parse_meter(
             return Err(RejectReason::Invalid);
         }
         if let Some(v) = num(&obj, "battery_v")? {
-            fields.push(("battery_v".into(), Value::Float(v)));
+            push_checked(&mut fields, &mut quality, "battery_v", v, &BATTERY_V);
         }
         if let Some(v) = num(&obj, "rssi")? {
-            fields.push(("rssi_dbm".into(), Value::Float(v)));
+            push_checked(&mut fields, &mut quality, "rssi_dbm", v, &RSSI_DBM);
         }
         match obj.get("tamper") {
             None | Some(Json::Null) => {}
@@ -177,12 +211,13 @@ fn parse_meter(
     Ok(Reading {
         series: Series::new(measurement, meter.clone()),
         ts_ns,
-        quality: Quality::Good,
+        quality,
         fields,
         ack: seq.map(|seq| AckRequest {
             meter_id: meter,
             seq,
         }),
+        receipt: None,
     })
 }
 
@@ -229,6 +264,7 @@ pub fn parse(
                 quality: Quality::Good,
                 fields: vec![(map.field.clone(), Value::Float(v))],
                 ack: None,
+                receipt: None,
             }])
         }
         PayloadFormat::Json => {
@@ -256,6 +292,7 @@ pub fn parse(
                 quality: Quality::Good,
                 fields,
                 ack: None,
+                receipt: None,
             }])
         }
         PayloadFormat::LineProtocol => {
@@ -288,16 +325,8 @@ pub fn parse(
     }
 }
 
-/// The MQTT filters the ingest link subscribes to.
-pub fn filters(rules: &Rules) -> Vec<String> {
-    METER_FILTERS
-        .iter()
-        .map(|s| (*s).to_owned())
-        .chain(rules.topics.iter().map(|t| t.filter.clone()))
-        .collect()
-}
-
 /// Logs each reject reason at most once per interval, with how many were suppressed.
+#[derive(Default)]
 struct RateLimitedLog {
     last: BTreeMap<&'static str, (Instant, u64)>,
 }
@@ -310,7 +339,7 @@ impl RateLimitedLog {
             .entry(reason.as_str())
             .or_insert((now - Duration::from_secs(3600), 0));
         if now.duration_since(entry.0) >= Duration::from_secs(10) {
-            tracing::warn!(reason = reason.as_str(), %topic, suppressed = entry.1, "mqtt message rejected");
+            tracing::warn!(reason = reason.as_str(), topic = ?topic, suppressed = entry.1, "mqtt message rejected");
             *entry = (now, 0);
         } else {
             entry.1 += 1;
@@ -318,47 +347,71 @@ impl RateLimitedLog {
     }
 }
 
-/// Moves messages from the broker into the store's channel until cancelled or the broker ends.
-/// A full channel makes this task wait: backpressure reaches rumqttd's bounded log.
-pub async fn run(
-    mut link: crate::broker::IngestLink,
+/// The broker's [`crate::broker::Inbound`]: publishes become readings in the store's channel.
+pub struct Ingest {
     rules: Rules,
     tx: mpsc::Sender<Reading>,
     live: tokio::sync::broadcast::Sender<Arc<Reading>>,
     metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-) {
-    let mut log = RateLimitedLog {
-        last: BTreeMap::new(),
-    };
-    loop {
-        let msg = tokio::select! {
-            _ = cancel.cancelled() => break,
-            m = link.next() => m,
-        };
-        let Some((topic, payload)) = msg else { break };
-        metrics
-            .mqtt_messages
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let topic = String::from_utf8_lossy(&topic);
-        match parse(&rules, &topic, &payload, crate::model::now_ns()) {
-            Ok(readings) => {
+    log: Mutex<RateLimitedLog>,
+}
+
+impl Ingest {
+    pub fn new(
+        rules: Rules,
+        tx: mpsc::Sender<Reading>,
+        live: tokio::sync::broadcast::Sender<Arc<Reading>>,
+        metrics: Arc<Metrics>,
+    ) -> Ingest {
+        Ingest {
+            rules,
+            tx,
+            live,
+            metrics,
+            log: Mutex::default(),
+        }
+    }
+}
+
+impl crate::broker::Inbound for Ingest {
+    /// Parses and sends the readings, waiting while the store's channel is full. The receipt
+    /// rides on the message's last reading: readings are committed in channel order, so when
+    /// that one is committed, all of them are.
+    async fn publish(
+        &self,
+        _from: &Identity,
+        topic: &str,
+        payload: Bytes,
+        receipt: Option<Receipt>,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.metrics.mqtt_messages.fetch_add(1, Relaxed);
+        match parse(&self.rules, topic, &payload, crate::model::now_ns()) {
+            Ok(mut readings) => {
+                if let Some(last) = readings.last_mut() {
+                    last.receipt = receipt;
+                }
                 for r in readings {
-                    if live.receiver_count() > 0 {
-                        let _ = live.send(Arc::new(r.clone()));
+                    if self.live.receiver_count() > 0 {
+                        let _ = self.live.send(Arc::new(r.clone()));
                     }
-                    if tx.send(r).await.is_err() {
-                        return;
+                    if self.tx.send(r).await.is_err() {
+                        return; // the store is gone: shutting down; nothing was confirmed
                     }
                 }
             }
             Err(reason) => {
-                metrics.reject(reason);
-                log.reject(reason, &topic);
+                self.metrics.reject(reason);
+                if let Ok(mut log) = self.log.lock() {
+                    log.reject(reason, topic);
+                }
+                // Bad input is counted; resending it would not make it good.
+                if let Some(r) = receipt {
+                    r.confirm();
+                }
             }
         }
     }
-    tracing::info!("mqtt ingest stopped");
 }
 
 #[cfg(test)]
@@ -379,6 +432,7 @@ mod tests {
                     device: String::new(),
                     field: "temperature_c".into(),
                     fields: Default::default(),
+                    publishers: Vec::new(),
                 },
                 TopicMap {
                     filter: "lab/json".into(),
@@ -390,6 +444,7 @@ mod tests {
                     fields: [("ph".to_owned(), "sample.ph".to_owned())]
                         .into_iter()
                         .collect(),
+                    publishers: Vec::new(),
                 },
                 TopicMap {
                     filter: "lp/#".into(),
@@ -399,6 +454,7 @@ mod tests {
                     device: "lp-dev".into(),
                     field: String::new(),
                     fields: Default::default(),
+                    publishers: Vec::new(),
                 },
             ],
         }
@@ -428,6 +484,7 @@ mod tests {
                 meter_id: Arc::from(dev),
                 seq,
             }),
+            receipt: None,
         }
     }
 
@@ -597,10 +654,32 @@ mod tests {
     }
 
     #[test]
-    fn filters_match_like_mqtt() {
-        assert!(topic_matches("a/+/c", "a/b/c"));
-        assert!(!topic_matches("a/+/c", "a/b/c/d"));
-        assert!(topic_matches("a/#", "a/b/c"));
-        assert!(!topic_matches("a/b", "a"));
+    fn implausible_meter_values_become_bad_quality_not_numbers() {
+        let r = parse(
+            &rules(),
+            "meters/GM-1/state",
+            br#"{"meter_id":"GM-1","seq":3,"kind":"gas","cum_kg":-4.0,"credit_kg":1.5,"battery_v":-2,"rssi":50}"#,
+            NOW,
+        )
+        .expect("parsed");
+        assert_eq!(r[0].quality, Quality::Bad);
+        assert_eq!(
+            r[0].fields,
+            vec![
+                ("gas_used_kg_quality".to_owned(), Value::Str("out_of_range".into())),
+                ("credit_kg".to_owned(), Value::Float(1.5)),
+                ("battery_v_quality".to_owned(), Value::Str("out_of_range".into())),
+                ("rssi_dbm_quality".to_owned(), Value::Str("out_of_range".into())),
+                ("seq".to_owned(), Value::Int(3)),
+            ]
+        );
+        let ok = parse(
+            &rules(),
+            "meters/EM-1/state",
+            br#"{"meter_id":"EM-1","kind":"electricity","cum_kwh":0,"credit_kwh":0,"rssi":-150}"#,
+            NOW,
+        )
+        .expect("parsed");
+        assert_eq!(ok[0].quality, Quality::Good, "the range ends are plausible");
     }
 }

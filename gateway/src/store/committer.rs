@@ -1,6 +1,7 @@
 //! The commit loop: collects readings from the bounded channel into batches and commits each
 //! batch in one transaction on the blocking pool. Only after a commit are consumers woken
-//! (`committed` watch) and meters acknowledged (`acks` channel).
+//! (`committed` watch), the MQTT messages confirmed (their receipts: the broker's PUBACK) and
+//! meters acknowledged (`acks` channel).
 //!
 //! A batch closes when it reaches `max_batch` or when its first reading has waited
 //! `commit_interval`. While a batch is being committed the channel keeps filling; when it is full
@@ -99,6 +100,12 @@ pub async fn run(
                         .last_commit_unix_ms
                         .store((crate::model::now_ns() / 1_000_000) as u64, Relaxed);
                     committed.send_replace(last);
+                    // Now, and only now, the readings are accepted: PUBACK their messages.
+                    for r in batch.iter_mut() {
+                        if let Some(receipt) = r.receipt.take() {
+                            receipt.confirm();
+                        }
+                    }
                     let to_ack: Vec<AckRequest> =
                         batch.iter_mut().filter_map(|r| r.ack.take()).collect();
                     if !to_ack.is_empty() && acks.try_send(to_ack).is_err() {

@@ -31,6 +31,7 @@
 
 pub mod codec;
 pub mod committer;
+pub mod lock;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -577,6 +578,7 @@ impl Reader {
                     quality: Quality::from_u8(quality),
                     fields,
                     ack: None,
+                    receipt: None,
                 },
             });
         }
@@ -680,6 +682,7 @@ mod tests {
                 ("valve".into(), Value::Str("open".into())),
             ],
             ack: None,
+            receipt: None,
         }
     }
 

@@ -267,6 +267,7 @@ fn readings_of(dev: &Device, decoded: &[(usize, decode::Reading)], ts_ns: i64) -
             quality: Quality::Good,
             fields: Vec::new(),
             ack: None,
+            receipt: None,
         });
         if r.quality == decode::Quality::Good {
             reading.fields.push((f.clone(), to_value(&r.value)));
