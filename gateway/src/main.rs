@@ -305,9 +305,11 @@ fn init_tracing() {
     });
     // No timestamps under systemd: journald adds its own.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    // Colours only on a terminal: a log file or pipe gets plain text a technician can grep.
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(|| gkgw::os::LogStderr);
     if journald {
         fmt.without_time().with_ansi(false).init();
     } else {
@@ -362,6 +364,7 @@ fn accounts_file(a: &AccountsFile) -> Result<PathBuf, ExitCode> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    gkgw::os::release_large_allocations();
     if !matches!(cli.command, Command::Run { .. } | Command::Demo(_)) {
         // `gkgw check | head -1` ends quietly, like any Unix tool, instead of panicking.
         gkgw::os::default_sigpipe();

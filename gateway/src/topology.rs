@@ -131,12 +131,12 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
             })
             .collect(),
     );
-    let gate = broker::auth::Gate::new(
+    let gate = Arc::new(broker::auth::Gate::new(
         verifier.clone(),
         config.broker.auth_concurrency,
         config.broker.allow_anonymous,
         metrics.clone(),
-    );
+    ));
     broker::spawn(
         listener,
         broker::Parts {
@@ -147,7 +147,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
                 max_packet_bytes: config.broker.max_packet_bytes,
                 max_inflight: config.broker.max_inflight,
             },
-            gate,
+            gate: gate.clone(),
             acl,
             hub: hub.clone(),
             inbound: Arc::new(mqtt::Ingest::new(
@@ -163,7 +163,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
     );
     sinks.spawn(reload_accounts(
         creds_file,
-        verifier,
+        gate,
         hub.clone(),
         sinks_cancel.clone(),
     ));
@@ -322,7 +322,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 /// not parse is reported and the accounts in use are kept.
 async fn reload_accounts(
     path: std::path::PathBuf,
-    verifier: credentials::Verifier,
+    gate: Arc<broker::auth::Gate>,
     hub: Arc<broker::Hub>,
     cancel: CancellationToken,
 ) {
@@ -352,9 +352,10 @@ async fn reload_accounts(
         last = now;
         match credentials::load_file(&path) {
             Ok(file) => {
-                let removed = verifier.reload(file);
+                let removed = gate.verifier().reload(file);
                 hub.remove_accounts(&removed);
-                tracing::info!(file = %path.display(), meters = verifier.len(), removed = removed.len(), "broker accounts reloaded");
+                gate.forgive();
+                tracing::info!(file = %path.display(), meters = gate.verifier().len(), removed = removed.len(), "broker accounts reloaded");
             }
             Err(e) => {
                 tracing::error!(error = %e, "broker accounts not reloaded; the accounts in use stay");

@@ -75,28 +75,29 @@ fn an_influxdb_outage_loses_nothing_and_duplicates_nothing() {
 #[test]
 fn sigkill_mid_ingest_never_loses_an_acknowledged_reading() {
     let influx = Influx1::start();
-    let mut gw = Gateway::start(&influx_v1(&influx.url()), &["GM-0001"]);
+    let mut gw = Gateway::start(&influx_v1(&influx.url()), &["GM-0001", "GM-0002"]);
     let acks_file = gw.dir.path().join("acks.txt");
-    let mut args = gw.paho_args("GM-0001");
-    // One client publishes for two meter ids (the broker has no per-topic ACLs).
-    args.extend(
-        [
-            "--meters",
-            "GM-0001,GM-0002",
-            "--continuous",
-            "--rate",
-            "100",
-            "--qos",
-            "1",
-        ]
-        .map(String::from),
-    );
-    args.push("--acks-file".into());
-    args.push(acks_file.display().to_string());
-    let mut publisher = Proc::spawn(
-        "meter.py",
-        paho_cmd(&args.iter().map(String::as_str).collect::<Vec<_>>()).stdout(Stdio::piped()),
-    );
+    let pubacks_file = gw.dir.path().join("pubacks.txt");
+    // Two meters, each on its own connection with its own account.
+    let mut publishers: Vec<Proc> = ["GM-0001", "GM-0002"]
+        .iter()
+        .map(|meter| {
+            let mut args = gw.paho_args(meter);
+            args.extend(
+                ["--meters", meter, "--continuous", "--rate", "100", "--qos", "1"]
+                    .map(String::from),
+            );
+            args.push("--acks-file".into());
+            args.push(acks_file.display().to_string());
+            args.push("--pubacks-file".into());
+            args.push(pubacks_file.display().to_string());
+            Proc::spawn(
+                "meter.py",
+                paho_cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+                    .stdout(Stdio::piped()),
+            )
+        })
+        .collect();
 
     for round in 0..4 {
         std::thread::sleep(Duration::from_millis(1500));
@@ -115,40 +116,46 @@ fn sigkill_mid_ingest_never_loses_an_acknowledged_reading() {
         gw.restart();
     }
     std::thread::sleep(Duration::from_millis(1500));
-    publisher.signal("TERM");
-    publisher
-        .wait_timeout(Duration::from_secs(15))
-        .expect("publisher stops");
+    for publisher in &mut publishers {
+        publisher.signal("TERM");
+        publisher
+            .wait_timeout(Duration::from_secs(15))
+            .expect("publisher stops");
+    }
     gw.wait_drained(Duration::from_secs(60));
 
-    let mut acked: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-    for line in std::fs::read_to_string(&acks_file).expect("acks").lines() {
-        let (meter, seq) = line.split_once(' ').expect("meter seq");
-        acked
-            .entry(meter.to_owned())
-            .or_default()
-            .insert(seq.parse().expect("seq"));
-    }
-    let total: usize = acked.values().map(BTreeSet::len).sum();
-    assert!(
-        total > 500,
-        "enough acked readings to mean something: {total}"
-    );
-    for (meter, seqs) in &acked {
-        let stored: BTreeSet<i64> = influx
-            .rows(&format!(
-                "SELECT seq FROM gas_meter WHERE device = '{meter}'"
-            ))
-            .iter()
-            .map(|r| r[1].as_i64().expect("seq"))
-            .collect();
-        let lost: Vec<_> = seqs.difference(&stored).collect();
+    // Both kinds of acknowledgement mean "committed": the application ack and, since the
+    // broker sends it only after the commit, the MQTT PUBACK itself.
+    for (what, file) in [("app ack", &acks_file), ("PUBACK", &pubacks_file)] {
+        let mut acked: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+        for line in std::fs::read_to_string(file).expect("acks").lines() {
+            let (meter, seq) = line.split_once(' ').expect("meter seq");
+            acked
+                .entry(meter.to_owned())
+                .or_default()
+                .insert(seq.parse().expect("seq"));
+        }
+        let total: usize = acked.values().map(BTreeSet::len).sum();
         assert!(
-            lost.is_empty(),
-            "{meter}: {} acked readings missing from InfluxDB, e.g. {:?}",
-            lost.len(),
-            &lost[..lost.len().min(10)]
+            total > 500,
+            "{what}: enough acknowledged readings to mean something: {total}"
         );
+        for (meter, seqs) in &acked {
+            let stored: BTreeSet<i64> = influx
+                .rows(&format!(
+                    "SELECT seq FROM gas_meter WHERE device = '{meter}'"
+                ))
+                .iter()
+                .map(|r| r[1].as_i64().expect("seq"))
+                .collect();
+            let lost: Vec<_> = seqs.difference(&stored).collect();
+            assert!(
+                lost.is_empty(),
+                "{meter}: {} readings with a {what} missing from InfluxDB, e.g. {:?}",
+                lost.len(),
+                &lost[..lost.len().min(10)]
+            );
+        }
     }
 }
 
@@ -156,7 +163,7 @@ fn sigkill_mid_ingest_never_loses_an_acknowledged_reading() {
 fn bad_input_is_rejected_counted_and_never_blocks_the_stream() {
     let influx = Influx1::start();
     let extra = format!(
-        "{}[mqtt]\nmax_payload_bytes = 1024\n[[mqtt.topics]]\nfilter = \"lp/#\"\nformat = \"line_protocol\"\ndevice = \"lp\"\n",
+        "{}[mqtt]\nmax_payload_bytes = 1024\n[[mqtt.topics]]\nfilter = \"lp/#\"\nformat = \"line_protocol\"\ndevice = \"lp\"\npublishers = [\"SENSOR-1\"]\n",
         influx_v1(&influx.url())
     );
     let gw = Gateway::start(&extra, &["GM-0001", "SENSOR-1"]);
@@ -206,14 +213,24 @@ fn bad_input_is_rejected_counted_and_never_blocks_the_stream() {
         ),
         "anonymous refused"
     );
-    // A point InfluxDB refuses: credit_kg is a float in gas_meter, this one is a string.
+    // A point InfluxDB refuses: m3h is a float in flow, this one is a string.
     let sensor = Some(("SENSOR-1", gw.passwords["SENSOR-1"].as_str()));
+    assert!(mosquitto_pub(gw.mqtt_port, sensor, "lp/x", 1, "flow,device=f0 m3h=1.0"));
+    gw.wait_drained(Duration::from_secs(20));
     assert!(mosquitto_pub(
         gw.mqtt_port,
         sensor,
         "lp/x",
         1,
-        "gas_meter,device=GM-0001 credit_kg=\"lots\" 1795300500000000000\nflow,device=f1 m3h=1.5"
+        "flow,device=f1 m3h=\"lots\" 1795300500000000000\nflow,device=f2 m3h=1.5"
+    ));
+    // A sensor account may not write a meter's series through line protocol.
+    assert!(mosquitto_pub(
+        gw.mqtt_port,
+        sensor,
+        "lp/x",
+        1,
+        "gas_meter,device=GM-0001 credit_kg=1000 1795300500000000000"
     ));
     publish(&gw, "GM-0001", 21, 20);
     gw.wait_drained(Duration::from_secs(30));
@@ -240,8 +257,13 @@ fn bad_input_is_rejected_counted_and_never_blocks_the_stream() {
     );
     assert_eq!(
         influx.count("flow", "m3h"),
-        1,
+        2,
         "the good line next to the refused one arrived"
+    );
+    assert_eq!(
+        gw.metric("gkgw_readings_rejected_total{reason=\"identity\"}"),
+        1.0,
+        "the meter series written by a sensor"
     );
     let seqs: BTreeSet<i64> = influx
         .rows("SELECT seq FROM gas_meter")

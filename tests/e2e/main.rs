@@ -2,6 +2,7 @@
 
 mod support;
 
+mod broker;
 mod cli;
 mod faults;
 mod ingest;

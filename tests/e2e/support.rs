@@ -301,8 +301,26 @@ impl Victoria {
     }
 }
 
+/// How a test's gateway process is started.
+#[derive(Clone)]
+pub struct RunOpts {
+    pub rust_log: String,
+    /// Hard and soft RLIMIT_NOFILE of the process.
+    pub nofile: Option<u64>,
+}
+
+impl Default for RunOpts {
+    fn default() -> RunOpts {
+        RunOpts {
+            rust_log: "info".into(),
+            nofile: None,
+        }
+    }
+}
+
 /// A running `gkgw run` with its own config, state directory and ports.
 pub struct Gateway {
+    pub opts: RunOpts,
     pub proc: Option<Proc>,
     pub passwords: std::collections::HashMap<String, String>,
     pub dir: tempfile::TempDir,
@@ -315,6 +333,10 @@ impl Gateway {
     /// `extra` is appended to a config that sets the state dir, ports and credentials file;
     /// each of `meters` gets credentials (`gkgw meter add`) before the gateway starts.
     pub fn start(extra: &str, meters: &[&str]) -> Gateway {
+        Gateway::start_with(extra, meters, RunOpts::default())
+    }
+
+    pub fn start_with(extra: &str, meters: &[&str], opts: RunOpts) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let mqtt_port = free_port();
         let http_port = free_port();
@@ -325,6 +347,7 @@ impl Gateway {
         );
         std::fs::write(&config, format!("{base}{extra}")).expect("write config");
         let mut g = Gateway {
+            opts,
             proc: None,
             passwords: Default::default(),
             dir,
@@ -358,22 +381,77 @@ impl Gateway {
             .to_owned()
     }
 
+    /// `gkgw integration add NAME`; returns the password.
+    pub fn add_integration(&self, name: &str) -> String {
+        let out = Command::new(GKGW)
+            .args(["integration", "add", name, "--config"])
+            .arg(&self.config)
+            .output()
+            .expect("gkgw integration add");
+        assert!(
+            out.status.success(),
+            "integration add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("mqtt password: "))
+            .expect("password printed")
+            .to_owned()
+    }
+
+    /// Waits until the gateway has reloaded its accounts once more than `before` times
+    /// (count them with [`Gateway::reloads`] before changing the file).
+    pub fn wait_reloaded(&self, before: usize) {
+        let until = Instant::now() + Duration::from_secs(15);
+        while self.reloads() <= before {
+            assert!(
+                Instant::now() < until,
+                "no reload of the accounts after {before}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn reloads(&self) -> usize {
+        self.log().matches("broker accounts reloaded").count()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("gkgw.log")
+    }
+
     pub fn restart(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join("gkgw.log"))
+            .open(self.log_path())
             .expect("log");
-        self.proc = Some(Proc::spawn(
-            "gkgw",
-            Command::new(GKGW)
-                .arg("run")
-                .arg("--config")
-                .arg(&self.config)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log),
-        ));
+        let mut cmd = Command::new(GKGW);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", &self.opts.rust_log)
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(n) = self.opts.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let l = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        self.proc = Some(Proc::spawn("gkgw", &mut cmd));
         let url = format!("http://127.0.0.1:{}/healthz", self.http_port);
         wait_until("gkgw /healthz", Duration::from_secs(30), || {
             http("GET", &url, None).0 == 200
@@ -483,11 +561,45 @@ pub fn mosquitto_pub(
         "mqttv311",
     ]);
     if let Some((u, p)) = user {
-        c.args(["-u", u, "-P", p, "-i", &format!("pub-{u}")]);
+        c.args(["-u", u, "-P", p, "-i", u]);
     }
     c.stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .expect("mosquitto_pub")
         .success()
+}
+
+/// Runs tests/peers/mqtt_raw.py (raw MQTT packets); returns its JSON line.
+pub fn mqtt_raw(port: u16, args: &[&str]) -> serde_json::Value {
+    let out = Command::new("python3")
+        .arg(repo_root().join("tests/peers/mqtt_raw.py"))
+        .args(["--port", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "mqtt_raw.py {args:?}: no result: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+/// Resident and peak resident memory of a process in KiB (VmRSS, VmHWM).
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }

@@ -5,8 +5,12 @@ Publishes gas-meter state messages for one or more meters and records every appl
 (`meters/{id}/ack`, {"seq": N}) it receives, one "meter_id seq" line per ack, flushed at once,
 so a test can kill the gateway at any moment and still know which readings were acknowledged.
 
-  meter.py --port P --meters GM-1,GM-2 --count 100 [--qos 1] [--user U --password PW]
+  meter.py --port P --meters GM-1 --count 100 [--qos 1] [--user U --password PW]
            [--rate 50] [--acks-file F] [--wait-acks 10] [--ts-base EPOCH_S] [--continuous]
+           [--keepalive S] [--client-id ID] [--clean-session 0|1]
+
+The client id is the first meter's id (the gateway requires a meter's client id to be its id)
+unless --client-id says otherwise.
 
 --continuous keeps publishing (seq grows) and reconnecting until SIGTERM; otherwise it publishes
 --count messages per meter, waits up to --wait-acks seconds for the acks and exits 0 if all came.
@@ -25,21 +29,42 @@ def main():
     ap.add_argument("--password")
     ap.add_argument("--rate", type=float, default=0.0, help="messages per second per meter; 0 = no pause")
     ap.add_argument("--acks-file")
+    ap.add_argument("--pubacks-file", help="one 'meter seq' line per PUBACK received (QoS 1)")
     ap.add_argument("--wait-acks", type=float, default=10.0)
     ap.add_argument("--ts-base", type=float, default=0.0, help="if set, ts = base + seq seconds (RFC 3339)")
     ap.add_argument("--start-seq", type=int, default=1)
     ap.add_argument("--continuous", action="store_true")
+    ap.add_argument("--keepalive", type=int, default=10)
+    ap.add_argument("--client-id")
+    ap.add_argument("--clean-session", type=int, default=1)
     a = ap.parse_args()
 
     meters = a.meters.split(",")
     acks = {m: set() for m in meters}
     lock = threading.Lock()
     out = open(a.acks_file, "a", buffering=1) if a.acks_file else None
+    pubacks = open(a.pubacks_file, "a", buffering=1) if a.pubacks_file else None
+    # mid -> (meter, seq) of QoS 1 publishes; a PUBACK can arrive before publish() returns,
+    # so either side may come first. Our lock is never held while calling into paho.
+    by_mid, early = {}, set()
+
+    def puback(meter, seq):
+        if pubacks:
+            pubacks.write(f"{meter} {seq}\n")
+
+    def on_publish(c, userdata, mid, rc=None, props=None):
+        with lock:
+            hit = by_mid.pop(mid, None)
+            if hit is None:
+                early.add(mid)
+        if hit:
+            puback(*hit)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     connected = threading.Event()
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="pytest-" + meters[0], clean_session=True)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=a.client_id or meters[0],
+                         clean_session=bool(a.clean_session))
     if a.user:
         client.username_pw_set(a.user, a.password)
     client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)
@@ -66,8 +91,9 @@ def main():
     client.on_connect = on_connect
     client.on_disconnect = on_disconnect
     client.on_message = on_message
+    client.on_publish = on_publish
     try:
-        client.connect(a.host, a.port, keepalive=10)
+        client.connect(a.host, a.port, keepalive=a.keepalive)
     except OSError as e:
         print(f"cannot connect: {e}", file=sys.stderr)
         return 3
@@ -91,7 +117,15 @@ def main():
             time.sleep(0.05)
             continue
         for m in meters:
-            client.publish(f"meters/{m}/state", payload(m, seq), qos=a.qos)
+            info = client.publish(f"meters/{m}/state", payload(m, seq), qos=a.qos)
+            if a.qos:
+                with lock:
+                    done = info.mid in early
+                    early.discard(info.mid)
+                    if not done:
+                        by_mid[info.mid] = (m, seq)
+                if done:
+                    puback(m, seq)
             published += 1
         seq += 1
         if a.rate:

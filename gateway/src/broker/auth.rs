@@ -2,8 +2,9 @@
 //!
 //! An attacker on the site Wi-Fi must not be able to exhaust memory or CPU with wrong
 //! passwords, nor learn which meter ids exist:
-//! - at most `concurrency` argon2 checks run at once (each takes ~19 MiB and ~30 ms), the rest
-//!   wait their turn (and the broker bounds how many connections can be waiting at all);
+//! - argon2 checks (each ~19 MiB and ~30 ms) run on `concurrency` threads of their own, fed by
+//!   a bounded queue: never more at once, whatever happens to the connections that asked (a
+//!   connection dropped while waiting leaves its check to be skipped, not run unbounded);
 //! - failures are counted per source address and per user name ([`Throttle`]); past the limit
 //!   an attempt is refused after a fixed delay without hashing;
 //! - an unknown user name is checked against a dummy hash, so it costs what a known one costs;
@@ -166,12 +167,45 @@ pub enum Verdict {
 /// so a throttled refusal looks like any other.
 const THROTTLED_DELAY: Duration = Duration::from_millis(40);
 
+/// One password check for the hashing threads.
+struct Job {
+    user: String,
+    password: String,
+    reply: tokio::sync::oneshot::Sender<Option<Account>>,
+}
+
+/// Checks waiting for a hashing thread; beyond it, logins wait in their connection's task.
+const QUEUE: usize = 16;
+
 pub struct Gate {
     verifier: Verifier,
-    permits: tokio::sync::Semaphore,
+    jobs: tokio::sync::mpsc::Sender<Job>,
     throttle: Mutex<Throttle>,
     allow_anonymous: bool,
     metrics: Arc<Metrics>,
+}
+
+/// A hashing thread: one long-lived thread keeps argon2's big buffer in one place instead of
+/// scattering it over the blocking pool's threads.
+fn hash_worker(
+    jobs: Arc<Mutex<tokio::sync::mpsc::Receiver<Job>>>,
+    verifier: Verifier,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(mut rx) => rx.blocking_recv(),
+            Err(_) => None,
+        };
+        let Some(job) = job else { return };
+        if job.reply.is_closed() {
+            continue; // the connection is gone: nobody waits for this answer
+        }
+        metrics.auth_checks_running.fetch_add(1, Relaxed);
+        let found = verifier.verify_blocking(&job.user, &job.password);
+        metrics.auth_checks_running.fetch_sub(1, Relaxed);
+        let _ = job.reply.send(found);
+    }
 }
 
 impl Gate {
@@ -181,12 +215,31 @@ impl Gate {
         allow_anonymous: bool,
         metrics: Arc<Metrics>,
     ) -> Gate {
+        let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..concurrency.max(1) {
+            let (rx, v, m) = (rx.clone(), verifier.clone(), metrics.clone());
+            if let Err(e) = std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || hash_worker(rx, v, m))
+            {
+                tracing::error!(error = %e, "cannot start a password-check thread");
+            }
+        }
         Gate {
             verifier,
-            permits: tokio::sync::Semaphore::new(concurrency.max(1)),
+            jobs: tx,
             throttle: Mutex::new(Throttle::default()),
             allow_anonymous,
             metrics,
+        }
+    }
+
+    /// Forgets every failure count: after the accounts file changed, a meter that was refused
+    /// before it was added must not stay throttled.
+    pub fn forgive(&self) {
+        if let Ok(mut t) = self.throttle.lock() {
+            *t = Throttle::default();
         }
     }
 
@@ -222,17 +275,16 @@ impl Gate {
             self.count(AuthResult::Throttled);
             return Verdict::BadCredentials;
         }
-        let Ok(_permit) = self.permits.acquire().await else {
-            return Verdict::BadCredentials;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            user: user.clone(),
+            password,
+            reply,
         };
-        self.metrics.auth_checks_running.fetch_add(1, Relaxed);
-        let v = self.verifier.clone();
-        let u = user.clone();
-        let found = tokio::task::spawn_blocking(move || v.verify_blocking(&u, &password))
-            .await
-            .ok()
-            .flatten();
-        self.metrics.auth_checks_running.fetch_sub(1, Relaxed);
+        if self.jobs.send(job).await.is_err() {
+            return Verdict::BadCredentials;
+        }
+        let found = answer.await.ok().flatten();
         if let Ok(mut t) = self.throttle.lock() {
             match found {
                 Some(_) => t.succeeded(ip, &user),

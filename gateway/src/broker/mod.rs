@@ -54,10 +54,10 @@ use crate::model::Receipt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot listen on broker.listen = {addr}: {source}")]
+    #[error("cannot listen on broker.listen = {addr}: {error}")]
     Listen {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -124,7 +124,7 @@ impl Pending {
 /// Shared by the accept loop and every connection task.
 struct Ctx<I> {
     settings: Settings,
-    gate: auth::Gate,
+    gate: Arc<auth::Gate>,
     acl: Acl,
     hub: Arc<Hub>,
     inbound: Arc<I>,
@@ -165,13 +165,13 @@ pub fn connection_limit(wanted: usize, reserve: u64) -> usize {
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| Error::Listen { addr, source })
+        .map_err(|error| Error::Listen { addr, error })
 }
 
 /// Everything [`spawn`] needs besides the listener.
 pub struct Parts<I> {
     pub settings: Settings,
-    pub gate: auth::Gate,
+    pub gate: Arc<auth::Gate>,
     pub acl: Acl,
     pub hub: Arc<Hub>,
     pub inbound: Arc<I>,

@@ -65,7 +65,8 @@ fn classify(status: u16, retry_after: Option<&str>, body: &str) -> Outcome {
 pub struct Writer {
     client: reqwest::Client,
     url: reqwest::Url,
-    auth: Option<String>,
+    /// Marked sensitive, so HTTP libraries leave it out of their debug and trace output.
+    auth: Option<reqwest::header::HeaderValue>,
     gzip: bool,
     cfg: Influx,
     site: String,
@@ -119,6 +120,22 @@ impl Writer {
                 }
             }
         };
+        let auth = match auth {
+            None => None,
+            Some(a) => {
+                let mut v = reqwest::header::HeaderValue::from_str(&a).map_err(|_| {
+                    Error::Secret(
+                        "the InfluxDB credentials".into(),
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "contain characters an HTTP header cannot carry",
+                        ),
+                    )
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(cfg.timeout_ms))
             .connect_timeout(Duration::from_millis(cfg.timeout_ms.min(5000)))
@@ -156,7 +173,7 @@ impl Writer {
             }
         }
         if let Some(a) = &self.auth {
-            req = req.header("authorization", a);
+            req = req.header(reqwest::header::AUTHORIZATION, a.clone());
         }
         self.metrics.influx_requests.fetch_add(1, Relaxed);
         match req.body(body).send().await {

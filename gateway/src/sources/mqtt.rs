@@ -92,6 +92,9 @@ fn text(
     }
 }
 
+/// Measurements only the built-in meter topics write.
+const METER_MEASUREMENTS: [&str; 3] = ["gas_meter", "electricity_meter", "meter_event"];
+
 /// A plausible range, inclusive. Until the plant model's quantity catalogue exists, the meter
 /// payload's ranges live here.
 type Range = (f64, f64);
@@ -305,6 +308,10 @@ pub fn parse(
             {
                 let mut r = crate::sinks::line_protocol::parse_line(line)
                     .map_err(|_| RejectReason::Malformed)?;
+                if METER_MEASUREMENTS.contains(&&*r.series.measurement) {
+                    // Only a meter's own connection writes a meter's series.
+                    return Err(RejectReason::Identity);
+                }
                 r.ts_ns = match r.ts_ns {
                     0 => now_ns,
                     ts => check_ts(ts, now_ns)?,
@@ -651,6 +658,11 @@ mod tests {
             ]),
         );
         check("lp/x", "power volts=", Err(RejectReason::Malformed));
+        check(
+            "lp/x",
+            "gas_meter,device=GM-0001 credit_kg=1000",
+            Err(RejectReason::Identity),
+        );
     }
 
     #[test]

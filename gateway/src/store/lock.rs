@@ -1,44 +1,37 @@
 //! One gateway per state directory: a second `gkgw run` on the same store would interleave
-//! ids and cursors. The lock is an advisory `flock` on `{state_dir}/gkgw.lock`, held for the life
-//! of the process (the kernel releases it on any exit, kill -9 included), with the holder's PID
-//! written in the file so the refusal can name it.
+//! ids and cursors. The lock is an advisory `flock` on the state directory itself, held for the
+//! life of the process (the kernel releases it on any exit, kill -9 included; no file to delete
+//! by mistake), with the holder's PID in `{state_dir}/gkgw.pid` so the refusal can name it.
 
-use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("state directory {dir} is in use by another gkgw (pid {pid}); stop it first, or give this one another store.state_dir")]
     Held { dir: PathBuf, pid: String },
-    #[error("cannot lock the state directory {dir}: {source}")]
+    #[error("cannot lock the state directory {dir}: {error}")]
     Io {
         dir: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
 /// Held while the gateway runs; dropping it releases the lock.
 pub struct StateLock {
-    _file: std::fs::File,
+    _dir: std::fs::File,
 }
 
 pub fn lock_state_dir(dir: &Path) -> Result<StateLock, Error> {
-    let io = |source| Error::Io {
+    let io = |error| Error::Io {
         dir: dir.to_owned(),
-        source,
+        error,
     };
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dir.join("gkgw.lock"))
-        .map_err(io)?;
-    match f.try_lock() {
+    let d = std::fs::File::open(dir).map_err(io)?;
+    let pid_file = dir.join("gkgw.pid");
+    match d.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = f.read_to_string(&mut pid);
+            let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
             return Err(Error::Held {
                 dir: dir.to_owned(),
                 pid: match pid.trim() {
@@ -49,10 +42,8 @@ pub fn lock_state_dir(dir: &Path) -> Result<StateLock, Error> {
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
     }
-    f.set_len(0).map_err(io)?;
-    f.rewind().map_err(io)?;
-    writeln!(f, "{}", std::process::id()).map_err(io)?;
-    Ok(StateLock { _file: f })
+    std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(io)?;
+    Ok(StateLock { _dir: d })
 }
 
 #[cfg(test)]
