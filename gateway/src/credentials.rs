@@ -323,7 +323,9 @@ impl Verifier {
     /// thread and only through the login gate, which bounds how many run at once.
     pub fn verify_blocking(&self, user: &str, password: &str) -> Option<Account> {
         let found = self.lookup(user);
-        let hash = found.as_ref().map_or(self.dummy.as_str(), |(_, h)| h.as_str());
+        let hash = found
+            .as_ref()
+            .map_or(self.dummy.as_str(), |(_, h)| h.as_str());
         let ok = PasswordHash::new(hash).is_ok_and(|h| {
             Argon2::default()
                 .verify_password(password.as_bytes(), &h)

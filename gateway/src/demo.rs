@@ -121,7 +121,11 @@ impl SimMeter {
 }
 
 fn meter_id(index: usize) -> String {
-    format!("{}-{:04}", if index % 2 == 0 { "GM" } else { "EM" }, index + 1)
+    format!(
+        "{}-{:04}",
+        if index % 2 == 0 { "GM" } else { "EM" },
+        index + 1
+    )
 }
 
 /// One simulated meter: connects, subscribes to its ack topic, publishes every `interval`.

@@ -21,6 +21,11 @@ pub struct Options {
     pub count_delivered: bool,
     /// How long to wait for outstanding acks/deliveries after the last publish.
     pub drain: Duration,
+    /// Keep the connections open this long after the last ack (idle-memory measurements).
+    pub hold: Duration,
+    /// Wait this long between "all connected" (printed) and the first publish, so a
+    /// benchmark can leave the logins out of what it measures.
+    pub pause: Duration,
     pub id_prefix: String,
     /// Create accounts for the load's meters in this credentials file first.
     pub credentials: Option<std::path::PathBuf>,
@@ -93,13 +98,14 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 crate::credentials::add_accounts(&f, crate::credentials::Kind::Meter, &a, true)
             })
             .await??;
+            // The gateway looks at its accounts file every 2 s.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
             Some(accounts.into_iter().map(|(_, p)| p).collect())
         }
     };
     let acked = Arc::new(AtomicU64::new(0));
     let delivered = Arc::new(AtomicU64::new(0));
     let published = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
 
     let counter = if opts.count_delivered {
         let (c, mut el) = mqtt_client(opts.broker, format!("{}-counter", opts.id_prefix), None, 10);
@@ -123,6 +129,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     };
 
     let per_conn = opts.messages / opts.connections as u64;
+    let (start_tx, start_rx) = tokio::sync::watch::channel(false);
     let interval = (opts.rate > 0)
         .then(|| Duration::from_secs_f64(opts.connections as f64 / opts.rate as f64));
     let mut tasks = Vec::new();
@@ -139,7 +146,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         let qos = opts.qos;
         let topic = format!("meters/{id}/state");
         let pub_client = client.clone();
+        let mut go = start_rx.clone();
         let publisher = tokio::spawn(async move {
+            let _ = go.wait_for(|g| *g).await;
             let mut tick = interval.map(|d| {
                 let mut t = tokio::time::interval(d);
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -170,9 +179,19 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 }
             }
         });
-        tasks.push((publisher, poller, client));
+        tasks.push((publisher, poller, client, start_tx.clone()));
     }
-    for (p, _, _) in &mut tasks {
+    {
+        use std::io::Write;
+        println!("all {} connected", opts.connections);
+        let _ = std::io::stdout().flush();
+    }
+    tokio::time::sleep(opts.pause).await;
+    let start = Instant::now();
+    for (_, _, _, go) in &tasks {
+        let _ = go.send(true);
+    }
+    for (p, _, _, _) in &mut tasks {
         let _ = p.await;
     }
     let publish_secs = start.elapsed().as_secs_f64();
@@ -186,7 +205,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let total_secs = start.elapsed().as_secs_f64();
-    for (_, poller, client) in tasks {
+    tokio::time::sleep(opts.hold).await;
+    for (_, poller, client, _) in tasks {
         let _ = client.try_disconnect();
         poller.abort();
     }

@@ -293,16 +293,19 @@ struct LoadArgs {
     /// Seconds to wait for outstanding acks after the last publish.
     #[arg(long, default_value_t = 30)]
     drain: u64,
+    /// Seconds to keep the connections open afterwards (idle-memory measurements).
+    #[arg(long, default_value_t = 0)]
+    hold: u64,
+    /// Seconds between printing "all N connected" and the first publish.
+    #[arg(long, default_value_t = 0)]
+    pause: u64,
     #[arg(long, default_value = "LOAD")]
     id_prefix: String,
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            "info,rumqttc=warn",
-        )
-    });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttc=warn"));
     // No timestamps under systemd: journald adds its own.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     // Colours only on a terminal: a log file or pipe gets plain text a technician can grep.
@@ -431,7 +434,10 @@ async fn main() -> ExitCode {
                 file.force,
             )
             .map(|()| {
-                println!("integration account {name} added to {} (read-only: meters/#, alarms/#)", path.display());
+                println!(
+                    "integration account {name} added to {} (read-only: meters/#, alarms/#)",
+                    path.display()
+                );
                 println!("mqtt username: {name}");
                 println!("mqtt password: {password}");
                 println!("(the password is shown only now)");
@@ -571,6 +577,8 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
         acks: a.acks,
         count_delivered: a.count_delivered,
         drain: Duration::from_secs(a.drain),
+        hold: Duration::from_secs(a.hold),
+        pause: Duration::from_secs(a.pause),
         id_prefix: a.id_prefix,
         credentials: a.credentials,
     })

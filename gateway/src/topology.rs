@@ -78,21 +78,19 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
 
     // Broker accounts and the login gate.
     let creds_file = config.broker.credentials_file.clone();
-    let verifier = credentials::Verifier::new(credentials::load_file(&creds_file).with_context(
-        || {
+    let verifier =
+        credentials::Verifier::new(credentials::load_file(&creds_file).with_context(|| {
             format!(
                 "cannot load the broker accounts (broker.credentials_file = {})",
                 creds_file.display()
             )
-        },
-    )?);
+        })?);
     if verifier.is_empty() {
         tracing::warn!(file = %creds_file.display(), "no meter accounts: no meter can publish (add one with `gkgw meter add ID`)");
     }
     let listener = broker::bind(config.broker.listen).await?;
     let mqtt_addr = listener.local_addr()?;
-    let max_connections =
-        broker::connection_limit(config.broker.max_connections, RESERVED_FDS);
+    let max_connections = broker::connection_limit(config.broker.max_connections, RESERVED_FDS);
     if max_connections < config.broker.max_connections {
         tracing::warn!(
             configured = config.broker.max_connections,
@@ -332,8 +330,7 @@ async fn reload_accounts(
             .map(|m| (m.modified().ok(), m.len()))
     };
     let mut last = stamp(&path);
-    let mut hup =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         let signalled = tokio::select! {
             _ = cancel.cancelled() => return,

@@ -8,12 +8,14 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::{
-    mosquitto_pub, mqtt_raw, paho, paho_cmd, require, rss_kib, wait_until, Gateway, Influx1,
-    Proc, RunOpts, GKGW,
+    mosquitto_pub, mqtt_raw, paho, paho_cmd, require, rss_kib, wait_until, Gateway, Influx1, Proc,
+    RunOpts, GKGW,
 };
 
 fn state(meter: &str, seq: u64, credit: f64) -> String {
-    format!(r#"{{"meter_id":"{meter}","seq":{seq},"kind":"gas","cum_kg":1.5,"credit_kg":{credit}}}"#)
+    format!(
+        r#"{{"meter_id":"{meter}","seq":{seq},"kind":"gas","cum_kg":1.5,"credit_kg":{credit}}}"#
+    )
 }
 
 fn login<'a>(gw: &'a Gateway, meter: &'a str) -> Vec<&'a str> {
@@ -32,11 +34,21 @@ fn a_meter_speaks_and_listens_only_for_itself() {
     let mut a = vec!["publish"];
     a.extend(login(&gw, "GA-0001"));
     let spoof = state("GB-0002", 1, 1000.0);
-    a.extend(["--topic", "meters/GB-0002/state", "--payload", &spoof, "--qos", "1"]);
+    a.extend([
+        "--topic",
+        "meters/GB-0002/state",
+        "--payload",
+        &spoof,
+        "--qos",
+        "1",
+    ]);
     let r = mqtt_raw(port, &a);
     assert_eq!(r["rc"], 0, "{r}");
     assert_eq!(r["puback"], false, "never acknowledged: {r}");
-    assert_eq!(r["closed"], true, "the connection is closed (MQTT-3.3.5-2): {r}");
+    assert_eq!(
+        r["closed"], true,
+        "the connection is closed (MQTT-3.3.5-2): {r}"
+    );
 
     // Nor may it listen to GB-0002 (0x80 per refused filter), only to itself.
     let mut s = vec!["subscribe"];
@@ -49,7 +61,10 @@ fn a_meter_speaks_and_listens_only_for_itself() {
         "--filter",
         "meters/#",
     ]);
-    assert_eq!(mqtt_raw(port, &s)["codes"], serde_json::json!([128, 0, 128]));
+    assert_eq!(
+        mqtt_raw(port, &s)["codes"],
+        serde_json::json!([128, 0, 128])
+    );
 
     // Its client id must be its own id, and its will must stay under its own topics.
     let mut c = vec!["connect"];
@@ -69,7 +84,17 @@ fn a_meter_speaks_and_listens_only_for_itself() {
         "mosquitto_sub",
         Command::new(require("mosquitto_sub"))
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
-            .args(["-u", "homeassistant", "-P", &ha, "-t", "meters/+/state", "-v", "-C", "2"])
+            .args([
+                "-u",
+                "homeassistant",
+                "-P",
+                &ha,
+                "-t",
+                "meters/+/state",
+                "-v",
+                "-C",
+                "2",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null()),
     );
@@ -77,7 +102,11 @@ fn a_meter_speaks_and_listens_only_for_itself() {
     let mut p = vec!["publish", "--user", "homeassistant", "--password", &ha];
     let fake = state("GA-0001", 9, 1000.0);
     p.extend(["--topic", "meters/GA-0001/state", "--payload", &fake]);
-    assert_eq!(mqtt_raw(port, &p)["closed"], true, "an integration publishes nothing");
+    assert_eq!(
+        mqtt_raw(port, &p)["closed"],
+        true,
+        "an integration publishes nothing"
+    );
     for (meter, seq) in [("GA-0001", 1), ("GB-0002", 1)] {
         assert!(mosquitto_pub(
             port,
@@ -93,7 +122,10 @@ fn a_meter_speaks_and_listens_only_for_itself() {
     let mut seen = String::new();
     std::io::Read::read_to_string(watcher.child.stdout.as_mut().expect("stdout"), &mut seen)
         .expect("read");
-    assert!(seen.contains("meters/GA-0001/state") && seen.contains("meters/GB-0002/state"), "{seen}");
+    assert!(
+        seen.contains("meters/GA-0001/state") && seen.contains("meters/GB-0002/state"),
+        "{seen}"
+    );
 
     // And the meter's own readings still flow and are acked.
     let mut args = gw.paho_args("GA-0001");
@@ -111,10 +143,19 @@ fn a_meter_speaks_and_listens_only_for_itself() {
         "spoofed publish, 2 filters, client id, will, integration publish"
     );
     assert!(
-        !mosquitto_pub(port, None, "meters/GA-0001/state", 0, &state("GA-0001", 99, 1.0)),
+        !mosquitto_pub(
+            port,
+            None,
+            "meters/GA-0001/state",
+            0,
+            &state("GA-0001", 99, 1.0)
+        ),
         "anonymous refused"
     );
-    assert_eq!(gw.metric("gkgw_broker_auth_total{result=\"anonymous_refused\"}"), 1.0);
+    assert_eq!(
+        gw.metric("gkgw_broker_auth_total{result=\"anonymous_refused\"}"),
+        1.0
+    );
 }
 
 #[test]
@@ -124,15 +165,41 @@ fn keep_alive_zero_is_allowed_and_refusals_say_why() {
     let pw = gw.passwords["GA-0001"].clone();
     let r = mqtt_raw(
         port,
-        &["connect", "--user", "GA-0001", "--password", &pw, "--keepalive", "0", "--hold", "2"],
+        &[
+            "connect",
+            "--user",
+            "GA-0001",
+            "--password",
+            &pw,
+            "--keepalive",
+            "0",
+            "--hold",
+            "2",
+        ],
     );
     assert_eq!(r, serde_json::json!({"rc": 0, "alive": true}));
-    let wrong = mqtt_raw(port, &["connect", "--user", "GA-0001", "--password", "nope"]);
+    let wrong = mqtt_raw(
+        port,
+        &["connect", "--user", "GA-0001", "--password", "nope"],
+    );
     assert_eq!(wrong["rc"], 4, "bad user name or password");
-    let unknown = mqtt_raw(port, &["connect", "--user", "GZ-9999", "--password", "nope"]);
-    assert_eq!(unknown["rc"], 4, "an unknown meter looks like a wrong password");
-    assert_eq!(mqtt_raw(port, &["connect"])["rc"], 5, "anonymous: not authorised");
-    assert_eq!(gw.metric("gkgw_broker_auth_total{result=\"rejected\"}"), 2.0);
+    let unknown = mqtt_raw(
+        port,
+        &["connect", "--user", "GZ-9999", "--password", "nope"],
+    );
+    assert_eq!(
+        unknown["rc"], 4,
+        "an unknown meter looks like a wrong password"
+    );
+    assert_eq!(
+        mqtt_raw(port, &["connect"])["rc"],
+        5,
+        "anonymous: not authorised"
+    );
+    assert_eq!(
+        gw.metric("gkgw_broker_auth_total{result=\"rejected\"}"),
+        2.0
+    );
 }
 
 #[test]
@@ -164,17 +231,32 @@ fn no_secret_and_no_forged_line_reaches_the_log_at_trace_level() {
     // A second CONNECT on an open connection is a protocol violation (MQTT-3.1.0-2).
     let mut second = vec!["second-connect"];
     second.extend(login(&gw, "GA-0001"));
-    assert_eq!(mqtt_raw(port, &second), serde_json::json!({"rc": 0, "closed": true}));
+    assert_eq!(
+        mqtt_raw(port, &second),
+        serde_json::json!({"rc": 0, "closed": true})
+    );
     // A user name that tries to start a line of its own in the log (first: refusals are
     // logged once per 10 s).
     let forged = "x\n2026-12-01T00:00:00.000000Z  INFO gkgw::topology: all meters topped up";
-    assert_eq!(mqtt_raw(port, &["connect", "--user", forged, "--password", "p"])["rc"], 4);
+    assert_eq!(
+        mqtt_raw(port, &["connect", "--user", forged, "--password", "p"])["rc"],
+        4
+    );
     let wrong = "wrong-Secret-9xT4";
-    assert_eq!(mqtt_raw(port, &["connect", "--user", "GB-0002", "--password", wrong])["rc"], 4);
+    assert_eq!(
+        mqtt_raw(port, &["connect", "--user", "GB-0002", "--password", wrong])["rc"],
+        4
+    );
     let reloads = gw.reloads();
     let added = gw.add_meter("GC-0003");
     gw.wait_reloaded(reloads);
-    assert_eq!(mqtt_raw(port, &["connect", "--user", "GC-0003", "--password", &added])["rc"], 0);
+    assert_eq!(
+        mqtt_raw(
+            port,
+            &["connect", "--user", "GC-0003", "--password", &added]
+        )["rc"],
+        0
+    );
     gw.wait_drained(Duration::from_secs(20));
     if let Some(p) = gw.proc.as_mut() {
         p.signal("TERM");
@@ -197,10 +279,14 @@ fn no_secret_and_no_forged_line_reaches_the_log_at_trace_level() {
         assert!(!log.contains(secret), "a secret is in the log: {secret}");
     }
     assert!(
-        !log.lines().any(|l| l.starts_with("2026-12-01T00:00:00.000000Z")),
+        !log.lines()
+            .any(|l| l.starts_with("2026-12-01T00:00:00.000000Z")),
         "a forged line"
     );
-    assert!(log.contains(r#"x\n2026-12-01T00:00:00.000000Z"#), "logged escaped");
+    assert!(
+        log.contains(r#"x\n2026-12-01T00:00:00.000000Z"#),
+        "logged escaped"
+    );
 }
 
 #[test]
@@ -213,7 +299,14 @@ fn a_qos0_flood_from_20_meters_is_committed_in_full() {
         let mut p = Proc::spawn(
             "mosquitto_pub -l",
             Command::new(require("mosquitto_pub"))
-                .args(["-h", "127.0.0.1", "-p", &gw.mqtt_port.to_string(), "-V", "mqttv311"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &gw.mqtt_port.to_string(),
+                    "-V",
+                    "mqttv311",
+                ])
                 .args(["-u", m, "-P", &gw.passwords[m], "-i", m, "-q", "0", "-l"])
                 .args(["-t", &format!("meters/{m}/state")])
                 .stdin(Stdio::piped())
@@ -228,18 +321,24 @@ fn a_qos0_flood_from_20_meters_is_committed_in_full() {
                 text.push_str(&state(&m, seq, 2.0));
                 text.push('\n');
             }
-            stdin.write_all(text.as_bytes()).expect("feed mosquitto_pub");
+            stdin
+                .write_all(text.as_bytes())
+                .expect("feed mosquitto_pub");
         });
         pubs.push((p, feeder));
     }
     for (mut p, feeder) in pubs {
         feeder.join().expect("fed");
-        let status = p.wait_timeout(Duration::from_secs(120)).expect("publisher ends");
+        let status = p
+            .wait_timeout(Duration::from_secs(120))
+            .expect("publisher ends");
         assert!(status.success(), "mosquitto_pub exit {status:?}");
     }
-    wait_until("all 100,000 readings committed", Duration::from_secs(120), || {
-        gw.metric("gkgw_readings_accepted_total") >= 100_000.0
-    });
+    wait_until(
+        "all 100,000 readings committed",
+        Duration::from_secs(120),
+        || gw.metric("gkgw_readings_accepted_total") >= 100_000.0,
+    );
     assert_eq!(gw.metric("gkgw_readings_accepted_total"), 100_000.0);
     assert_eq!(gw.metric("gkgw_mqtt_messages_total"), 100_000.0);
 }
@@ -257,18 +356,36 @@ fn a_wrong_password_flood_keeps_memory_bounded_and_a_good_meter_acked() {
         "meter.py",
         paho_cmd(&args.iter().map(String::as_str).collect::<Vec<_>>()).stdout(Stdio::null()),
     );
-    let count = || std::fs::read_to_string(&acks).unwrap_or_default().lines().count();
-    wait_until("the good meter is acked", Duration::from_secs(20), || count() > 10);
+    let count = || {
+        std::fs::read_to_string(&acks)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    wait_until("the good meter is acked", Duration::from_secs(20), || {
+        count() > 10
+    });
     let (_, hwm_before) = rss_kib(pid);
 
     let flood = mqtt_raw(
         port,
-        &["login-flood", "--user", "GM-0001", "--connections", "100", "--attempts", "10"],
+        &[
+            "login-flood",
+            "--user",
+            "GM-0001",
+            "--connections",
+            "100",
+            "--attempts",
+            "10",
+        ],
     );
     let codes = flood["codes"].as_object().expect("codes").clone();
     let total: u64 = codes.values().map(|v| v.as_u64().unwrap_or(0)).sum();
     assert_eq!(total, 1000, "{flood}");
-    assert!(!codes.contains_key("0"), "no wrong password got in: {flood}");
+    assert!(
+        !codes.contains_key("0"),
+        "no wrong password got in: {flood}"
+    );
     let (_, hwm_after) = rss_kib(pid);
     assert!(
         hwm_after.saturating_sub(hwm_before) <= 30 * 1024,
@@ -276,9 +393,11 @@ fn a_wrong_password_flood_keeps_memory_bounded_and_a_good_meter_acked() {
         hwm_after - hwm_before
     );
     let during = count();
-    wait_until("the good meter keeps being acked", Duration::from_secs(20), || {
-        count() > during + 20
-    });
+    wait_until(
+        "the good meter keeps being acked",
+        Duration::from_secs(20),
+        || count() > during + 20,
+    );
     assert!(gw.metric("gkgw_broker_auth_total{result=\"throttled\"}") > 0.0);
     good.signal("TERM");
 }
@@ -300,19 +419,38 @@ fn running_out_of_descriptors_neither_floods_the_log_nor_locks_meters_out() {
         "mqtt_raw.py hold",
         Command::new("python3")
             .arg(crate::support::repo_root().join("tests/peers/mqtt_raw.py"))
-            .args(["--port", &port.to_string(), "hold", "--connections", "600", "--seconds", "8"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "hold",
+                "--connections",
+                "600",
+                "--seconds",
+                "8",
+            ])
             .stdout(Stdio::piped()),
     );
     std::thread::sleep(Duration::from_secs(3));
     let mut args = gw.paho_args("GM-0001");
     args.extend(["--meters", "GM-0001", "--count", "5"].map(String::from));
     let (summary, code) = paho(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(code, 0, "a good meter connects and is acked during the flood: {summary}");
-    holder.wait_timeout(Duration::from_secs(30)).expect("holder ends");
+    assert_eq!(
+        code, 0,
+        "a good meter connects and is acked during the flood: {summary}"
+    );
+    holder
+        .wait_timeout(Duration::from_secs(30))
+        .expect("holder ends");
     let grown = std::fs::metadata(gw.log_path()).map_or(0, |m| m.len()) - log_before;
-    assert!(grown < 16 * 1024, "log grew by {grown} bytes:\n{}", gw.log());
+    assert!(
+        grown < 16 * 1024,
+        "log grew by {grown} bytes:\n{}",
+        gw.log()
+    );
     assert!(gw.metric("gkgw_broker_refused_total{reason=\"evicted_pending\"}") > 0.0);
-    assert!(gw.log().contains("broker.max_connections lowered to fit the open-files limit"));
+    assert!(gw
+        .log()
+        .contains("broker.max_connections lowered to fit the open-files limit"));
 }
 
 #[test]
@@ -337,14 +475,24 @@ fn meter_add_keeps_the_file_readable_and_the_running_gateway_follows_it() {
         "owner, group and mode kept (root: {root})"
     );
     gw.wait_reloaded(reloads);
-    assert_eq!(mqtt_raw(port, &["connect", "--user", "GN-0009", "--password", &pw])["rc"], 0);
+    assert_eq!(
+        mqtt_raw(port, &["connect", "--user", "GN-0009", "--password", &pw])["rc"],
+        0
+    );
 
     // GA-0001 is connected when it is removed from the file; SIGHUP reloads at once.
     let mut listener = Proc::spawn(
         "mosquitto_sub",
         Command::new(require("mosquitto_sub"))
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
-            .args(["-u", "GA-0001", "-P", &gw.passwords["GA-0001"], "-i", "GA-0001"])
+            .args([
+                "-u",
+                "GA-0001",
+                "-P",
+                &gw.passwords["GA-0001"],
+                "-i",
+                "GA-0001",
+            ])
             .args(["-t", "meters/GA-0001/ack"])
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
@@ -364,23 +512,49 @@ fn meter_add_keeps_the_file_readable_and_the_running_gateway_follows_it() {
             kept.push('\n');
         }
     }
-    assert!(!kept.contains("GA-0001") && kept.contains("GB-0002"), "{kept}");
+    assert!(
+        !kept.contains("GA-0001") && kept.contains("GB-0002"),
+        "{kept}"
+    );
     std::fs::write(&file, kept).expect("rewrite");
     let reloads = gw.reloads();
     gw.proc.as_ref().expect("running").signal("HUP");
     gw.wait_reloaded(reloads);
-    wait_until("GA-0001's connection is closed", Duration::from_secs(10), || {
-        listener.child.try_wait().ok().flatten().is_some()
-    });
+    wait_until(
+        "GA-0001's connection is closed",
+        Duration::from_secs(10),
+        || listener.child.try_wait().ok().flatten().is_some(),
+    );
     assert_eq!(
-        mqtt_raw(port, &["connect", "--user", "GA-0001", "--password", &gw.passwords["GA-0001"]])["rc"],
+        mqtt_raw(
+            port,
+            &[
+                "connect",
+                "--user",
+                "GA-0001",
+                "--password",
+                &gw.passwords["GA-0001"]
+            ]
+        )["rc"],
         4
     );
     let gb = &gw.passwords["GB-0002"];
-    assert_eq!(mqtt_raw(port, &["connect", "--user", "GB-0002", "--password", gb])["rc"], 0);
-    assert!(gw.log().contains("broker accounts reloaded"), "{}", gw.log());
     assert_eq!(
-        crate::support::http("GET", &format!("http://127.0.0.1:{}/healthz", gw.http_port), None).0,
+        mqtt_raw(port, &["connect", "--user", "GB-0002", "--password", gb])["rc"],
+        0
+    );
+    assert!(
+        gw.log().contains("broker accounts reloaded"),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(
+        crate::support::http(
+            "GET",
+            &format!("http://127.0.0.1:{}/healthz", gw.http_port),
+            None
+        )
+        .0,
         200,
         "SIGHUP reloads, it does not stop the gateway"
     );
@@ -405,7 +579,12 @@ fn a_second_gateway_on_the_same_state_dir_is_refused() {
         "{err}"
     );
     assert_eq!(
-        crate::support::http("GET", &format!("http://127.0.0.1:{}/healthz", gw.http_port), None).0,
+        crate::support::http(
+            "GET",
+            &format!("http://127.0.0.1:{}/healthz", gw.http_port),
+            None
+        )
+        .0,
         200,
         "the first one is untouched"
     );

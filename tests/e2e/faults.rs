@@ -84,8 +84,16 @@ fn sigkill_mid_ingest_never_loses_an_acknowledged_reading() {
         .map(|meter| {
             let mut args = gw.paho_args(meter);
             args.extend(
-                ["--meters", meter, "--continuous", "--rate", "100", "--qos", "1"]
-                    .map(String::from),
+                [
+                    "--meters",
+                    meter,
+                    "--continuous",
+                    "--rate",
+                    "100",
+                    "--qos",
+                    "1",
+                ]
+                .map(String::from),
             );
             args.push("--acks-file".into());
             args.push(acks_file.display().to_string());
@@ -215,7 +223,13 @@ fn bad_input_is_rejected_counted_and_never_blocks_the_stream() {
     );
     // A point InfluxDB refuses: m3h is a float in flow, this one is a string.
     let sensor = Some(("SENSOR-1", gw.passwords["SENSOR-1"].as_str()));
-    assert!(mosquitto_pub(gw.mqtt_port, sensor, "lp/x", 1, "flow,device=f0 m3h=1.0"));
+    assert!(mosquitto_pub(
+        gw.mqtt_port,
+        sensor,
+        "lp/x",
+        1,
+        "flow,device=f0 m3h=1.0 1795300499000000000"
+    ));
     gw.wait_drained(Duration::from_secs(20));
     assert!(mosquitto_pub(
         gw.mqtt_port,

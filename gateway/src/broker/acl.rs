@@ -157,11 +157,19 @@ mod tests {
     }
 
     fn check_pub(who: &Identity, topic: &str, expected: bool) {
-        assert_eq!(acl().may_publish(who, topic), expected, "{who:?} publish {topic}");
+        assert_eq!(
+            acl().may_publish(who, topic),
+            expected,
+            "{who:?} publish {topic}"
+        );
     }
 
     fn check_sub(who: &Identity, filter: &str, expected: bool) {
-        assert_eq!(acl().may_subscribe(who, filter), expected, "{who:?} subscribe {filter}");
+        assert_eq!(
+            acl().may_subscribe(who, filter),
+            expected,
+            "{who:?} subscribe {filter}"
+        );
     }
 
     #[test]

@@ -336,12 +336,18 @@ mod tests {
         for _ in 0..3 {
             t.failed(&k, t1);
         }
-        assert!(t.blocked(&k, t1 + Duration::from_secs(59)), "second block: 60 s");
+        assert!(
+            t.blocked(&k, t1 + Duration::from_secs(59)),
+            "second block: 60 s"
+        );
         let t2 = t1 + Duration::from_secs(61);
         for _ in 0..3 {
             t.failed(&k, t2);
         }
-        assert!(t.blocked(&k, t2 + Duration::from_secs(99)), "capped at 100 s");
+        assert!(
+            t.blocked(&k, t2 + Duration::from_secs(99)),
+            "capped at 100 s"
+        );
         assert!(!t.blocked(&k, t2 + Duration::from_secs(100)));
         t.succeeded(&k);
         assert!(!t.blocked(&k, t2));

@@ -138,7 +138,10 @@ pub(super) async fn serve<I: Inbound>(
         ))) => {
             write(
                 &mut out,
-                Packet::ConnAck(ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false)),
+                Packet::ConnAck(ConnAck::new(
+                    ConnectReturnCode::RefusedProtocolVersion,
+                    false,
+                )),
             );
             let _ = wr.write_all(&out).await;
             ctx.metrics.broker_refused(Refusal::Protocol);
@@ -203,7 +206,9 @@ pub(super) async fn serve<I: Inbound>(
             ctx.log.note("will", |suppressed| {
                 tracing::warn!(%peer, account = ?identity.name(), topic = ?w.topic, suppressed, "mqtt will outside the account's own topics: refused");
             });
-            let _ = wr.write_all(&refuse(ConnectReturnCode::NotAuthorized)).await;
+            let _ = wr
+                .write_all(&refuse(ConnectReturnCode::NotAuthorized))
+                .await;
             return;
         }
     }
@@ -304,17 +309,35 @@ impl<I: Inbound> Conn<'_, I> {
             tokio::select! {
                 biased;
                 _ = self.ctx.shutdown.cancelled() => return End::Closed,
-                Some(token) = rc_rx.recv() => self.committed(token, &mut out),
-                m = out_rx.recv() => match m {
-                    Some(Outbound::Publish { topic, payload }) => write(
-                        &mut out,
-                        Packet::Publish(Publish::from_bytes(&*topic, QoS::AtMostOnce, payload)),
-                    ),
-                    Some(Outbound::Close(why)) => {
-                        tracing::debug!(peer = %self.peer, account = ?self.identity.name(), why, "mqtt connection closed by the gateway");
+                Some(token) = rc_rx.recv() => {
+                    // Every receipt that is there goes out in one write.
+                    self.committed(token, &mut out);
+                    while let Ok(token) = rc_rx.try_recv() {
+                        self.committed(token, &mut out);
+                    }
+                }
+                m = out_rx.recv() => {
+                    let mut next = m;
+                    let mut batch = 0;
+                    while let Some(m) = next.take() {
+                        match m {
+                            Outbound::Publish { topic, payload } => write(
+                                &mut out,
+                                Packet::Publish(Publish::from_bytes(&*topic, QoS::AtMostOnce, payload)),
+                            ),
+                            Outbound::Close(why) => {
+                                tracing::debug!(peer = %self.peer, account = ?self.identity.name(), why, "mqtt connection closed by the gateway");
+                                return End::Closed;
+                            }
+                        }
+                        batch += 1;
+                        if batch < 256 {
+                            next = out_rx.try_recv().ok();
+                        }
+                    }
+                    if batch == 0 {
                         return End::Closed;
                     }
-                    None => return End::Closed,
                 },
                 r = rd.read_buf(&mut buf), if self.inflight < max_inflight => match r {
                     Ok(0) | Err(_) => return End::Abnormal,

@@ -23,13 +23,17 @@ use tokio::sync::mpsc;
 use super::acl::topic_matches;
 use crate::metrics::Metrics;
 
-/// Outbound queue per connection.
-pub const QUEUE: usize = 64;
+/// Outbound queue per connection: a burst of application acks for one meter (a commit of
+/// everything it sent at QoS 0) must fit. Slots are allocated as they are used.
+pub const QUEUE: usize = 1024;
 
 /// What a connection's task is told from outside.
 #[derive(Debug)]
 pub enum Outbound {
-    Publish { topic: Arc<str>, payload: Bytes },
+    Publish {
+        topic: Arc<str>,
+        payload: Bytes,
+    },
     /// Close the connection: taken over by a newer one, or the account was removed.
     Close(&'static str),
 }
@@ -87,7 +91,9 @@ impl Hub {
             persistent: false,
         });
         if let Some(old) = s.conn.take() {
-            let _ = old.tx.try_send(Outbound::Close("taken over by a new connection"));
+            let _ = old
+                .tx
+                .try_send(Outbound::Close("taken over by a new connection"));
         }
         let present = !clean && s.persistent;
         if clean {
@@ -162,7 +168,10 @@ impl Hub {
                 self.metrics.broker_outbound_dropped.fetch_add(1, Relaxed);
             }
         };
-        if let Some(id) = topic.strip_prefix("meters/").and_then(|r| r.split('/').next()) {
+        if let Some(id) = topic
+            .strip_prefix("meters/")
+            .and_then(|r| r.split('/').next())
+        {
             if let Some(s) = inner.meters.get(id) {
                 if let Some(link) = &s.conn {
                     if s.filters.iter().any(|f| topic_matches(f, topic)) {
@@ -235,7 +244,10 @@ mod tests {
         hub.publish("meters/GB-0002/ack", Bytes::from_static(b"{}"));
         assert_eq!(topics(&mut ra), ["meters/GA-0001/ack"]);
         assert!(topics(&mut rb).is_empty(), "b never subscribed");
-        assert_eq!(topics(&mut rw), ["meters/GA-0001/ack", "meters/GB-0002/ack"]);
+        assert_eq!(
+            topics(&mut rw),
+            ["meters/GA-0001/ack", "meters/GB-0002/ack"]
+        );
     }
 
     #[test]
@@ -257,7 +269,10 @@ mod tests {
         hub.publish("meters/GA-0001/ack", Bytes::new());
         assert_eq!(topics(&mut r3), ["meters/GA-0001/ack"]);
         let (l4, mut r4) = link(4);
-        assert!(!hub.attach_meter(&a, l4, true), "a clean session starts empty");
+        assert!(
+            !hub.attach_meter(&a, l4, true),
+            "a clean session starts empty"
+        );
         hub.publish("meters/GA-0001/ack", Bytes::new());
         assert!(topics(&mut r4).is_empty());
         hub.remove_accounts(&["GA-0001".into()]);

@@ -678,10 +678,19 @@ mod tests {
         assert_eq!(
             r[0].fields,
             vec![
-                ("gas_used_kg_quality".to_owned(), Value::Str("out_of_range".into())),
+                (
+                    "gas_used_kg_quality".to_owned(),
+                    Value::Str("out_of_range".into())
+                ),
                 ("credit_kg".to_owned(), Value::Float(1.5)),
-                ("battery_v_quality".to_owned(), Value::Str("out_of_range".into())),
-                ("rssi_dbm_quality".to_owned(), Value::Str("out_of_range".into())),
+                (
+                    "battery_v_quality".to_owned(),
+                    Value::Str("out_of_range".into())
+                ),
+                (
+                    "rssi_dbm_quality".to_owned(),
+                    Value::Str("out_of_range".into())
+                ),
                 ("seq".to_owned(), Value::Int(3)),
             ]
         );

@@ -10,10 +10,7 @@ pub enum Error {
     #[error("state directory {dir} is in use by another gkgw (pid {pid}); stop it first, or give this one another store.state_dir")]
     Held { dir: PathBuf, pid: String },
     #[error("cannot lock the state directory {dir}: {error}")]
-    Io {
-        dir: PathBuf,
-        error: std::io::Error,
-    },
+    Io { dir: PathBuf, error: std::io::Error },
 }
 
 /// Held while the gateway runs; dropping it releases the lock.
@@ -57,7 +54,10 @@ mod tests {
             .expect("second must fail")
             .to_string();
         assert!(
-            err.contains(&format!("in use by another gkgw (pid {})", std::process::id())),
+            err.contains(&format!(
+                "in use by another gkgw (pid {})",
+                std::process::id()
+            )),
             "{err}"
         );
         drop(held);
