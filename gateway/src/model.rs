@@ -73,22 +73,39 @@ impl Series {
 }
 
 /// Owed to whoever handed a reading in, once it is committed: the broker's PUBACK (or PUBREC)
-/// of the MQTT message it came from. Only the reading that is committed carries it: a clone
-/// of a reading never does (see `Clone for Reading`), so nothing is confirmed twice or early.
+/// of the MQTT message it came from, and the meter's application ack when the reading asks
+/// for one, which the connection then writes in the same packet burst. Only the reading that
+/// is committed carries it: a clone of a reading never does (see `Clone for Reading`), so
+/// nothing is confirmed twice or early.
 pub struct Receipt {
-    tx: tokio::sync::mpsc::UnboundedSender<u32>,
+    tx: tokio::sync::mpsc::UnboundedSender<Confirmation>,
     token: u32,
 }
 
+/// What a [`Receipt`] tells its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirmation {
+    pub token: u32,
+    /// The reading's application-ack sequence number, when the owner is to send that ack too.
+    pub ack_seq: Option<u64>,
+}
+
 impl Receipt {
-    pub fn new(tx: tokio::sync::mpsc::UnboundedSender<u32>, token: u32) -> Receipt {
+    pub fn new(tx: tokio::sync::mpsc::UnboundedSender<Confirmation>, token: u32) -> Receipt {
         Receipt { tx, token }
     }
 
     /// Tells the owner; a gone owner (the connection closed) is not an error: the reading is
     /// committed and the device will resend it, which the pipeline tolerates (at-least-once).
-    pub fn confirm(self) {
-        let _ = self.tx.send(self.token);
+    /// With `ack_seq`, the owner sends the application ack; `Err` gives it back when the owner
+    /// is gone, so the caller can route the ack another way.
+    pub fn confirm(self, ack_seq: Option<u64>) -> Result<(), Option<u64>> {
+        self.tx
+            .send(Confirmation {
+                token: self.token,
+                ack_seq,
+            })
+            .map_err(|e| e.0.ack_seq)
     }
 }
 

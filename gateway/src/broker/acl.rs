@@ -93,14 +93,17 @@ impl Acl {
         if !valid_topic_name(topic) {
             return false;
         }
-        let levels: Vec<&str> = topic.split('/').collect();
-        if let ["meters", owner, rest @ ..] = levels.as_slice() {
-            return owner == &&**id && !rest.is_empty() && rest != ["ack"] && rest != ["cmd"];
+        // Every message passes here: no allocation on the meter path.
+        if let Some(rest) = topic.strip_prefix("meters/") {
+            let Some(own) = rest.strip_prefix(&**id).and_then(|r| r.strip_prefix('/')) else {
+                return false;
+            };
+            return !own.is_empty() && own != "ack" && own != "cmd";
         }
         self.rules.iter().any(|r| {
             topic_matches(&r.filter, topic)
                 && match &r.owner {
-                    Owner::Level(l) => levels.get(*l) == Some(&&**id),
+                    Owner::Level(l) => topic.split('/').nth(*l) == Some(&**id),
                     Owner::Accounts(a) => a.iter().any(|a| **a == **id),
                 }
         })

@@ -27,7 +27,7 @@ use super::auth::Verdict;
 use super::hub::{Link, Outbound, QUEUE};
 use super::{Ctx, Inbound};
 use crate::metrics::{Refusal, RejectReason};
-use crate::model::Receipt;
+use crate::model::{Confirmation, Receipt};
 
 /// A client may leave this many QoS 2 messages unreleased before it is cut off.
 const MAX_QOS2_OPEN: usize = 1024;
@@ -220,13 +220,14 @@ pub(super) async fn serve<I: Inbound>(
         Identity::Meter(m) => Some(m.clone()),
         _ => None,
     };
-    let session_present = match &meter {
+    let kept = match &meter {
         Some(m) => ctx.hub.attach_meter(m, link, connect.clean_session),
         None => {
             ctx.hub.attach_watcher(link);
-            false
+            None
         }
     };
+    let session_present = kept.is_some();
     ctx.metrics.broker_connected.fetch_add(1, Relaxed);
     tracing::debug!(%peer, account = ?identity.name(), keep_alive = connect.keep_alive, "mqtt client connected");
     write(
@@ -242,9 +243,12 @@ pub(super) async fn serve<I: Inbound>(
         inflight: 0,
         qos2: HashMap::new(),
         receipts: rc_tx,
+        ack_topic: meter.as_ref().map(|m| format!("meters/{m}/ack")),
+        acked: false,
         meter: meter.clone(),
         id,
     };
+    conn.note_filters(&kept.unwrap_or_default());
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
     let end = conn
@@ -274,7 +278,11 @@ struct Conn<'a, I: Inbound> {
     inflight: usize,
     /// QoS 2 packet ids received and not yet released: committed (PUBREC sent) or not.
     qos2: HashMap<u16, bool>,
-    receipts: mpsc::UnboundedSender<u32>,
+    receipts: mpsc::UnboundedSender<Confirmation>,
+    /// A meter's `meters/{id}/ack`, and whether its session subscribes to it: then the
+    /// application ack of a committed reading is written right behind its PUBACK.
+    ack_topic: Option<String>,
+    acked: bool,
 }
 
 const QOS2_BIT: u32 = 1 << 16;
@@ -288,11 +296,19 @@ impl<I: Inbound> Conn<'_, I> {
         mut buf: BytesMut,
         mut out: BytesMut,
         mut out_rx: mpsc::Receiver<Outbound>,
-        mut rc_rx: mpsc::UnboundedReceiver<u32>,
+        mut rc_rx: mpsc::UnboundedReceiver<Confirmation>,
         keep_alive: Option<Duration>,
     ) -> End {
-        let max_inflight = self.ctx.settings.max_inflight;
+        let ctx = self.ctx;
+        let max_inflight = ctx.settings.max_inflight;
         let mut last_in = tokio::time::Instant::now();
+        // Made once and polled by reference: creating them every turn of the loop costs a
+        // timer and a lock of the shared shutdown token per packet.
+        let shutdown = ctx.shutdown.cancelled();
+        tokio::pin!(shutdown);
+        let far = Duration::from_secs(86_400 * 365);
+        let idle = tokio::time::sleep(keep_alive.unwrap_or(far));
+        tokio::pin!(idle);
         loop {
             if !out.is_empty() {
                 if wr.write_all(&out).await.is_err() {
@@ -300,15 +316,9 @@ impl<I: Inbound> Conn<'_, I> {
                 }
                 out.clear();
             }
-            let idle = async move {
-                match keep_alive {
-                    Some(k) => tokio::time::sleep_until(last_in + k).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 biased;
-                _ = self.ctx.shutdown.cancelled() => return End::Closed,
+                _ = &mut shutdown => return End::Closed,
                 Some(token) = rc_rx.recv() => {
                     // Every receipt that is there goes out in one write.
                     self.committed(token, &mut out);
@@ -354,7 +364,16 @@ impl<I: Inbound> Conn<'_, I> {
                         }
                     }
                 },
-                _ = idle => {
+                _ = &mut idle => {
+                    // The timer is only moved when it fires, not on every packet.
+                    let Some(k) = keep_alive else {
+                        idle.as_mut().reset(tokio::time::Instant::now() + far);
+                        continue;
+                    };
+                    if tokio::time::Instant::now() < last_in + k {
+                        idle.as_mut().reset(last_in + k);
+                        continue;
+                    }
                     self.ctx.log.note("keep-alive", |suppressed| {
                         tracing::debug!(peer = %self.peer, suppressed, "mqtt keep-alive expired");
                     });
@@ -411,6 +430,7 @@ impl<I: Inbound> Conn<'_, I> {
                 let mut granted = Vec::new();
                 for f in s.filters {
                     if self.ctx.acl.may_subscribe(&self.identity, &f.path) {
+                        self.note_filters(std::slice::from_ref(&f.path));
                         codes.push(SubscribeReasonCode::Success(QoS::AtMostOnce));
                         granted.push(f.path);
                     } else {
@@ -427,6 +447,11 @@ impl<I: Inbound> Conn<'_, I> {
                 write(out, Packet::SubAck(SubAck::new(s.pkid, codes)));
             }
             Packet::Unsubscribe(u) => {
+                if let Some(t) = &self.ack_topic {
+                    if u.topics.iter().any(|f| acl::topic_matches(f, t)) {
+                        self.acked = false;
+                    }
+                }
                 self.ctx
                     .hub
                     .set_filters(self.meter.as_ref(), self.id, &u.topics, false);
@@ -496,16 +521,39 @@ impl<I: Inbound> Conn<'_, I> {
         None
     }
 
-    fn committed(&mut self, token: u32, out: &mut BytesMut) {
+    fn note_filters(&mut self, filters: &[String]) {
+        if let Some(t) = &self.ack_topic {
+            if filters.iter().any(|f| acl::topic_matches(f, t)) {
+                self.acked = true;
+            }
+        }
+    }
+
+    fn committed(&mut self, c: Confirmation, out: &mut BytesMut) {
         self.inflight = self.inflight.saturating_sub(1);
-        let pkid = (token & 0xffff) as u16;
-        if token & QOS2_BIT != 0 {
+        let pkid = (c.token & 0xffff) as u16;
+        if c.token & QOS2_BIT != 0 {
             if let Some(done) = self.qos2.get_mut(&pkid) {
                 *done = true;
             }
             write(out, Packet::PubRec(PubRec::new(pkid)));
         } else {
             write(out, Packet::PubAck(PubAck::new(pkid)));
+        }
+        if let (Some(seq), Some(topic)) = (c.ack_seq, &self.ack_topic) {
+            let payload = bytes::Bytes::from(format!("{{\"seq\":{seq}}}"));
+            self.ctx.hub.publish_to_watchers(topic, payload.clone());
+            if self.acked {
+                write(
+                    out,
+                    Packet::Publish(Publish::from_bytes(
+                        topic.as_str(),
+                        QoS::AtMostOnce,
+                        payload,
+                    )),
+                );
+            }
+            self.ctx.metrics.acks_published.fetch_add(1, Relaxed);
         }
     }
 

@@ -82,8 +82,9 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Attaches a meter's new connection; returns whether a session was present.
-    pub fn attach_meter(&self, id: &Arc<str>, link: Link, clean: bool) -> bool {
+    /// Attaches a meter's new connection; returns the subscriptions of the session that was
+    /// present (`None`: a new session).
+    pub fn attach_meter(&self, id: &Arc<str>, link: Link, clean: bool) -> Option<Vec<String>> {
         let mut inner = self.lock();
         let s = inner.meters.entry(id.clone()).or_insert(MeterSession {
             conn: None,
@@ -95,7 +96,7 @@ impl Hub {
                 .tx
                 .try_send(Outbound::Close("taken over by a new connection"));
         }
-        let present = !clean && s.persistent;
+        let present = (!clean && s.persistent).then(|| s.filters.clone());
         if clean {
             s.filters.clear();
         }
@@ -194,6 +195,28 @@ impl Hub {
         self.watching.load(Relaxed) > 0
     }
 
+    /// Delivers to matching watchers only (a meter's own connection sends its ack itself).
+    pub fn publish_to_watchers(&self, topic: &str, payload: Bytes) {
+        if !self.has_watchers() {
+            return;
+        }
+        let inner = self.lock();
+        let t: Arc<str> = Arc::from(topic);
+        for w in inner.watchers.values() {
+            if w.filters.iter().any(|f| topic_matches(f, topic))
+                && w.link
+                    .tx
+                    .try_send(Outbound::Publish {
+                        topic: t.clone(),
+                        payload: payload.clone(),
+                    })
+                    .is_err()
+            {
+                self.metrics.broker_outbound_dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
     /// Closes the connections and forgets the sessions of accounts no longer in the file.
     pub fn remove_accounts(&self, ids: &[String]) {
         let mut inner = self.lock();
@@ -235,7 +258,7 @@ mod tests {
         let (la, mut ra) = link(1);
         let (lb, mut rb) = link(2);
         let (lw, mut rw) = link(3);
-        assert!(!hub.attach_meter(&a, la, true));
+        assert!(hub.attach_meter(&a, la, true).is_none());
         hub.attach_meter(&b, lb, true);
         hub.attach_watcher(lw);
         hub.set_filters(Some(&a), 1, &["meters/GA-0001/ack".into()], true);
@@ -258,19 +281,26 @@ mod tests {
         hub.attach_meter(&a, l1, false);
         hub.set_filters(Some(&a), 1, &["meters/GA-0001/#".into()], true);
         let (l2, mut r2) = link(2);
-        assert!(hub.attach_meter(&a, l2, false), "session present");
+        assert_eq!(
+            hub.attach_meter(&a, l2, false),
+            Some(vec!["meters/GA-0001/#".to_owned()]),
+            "session present, with its subscription"
+        );
         assert_eq!(topics(&mut r1), ["close: taken over by a new connection"]);
         hub.detach_meter(&a, 1); // the old connection's late goodbye changes nothing
         hub.publish("meters/GA-0001/ack", Bytes::new());
         assert_eq!(topics(&mut r2), ["meters/GA-0001/ack"]);
         hub.detach_meter(&a, 2);
         let (l3, mut r3) = link(3);
-        assert!(hub.attach_meter(&a, l3, false), "kept while offline");
+        assert!(
+            hub.attach_meter(&a, l3, false).is_some(),
+            "kept while offline"
+        );
         hub.publish("meters/GA-0001/ack", Bytes::new());
         assert_eq!(topics(&mut r3), ["meters/GA-0001/ack"]);
         let (l4, mut r4) = link(4);
         assert!(
-            !hub.attach_meter(&a, l4, true),
+            hub.attach_meter(&a, l4, true).is_none(),
             "a clean session starts empty"
         );
         hub.publish("meters/GA-0001/ack", Bytes::new());

@@ -414,7 +414,7 @@ impl crate::broker::Inbound for Ingest {
                 }
                 // Bad input is counted; resending it would not make it good.
                 if let Some(r) = receipt {
-                    r.confirm();
+                    let _ = r.confirm(None);
                 }
             }
         }

@@ -52,15 +52,15 @@ pub async fn run(
             Some(r) => batch.push(r),
             None => break,
         }
-        let deadline = tokio::time::Instant::now() + settings.commit_interval;
+        // One timer per batch, and every reading already queued taken in one go.
+        let deadline = tokio::time::sleep(settings.commit_interval);
+        tokio::pin!(deadline);
         while batch.len() < settings.max_batch {
+            let room = settings.max_batch - batch.len();
             tokio::select! {
                 biased;
-                r = rx.recv() => match r {
-                    Some(r) => batch.push(r),
-                    None => { open = false; break; }
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
+                n = rx.recv_many(&mut batch, room) => if n == 0 { open = false; break; },
+                _ = &mut deadline => break,
             }
         }
         let housekeeping = last_housekeeping.elapsed() >= Duration::from_secs(5) || !open;
@@ -100,14 +100,24 @@ pub async fn run(
                         .last_commit_unix_ms
                         .store((crate::model::now_ns() / 1_000_000) as u64, Relaxed);
                     committed.send_replace(last);
-                    // Now, and only now, the readings are accepted: PUBACK their messages.
+                    // Now, and only now, the readings are accepted: PUBACK their messages. A
+                    // meter's application ack rides with its PUBACK when the message has one
+                    // (one write to the meter instead of two); the others go through the router.
+                    let mut to_ack: Vec<AckRequest> = Vec::new();
                     for r in batch.iter_mut() {
-                        if let Some(receipt) = r.receipt.take() {
-                            receipt.confirm();
+                        let ack = r.ack.take();
+                        match r.receipt.take() {
+                            Some(receipt) => {
+                                if let Err(Some(seq)) = receipt.confirm(ack.as_ref().map(|a| a.seq))
+                                {
+                                    if let Some(a) = ack.filter(|a| a.seq == seq) {
+                                        to_ack.push(a);
+                                    }
+                                }
+                            }
+                            None => to_ack.extend(ack),
                         }
                     }
-                    let to_ack: Vec<AckRequest> =
-                        batch.iter_mut().filter_map(|r| r.ack.take()).collect();
                     if !to_ack.is_empty() && acks.try_send(to_ack).is_err() {
                         metrics.acks_dropped.fetch_add(1, Relaxed);
                     }
