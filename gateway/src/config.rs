@@ -91,7 +91,7 @@ pub struct Broker {
     pub max_packet_bytes: usize,
     /// QoS 1/2 messages of one connection awaiting commit; beyond it its socket is not read.
     pub max_inflight: usize,
-    /// Password checks (argon2, ~19 MiB each) running at once.
+    /// Password checks (argon2, ~7 MiB each) running at once.
     pub auth_concurrency: usize,
 }
 

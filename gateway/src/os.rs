@@ -29,7 +29,7 @@ impl std::io::Write for LogStderr {
     }
 }
 
-/// Makes glibc return large allocations (argon2's 19 MiB per password check) to the kernel
+/// Makes glibc return large allocations (argon2's 7 MiB per password check) to the kernel
 /// when they are freed. By default glibc raises its mmap threshold after the first such free,
 /// and later ones come from the heap and stay resident: on a 1 GB Pi that is memory we keep
 /// for nothing between logins.

@@ -33,6 +33,9 @@ wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sle
 metric() { curl -s "127.0.0.1:$HTTP/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 per10k() { echo "scale=3; $1 / $hz / ($2 / 10000)" | bc; }
+# sample_rss PID WATCHED_PID FILE: VmRSS of PID every 0.5 s while WATCHED_PID runs
+sample_rss() { while kill -0 "$2" 2>/dev/null; do rss "$1" >> "$3"; sleep 0.5; done; }
+max_of() { sort -n "$1" | tail -1; }
 
 start_influx() { # dir port rpc
   sed -e "s|@DIR@|$1|g" -e "s|@HTTP_PORT@|$2|g" -e "s|@RPC_PORT@|$3|g" tests/peers/influxdb.conf.template > "$1/influxdb.conf"
@@ -92,12 +95,17 @@ start_gkgw flood ""
 METERS=$(seq -f "GF-%04g" 1 20)
 [ "$OLD" = 1 ] || accounts $METERS
 for m in $METERS; do flood_lines "$m" > "$WORK/$m.lines"; done
-t0=$(ticks $GK_PID)
+# The publishers connect first (their logins are argon2-checked: left out of the CPU), then
+# all 20 start sending at once.
+rm -f "$WORK/go"
 for m in $METERS; do
   if [ "$OLD" = 1 ]; then auth=(-i "$m"); else auth=(-u "$m" -P "$(pw_of "$m")" -i "$m"); fi
-  mosquitto_pub -h 127.0.0.1 -p "$MQTT" -V mqttv311 "${auth[@]}" -q 0 -l -t "meters/$m/state" < "$WORK/$m.lines" &
+  (while [ ! -e "$WORK/go" ]; do sleep 0.05; done; cat "$WORK/$m.lines") |
+    mosquitto_pub -h 127.0.0.1 -p "$MQTT" -V mqttv311 "${auth[@]}" -q 0 -l -t "meters/$m/state" &
 done
-wait $(jobs -p | grep -v -e "$GK_PID" -e "${INFLUX_PID:-x}") 2>/dev/null || true
+sleep 3
+t0=$(ticks $GK_PID)
+touch "$WORK/go"
 for _ in $(seq 300); do
   a=$(metric gkgw_readings_accepted_total); s=$(metric gkgw_broker_skipped_total); s=${s:-0}
   [ "$(( ${a%.*} + ${s%.*} ))" -ge 100000 ] && break; sleep 0.2
@@ -111,9 +119,14 @@ MP=$(free_port)
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\n' "$MP" > "$WORK/mosqF.conf"
 mosquitto -c "$WORK/mosqF.conf" >/dev/null 2>&1 & MQ=$!; PIDS+=($MQ); sleep 0.3
 mosquitto_sub -h 127.0.0.1 -p "$MP" -V mqttv311 -t 'meters/+/state' -q 0 -C 100000 -W 120 > "$WORK/mosqF.out" 2>/dev/null & SUB=$!
-sleep 0.5
+rm -f "$WORK/go"
+for m in $METERS; do
+  (while [ ! -e "$WORK/go" ]; do sleep 0.05; done; cat "$WORK/$m.lines") |
+    mosquitto_pub -h 127.0.0.1 -p "$MP" -V mqttv311 -i "$m" -q 0 -l -t "meters/$m/state" &
+done
+sleep 3
 t0=$(ticks $MQ)
-for m in $METERS; do mosquitto_pub -h 127.0.0.1 -p "$MP" -V mqttv311 -i "$m" -q 0 -l -t "meters/$m/state" < "$WORK/$m.lines" & done
+touch "$WORK/go"
 wait $SUB 2>/dev/null || true
 echo "   mosquitto alone: delivered $(wc -l < "$WORK/mosqF.out") to one subscriber, CPU $(per10k $(( $(ticks $MQ) - t0 )) 100000) s per 10k, peak RSS $(( $(hwm $MQ) / 1024 )) MiB"
 kill $MQ; wait $MQ 2>/dev/null || true
@@ -132,18 +145,23 @@ start_gkgw steady "$IP"
 LP=$!
 for _ in $(seq 1200); do grep -q "connected" "$WORK/loadC.out" 2>/dev/null && break; sleep 0.1; done
 t0=$(ticks $GK_PID)
+sample_rss $GK_PID $LP "$WORK/rssC" &
 wait $LP; grep -v connected "$WORK/loadC.out" | sed 's/^/   /'
 for _ in $(seq 100); do [ "$(curl -s 127.0.0.1:$HTTP/api/status | python3 -c 'import json,sys; c=json.load(sys.stdin)["consumers"]; print(c[0]["backlog"] if c else 0)')" = 0 ] && break; sleep 0.2; done
 t1=$(ticks $GK_PID)
-echo "   gkgw: CPU $(per10k $(( t1 - t0 )) 60000) s per 10k (broker, store, acks, InfluxDB writer; logins excluded), peak RSS $(( $(hwm $GK_PID) / 1024 )) MiB"
+echo "   gkgw: CPU $(per10k $(( t1 - t0 )) 60000) s per 10k (broker, store, acks, InfluxDB writer; logins excluded), RSS under the load max $(( $(max_of "$WORK/rssC") / 1024 )) MiB (peak since start, logins included: $(( $(hwm $GK_PID) / 1024 )) MiB)"
 kill -INT $GK_PID; wait $GK_PID 2>/dev/null || true; kill $INFLUX_PID; wait $INFLUX_PID 2>/dev/null || true
 
 MP=$(free_port)
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\n' "$MP" > "$WORK/mosqC.conf"
 mosquitto -c "$WORK/mosqC.conf" >/dev/null 2>&1 & MQ=$!; PIDS+=($MQ); sleep 0.3
+"$LOAD" load --mqtt 127.0.0.1:$MP --connections 500 --messages 60000 --rate 1000 --qos 1 --count-delivered --drain 30 --pause 5 --id-prefix MS > "$WORK/loadM.out" &
+LP=$!
+for _ in $(seq 1200); do grep -q "connected" "$WORK/loadM.out" 2>/dev/null && break; sleep 0.1; done
 t0=$(ticks $MQ)
-"$LOAD" load --mqtt 127.0.0.1:$MP --connections 500 --messages 60000 --rate 1000 --qos 1 --count-delivered --drain 30 --id-prefix MS
-echo "   mosquitto alone: CPU $(per10k $(( $(ticks $MQ) - t0 )) 60000) s per 10k (incl. 500 connects), peak RSS $(( $(hwm $MQ) / 1024 )) MiB"
+sample_rss $MQ $LP "$WORK/rssM" &
+wait $LP; grep -v connected "$WORK/loadM.out" | sed 's/^/   /'
+echo "   mosquitto alone (PUBACK + one subscriber): CPU $(per10k $(( $(ticks $MQ) - t0 )) 60000) s per 10k (connects excluded), RSS under the load max $(( $(max_of "$WORK/rssM") / 1024 )) MiB"
 kill $MQ; wait $MQ 2>/dev/null || true
 fi
 

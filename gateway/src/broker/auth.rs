@@ -2,7 +2,7 @@
 //!
 //! An attacker on the site Wi-Fi must not be able to exhaust memory or CPU with wrong
 //! passwords, nor learn which meter ids exist:
-//! - argon2 checks (each ~19 MiB and ~30 ms) run on `concurrency` threads of their own, fed by
+//! - argon2 checks (each ~7 MiB and ~30 ms) run on `concurrency` threads of their own, fed by
 //!   a bounded queue: never more at once, whatever happens to the connections that asked (a
 //!   connection dropped while waiting leaves its check to be skipped, not run unbounded);
 //! - failures are counted per source address and per user name ([`Throttle`]); past the limit
