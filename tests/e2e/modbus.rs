@@ -142,7 +142,7 @@ fn every_type_and_order() -> (
         ("i32", 2, -2_000_000_123.0),
         ("u64", 4, 9_007_199_254_740_989.0),
         ("i64", 4, -9_007_199_254_740_989.0),
-        ("f32", 2, -1234.5),
+        ("f32", 2, -1234.56),
         ("f64", 4, 12345.6789012),
     ];
     let mut values = Vec::new();
@@ -173,26 +173,25 @@ fn every_type_and_order() -> (
     }
     // A bit inside a register and a coil.
     let _ = write!(profile, "[[field]]\nname = \"flag\"\nquantity = \"t.flag\"\nkind = \"holding\"\naddress = 900\ntype = \"bit\"\nbit = 5\n");
+    // A scaled integer (116 × 0.1).
+    let _ = write!(profile, "[[field]]\nname = \"tenths\"\nquantity = \"t.tenths\"\nkind = \"holding\"\naddress = 901\ntype = \"i16\"\nscale = 0.1\n");
+    expect_num.push(("tenths".into(), 11.6));
     let _ = write!(profile, "[[field]]\nname = \"relay\"\nquantity = \"t.relay\"\nkind = \"coil\"\naddress = 7\ntype = \"bool\"\n");
     expect_text.push(("flag".into(), "true".into()));
     expect_text.push(("relay".into(), "true".into()));
     (values, profile, expect_num, expect_text)
 }
 
+/// Numbers are compared as text: the device was given -1234.56 as an f32 and 116 with scale
+/// 0.1, so the poll must say "-1234.56" and "11.6", not the float32's binary expansion or the
+/// product's rounding noise.
 fn check_poll(out: &str, nums: &[(String, f64)], texts: &[(String, String)]) {
     let got = polled(out);
     for (name, want) in nums {
         let (v, q) = got
             .get(name)
             .unwrap_or_else(|| panic!("{name} missing in:\n{out}"));
-        let v: f64 = v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}: {v:?} is not a number in:\n{out}"));
-        let tolerance = if name.starts_with("f32") { 1e-3 } else { 0.0 };
-        assert!(
-            (v - want).abs() <= tolerance,
-            "{name}: got {v}, wrote {want}\n{out}"
-        );
+        assert_eq!(v, &want.to_string(), "{name}\n{out}");
         assert_eq!(q, "good", "{name}\n{out}");
     }
     for (name, want) in texts {
@@ -206,7 +205,7 @@ fn check_poll(out: &str, nums: &[(String, f64)], texts: &[(String, String)]) {
 #[test]
 fn every_type_and_word_order_decodes_over_tcp_and_rtu() {
     let (values, profile, nums, texts) = every_type_and_order();
-    let spec = json!({"units": {"7": {"values": values, "holding": {"900": 0b10_0000}, "coils": {"7": true}}}});
+    let spec = json!({"units": {"7": {"values": values, "holding": {"900": 0b10_0000, "901": 116}, "coils": {"7": true}}}});
     let dir = tempfile::tempdir().unwrap();
     let profile_path = dir.path().join("test-device.toml");
     std::fs::write(&profile_path, profile).unwrap();
@@ -575,14 +574,35 @@ fn a_silent_device_does_not_stall_its_neighbour_on_the_rtu_bus() {
     );
 }
 
+/// [`one_register_profile`]'s `value` (u16 at 0) and, after it, `level` (i16 × 0.1 at 1)
+/// and `ratio` (f32 at 2).
+fn probe_profile(dir: &Path) -> String {
+    let path = dir.join("probe.toml");
+    let mut p = String::from(
+        "[device]\nmodel = \"probe\"\nmanufacturer = \"test\"\npoll_interval = \"300ms\"\n",
+    );
+    for (name, address, keys) in [
+        ("value", 0, "type = \"u16\""),
+        ("level", 1, "type = \"i16\"\nscale = 0.1"),
+        ("ratio", 2, "type = \"f32\""),
+    ] {
+        let _ = write!(p, "[[field]]\nname = \"{name}\"\nquantity = \"probe.{name}\"\nkind = \"holding\"\naddress = {address}\n{keys}\n");
+    }
+    std::fs::write(&path, p).unwrap();
+    path.display().to_string()
+}
+
 #[test]
 fn the_serial_port_disappears_and_comes_back() {
     let influx = Influx1::start();
     let dir = tempfile::tempdir().unwrap();
-    let spec = json!({"units": {"3": {"holding": {"0": 33}}}});
+    let spec = json!({"units": {"3": {
+        "holding": {"0": 33, "1": 116},
+        "values": [{"table": "holding", "address": 2, "type": "f32", "value": 11.62}]
+    }}});
     let mut pty = PtyPair::start(dir.path());
     let mut dev = Device::serial(&spec, &pty);
-    let profile = one_register_profile(dir.path(), 300);
+    let profile = probe_profile(dir.path());
     let mut gw = Gateway::start(
         &format!(
             "{}{}",
@@ -599,6 +619,18 @@ fn the_serial_port_disappears_and_comes_back() {
             series(&influx, "probe-3").len() >= 3
         },
     );
+    // Numbers as the device meant them, in InfluxDB: 116 × 0.1 is 11.6 and the float32 11.62
+    // is 11.62, not 11.600000000000001 and 11.619999885559082.
+    let rows =
+        influx.rows("SELECT \"level\", \"ratio\" FROM \"probe\" WHERE \"device\" = 'probe-3'");
+    assert!(!rows.is_empty());
+    for r in &rows {
+        assert_eq!(
+            (r[1].as_f64(), r[2].as_f64()),
+            (Some(11.6), Some(11.62)),
+            "{r:?}"
+        );
+    }
 
     // Unplug: the device and the pty pair go away, the path no longer exists.
     drop(dev);

@@ -140,15 +140,12 @@ pub fn value_text(v: &decode::Value, unit: Option<&str>) -> String {
     }
 }
 
-/// A decoded number as a technician wants to compare it with the device's display: integers in
-/// full (also 64-bit ones), fractions to 12 significant digits so scaling noise
-/// (`23.500000000000004`) does not show.
+/// A decoded number as a technician compares it with the device's display: the shortest text
+/// that reads back as the same f64, integers in full (also 64-bit ones). The decoder already
+/// made the value the decimal the device meant (`decode::scaled`), so this is also exactly
+/// what the store and InfluxDB hold.
 pub fn number_text(n: f64) -> String {
-    if !n.is_finite() || n.fract() == 0.0 {
-        return format!("{n}");
-    }
-    let rounded: f64 = format!("{n:.11e}").parse().unwrap_or(n);
-    format!("{rounded}")
+    format!("{n}")
 }
 
 pub fn default_timeout() -> Duration {
@@ -215,9 +212,11 @@ mod number_tests {
             "9007199254740989"
         );
         assert_eq!(super::number_text(-12345.0), "-12345");
-        assert_eq!(super::number_text(235.0 * 0.1), "23.5");
         assert_eq!(super::number_text(12345.6789012), "12345.6789012");
+        assert_eq!(super::number_text(12345.678901234567), "12345.678901234567");
         assert_eq!(super::number_text(f64::NAN), "NaN");
+        let f32_field = super::super::decode::f32_decimal(11.62);
+        assert_eq!(super::number_text(f32_field), "11.62");
     }
 }
 
