@@ -590,7 +590,7 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
                 bus.timeout_ms
             );
             let found =
-                commission::scan(&mut link, from..=to, RegisterKind::Holding, register).await;
+                commission::scan(&mut link, from..=to, RegisterKind::Holding, register).await?;
             if found.is_empty() {
                 println!("no unit answered");
             }
@@ -600,7 +600,9 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
         }
         ModbusCommand::Poll { dev } => {
             let (mut link, p, unit) = dev.open()?;
-            print!("{}", commission::poll(&mut link, unit, &p).await?);
+            let report = commission::poll(&mut link, unit, &p).await?;
+            print!("{}", report.text);
+            report.ensure_something_read()?;
         }
         ModbusCommand::Write {
             dev,

@@ -173,8 +173,9 @@ fn every_type_and_order() -> (
     }
     // A bit inside a register and a coil.
     let _ = write!(profile, "[[field]]\nname = \"flag\"\nquantity = \"t.flag\"\nkind = \"holding\"\naddress = 900\ntype = \"bit\"\nbit = 5\n");
-    // A scaled integer (116 × 0.1).
+    // A scaled integer (116 × 0.1) and an implausible value.
     let _ = write!(profile, "[[field]]\nname = \"tenths\"\nquantity = \"t.tenths\"\nkind = \"holding\"\naddress = 901\ntype = \"i16\"\nscale = 0.1\n");
+    let _ = write!(profile, "[[field]]\nname = \"too_hot\"\nquantity = \"t.too_hot\"\nkind = \"holding\"\naddress = 902\ntype = \"u16\"\nmax = 100\n");
     expect_num.push(("tenths".into(), 11.6));
     let _ = write!(profile, "[[field]]\nname = \"relay\"\nquantity = \"t.relay\"\nkind = \"coil\"\naddress = 7\ntype = \"bool\"\n");
     expect_text.push(("flag".into(), "true".into()));
@@ -200,12 +201,14 @@ fn check_poll(out: &str, nums: &[(String, f64)], texts: &[(String, String)]) {
             .unwrap_or_else(|| panic!("{name} missing in:\n{out}"));
         assert_eq!(v, want, "{name}\n{out}");
     }
+    let too_hot = got.get("too_hot").map(|(v, q)| (v.as_str(), q.as_str()));
+    assert_eq!(too_hot, Some(("500", "out_of_range")), "{out}");
 }
 
 #[test]
 fn every_type_and_word_order_decodes_over_tcp_and_rtu() {
     let (values, profile, nums, texts) = every_type_and_order();
-    let spec = json!({"units": {"7": {"values": values, "holding": {"900": 0b10_0000, "901": 116}, "coils": {"7": true}}}});
+    let spec = json!({"units": {"7": {"values": values, "holding": {"900": 0b10_0000, "901": 116, "902": 500}, "coils": {"7": true}}}});
     let dir = tempfile::tempdir().unwrap();
     let profile_path = dir.path().join("test-device.toml");
     std::fs::write(&profile_path, profile).unwrap();
@@ -316,6 +319,19 @@ fn refused_merged_reads_are_split_and_exceptions_named() {
     assert_eq!(got["r20"].0, "-", "{out}");
     assert!(out.to_lowercase().contains("illegal data address"), "{out}");
 
+    // A poll that reads nothing at all fails, so a script can tell.
+    let hole = dir.path().join("hole.toml");
+    std::fs::write(
+        &hole,
+        "[device]\nmodel = \"hole\"\nmanufacturer = \"test\"\n[[field]]\nname = \"r20\"\nquantity = \"t.r20\"\nkind = \"holding\"\naddress = 20\ntype = \"u16\"\n",
+    )
+    .unwrap();
+    let hole = hole.display().to_string();
+    let (ok, out, err) = gkgw(&["modbus", "poll", "--tcp", &tcp, "--profile", &hole]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("none of the 1 fields could be read"), "{err}");
+    assert!(out.to_lowercase().contains("illegal data address"), "{out}");
+
     // The commissioning tools say what happened in words.
     let (ok, _, err) = gkgw(&[
         "modbus",
@@ -364,6 +380,32 @@ fn refused_merged_reads_are_split_and_exceptions_named() {
     assert!(
         out.contains("unit   1") && !out.contains("unit   2"),
         "{out}"
+    );
+}
+
+/// Failures before any device is reached say which port or profile was wrong.
+#[test]
+fn commissioning_errors_name_the_port_and_the_profiles() {
+    let port = "/nonexistent/ttyGK9";
+    let (ok, _, err) = gkgw(&["modbus", "read", "--port", port, "--holding", "0"]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("cannot open serial port {port}")),
+        "{err}"
+    );
+    let (ok, out, err) = gkgw(&["modbus", "scan", "--port", port, "--to", "3"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(&format!("cannot open serial port {port}")),
+        "{err}"
+    );
+    let (ok, _, err) = gkgw(&["modbus", "poll", "--port", port, "--profile", "sdm120"]);
+    assert!(!ok);
+    assert!(
+        err.contains("profile \"sdm120\"")
+            && err.contains("built-in profiles: ")
+            && err.contains("eastron-sdm120"),
+        "{err}"
     );
 }
 

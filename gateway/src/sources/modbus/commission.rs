@@ -36,29 +36,55 @@ pub async fn read(
 }
 
 /// Tries every unit id in `units` with a one-register read; an exception also means "present".
+/// Fails when the bus itself cannot be reached (no such serial port, nothing listening).
 pub async fn scan(
     link: &mut Link,
     units: impl IntoIterator<Item = u8>,
     kind: RegisterKind,
     address: u16,
-) -> Vec<(u8, String)> {
+) -> Result<Vec<(u8, String)>, Error> {
     let mut found = Vec::new();
     for unit in units {
         match link.read(unit, kind, address, 1).await {
             Ok((_, latency)) => found.push((unit, format!("answers ({} ms)", latency.as_millis()))),
             Err(e @ Error::Exception(_)) => found.push((unit, format!("present, {e}"))),
-            Err(Error::Connect(e)) => {
-                found.push((unit, format!("cannot connect: {e}")));
-                break;
-            }
+            Err(e @ Error::Connect { .. }) => return Err(e),
             Err(_) => {}
         }
     }
-    found
+    Ok(found)
+}
+
+/// What [`poll`] read: the table to print, and how many fields were decoded at all.
+#[derive(Debug, Clone)]
+pub struct PollReport {
+    pub text: String,
+    pub fields: usize,
+    /// Fields decoded from a reply, whatever their quality.
+    pub read: usize,
+}
+
+/// Nothing could be read: every request was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("none of the {fields} fields could be read")]
+pub struct NothingRead {
+    pub fields: usize,
+}
+
+impl PollReport {
+    /// `gkgw modbus poll` fails when the device answered nothing but exceptions.
+    pub fn ensure_something_read(&self) -> Result<(), NothingRead> {
+        if self.read == 0 && self.fields > 0 {
+            return Err(NothingRead {
+                fields: self.fields,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Polls every field of `profile` once and formats name, quantity, value, unit and quality.
-pub async fn poll(link: &mut Link, unit: u8, profile: &Profile) -> Result<String, Error> {
+pub async fn poll(link: &mut Link, unit: u8, profile: &Profile) -> Result<PollReport, Error> {
     let mut planner = plan::Planner::new(&profile.fields, profile.device.limits.clone());
     let requests = planner.plan(&(0..profile.fields.len()).collect::<Vec<_>>());
     let mut out = format!(
@@ -74,17 +100,19 @@ pub async fn poll(link: &mut Link, unit: u8, profile: &Profile) -> Result<String
         "field", "quantity", "value", "unit"
     );
     let mut queue: std::collections::VecDeque<_> = requests.into();
+    let mut read = 0;
     while let Some(req) = queue.pop_front() {
         match link.read(unit, req.kind, req.address, req.count).await {
             Ok((data, _)) => {
                 for &fi in &req.fields {
                     let f = &profile.fields[fi];
                     let (value, quality) = match super::decode_field(&req, f, &data) {
-                        Some(Ok(r)) => (
-                            value_text(&r.value, None),
-                            format!("{:?}", r.quality).to_lowercase(),
-                        ),
-                        other => ("-".into(), format!("{other:?}")),
+                        Some(Ok(r)) => {
+                            read += 1;
+                            (value_text(&r.value, None), r.quality.as_str().to_owned())
+                        }
+                        Some(Err(e)) => ("-".into(), e.to_string()),
+                        None => ("-".into(), "reply does not cover the field".into()),
                     };
                     let _ = writeln!(
                         out,
@@ -124,7 +152,11 @@ pub async fn poll(link: &mut Link, unit: u8, profile: &Profile) -> Result<String
             Err(e) => return Err(e),
         }
     }
-    Ok(out)
+    Ok(PollReport {
+        text: out,
+        fields: profile.fields.len(),
+        read,
+    })
 }
 
 /// A decoded value as text, with its unit when given.

@@ -34,6 +34,18 @@ pub enum Quality {
     OutOfRange,
 }
 
+impl Quality {
+    /// The name used in `{field}_quality` values, on the status page and in `gkgw modbus poll`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Good => "good",
+            Quality::Missing => "missing",
+            Quality::Invalid => "invalid",
+            Quality::OutOfRange => "out_of_range",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     /// Scaled value, also for bad quality (useful in logs and commissioning).

@@ -59,19 +59,30 @@ pub const BUILTIN_PROFILES: &[(&str, &str)] = &[
     ),
 ];
 
-/// A profile by path (contains `/` or ends in `.toml`), by stem in `dir`, or built in.
+/// A profile by path (contains `/` or ends in `.toml`), by stem in `dir`, or built in. A name
+/// that is none of these is an error listing the built-in names.
 pub fn load_profile(dir: &Path, name: &str) -> Result<Profile, profile::ProfileError> {
-    if name.contains('/') || name.ends_with(".toml") {
-        return profile::load_file(Path::new(name));
+    let path = if name.contains('/') || name.ends_with(".toml") {
+        Path::new(name).to_path_buf()
+    } else {
+        let path = dir.join(format!("{name}.toml"));
+        if !path.exists() && BUILTIN_PROFILES.iter().any(|(n, _)| *n == name) {
+            return builtin_profile(name);
+        }
+        path
+    };
+    match profile::load_file(&path) {
+        Err(profile::ProfileError::Io { err, .. })
+            if err.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Err(profile::ProfileError::NotFound {
+                name: name.to_owned(),
+                tried: path.display().to_string(),
+                builtin: BUILTIN_PROFILES.iter().map(|(n, _)| *n).collect(),
+            })
+        }
+        other => other,
     }
-    let path = dir.join(format!("{name}.toml"));
-    if path.exists() {
-        return profile::load_file(&path);
-    }
-    if BUILTIN_PROFILES.iter().any(|(n, _)| *n == name) {
-        return builtin_profile(name);
-    }
-    profile::load_file(&path)
 }
 
 /// A shipped profile by name (`sensors/<name>.toml` as built into gkgw).
@@ -246,15 +257,6 @@ fn to_value(v: &decode::Value) -> Value {
     }
 }
 
-fn quality_name(q: decode::Quality) -> &'static str {
-    match q {
-        decode::Quality::Good => "good",
-        decode::Quality::Missing => "missing",
-        decode::Quality::Invalid => "invalid",
-        decode::Quality::OutOfRange => "out_of_range",
-    }
-}
-
 /// Groups one poll's decoded fields into one reading per measurement. A bad value is left out
 /// and replaced by a `{field}_quality` string, and the reading is marked `Quality::Bad`.
 fn readings_of(dev: &Device, decoded: &[(usize, decode::Reading)], ts_ns: i64) -> Vec<Reading> {
@@ -274,7 +276,7 @@ fn readings_of(dev: &Device, decoded: &[(usize, decode::Reading)], ts_ns: i64) -
             reading.quality = Quality::Bad;
             reading.fields.push((
                 format!("{f}_quality"),
-                Value::Str(quality_name(r.quality).into()),
+                Value::Str(r.quality.as_str().into()),
             ));
         }
     }
@@ -454,7 +456,7 @@ pub async fn run_bus(
             let text = if r.quality == decode::Quality::Good {
                 commission::value_text(&r.value, f.unit.as_deref())
             } else {
-                quality_name(r.quality).to_owned()
+                r.quality.as_str().to_owned()
             };
             st.latest.insert(f.name.clone(), text);
         }
@@ -646,6 +648,16 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!p.fields.is_empty(), "{name}");
         }
-        assert!(load_profile(Path::new("/nonexistent"), "no-such-device").is_err());
+        let e = load_profile(Path::new("/nonexistent"), "no-such-device").map(|_| ());
+        assert_eq!(
+            e.map_err(|e| e.to_string()),
+            Err(
+                "profile \"no-such-device\": no file /nonexistent/no-such-device.toml and no \
+                 built-in profile of that name; built-in profiles: compressor-controller, \
+                 comwintop-8pt1000, demo-digester, eastron-sdm120, eastron-sdm630, \
+                 generic-4-20ma-pressure, vaisala-mgp261"
+                    .to_owned()
+            )
+        );
     }
 }

@@ -31,6 +31,13 @@ pub enum ProfileError {
         field: String,
         message: String,
     },
+    /// A profile name that is neither a file nor built in.
+    #[error("profile {name:?}: no file {tried} and no built-in profile of that name; built-in profiles: {}", builtin.join(", "))]
+    NotFound {
+        name: String,
+        tried: String,
+        builtin: Vec<&'static str>,
+    },
 }
 
 /// The four Modbus data tables; each has its own function code and address space.
