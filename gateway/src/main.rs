@@ -611,27 +611,9 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
             reason,
         } => {
             let (mut link, p, unit) = dev.open()?;
-            let who = format!(
-                "cli:{}",
-                std::env::var("SUDO_USER")
-                    .or_else(|_| std::env::var("USER"))
-                    .unwrap_or_else(|_| "unknown".into())
-            );
-            gkgw::sources::modbus::write(
-                &mut link,
-                unit,
-                &p,
-                &field,
-                value,
-                gkgw::sources::modbus::WriteReason {
-                    who: &who,
-                    why: &reason,
-                },
-            )
-            .await?;
             println!(
-                "wrote {field} = {value} to unit {unit} on {}",
-                link.transport()
+                "{}",
+                commission::write(&mut link, unit, &p, &field, value, &reason).await?
             );
         }
         ModbusCommand::Bench {

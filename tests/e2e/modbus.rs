@@ -426,31 +426,38 @@ fn writes_are_typed_range_checked_and_logged() {
     let profile = path.display().to_string();
     let (_dev, port) = Device::tcp(&spec);
     let tcp = format!("127.0.0.1:{port}");
+    // Without $USER (cron, systemd, some sudo setups) the log still names a user.
     let write = |field: &str, value: &str| {
-        gkgw(&[
-            "modbus",
-            "write",
-            "--tcp",
-            &tcp,
-            "--profile",
-            &profile,
-            "--field",
-            field,
-            "--value",
-            value,
-            "--reason",
-            "e2e test",
-        ])
+        let out = Command::new(GKGW)
+            .args(["modbus", "write", "--tcp", &tcp, "--profile", &profile])
+            .args(["--field", field, "--value", value, "--reason", "e2e test"])
+            .env_remove("USER")
+            .env_remove("SUDO_USER")
+            .output()
+            .expect("gkgw runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let poll = || polled(&gkgw(&["modbus", "poll", "--tcp", &tcp, "--profile", &profile]).1);
 
-    let (ok, _, err) = write("setpoint", "42.5");
+    let (ok, out, err) = write("setpoint", "42.5");
     assert!(ok, "{err}");
     assert!(
         err.contains("modbus write") && err.contains("e2e test") && err.contains("cli:"),
         "the write is logged with who and why: {err}"
     );
-    assert!(write("level", "-12.3").0);
+    assert!(!err.contains("cli:unknown"), "{err}");
+    assert!(out.starts_with("wrote setpoint = 42.5 to unit 1"), "{out}");
+    // The register holds tenths: the output says what the device got, not what was asked.
+    let (ok, out, err) = write("level", "-12.34");
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("wrote level = -12.3 to unit 1") && out.contains("-12.34 asked"),
+        "{out}"
+    );
     assert!(write("relay", "1").0);
     let got = poll();
     assert_eq!(got["setpoint"].0, "42.5");
@@ -459,7 +466,10 @@ fn writes_are_typed_range_checked_and_logged() {
 
     // Out of range, read-only, unknown: refused before anything goes on the wire.
     let (ok, _, err) = write("setpoint", "150");
-    assert!(!ok && err.contains("outside"), "{err}");
+    assert!(
+        !ok && err.contains("150 is outside the range of field \"setpoint\": 0 to 100"),
+        "{err}"
+    );
     let (ok, _, err) = write("reading", "1");
     assert!(!ok && err.contains("read-only"), "{err}");
     let (ok, _, err) = write("nope", "1");

@@ -159,6 +159,90 @@ pub async fn poll(link: &mut Link, unit: u8, profile: &Profile) -> Result<PollRe
     })
 }
 
+/// `gkgw modbus write`: writes one field through [`super::write`], logged as done by
+/// [`operator`], and says what the device was sent (which may differ from `value` by the
+/// register's resolution).
+pub async fn write(
+    link: &mut Link,
+    unit: u8,
+    profile: &Profile,
+    field: &str,
+    value: f64,
+    why: &str,
+) -> Result<String, super::WriteError> {
+    let who = format!("cli:{}", operator());
+    let reason = super::WriteReason { who: &who, why };
+    let written = super::write(link, unit, profile, field, value, reason).await?;
+    let unit_text = profile.field(field).and_then(|f| f.unit.as_deref());
+    let mut out = format!(
+        "wrote {field} = {} to unit {unit} on {}",
+        value_text(&written, unit_text),
+        link.transport()
+    );
+    if matches!(written, decode::Value::Number(w) if w != value) {
+        let _ = write!(
+            out,
+            " ({} asked; this is the nearest value the register holds)",
+            number_text(value)
+        );
+    }
+    Ok(out)
+}
+
+/// Who runs this command, for the audit line of a write: the login user (what `getlogin`
+/// reports, from the session's audit login uid, which `sudo` and `su` keep), else the user
+/// `sudo` was run by, else the name of the real uid. `$USER` is not used: it is often unset
+/// (cron, systemd, `sudo -i` rewrites it) and says nothing `getlogin` does not.
+pub fn operator() -> String {
+    let sudo_user = || std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty());
+    if let Some(name) = login_name().or_else(sudo_user) {
+        return name;
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    user_name(uid).unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// `getlogin`: the user logged in on this session, if there is one.
+fn login_name() -> Option<String> {
+    // SAFETY: getlogin returns null or a NUL-terminated string in a static buffer, valid until
+    // the next getlogin call; it is copied at once, and nothing else in gkgw calls getlogin.
+    // (libc exposes no getlogin_r for every target.)
+    let name = unsafe { libc::getlogin() };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, so a NUL-terminated string (above).
+    let name = unsafe { std::ffi::CStr::from_ptr(name) };
+    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
+}
+
+/// The user name of `uid` from the passwd database (NSS: files, LDAP, ...).
+fn user_name(uid: libc::uid_t) -> Option<String> {
+    let mut size = 1024;
+    while size <= 1 << 20 {
+        let mut buf: Vec<libc::c_char> = vec![0; size];
+        // SAFETY: an all-zero passwd is a valid value (null pointers, zero ids); it is only
+        // read after getpwuid_r filled it in.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call; the strings in `pwd` point into `buf`,
+        // which outlives their use below.
+        let rc =
+            unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+        match rc {
+            libc::ERANGE => size *= 4,
+            0 if !found.is_null() && !pwd.pw_name.is_null() => {
+                // SAFETY: on success pw_name is a NUL-terminated string inside `buf`.
+                let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+                return Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty());
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// A decoded value as text, with its unit when given.
 pub fn value_text(v: &decode::Value, unit: Option<&str>) -> String {
     let text = match v {
@@ -233,6 +317,16 @@ pub fn plan_report(profile: &Profile, bauds: &[u32]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod operator_tests {
+    #[test]
+    fn the_operator_has_a_name() {
+        assert_eq!(super::user_name(0).as_deref(), Some("root"));
+        assert!(super::user_name(u32::MAX - 7).is_none());
+        assert!(!super::operator().is_empty());
+    }
 }
 
 #[cfg(test)]

@@ -495,12 +495,12 @@ pub struct WriteReason<'a> {
 pub enum WriteError {
     #[error("field {0:?} is not in the profile")]
     UnknownField(String),
-    #[error("field {field:?} is a read-only {kind:?} register")]
+    #[error("field {field:?} is {}, which is read-only", kind.described())]
     ReadOnly {
         field: String,
         kind: profile::RegisterKind,
     },
-    #[error("{value} is outside {field:?}'s range {min:?}..{max:?}")]
+    #[error("{value} is outside the range of field {field:?}: {}", range_text(*min, *max))]
     OutOfRange {
         field: String,
         value: f64,
@@ -513,8 +513,20 @@ pub enum WriteError {
     Link(#[from] link::Error),
 }
 
+/// A profile's plausible range in words: "0 to 100", "at least 0", "any finite number".
+fn range_text(min: Option<f64>, max: Option<f64>) -> String {
+    match (min, max) {
+        (Some(a), Some(b)) => format!("{a} to {b}"),
+        (Some(a), None) => format!("at least {a}"),
+        (None, Some(b)) => format!("at most {b}"),
+        (None, None) => "any finite number".to_owned(),
+    }
+}
+
 /// The one function that writes to a device: typed and range-checked against the profile, and
 /// logged with who asked and why. Coils take 0/1; registers take the engineering value.
+/// Returns the value the device was sent, as it reads back: a register holds only so many
+/// steps, so 2.57 written to a field with scale 0.1 is 2.6.
 pub async fn write(
     link: &mut Link,
     unit: u8,
@@ -522,7 +534,7 @@ pub async fn write(
     field: &str,
     value: f64,
     reason: WriteReason<'_>,
-) -> Result<(), WriteError> {
+) -> Result<decode::Value, WriteError> {
     let f = profile
         .field(field)
         .ok_or_else(|| WriteError::UnknownField(field.to_owned()))?;
@@ -543,26 +555,37 @@ pub async fn write(
             max: f.max,
         });
     }
-    let target = if f.kind == profile::RegisterKind::Coil {
-        link::WriteTarget::Coil {
+    let unencodable = || WriteError::Unencodable {
+        field: field.to_owned(),
+        value,
+    };
+    let (target, written) = if f.kind == profile::RegisterKind::Coil {
+        let on = value != 0.0;
+        let target = link::WriteTarget::Coil {
             address: f.address,
-            value: value != 0.0,
-        }
+            value: on,
+        };
+        (target, decode::Value::Bool(on))
     } else {
-        let words = decode::encode_number(f, value).ok_or_else(|| WriteError::Unencodable {
-            field: field.to_owned(),
-            value,
-        })?;
-        link::WriteTarget::Registers {
+        let words = decode::encode_number(f, value).ok_or_else(unencodable)?;
+        let written = decode::decode_registers(f, &words)
+            .map_err(|_| unencodable())?
+            .value;
+        let target = link::WriteTarget::Registers {
             address: f.address,
             words,
-        }
+        };
+        (target, written)
     };
-    tracing::info!(who = reason.who, why = reason.why, unit, field, value, target = ?target, "modbus write");
-    link.write(unit, &target).await.map_err(|e| {
-        tracing::warn!(who = reason.who, unit, field, error = %e, "modbus write failed");
-        WriteError::from(e)
-    })
+    let shown = commission::value_text(&written, f.unit.as_deref());
+    tracing::info!(who = reason.who, why = reason.why, unit, field, value, written = %shown, target = ?target, "modbus write");
+    match link.write(unit, &target).await {
+        Ok(()) => Ok(written),
+        Err(e) => {
+            tracing::warn!(who = reason.who, unit, field, error = %e, "modbus write failed");
+            Err(WriteError::from(e))
+        }
+    }
 }
 
 #[cfg(test)]

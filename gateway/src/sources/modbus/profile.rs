@@ -56,6 +56,16 @@ impl RegisterKind {
         matches!(self, RegisterKind::Coil | RegisterKind::DiscreteInput)
     }
 
+    /// The table in words, with its article: "a coil", "an input register".
+    pub fn described(self) -> &'static str {
+        match self {
+            RegisterKind::Coil => "a coil",
+            RegisterKind::DiscreteInput => "a discrete input",
+            RegisterKind::Holding => "a holding register",
+            RegisterKind::Input => "an input register",
+        }
+    }
+
     /// The Modbus read function code for this table.
     pub fn function_code(self) -> u8 {
         match self {
