@@ -626,8 +626,8 @@ fn a_silent_device_does_not_stall_its_neighbour_on_the_rtu_bus() {
     );
 }
 
-/// [`one_register_profile`]'s `value` (u16 at 0) and, after it, `level` (i16 × 0.1 at 1)
-/// and `ratio` (f32 at 2).
+/// [`one_register_profile`]'s `value` (u16 at 0) and, after it, `level` (i16 × 0.1 at 1),
+/// `ratio` (f32 at 2) and `spare` (f32 at 4, NaN meaning "not fitted").
 fn probe_profile(dir: &Path) -> String {
     let path = dir.join("probe.toml");
     let mut p = String::from(
@@ -637,6 +637,7 @@ fn probe_profile(dir: &Path) -> String {
         ("value", 0, "type = \"u16\""),
         ("level", 1, "type = \"i16\"\nscale = 0.1"),
         ("ratio", 2, "type = \"f32\""),
+        ("spare", 4, "type = \"f32\"\nnan_is_missing = true"),
     ] {
         let _ = write!(p, "[[field]]\nname = \"{name}\"\nquantity = \"probe.{name}\"\nkind = \"holding\"\naddress = {address}\n{keys}\n");
     }
@@ -648,8 +649,9 @@ fn probe_profile(dir: &Path) -> String {
 fn the_serial_port_disappears_and_comes_back() {
     let influx = Influx1::start();
     let dir = tempfile::tempdir().unwrap();
+    // 0x7FC0 0000 is a float32 NaN: a channel the profile allows to be missing.
     let spec = json!({"units": {"3": {
-        "holding": {"0": 33, "1": 116},
+        "holding": {"0": 33, "1": 116, "4": 0x7FC0, "5": 0},
         "values": [{"table": "holding", "address": 2, "type": "f32", "value": 11.62}]
     }}});
     let mut pty = PtyPair::start(dir.path());
@@ -673,16 +675,29 @@ fn the_serial_port_disappears_and_comes_back() {
     );
     // Numbers as the device meant them, in InfluxDB: 116 × 0.1 is 11.6 and the float32 11.62
     // is 11.62, not 11.600000000000001 and 11.619999885559082.
-    let rows =
-        influx.rows("SELECT \"level\", \"ratio\" FROM \"probe\" WHERE \"device\" = 'probe-3'");
+    let rows = influx.rows(
+        "SELECT \"level\", \"ratio\", \"spare_quality\" FROM \"probe\" WHERE \"device\" = 'probe-3'",
+    );
     assert!(!rows.is_empty());
     for r in &rows {
         assert_eq!(
-            (r[1].as_f64(), r[2].as_f64()),
-            (Some(11.6), Some(11.62)),
+            (r[1].as_f64(), r[2].as_f64(), r[3].as_str()),
+            (Some(11.6), Some(11.62), Some("missing")),
             "{r:?}"
         );
     }
+    // A value the profile allows to be missing does not make the device degraded.
+    assert_eq!(
+        gw.metric("gkgw_modbus_device_state{device=\"probe-3\",state=\"online\"}"),
+        1.0,
+        "{}",
+        gw.log()
+    );
+    let status = gw.status();
+    assert_eq!(status["health"], "healthy", "{status}");
+    assert_eq!(status["modbus"][0]["latest"]["level"], "11.6", "{status}");
+    assert_eq!(status["modbus"][0]["latest"]["ratio"], "11.62", "{status}");
+    assert_eq!(status["modbus"][0]["stale"], false, "{status}");
 
     // Unplug: the device and the pty pair go away, the path no longer exists.
     drop(dev);
@@ -703,6 +718,28 @@ fn the_serial_port_disappears_and_comes_back() {
         running,
         Some(true),
         "the gateway keeps running while its port is gone"
+    );
+    // Its last values are still shown, marked stale, and the gateway says it is degraded.
+    let status = gw.status();
+    let probe = &status["modbus"][0];
+    assert_eq!(
+        (&probe["stale"], &probe["latest"]["value"]),
+        (&json!(true), &json!("33")),
+        "{status}"
+    );
+    assert!(probe["last_answer_age_s"].as_f64().is_some(), "{status}");
+    assert_eq!(status["health"], "degraded", "{status}");
+    assert!(
+        status["health_reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.starts_with("modbus device probe-3 is offline (last answer")),
+        "{status}"
+    );
+    let (_, page) = http("GET", &format!("http://127.0.0.1:{}/", gw.http_port), None);
+    assert!(page.contains("STALE, from"), "{page}");
+    assert!(
+        page.contains("DEGRADED: modbus device probe-3 is offline"),
+        "{page}"
     );
     gw.wait_drained(Duration::from_secs(10));
     let before = series(&influx, "probe-3").len();

@@ -35,6 +35,14 @@ pub enum Quality {
 }
 
 impl Quality {
+    /// Whether the value points at a fault (a wrong word order, a broken sensor) that should
+    /// mark the device degraded. `Missing` does not: it is the device answering "no reading
+    /// here" as its profile says it may (a sentinel, or NaN where `nan_is_missing`), e.g. the
+    /// L2/L3 fields of a single-phase meter on a three-phase profile.
+    pub fn is_fault(self) -> bool {
+        matches!(self, Quality::Invalid | Quality::OutOfRange)
+    }
+
     /// The name used in `{field}_quality` values, on the status page and in `gkgw modbus poll`.
     pub fn as_str(self) -> &'static str {
         match self {

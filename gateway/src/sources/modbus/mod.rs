@@ -161,10 +161,10 @@ pub fn influx_names(quantity: &str, unit: Option<&str>) -> (String, String) {
 }
 
 /// Counters per device, rendered in `/metrics`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DeviceStats {
     pub bus: String,
-    pub state: &'static str,
+    pub state: health::State,
     pub requests: u64,
     pub timeouts: u64,
     pub exceptions: u64,
@@ -176,6 +176,29 @@ pub struct DeviceStats {
     pub latest: BTreeMap<String, String>,
     /// When the device last answered (Unix ns).
     pub last_answer_ns: Option<i64>,
+}
+
+impl DeviceStats {
+    pub fn new(bus: &str) -> DeviceStats {
+        DeviceStats {
+            bus: bus.to_owned(),
+            state: health::State::Unknown,
+            requests: 0,
+            timeouts: 0,
+            exceptions: 0,
+            errors: 0,
+            latency_seconds_sum: 0.0,
+            readings: 0,
+            latest: BTreeMap::new(),
+            last_answer_ns: None,
+        }
+    }
+
+    /// `latest` no longer describes the device: it stopped answering (offline), so the values
+    /// are as old as its last answer.
+    pub fn stale(&self) -> bool {
+        self.state == health::State::Offline
+    }
 }
 
 pub type Stats = Arc<Mutex<BTreeMap<String, DeviceStats>>>;
@@ -228,10 +251,11 @@ pub fn render_stats(stats: &Stats, out: &mut String) {
     }
     let _ = writeln!(out, "# HELP gkgw_modbus_device_state 1 for the device's current state.\n# TYPE gkgw_modbus_device_state gauge");
     for (dev, d) in map.iter() {
-        for s in ["unknown", "online", "degraded", "offline"] {
+        for s in health::State::ALL {
             let _ = writeln!(
                 out,
-                "gkgw_modbus_device_state{{device=\"{dev}\",state=\"{s}\"}} {}",
+                "gkgw_modbus_device_state{{device=\"{dev}\",state=\"{}\"}} {}",
+                s.as_str(),
                 u8::from(d.state == s)
             );
         }
@@ -322,14 +346,7 @@ pub async fn run_bus(
         .collect();
     if let Ok(mut s) = stats.lock() {
         for d in &devs {
-            s.insert(
-                d.name.clone(),
-                DeviceStats {
-                    bus: bus.name.clone(),
-                    state: "unknown",
-                    ..Default::default()
-                },
-            );
+            s.insert(d.name.clone(), DeviceStats::new(&bus.name));
         }
     }
     tracing::info!(bus = %bus.name, transport = %link.transport(), devices = devs.len(), "modbus bus started");
@@ -356,7 +373,7 @@ pub async fn run_bus(
         let mut clean = true;
         let mut failed = None;
         let mut retried = false;
-        let mut st = DeviceStats::default();
+        let mut st = DeviceStats::new(&bus.name);
         while let Some(req) = queue.pop_front() {
             st.requests += 1;
             match link.read(dev.unit, req.kind, req.address, req.count).await {
@@ -367,7 +384,7 @@ pub async fn run_bus(
                         let r = decode_field(&req, field, &data);
                         match r {
                             Some(Ok(r)) => {
-                                clean &= r.quality == decode::Quality::Good;
+                                clean &= !r.quality.is_fault();
                                 decoded.push((fi, r));
                             }
                             other => {
@@ -462,7 +479,7 @@ pub async fn run_bus(
         }
         if let Ok(mut s) = stats.lock() {
             if let Some(d) = s.get_mut(&dev.name) {
-                d.state = dev.health.state.as_str();
+                d.state = dev.health.state;
                 d.requests += st.requests;
                 d.timeouts += st.timeouts;
                 d.exceptions += st.exceptions;
