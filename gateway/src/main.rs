@@ -418,10 +418,8 @@ fn print_pipeline(c: &Config) {
         for d in c.modbus.devices.iter().filter(|d| d.bus == bus.name) {
             match gkgw::sources::modbus::load_profile(&c.modbus.profiles_dir, &d.profile) {
                 Ok(p) => {
-                    let planner = gkgw::sources::modbus::plan::Planner::new(
-                        &p.fields,
-                        p.device.limits.clone(),
-                    );
+                    let planner =
+                        gkgw::sources::modbus::plan::Planner::new(&p.fields, p.device.limits);
                     let requests = planner.plan(&(0..p.fields.len()).collect::<Vec<_>>()).len();
                     println!(
                         "    {} = {} unit {}: {} fields, {requests} requests per full cycle",

@@ -128,13 +128,17 @@ fn polled(out: &str) -> std::collections::HashMap<String, (String, String)> {
 
 const ORDERS: [&str; 4] = ["ABCD", "CDAB", "BADC", "DCBA"];
 
-/// One field per (type, order): the device spec values and the profile that reads them.
-fn every_type_and_order() -> (
+/// The device spec's typed values, the profile that reads them, and the numbers and texts a
+/// poll must show.
+type Layout = (
     Vec<serde_json::Value>,
     String,
     Vec<(String, f64)>,
     Vec<(String, String)>,
-) {
+);
+
+/// One field per (type, order): the device spec values and the profile that reads them.
+fn every_type_and_order() -> Layout {
     let numbers: [(&str, u16, f64); 8] = [
         ("u16", 1, 51234.0),
         ("i16", 1, -12345.0),

@@ -85,7 +85,7 @@ impl PollReport {
 
 /// Polls every field of `profile` once and formats name, quantity, value, unit and quality.
 pub async fn poll(link: &mut Link, unit: u8, profile: &Profile) -> Result<PollReport, Error> {
-    let mut planner = plan::Planner::new(&profile.fields, profile.device.limits.clone());
+    let mut planner = plan::Planner::new(&profile.fields, profile.device.limits);
     let requests = planner.plan(&(0..profile.fields.len()).collect::<Vec<_>>());
     let mut out = format!(
         "{} unit {unit}: {} ({} fields in {} requests)\n",
@@ -271,7 +271,7 @@ pub fn default_timeout() -> Duration {
 /// The read plan of a whole profile (every field due at once) and its RTU bus time at `bauds`,
 /// against the theoretical minimum: what an installer checks before putting a device on a slow bus.
 pub fn plan_report(profile: &Profile, bauds: &[u32]) -> String {
-    let planner = plan::Planner::new(&profile.fields, profile.device.limits.clone());
+    let planner = plan::Planner::new(&profile.fields, profile.device.limits);
     let requests = planner.plan(&(0..profile.fields.len()).collect::<Vec<_>>());
     let limits = &profile.device.limits;
     let mut out = format!(
@@ -358,7 +358,7 @@ pub struct BenchResult {
 /// Polls every field of `profile` back to back for `cycles` full cycles through the same
 /// planner, link and decoder the bus poller uses (the Modbus load tool).
 pub async fn bench(link: &mut Link, unit: u8, profile: &Profile, cycles: u64) -> BenchResult {
-    let planner = plan::Planner::new(&profile.fields, profile.device.limits.clone());
+    let planner = plan::Planner::new(&profile.fields, profile.device.limits);
     let requests = planner.plan(&(0..profile.fields.len()).collect::<Vec<_>>());
     let mut r = BenchResult {
         requests: 0,

@@ -337,7 +337,7 @@ pub async fn run_bus(
             Device {
                 name: cfg.name.clone(),
                 unit: cfg.unit.unwrap_or(profile.device.unit_id),
-                planner: plan::Planner::new(&profile.fields, profile.device.limits.clone()),
+                planner: plan::Planner::new(&profile.fields, profile.device.limits),
                 health: health::Health::new(min_b, max_b),
                 names,
                 profile,
@@ -643,7 +643,7 @@ mod tests {
     fn shipped_profiles_plan_the_minimum_number_of_requests() {
         for (name, _) in BUILTIN_PROFILES {
             let p = builtin_profile(name).unwrap();
-            let planner = plan::Planner::new(&p.fields, p.device.limits.clone());
+            let planner = plan::Planner::new(&p.fields, p.device.limits);
             let requests = planner.plan(&(0..p.fields.len()).collect::<Vec<_>>());
             let mut minimum = 0;
             for kind in [
