@@ -573,13 +573,13 @@ impl Config {
                     "expected 1 to influx.max_backoff_ms".into(),
                 );
             }
-            for (key, f) in [
-                ("influx.password_file", &i.password_file),
-                ("influx.token_file", &i.token_file),
+            for (key, what, f) in [
+                ("influx.password_file", INFLUX_PASSWORD, &i.password_file),
+                ("influx.token_file", INFLUX_TOKEN, &i.token_file),
             ] {
                 if let Some(f) = f {
                     if let Err(e) = std::fs::metadata(f) {
-                        return bad(key, format!("{}: {e}", f.display()));
+                        return bad(key, format!("cannot read {what} {}: {e}", f.display()));
                     }
                 }
             }
@@ -687,6 +687,11 @@ impl Config {
         Ok(())
     }
 }
+
+/// What `influx.password_file` holds, for error messages.
+pub const INFLUX_PASSWORD: &str = "the InfluxDB password file";
+/// What `influx.token_file` holds, for error messages.
+pub const INFLUX_TOKEN: &str = "the InfluxDB token file";
 
 /// Reads a secret from a file (systemd credential or 0600 file), trimming the trailing newline.
 pub fn read_secret(path: &Path) -> std::io::Result<String> {

@@ -489,10 +489,8 @@ fn print_pipeline(c: &Config) {
         for d in c.modbus.devices.iter().filter(|d| d.bus == bus.name) {
             match gkgw::sources::modbus::load_profile(&c.modbus.profiles_dir, &d.profile) {
                 Ok(p) => {
-                    let planner = gkgw::sources::modbus::plan::Planner::new(
-                        &p.fields,
-                        p.device.limits.clone(),
-                    );
+                    let planner =
+                        gkgw::sources::modbus::plan::Planner::new(&p.fields, p.device.limits);
                     let requests = planner.plan(&(0..p.fields.len()).collect::<Vec<_>>()).len();
                     println!(
                         "    {} = {} unit {}: {} fields, {requests} requests per full cycle",
@@ -664,7 +662,7 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
                 bus.timeout_ms
             );
             let found =
-                commission::scan(&mut link, from..=to, RegisterKind::Holding, register).await;
+                commission::scan(&mut link, from..=to, RegisterKind::Holding, register).await?;
             if found.is_empty() {
                 println!("no unit answered");
             }
@@ -674,7 +672,9 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
         }
         ModbusCommand::Poll { dev } => {
             let (mut link, p, unit) = dev.open()?;
-            print!("{}", commission::poll(&mut link, unit, &p).await?);
+            let report = commission::poll(&mut link, unit, &p).await?;
+            print!("{}", report.text);
+            report.ensure_something_read()?;
         }
         ModbusCommand::Write {
             dev,
@@ -683,27 +683,9 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
             reason,
         } => {
             let (mut link, p, unit) = dev.open()?;
-            let who = format!(
-                "cli:{}",
-                std::env::var("SUDO_USER")
-                    .or_else(|_| std::env::var("USER"))
-                    .unwrap_or_else(|_| "unknown".into())
-            );
-            gkgw::sources::modbus::write(
-                &mut link,
-                unit,
-                &p,
-                &field,
-                value,
-                gkgw::sources::modbus::WriteReason {
-                    who: &who,
-                    why: &reason,
-                },
-            )
-            .await?;
             println!(
-                "wrote {field} = {value} to unit {unit} on {}",
-                link.transport()
+                "{}",
+                commission::write(&mut link, unit, &p, &field, value, &reason).await?
             );
         }
         ModbusCommand::Bench {

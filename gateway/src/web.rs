@@ -51,13 +51,20 @@ struct ModbusDeviceDto {
     last_answer_age_s: Option<f64>,
     /// Latest value of each field, as text with its unit.
     latest: std::collections::BTreeMap<String, String>,
+    /// `latest` is out of date: the device is offline and the values are `last_answer_age_s`
+    /// old.
+    stale: bool,
 }
 
 #[derive(Serialize)]
 struct StatusDto {
     version: &'static str,
     site: String,
+    /// `health == "healthy"`.
     healthy: bool,
+    health: &'static str,
+    /// Why the health is not "healthy", one sentence each.
+    health_reasons: Vec<String>,
     mqtt_listeners: Vec<String>,
     mqtt_connections: usize,
     mqtt_messages: u64,
@@ -74,8 +81,77 @@ struct StatusDto {
     modbus: Vec<ModbusDeviceDto>,
 }
 
+/// Whether the store commits: what `/healthz` (the systemd watchdog) and `gkgw_up` report.
 fn healthy(s: &AppState) -> bool {
     !s.health.failing.load(Relaxed)
+}
+
+/// A consumer further behind than this is not delivering (InfluxDB down or refusing): with the
+/// default flush interval of 1 s its oldest unsent reading is normally a second or two old, and
+/// a minute is long enough not to flag a retry or two.
+const CONSUMER_LAG_LIMIT_S: f64 = 60.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overall {
+    Healthy,
+    /// Running and committing, but something it should do is not happening.
+    Degraded,
+    /// Store commits fail: nothing new is kept.
+    Failing,
+}
+
+impl Overall {
+    fn as_str(self) -> &'static str {
+        match self {
+            Overall::Healthy => "healthy",
+            Overall::Degraded => "degraded",
+            Overall::Failing => "failing",
+        }
+    }
+}
+
+/// The gateway's overall health for the status page and `/api/status`, with the reasons: the
+/// store failing to commit, Modbus devices offline, a consumer that has stopped delivering.
+/// `/healthz` means only "the store commits" (a restart cannot bring a device or InfluxDB
+/// back), so it does not use this.
+fn assess(
+    store_failing: bool,
+    modbus: &[ModbusDeviceDto],
+    consumers: &[ConsumerDto],
+) -> (Overall, Vec<String>) {
+    let mut reasons = Vec::new();
+    if store_failing {
+        reasons.push("store commits are failing".to_owned());
+    }
+    let offline: Vec<&ModbusDeviceDto> = modbus.iter().filter(|d| d.stale).collect();
+    if offline.len() > 1 && offline.len() == modbus.len() {
+        reasons.push(format!("all {} modbus devices are offline", modbus.len()));
+    } else {
+        for d in offline {
+            let since = d
+                .last_answer_age_s
+                .map_or("never answered".to_owned(), |a| {
+                    format!("last answer {a:.0} s ago")
+                });
+            reasons.push(format!("modbus device {} is offline ({since})", d.name));
+        }
+    }
+    for c in consumers {
+        if let Some(age) = c.oldest_unsent_age_s.filter(|a| *a > CONSUMER_LAG_LIMIT_S) {
+            reasons.push(format!(
+                "consumer {} is not delivering: {} readings unsent, the oldest {age:.0} s old",
+                c.name, c.backlog
+            ));
+        }
+    }
+    let health = if store_failing {
+        Overall::Failing
+    } else if reasons.is_empty() {
+        Overall::Healthy
+    } else {
+        Overall::Degraded
+    };
+    (health, reasons)
 }
 
 async fn stats(s: &Arc<AppState>) -> StoreStats {
@@ -96,10 +172,43 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
     let st = stats(s).await;
     let now = crate::model::now_ns();
     let m = &s.metrics;
+    let consumers: Vec<ConsumerDto> = st
+        .consumers
+        .into_iter()
+        .map(|c| ConsumerDto {
+            name: c.name,
+            position: c.position,
+            backlog: c.backlog,
+            oldest_unsent_age_s: c.oldest_unsent_ts_ns.map(|t| (now - t) as f64 / 1e9),
+        })
+        .collect();
+    let modbus: Vec<ModbusDeviceDto> = s
+        .modbus
+        .lock()
+        .map(|devs| {
+            devs.iter()
+                .map(|(name, d)| ModbusDeviceDto {
+                    name: name.clone(),
+                    bus: d.bus.clone(),
+                    state: d.state.as_str(),
+                    requests: d.requests,
+                    timeouts: d.timeouts,
+                    exceptions: d.exceptions,
+                    errors: d.errors,
+                    last_answer_age_s: d.last_answer_ns.map(|t| (now - t) as f64 / 1e9),
+                    latest: d.latest.clone(),
+                    stale: d.stale(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let (health, health_reasons) = assess(!healthy(s), &modbus, &consumers);
     StatusDto {
         version: env!("CARGO_PKG_VERSION"),
         site: s.site.clone(),
-        healthy: healthy(s),
+        healthy: health == Overall::Healthy,
+        health: health.as_str(),
+        health_reasons,
         mqtt_listeners: s.mqtt_addrs.iter().map(ToString::to_string).collect(),
         mqtt_connections: m.broker_connected.load(Relaxed) as usize,
         mqtt_messages: m.mqtt_messages.load(Relaxed),
@@ -115,35 +224,8 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
         quarantined: st.quarantined,
         influx_points_written: m.influx_points_written.load(Relaxed),
         influx_write_errors: m.influx_write_errors.load(Relaxed),
-        consumers: st
-            .consumers
-            .into_iter()
-            .map(|c| ConsumerDto {
-                name: c.name,
-                position: c.position,
-                backlog: c.backlog,
-                oldest_unsent_age_s: c.oldest_unsent_ts_ns.map(|t| (now - t) as f64 / 1e9),
-            })
-            .collect(),
-        modbus: s
-            .modbus
-            .lock()
-            .map(|devs| {
-                devs.iter()
-                    .map(|(name, d)| ModbusDeviceDto {
-                        name: name.clone(),
-                        bus: d.bus.clone(),
-                        state: d.state,
-                        requests: d.requests,
-                        timeouts: d.timeouts,
-                        exceptions: d.exceptions,
-                        errors: d.errors,
-                        last_answer_age_s: d.last_answer_ns.map(|t| (now - t) as f64 / 1e9),
-                        latest: d.latest.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        consumers,
+        modbus,
     }
 }
 
@@ -219,10 +301,14 @@ async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
     row("Site", d.site.clone());
     row(
         "Health",
-        if d.healthy {
-            "healthy".into()
+        if d.health_reasons.is_empty() {
+            d.health.to_owned()
         } else {
-            "STORE FAILING".into()
+            format!(
+                "{}: {}",
+                d.health.to_uppercase(),
+                d.health_reasons.join("; ")
+            )
         },
     );
     row("MQTT listeners", d.mqtt_listeners.join(", "));
@@ -264,7 +350,15 @@ async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
         );
         if !m.latest.is_empty() {
             let values: Vec<String> = m.latest.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            row(&format!("{} values", m.name), values.join(" · "));
+            let stale = match (m.stale, m.last_answer_age_s) {
+                (false, _) => String::new(),
+                (true, Some(a)) => format!("STALE, from {a:.0} s ago: "),
+                (true, None) => "STALE: ".to_owned(),
+            };
+            row(
+                &format!("{} values", m.name),
+                format!("{stale}{}", values.join(" · ")),
+            );
         }
     }
     for c in &d.consumers {
@@ -306,5 +400,112 @@ pub async fn serve(
         .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "http server stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(name: &str, stale: bool, age: Option<f64>) -> ModbusDeviceDto {
+        ModbusDeviceDto {
+            name: name.to_owned(),
+            bus: "rs485".to_owned(),
+            state: if stale { "offline" } else { "online" },
+            requests: 0,
+            timeouts: 0,
+            exceptions: 0,
+            errors: 0,
+            last_answer_age_s: age,
+            latest: Default::default(),
+            stale,
+        }
+    }
+
+    /// `devices`: (name, offline, seconds since the last answer); `consumers`: (name, age of
+    /// the oldest unsent reading, backlog).
+    fn check(
+        store_failing: bool,
+        devices: &[(&str, bool, Option<f64>)],
+        consumers: &[(&str, Option<f64>, i64)],
+        expected: (Overall, &[&str]),
+    ) {
+        let devices: Vec<ModbusDeviceDto> = devices
+            .iter()
+            .map(|(n, stale, age)| device(n, *stale, *age))
+            .collect();
+        let consumers: Vec<ConsumerDto> = consumers
+            .iter()
+            .map(|(n, age, backlog)| ConsumerDto {
+                name: (*n).to_owned(),
+                position: 0,
+                backlog: *backlog,
+                oldest_unsent_age_s: *age,
+            })
+            .collect();
+        let (health, reasons) = assess(store_failing, &devices, &consumers);
+        assert_eq!(
+            (
+                health,
+                reasons.iter().map(String::as_str).collect::<Vec<_>>()
+            ),
+            (expected.0, expected.1.to_vec())
+        );
+    }
+
+    #[test]
+    fn health_names_what_is_wrong() {
+        check(false, &[], &[], (Overall::Healthy, &[]));
+        check(
+            false,
+            &[("a", false, Some(1.0))],
+            &[("influx", Some(2.0), 10)],
+            (Overall::Healthy, &[]),
+        );
+        check(
+            false,
+            &[("a", true, Some(75.4)), ("b", false, Some(1.0))],
+            &[],
+            (
+                Overall::Degraded,
+                &["modbus device a is offline (last answer 75 s ago)"],
+            ),
+        );
+        check(
+            false,
+            &[("a", true, None)],
+            &[],
+            (
+                Overall::Degraded,
+                &["modbus device a is offline (never answered)"],
+            ),
+        );
+        check(
+            false,
+            &[("a", true, Some(9.0)), ("b", true, None)],
+            &[],
+            (Overall::Degraded, &["all 2 modbus devices are offline"]),
+        );
+        check(
+            false,
+            &[],
+            &[("influx", Some(61.0), 1200), ("uplink", Some(60.0), 3)],
+            (
+                Overall::Degraded,
+                &["consumer influx is not delivering: 1200 readings unsent, the oldest 61 s old"],
+            ),
+        );
+        check(
+            true,
+            &[("a", true, None)],
+            &[("influx", None, 0)],
+            (
+                Overall::Failing,
+                &[
+                    "store commits are failing",
+                    "modbus device a is offline (never answered)",
+                ],
+            ),
+        );
     }
 }

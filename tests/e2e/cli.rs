@@ -2,9 +2,9 @@
 //! and stops cleanly.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::support::{free_port, http, repo_root, wait_until, Influx1, Proc, GKGW};
+use crate::support::{free_port, http, repo_root, wait_until, Influx1, Proc, Victoria, GKGW};
 
 fn check(config: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -31,7 +31,8 @@ fn config_mistakes_name_file_key_and_expectation() {
         ("[brokr]\n", "gw.toml: brokr: unknown field `brokr`"),
         ("[influx]\nenabled = true\nversion = 7\n", "gw.toml: influx.version: 7: expected 1, 2 or 3"),
         ("[influx]\nenabled = true\nversion = 1\ndatabase = \"\"\n", "gw.toml: influx.database: required for version 1"),
-        ("[influx]\nenabled = true\nversion = 2\nbucket = \"b\"\norg = \"o\"\ntoken_file = \"/nonexistent/token\"\n", "gw.toml: influx.token_file: /nonexistent/token: No such file or directory"),
+        ("[influx]\nenabled = true\nversion = 2\nbucket = \"b\"\norg = \"o\"\ntoken_file = \"/nonexistent/token\"\n", "gw.toml: influx.token_file: cannot read the InfluxDB token file /nonexistent/token: No such file or directory"),
+        ("[influx]\nenabled = true\nversion = 1\nusername = \"gkgw\"\npassword_file = \"/nonexistent/password\"\n", "gw.toml: influx.password_file: cannot read the InfluxDB password file /nonexistent/password: No such file or directory"),
         ("[[mqtt.topics]]\nfilter = \"a/+\"\nformat = \"xml\"\n", "gw.toml: mqtt.topics[0].format: unknown variant `xml`, expected one of `json`, `number`, `line_protocol`"),
         ("[store]\nquota_mib = 1\n", "gw.toml: store.quota_mib: expected at least 16 MiB"),
         ("[broker]\nconfig_file = \"/etc/rumqttd.toml\"\n", "gw.toml: broker.config_file: unknown field `config_file`"),
@@ -144,6 +145,8 @@ fn demo_plant_is_polled_over_modbus_into_influxdb() {
                 "demo",
                 "--meters",
                 "2",
+                "--meter-interval",
+                "1",
                 "--no-faults",
                 "--influx",
                 &influx.url(),
@@ -241,43 +244,127 @@ fn demo_plant_is_polled_over_modbus_into_influxdb() {
         "{text}"
     );
 
-    // Every query of the plant dashboard runs against what the demo wrote, and the plant's
-    // panels (not the meters', which need a day of data for per-day differences) have data.
-    let dashboard: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("dashboards/plant.json")).expect("dashboard"),
-    )
-    .expect("json");
-    for panel in dashboard["panels"].as_array().expect("panels") {
-        for target in panel["targets"].as_array().expect("targets") {
-            let q = target["query"]
-                .as_str()
-                .expect("query")
-                .replace("$timeFilter", "time > now() - 1h")
-                .replace("$__interval", "10s");
-            let v = influx.query(&q);
-            assert!(
-                v["results"][0]["error"].is_null() && v["error"].is_null(),
-                "{}: {q}: {v}",
-                panel["title"]
-            );
-            let title = panel["title"].as_str().unwrap_or_default();
-            if [
-                "Digester gas pressure",
-                "Methane (CH4)",
-                "Compressor",
-                "Compressor power",
-            ]
-            .contains(&title)
-            {
-                assert!(
-                    !v["results"][0]["series"].is_null(),
-                    "{title}: no data for {q}"
-                );
+    // Every panel of every dashboard has data: each InfluxQL target of plant.json against what
+    // the demo wrote to InfluxDB, each PromQL target of gateway.json against the demo's
+    // /metrics scraped into VictoriaMetrics. InfluxQL answers a query for a field nobody writes
+    // with no error and no series, so "no error" alone would prove nothing.
+    let vm = Victoria::start();
+    let metrics_url = format!("http://127.0.0.1:{web}/metrics");
+    let mut targets = dashboard_targets("plant.json");
+    targets.extend(dashboard_targets("gateway.json"));
+    assert!(targets.len() >= 30, "{} targets", targets.len());
+    // The per-day panels need two readings of a counter polled once a minute.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        vm.import_prometheus(&http("GET", &metrics_url, None).1);
+        let mut empty = Vec::new();
+        for t in &targets {
+            let answer = match t.language {
+                Language::InfluxQl => {
+                    let q = t
+                        .query
+                        .replace("$timeFilter", "time > now() - 1h")
+                        .replace("$__interval", "10s");
+                    let v = influx.query(&q);
+                    assert!(
+                        v["results"][0]["error"].is_null() && v["error"].is_null(),
+                        "{t}: {v}"
+                    );
+                    influx_has_value(&v)
+                }
+                Language::PromQl => {
+                    let v = vm.query(&t.query);
+                    assert_eq!(v["status"], "success", "{t}: {v}");
+                    prom_has_value(&v)
+                }
+            };
+            if !answer {
+                empty.push(t.to_string());
             }
         }
+        if empty.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "panels without data after the demo ran for a while:\n{}",
+            empty.join("\n")
+        );
+        std::thread::sleep(Duration::from_secs(2));
     }
     demo.signal("INT");
     assert!(demo
         .wait_timeout(Duration::from_secs(10))
         .is_some_and(|s| s.success()));
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Language {
+    InfluxQl,
+    PromQl,
+}
+
+/// One query of one panel of a dashboard in `dashboards/`.
+struct Target {
+    file: &'static str,
+    panel: String,
+    ref_id: String,
+    language: Language,
+    query: String,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (file, panel, id, q) = (self.file, &self.panel, &self.ref_id, &self.query);
+        write!(f, "{file} \"{panel}\" {id} ({:?}): {q}", self.language)
+    }
+}
+
+/// Every target of every panel: `query` (InfluxQL) or `expr` (PromQL).
+fn dashboard_targets(file: &'static str) -> Vec<Target> {
+    let path = repo_root().join("dashboards").join(file);
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("json");
+    let mut targets = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        let title = panel["title"].as_str().unwrap_or_default();
+        let list = panel["targets"].as_array();
+        assert!(
+            list.is_some_and(|l| !l.is_empty()),
+            "{file}: {title}: no targets"
+        );
+        for t in list.into_iter().flatten() {
+            let (language, query) = match (t["query"].as_str(), t["expr"].as_str()) {
+                (Some(q), None) => (Language::InfluxQl, q),
+                (None, Some(q)) => (Language::PromQl, q),
+                _ => panic!("{file}: {title}: a target needs a query or an expr: {t}"),
+            };
+            targets.push(Target {
+                file,
+                panel: title.to_owned(),
+                ref_id: t["refId"].as_str().unwrap_or_default().to_owned(),
+                language,
+                query: query.to_owned(),
+            });
+        }
+    }
+    targets
+}
+
+/// At least one non-null value in any series of an InfluxQL answer.
+fn influx_has_value(v: &serde_json::Value) -> bool {
+    let series = v["results"][0]["series"].as_array();
+    series.into_iter().flatten().any(|s| {
+        let rows = s["values"].as_array().into_iter().flatten();
+        rows.filter_map(|r| r.as_array())
+            .any(|r| r.iter().skip(1).any(|x| !x.is_null()))
+    })
+}
+
+/// At least one finite sample in a PromQL instant-query answer.
+fn prom_has_value(v: &serde_json::Value) -> bool {
+    let result = v["data"]["result"].as_array().into_iter().flatten();
+    result
+        .filter_map(|r| r["value"][1].as_str())
+        .any(|x| x.parse::<f64>().is_ok_and(f64::is_finite))
 }

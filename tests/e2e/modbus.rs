@@ -128,13 +128,17 @@ fn polled(out: &str) -> std::collections::HashMap<String, (String, String)> {
 
 const ORDERS: [&str; 4] = ["ABCD", "CDAB", "BADC", "DCBA"];
 
-/// One field per (type, order): the device spec values and the profile that reads them.
-fn every_type_and_order() -> (
+/// The device spec's typed values, the profile that reads them, and the numbers and texts a
+/// poll must show.
+type Layout = (
     Vec<serde_json::Value>,
     String,
     Vec<(String, f64)>,
     Vec<(String, String)>,
-) {
+);
+
+/// One field per (type, order): the device spec values and the profile that reads them.
+fn every_type_and_order() -> Layout {
     let numbers: [(&str, u16, f64); 8] = [
         ("u16", 1, 51234.0),
         ("i16", 1, -12345.0),
@@ -142,7 +146,7 @@ fn every_type_and_order() -> (
         ("i32", 2, -2_000_000_123.0),
         ("u64", 4, 9_007_199_254_740_989.0),
         ("i64", 4, -9_007_199_254_740_989.0),
-        ("f32", 2, -1234.5),
+        ("f32", 2, -1234.56),
         ("f64", 4, 12345.6789012),
     ];
     let mut values = Vec::new();
@@ -173,26 +177,26 @@ fn every_type_and_order() -> (
     }
     // A bit inside a register and a coil.
     let _ = write!(profile, "[[field]]\nname = \"flag\"\nquantity = \"t.flag\"\nkind = \"holding\"\naddress = 900\ntype = \"bit\"\nbit = 5\n");
+    // A scaled integer (116 × 0.1) and an implausible value.
+    let _ = write!(profile, "[[field]]\nname = \"tenths\"\nquantity = \"t.tenths\"\nkind = \"holding\"\naddress = 901\ntype = \"i16\"\nscale = 0.1\n");
+    let _ = write!(profile, "[[field]]\nname = \"too_hot\"\nquantity = \"t.too_hot\"\nkind = \"holding\"\naddress = 902\ntype = \"u16\"\nmax = 100\n");
+    expect_num.push(("tenths".into(), 11.6));
     let _ = write!(profile, "[[field]]\nname = \"relay\"\nquantity = \"t.relay\"\nkind = \"coil\"\naddress = 7\ntype = \"bool\"\n");
     expect_text.push(("flag".into(), "true".into()));
     expect_text.push(("relay".into(), "true".into()));
     (values, profile, expect_num, expect_text)
 }
 
+/// Numbers are compared as text: the device was given -1234.56 as an f32 and 116 with scale
+/// 0.1, so the poll must say "-1234.56" and "11.6", not the float32's binary expansion or the
+/// product's rounding noise.
 fn check_poll(out: &str, nums: &[(String, f64)], texts: &[(String, String)]) {
     let got = polled(out);
     for (name, want) in nums {
         let (v, q) = got
             .get(name)
             .unwrap_or_else(|| panic!("{name} missing in:\n{out}"));
-        let v: f64 = v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}: {v:?} is not a number in:\n{out}"));
-        let tolerance = if name.starts_with("f32") { 1e-3 } else { 0.0 };
-        assert!(
-            (v - want).abs() <= tolerance,
-            "{name}: got {v}, wrote {want}\n{out}"
-        );
+        assert_eq!(v, &want.to_string(), "{name}\n{out}");
         assert_eq!(q, "good", "{name}\n{out}");
     }
     for (name, want) in texts {
@@ -201,12 +205,14 @@ fn check_poll(out: &str, nums: &[(String, f64)], texts: &[(String, String)]) {
             .unwrap_or_else(|| panic!("{name} missing in:\n{out}"));
         assert_eq!(v, want, "{name}\n{out}");
     }
+    let too_hot = got.get("too_hot").map(|(v, q)| (v.as_str(), q.as_str()));
+    assert_eq!(too_hot, Some(("500", "out_of_range")), "{out}");
 }
 
 #[test]
 fn every_type_and_word_order_decodes_over_tcp_and_rtu() {
     let (values, profile, nums, texts) = every_type_and_order();
-    let spec = json!({"units": {"7": {"values": values, "holding": {"900": 0b10_0000}, "coils": {"7": true}}}});
+    let spec = json!({"units": {"7": {"values": values, "holding": {"900": 0b10_0000, "901": 116, "902": 500}, "coils": {"7": true}}}});
     let dir = tempfile::tempdir().unwrap();
     let profile_path = dir.path().join("test-device.toml");
     std::fs::write(&profile_path, profile).unwrap();
@@ -317,6 +323,19 @@ fn refused_merged_reads_are_split_and_exceptions_named() {
     assert_eq!(got["r20"].0, "-", "{out}");
     assert!(out.to_lowercase().contains("illegal data address"), "{out}");
 
+    // A poll that reads nothing at all fails, so a script can tell.
+    let hole = dir.path().join("hole.toml");
+    std::fs::write(
+        &hole,
+        "[device]\nmodel = \"hole\"\nmanufacturer = \"test\"\n[[field]]\nname = \"r20\"\nquantity = \"t.r20\"\nkind = \"holding\"\naddress = 20\ntype = \"u16\"\n",
+    )
+    .unwrap();
+    let hole = hole.display().to_string();
+    let (ok, out, err) = gkgw(&["modbus", "poll", "--tcp", &tcp, "--profile", &hole]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("none of the 1 fields could be read"), "{err}");
+    assert!(out.to_lowercase().contains("illegal data address"), "{out}");
+
     // The commissioning tools say what happened in words.
     let (ok, _, err) = gkgw(&[
         "modbus",
@@ -368,6 +387,32 @@ fn refused_merged_reads_are_split_and_exceptions_named() {
     );
 }
 
+/// Failures before any device is reached say which port or profile was wrong.
+#[test]
+fn commissioning_errors_name_the_port_and_the_profiles() {
+    let port = "/nonexistent/ttyGK9";
+    let (ok, _, err) = gkgw(&["modbus", "read", "--port", port, "--holding", "0"]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("cannot open serial port {port}")),
+        "{err}"
+    );
+    let (ok, out, err) = gkgw(&["modbus", "scan", "--port", port, "--to", "3"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(&format!("cannot open serial port {port}")),
+        "{err}"
+    );
+    let (ok, _, err) = gkgw(&["modbus", "poll", "--port", port, "--profile", "sdm120"]);
+    assert!(!ok);
+    assert!(
+        err.contains("profile \"sdm120\"")
+            && err.contains("built-in profiles: ")
+            && err.contains("eastron-sdm120"),
+        "{err}"
+    );
+}
+
 #[test]
 fn writes_are_typed_range_checked_and_logged() {
     let spec = json!({"units": {"1": {"input": {"0": 7}}}});
@@ -385,31 +430,38 @@ fn writes_are_typed_range_checked_and_logged() {
     let profile = path.display().to_string();
     let (_dev, port) = Device::tcp(&spec);
     let tcp = format!("127.0.0.1:{port}");
+    // Without $USER (cron, systemd, some sudo setups) the log still names a user.
     let write = |field: &str, value: &str| {
-        gkgw(&[
-            "modbus",
-            "write",
-            "--tcp",
-            &tcp,
-            "--profile",
-            &profile,
-            "--field",
-            field,
-            "--value",
-            value,
-            "--reason",
-            "e2e test",
-        ])
+        let out = Command::new(GKGW)
+            .args(["modbus", "write", "--tcp", &tcp, "--profile", &profile])
+            .args(["--field", field, "--value", value, "--reason", "e2e test"])
+            .env_remove("USER")
+            .env_remove("SUDO_USER")
+            .output()
+            .expect("gkgw runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let poll = || polled(&gkgw(&["modbus", "poll", "--tcp", &tcp, "--profile", &profile]).1);
 
-    let (ok, _, err) = write("setpoint", "42.5");
+    let (ok, out, err) = write("setpoint", "42.5");
     assert!(ok, "{err}");
     assert!(
         err.contains("modbus write") && err.contains("e2e test") && err.contains("cli:"),
         "the write is logged with who and why: {err}"
     );
-    assert!(write("level", "-12.3").0);
+    assert!(!err.contains("cli:unknown"), "{err}");
+    assert!(out.starts_with("wrote setpoint = 42.5 to unit 1"), "{out}");
+    // The register holds tenths: the output says what the device got, not what was asked.
+    let (ok, out, err) = write("level", "-12.34");
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("wrote level = -12.3 to unit 1") && out.contains("-12.34 asked"),
+        "{out}"
+    );
     assert!(write("relay", "1").0);
     let got = poll();
     assert_eq!(got["setpoint"].0, "42.5");
@@ -418,7 +470,10 @@ fn writes_are_typed_range_checked_and_logged() {
 
     // Out of range, read-only, unknown: refused before anything goes on the wire.
     let (ok, _, err) = write("setpoint", "150");
-    assert!(!ok && err.contains("outside"), "{err}");
+    assert!(
+        !ok && err.contains("150 is outside the range of field \"setpoint\": 0 to 100"),
+        "{err}"
+    );
     let (ok, _, err) = write("reading", "1");
     assert!(!ok && err.contains("read-only"), "{err}");
     let (ok, _, err) = write("nope", "1");
@@ -575,14 +630,37 @@ fn a_silent_device_does_not_stall_its_neighbour_on_the_rtu_bus() {
     );
 }
 
+/// [`one_register_profile`]'s `value` (u16 at 0) and, after it, `level` (i16 × 0.1 at 1),
+/// `ratio` (f32 at 2) and `spare` (f32 at 4, NaN meaning "not fitted").
+fn probe_profile(dir: &Path) -> String {
+    let path = dir.join("probe.toml");
+    let mut p = String::from(
+        "[device]\nmodel = \"probe\"\nmanufacturer = \"test\"\npoll_interval = \"300ms\"\n",
+    );
+    for (name, address, keys) in [
+        ("value", 0, "type = \"u16\""),
+        ("level", 1, "type = \"i16\"\nscale = 0.1"),
+        ("ratio", 2, "type = \"f32\""),
+        ("spare", 4, "type = \"f32\"\nnan_is_missing = true"),
+    ] {
+        let _ = write!(p, "[[field]]\nname = \"{name}\"\nquantity = \"probe.{name}\"\nkind = \"holding\"\naddress = {address}\n{keys}\n");
+    }
+    std::fs::write(&path, p).unwrap();
+    path.display().to_string()
+}
+
 #[test]
 fn the_serial_port_disappears_and_comes_back() {
     let influx = Influx1::start();
     let dir = tempfile::tempdir().unwrap();
-    let spec = json!({"units": {"3": {"holding": {"0": 33}}}});
+    // 0x7FC0 0000 is a float32 NaN: a channel the profile allows to be missing.
+    let spec = json!({"units": {"3": {
+        "holding": {"0": 33, "1": 116, "4": 0x7FC0, "5": 0},
+        "values": [{"table": "holding", "address": 2, "type": "f32", "value": 11.62}]
+    }}});
     let mut pty = PtyPair::start(dir.path());
     let mut dev = Device::serial(&spec, &pty);
-    let profile = one_register_profile(dir.path(), 300);
+    let profile = probe_profile(dir.path());
     let mut gw = Gateway::start(
         &format!(
             "{}{}",
@@ -599,6 +677,31 @@ fn the_serial_port_disappears_and_comes_back() {
             series(&influx, "probe-3").len() >= 3
         },
     );
+    // Numbers as the device meant them, in InfluxDB: 116 × 0.1 is 11.6 and the float32 11.62
+    // is 11.62, not 11.600000000000001 and 11.619999885559082.
+    let rows = influx.rows(
+        "SELECT \"level\", \"ratio\", \"spare_quality\" FROM \"probe\" WHERE \"device\" = 'probe-3'",
+    );
+    assert!(!rows.is_empty());
+    for r in &rows {
+        assert_eq!(
+            (r[1].as_f64(), r[2].as_f64(), r[3].as_str()),
+            (Some(11.6), Some(11.62), Some("missing")),
+            "{r:?}"
+        );
+    }
+    // A value the profile allows to be missing does not make the device degraded.
+    assert_eq!(
+        gw.metric("gkgw_modbus_device_state{device=\"probe-3\",state=\"online\"}"),
+        1.0,
+        "{}",
+        gw.log()
+    );
+    let status = gw.status();
+    assert_eq!(status["health"], "healthy", "{status}");
+    assert_eq!(status["modbus"][0]["latest"]["level"], "11.6", "{status}");
+    assert_eq!(status["modbus"][0]["latest"]["ratio"], "11.62", "{status}");
+    assert_eq!(status["modbus"][0]["stale"], false, "{status}");
 
     // Unplug: the device and the pty pair go away, the path no longer exists.
     drop(dev);
@@ -619,6 +722,28 @@ fn the_serial_port_disappears_and_comes_back() {
         running,
         Some(true),
         "the gateway keeps running while its port is gone"
+    );
+    // Its last values are still shown, marked stale, and the gateway says it is degraded.
+    let status = gw.status();
+    let probe = &status["modbus"][0];
+    assert_eq!(
+        (&probe["stale"], &probe["latest"]["value"]),
+        (&json!(true), &json!("33")),
+        "{status}"
+    );
+    assert!(probe["last_answer_age_s"].as_f64().is_some(), "{status}");
+    assert_eq!(status["health"], "degraded", "{status}");
+    assert!(
+        status["health_reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.starts_with("modbus device probe-3 is offline (last answer")),
+        "{status}"
+    );
+    let (_, page) = http("GET", &format!("http://127.0.0.1:{}/", gw.http_port), None);
+    assert!(page.contains("STALE, from"), "{page}");
+    assert!(
+        page.contains("DEGRADED: modbus device probe-3 is offline"),
+        "{page}"
     );
     gw.wait_drained(Duration::from_secs(10));
     let before = series(&influx, "probe-3").len();

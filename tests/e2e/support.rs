@@ -279,6 +279,38 @@ impl Victoria {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Stores one scrape (Prometheus text exposition), as a Prometheus server scraping it would.
+    pub fn import_prometheus(&self, text: &str) {
+        let out = Command::new(require("curl"))
+            .args(["-s", "-m", "20", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("{}/api/v1/import/prometheus", self.url()))
+            .args(["--data-binary", "@-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write as _;
+                c.stdin.take().expect("stdin").write_all(text.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("curl");
+        let code = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(code, "204", "import into victoria-metrics");
+        http("GET", &format!("{}/internal/force_flush", self.url()), None);
+    }
+
+    /// A PromQL instant query at the current time; returns the JSON answer.
+    pub fn query(&self, q: &str) -> serde_json::Value {
+        let out = Command::new(require("curl"))
+            .args(["-s", "-m", "20", "-G"])
+            .arg(format!("{}/api/v1/query", self.url()))
+            .args(["--data-urlencode", &format!("query={q}")])
+            .output()
+            .expect("curl");
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("query {q}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
     /// Every sample of `metric` as exported lines (JSON lines of /api/v1/export).
     pub fn export(&self, selector: &str) -> Vec<serde_json::Value> {
         http("GET", &format!("{}/internal/force_flush", self.url()), None);

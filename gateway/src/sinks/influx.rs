@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{read_secret, Influx};
+use crate::config::{read_secret, Influx, INFLUX_PASSWORD, INFLUX_TOKEN};
 use crate::metrics::Metrics;
 use crate::store::Reader;
 
@@ -32,6 +32,14 @@ pub const CONSUMER: &str = "influx";
 pub enum Error {
     #[error("{0}: {1}")]
     Secret(String, std::io::Error),
+    /// A secret file that cannot be read: which setting, what the file is for, its path.
+    #[error("{key}: cannot read {what} {path}: {cause}")]
+    SecretFile {
+        key: &'static str,
+        what: &'static str,
+        path: String,
+        cause: std::io::Error,
+    },
     #[error("influx url: {0}")]
     Url(String),
     #[error("http client: {0}")]
@@ -95,8 +103,12 @@ impl Writer {
                 }
                 match &cfg.password_file {
                     Some(p) if !cfg.username.is_empty() => {
-                        let pw = read_secret(p)
-                            .map_err(|e| Error::Secret(p.display().to_string(), e))?;
+                        let pw = read_secret(p).map_err(|cause| Error::SecretFile {
+                            key: "influx.password_file",
+                            what: INFLUX_PASSWORD,
+                            path: p.display().to_string(),
+                            cause,
+                        })?;
                         use base64::Engine as _;
                         Some(format!(
                             "Basic {}",
@@ -114,7 +126,12 @@ impl Writer {
                 match &cfg.token_file {
                     Some(p) => Some(format!(
                         "Token {}",
-                        read_secret(p).map_err(|e| Error::Secret(p.display().to_string(), e))?
+                        read_secret(p).map_err(|cause| Error::SecretFile {
+                            key: "influx.token_file",
+                            what: INFLUX_TOKEN,
+                            path: p.display().to_string(),
+                            cause,
+                        })?
                     )),
                     None => None,
                 }

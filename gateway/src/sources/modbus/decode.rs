@@ -6,6 +6,12 @@
 //! reading" (sentinel, NaN) or an implausible value is not an error: it is a
 //! [`Reading`] with a [`Quality`] other than `Good`, so the value can still be
 //! logged and shown while downstream logic knows not to trust it.
+//!
+//! Numbers come out as the decimal the device meant: a float32 becomes the shortest decimal
+//! that reads back as the same float32 (11.62, not 11.619999885559082), and a scaled value is
+//! the exact decimal result of `raw × scale + offset` (116 × 0.1 = 11.6, not
+//! 11.600000000000001). Both are what a technician compares with the device's display, and
+//! what the store, InfluxDB, the status page and the commissioning tools all show.
 
 use super::profile::{DataType, Field, RegisterKind, WordOrder};
 
@@ -26,6 +32,26 @@ pub enum Quality {
     Invalid,
     /// Outside the profile's plausible `min`/`max`.
     OutOfRange,
+}
+
+impl Quality {
+    /// Whether the value points at a fault (a wrong word order, a broken sensor) that should
+    /// mark the device degraded. `Missing` does not: it is the device answering "no reading
+    /// here" as its profile says it may (a sentinel, or NaN where `nan_is_missing`), e.g. the
+    /// L2/L3 fields of a single-phase meter on a three-phase profile.
+    pub fn is_fault(self) -> bool {
+        matches!(self, Quality::Invalid | Quality::OutOfRange)
+    }
+
+    /// The name used in `{field}_quality` values, on the status page and in `gkgw modbus poll`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Good => "good",
+            Quality::Missing => "missing",
+            Quality::Invalid => "invalid",
+            Quality::OutOfRange => "out_of_range",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,13 +136,50 @@ fn number(t: DataType, raw: u64) -> f64 {
         DataType::I16 => f64::from(raw as u16 as i16),
         DataType::U32 => f64::from(raw as u32),
         DataType::I32 => f64::from(raw as u32 as i32),
-        DataType::F32 => f64::from(f32::from_bits(raw as u32)),
+        DataType::F32 => f32_decimal(f32::from_bits(raw as u32)),
         DataType::F64 => f64::from_bits(raw),
         // Above 2^53 a u64/i64 loses precision as f64; fine for counters read as readings.
         DataType::U64 => raw as f64,
         DataType::I64 => raw as i64 as f64,
         DataType::Bool | DataType::Bit | DataType::String => f64::NAN,
     }
+}
+
+/// A float32 widened to the f64 nearest to its shortest round-tripping decimal (Rust's `f32`
+/// `Display`): 11.62f32 becomes 11.62, where `f64::from` would give 11.619999885559082, the
+/// exact value of the binary float32, seven digits of which are noise the device never meant.
+pub fn f32_decimal(x: f32) -> f64 {
+    if !x.is_finite() {
+        return f64::from(x);
+    }
+    x.to_string().parse().unwrap_or(f64::from(x))
+}
+
+/// Digits after the decimal point in `x`'s shortest round-tripping text (Rust's float
+/// `Display` never uses an exponent).
+fn decimals(x: f64) -> usize {
+    if !x.is_finite() {
+        return 0;
+    }
+    x.to_string().split_once('.').map_or(0, |(_, f)| f.len())
+}
+
+/// `unscaled × scale + offset` rounded to the decimals its inputs imply: a product has at most
+/// as many decimals as its factors together, a sum as many as its longer term. So 116 × 0.1 is
+/// 11.6 (one decimal), not 11.600000000000001, and 12000 × 0.003125 − 12.5 is 25.
+///
+/// `unscaled` is an exact decimal already (an integer, or a float made decimal by
+/// [`f32_decimal`]); the binary product differs from the decimal one by a few units in the
+/// 16th significant digit, which the rounding removes. Rounding goes through `format!`, whose
+/// fixed-point output is correctly rounded from the exact binary value, and the parse then
+/// picks the f64 nearest to that decimal.
+pub fn scaled(unscaled: f64, scale: f64, offset: f64) -> f64 {
+    let value = unscaled * scale + offset;
+    if (scale == 1.0 && offset == 0.0) || !value.is_finite() {
+        return value;
+    }
+    let places = (decimals(unscaled) + decimals(scale)).max(decimals(offset));
+    format!("{value:.places$}").parse().unwrap_or(value)
 }
 
 fn check_len(field: &Field, got: usize, bits: bool) -> Result<(), DecodeError> {
@@ -161,7 +224,7 @@ pub fn decode_registers(field: &Field, regs: &[u16]) -> Result<Reading, DecodeEr
             s as u64 & mask == raw
         }
     };
-    let value = unscaled * field.scale + field.offset;
+    let value = scaled(unscaled, field.scale, field.offset);
     let low = field.min.is_some_and(|m| value < m);
     let quality = if field.sentinels.iter().any(hit) || (field.nan_is_missing && unscaled.is_nan())
     {
@@ -186,10 +249,18 @@ pub fn decode_bits(field: &Field, bits: &[bool]) -> Result<Reading, DecodeError>
 }
 
 /// The registers a device would hold for `value` (the inverse of
-/// [`decode_registers`]); used by the demo's simulated server. `None` for
-/// non-numeric types. Integers are rounded and saturate at the type's range.
+/// [`decode_registers`]); used by the demo's simulated server and by writes. `None` for
+/// non-numeric types. Integers are rounded (half away from zero) and saturate at the type's
+/// range.
+///
+/// Unscaling divides by the scale, which leaves binary noise in the last digit (2.55 / 0.1 is
+/// 25.499999999999996), so the result is first rounded to 15 significant digits, the most an
+/// f64 holds for every decimal: 2.55 becomes 25.5 and then 26, as it would on paper.
 pub fn encode_number(field: &Field, value: f64) -> Option<Vec<u16>> {
-    let x = (value - field.offset) / field.scale;
+    let mut x = (value - field.offset) / field.scale;
+    if (field.scale != 1.0 || field.offset != 0.0) && x.is_finite() && x != 0.0 {
+        x = format!("{x:.14e}").parse().unwrap_or(x);
+    }
     let raw: u64 = match field.data_type {
         DataType::U16 => u64::from(x.round() as u16),
         DataType::I16 => u64::from(x.round() as i16 as u16),
@@ -244,7 +315,7 @@ fn views(regs: &[u16]) -> [Views; 4] {
         let (signed, float) = match regs.len() {
             2 => (
                 i64::from(raw as u32 as i32),
-                f64::from(f32::from_bits(raw as u32)),
+                f32_decimal(f32::from_bits(raw as u32)),
             ),
             _ => (raw as i64, f64::from_bits(raw)),
         };
@@ -335,16 +406,14 @@ mod tests {
         }
     }
 
-    /// Decodes `regs` with the field `spec` and compares, numbers to 1e-6
-    /// relative (f32 precision); good numeric readings must also encode
-    /// back to the same registers.
+    /// Decodes `regs` with the field `spec` and compares exactly: a number must be the f64
+    /// nearest to the decimal written in the case (what the device meant), not merely close to
+    /// it. Good numeric readings must also encode back to the same registers.
     fn check(spec: &str, regs: &[u16], expected: &Reading) {
         let f = field(spec);
         let got = decode_registers(&f, regs).unwrap_or_else(|e| panic!("{spec}: {e}"));
         let same = match (&got.value, &expected.value) {
-            (Value::Number(a), Value::Number(b)) => {
-                a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-6 * b.abs().max(1.0)
-            }
+            (Value::Number(a), Value::Number(b)) => a == b || (a.is_nan() && b.is_nan()),
             (a, b) => a == b,
         };
         let context = format!("{spec} {regs:04X?}: got {got:?}, expected {expected:?}");
@@ -379,6 +448,17 @@ mod tests {
         type = 'i16'; scale = 0.1                 | 00FB                | 25.1 good
         type = 'u16'; scale = 0.003125; offset = -12.5 | 2EE0           | 25 good
         type = 'f32'; scale = 0.0001              | 4A8D 2390           | 462.484 good
+        type = 'f32'                              | 4139 EB85           | 11.62 good
+        type = 'f32'; word_order = 'CDAB'         | EB85 4139           | 11.62 good
+        type = 'f32'                              | C49A 51EC           | -1234.56 good
+        type = 'f32'; scale = 0.1                 | 4139 EB85           | 1.162 good
+        type = 'f32'; scale = 10                  | 4139 EB85           | 116.2 good
+        type = 'i16'; scale = 0.1                 | 0074                | 11.6 good
+        type = 'i16'; scale = 0.1; offset = -40   | 0234                | 16.4 good
+        type = 'u16'; scale = 0.01                | 091F                | 23.35 good
+        type = 'u32'; scale = 0.001               | 0012 D687           | 1234.567 good
+        type = 'i32'; scale = 0.01                | FFFF FB2E           | -12.34 good
+        type = 'f64'; scale = 0.1                 | 405E DD2F 1A9F BE77 | 12.3456 good
         type = 'bit'; bit = 0                     | 0001                | true good
         type = 'bit'; bit = 15                    | 7FFF                | false good
         type = 'bit'; bit = 8                     | 0100                | true good
@@ -403,7 +483,7 @@ mod tests {
     fn every_type_order_and_quality() {
         let cases: Vec<Vec<&str>> = CASES.lines().map(|l| l.split('|').collect()).collect();
         let cases: Vec<&Vec<&str>> = cases.iter().filter(|c| c.len() == 3).collect();
-        assert_eq!(cases.len(), 40);
+        assert_eq!(cases.len(), 51);
         for case in cases {
             let regs: Vec<u16> = case[1].split_whitespace().map(hex).collect();
             let (value, quality) = case[2].trim().rsplit_once(' ').unwrap_or_default();
@@ -420,6 +500,23 @@ mod tests {
             };
             check(case[0].trim(), &regs, &Reading { value, quality });
         }
+    }
+
+    /// The cases above are not vacuous: plain f64 arithmetic gets them wrong.
+    #[test]
+    fn naive_widening_and_scaling_show_float_noise() {
+        assert_eq!(f64::from(11.62f32), 11.619999885559082);
+        assert_eq!(116.0 * 0.1, 11.600000000000001);
+        assert_eq!(564.0 * 0.1 - 40.0, 16.400000000000006);
+        assert_eq!(f32_decimal(11.62), 11.62);
+        assert_eq!(scaled(116.0, 0.1, 0.0), 11.6);
+        assert_eq!(scaled(564.0, 0.1, -40.0), 16.4);
+        assert!(scaled(f64::NAN, 0.1, 0.0).is_nan());
+        assert_eq!(scaled(f64::INFINITY, 0.1, 0.0), f64::INFINITY);
+        assert_eq!(2.55 / 0.1, 25.499999999999996);
+        let tenths = field("type = 'i16'; scale = 0.1");
+        assert_eq!(encode_number(&tenths, 2.55), Some(vec![26]));
+        assert_eq!(encode_number(&tenths, -2.55), Some(vec![(-26i16) as u16]));
     }
 
     fn hex(h: &str) -> u16 {

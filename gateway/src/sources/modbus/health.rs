@@ -14,13 +14,21 @@ pub enum State {
     Unknown,
     /// The last poll was answered in full.
     Online,
-    /// The last poll was answered, but with exceptions or bad-quality values; or it failed once.
+    /// The last poll was answered, but with exceptions or implausible values (not values the
+    /// profile allows to be missing); or it failed once.
     Degraded,
     /// Several polls in a row failed; probed once per backoff interval.
     Offline,
 }
 
 impl State {
+    pub const ALL: [State; 4] = [
+        State::Unknown,
+        State::Online,
+        State::Degraded,
+        State::Offline,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::Unknown => "unknown",
@@ -56,7 +64,8 @@ impl Health {
         }
     }
 
-    /// A poll got answers; `clean` when every request succeeded and every value was good.
+    /// A poll got answers; `clean` when every request succeeded and no value was implausible
+    /// (`decode::Quality::is_fault`).
     pub fn on_answer(&mut self, clean: bool) {
         self.state = if clean {
             State::Online

@@ -29,6 +29,17 @@ pub enum Transport {
     RtuOverTcp(SocketAddr),
 }
 
+impl Transport {
+    /// What connecting means for this transport, naming the port or address.
+    pub fn connect_action(&self) -> String {
+        match self {
+            Transport::Tcp(a) => format!("connect to modbus tcp {a}"),
+            Transport::Rtu { port, .. } => format!("open serial port {port}"),
+            Transport::RtuOverTcp(a) => format!("connect to rtu-over-tcp {a}"),
+        }
+    }
+}
+
 impl std::fmt::Display for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -59,8 +70,12 @@ pub enum Error {
     Timeout(Duration),
     #[error("device answered with exception {}: {}", exception_number(*.0), exception_name(*.0))]
     Exception(ExceptionCode),
-    #[error("cannot connect: {0}")]
-    Connect(std::io::Error),
+    /// `action` names the port or address, e.g. "open serial port /dev/ttyUSB0".
+    #[error("cannot {action}: {cause}")]
+    Connect {
+        action: String,
+        cause: std::io::Error,
+    },
     #[error("i/o error: {0}")]
     Io(std::io::Error),
     #[error("malformed reply (CRC, header or length mismatch): {0}")]
@@ -224,11 +239,15 @@ impl Link {
                 }
             }
         };
+        let failed = |cause| Error::Connect {
+            action: transport.connect_action(),
+            cause,
+        };
         match tokio::time::timeout(timeout, connect).await {
-            Ok(r) => r.map_err(Error::Connect),
-            Err(_) => Err(Error::Connect(std::io::Error::new(
+            Ok(r) => r.map_err(failed),
+            Err(_) => Err(failed(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                "connect timed out",
+                format!("no connection within {timeout:?}"),
             ))),
         }
     }

@@ -59,19 +59,30 @@ pub const BUILTIN_PROFILES: &[(&str, &str)] = &[
     ),
 ];
 
-/// A profile by path (contains `/` or ends in `.toml`), by stem in `dir`, or built in.
+/// A profile by path (contains `/` or ends in `.toml`), by stem in `dir`, or built in. A name
+/// that is none of these is an error listing the built-in names.
 pub fn load_profile(dir: &Path, name: &str) -> Result<Profile, profile::ProfileError> {
-    if name.contains('/') || name.ends_with(".toml") {
-        return profile::load_file(Path::new(name));
+    let path = if name.contains('/') || name.ends_with(".toml") {
+        Path::new(name).to_path_buf()
+    } else {
+        let path = dir.join(format!("{name}.toml"));
+        if !path.exists() && BUILTIN_PROFILES.iter().any(|(n, _)| *n == name) {
+            return builtin_profile(name);
+        }
+        path
+    };
+    match profile::load_file(&path) {
+        Err(profile::ProfileError::Io { err, .. })
+            if err.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Err(profile::ProfileError::NotFound {
+                name: name.to_owned(),
+                tried: path.display().to_string(),
+                builtin: BUILTIN_PROFILES.iter().map(|(n, _)| *n).collect(),
+            })
+        }
+        other => other,
     }
-    let path = dir.join(format!("{name}.toml"));
-    if path.exists() {
-        return profile::load_file(&path);
-    }
-    if BUILTIN_PROFILES.iter().any(|(n, _)| *n == name) {
-        return builtin_profile(name);
-    }
-    profile::load_file(&path)
 }
 
 /// A shipped profile by name (`sensors/<name>.toml` as built into gkgw).
@@ -150,10 +161,10 @@ pub fn influx_names(quantity: &str, unit: Option<&str>) -> (String, String) {
 }
 
 /// Counters per device, rendered in `/metrics`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DeviceStats {
     pub bus: String,
-    pub state: &'static str,
+    pub state: health::State,
     pub requests: u64,
     pub timeouts: u64,
     pub exceptions: u64,
@@ -165,6 +176,29 @@ pub struct DeviceStats {
     pub latest: BTreeMap<String, String>,
     /// When the device last answered (Unix ns).
     pub last_answer_ns: Option<i64>,
+}
+
+impl DeviceStats {
+    pub fn new(bus: &str) -> DeviceStats {
+        DeviceStats {
+            bus: bus.to_owned(),
+            state: health::State::Unknown,
+            requests: 0,
+            timeouts: 0,
+            exceptions: 0,
+            errors: 0,
+            latency_seconds_sum: 0.0,
+            readings: 0,
+            latest: BTreeMap::new(),
+            last_answer_ns: None,
+        }
+    }
+
+    /// `latest` no longer describes the device: it stopped answering (offline), so the values
+    /// are as old as its last answer.
+    pub fn stale(&self) -> bool {
+        self.state == health::State::Offline
+    }
 }
 
 pub type Stats = Arc<Mutex<BTreeMap<String, DeviceStats>>>;
@@ -217,10 +251,11 @@ pub fn render_stats(stats: &Stats, out: &mut String) {
     }
     let _ = writeln!(out, "# HELP gkgw_modbus_device_state 1 for the device's current state.\n# TYPE gkgw_modbus_device_state gauge");
     for (dev, d) in map.iter() {
-        for s in ["unknown", "online", "degraded", "offline"] {
+        for s in health::State::ALL {
             let _ = writeln!(
                 out,
-                "gkgw_modbus_device_state{{device=\"{dev}\",state=\"{s}\"}} {}",
+                "gkgw_modbus_device_state{{device=\"{dev}\",state=\"{}\"}} {}",
+                s.as_str(),
                 u8::from(d.state == s)
             );
         }
@@ -246,15 +281,6 @@ fn to_value(v: &decode::Value) -> Value {
     }
 }
 
-fn quality_name(q: decode::Quality) -> &'static str {
-    match q {
-        decode::Quality::Good => "good",
-        decode::Quality::Missing => "missing",
-        decode::Quality::Invalid => "invalid",
-        decode::Quality::OutOfRange => "out_of_range",
-    }
-}
-
 /// Groups one poll's decoded fields into one reading per measurement. A bad value is left out
 /// and replaced by a `{field}_quality` string, and the reading is marked `Quality::Bad`.
 fn readings_of(dev: &Device, decoded: &[(usize, decode::Reading)], ts_ns: i64) -> Vec<Reading> {
@@ -275,7 +301,7 @@ fn readings_of(dev: &Device, decoded: &[(usize, decode::Reading)], ts_ns: i64) -
             reading.quality = Quality::Bad;
             reading.fields.push((
                 format!("{f}_quality"),
-                Value::Str(quality_name(r.quality).into()),
+                Value::Str(r.quality.as_str().into()),
             ));
         }
     }
@@ -312,7 +338,7 @@ pub async fn run_bus(
             Device {
                 name: cfg.name.clone(),
                 unit: cfg.unit.unwrap_or(profile.device.unit_id),
-                planner: plan::Planner::new(&profile.fields, profile.device.limits.clone()),
+                planner: plan::Planner::new(&profile.fields, profile.device.limits),
                 health: health::Health::new(min_b, max_b),
                 names,
                 profile,
@@ -321,14 +347,7 @@ pub async fn run_bus(
         .collect();
     if let Ok(mut s) = stats.lock() {
         for d in &devs {
-            s.insert(
-                d.name.clone(),
-                DeviceStats {
-                    bus: bus.name.clone(),
-                    state: "unknown",
-                    ..Default::default()
-                },
-            );
+            s.insert(d.name.clone(), DeviceStats::new(&bus.name));
         }
     }
     tracing::info!(bus = %bus.name, transport = %link.transport(), devices = devs.len(), "modbus bus started");
@@ -355,7 +374,7 @@ pub async fn run_bus(
         let mut clean = true;
         let mut failed = None;
         let mut retried = false;
-        let mut st = DeviceStats::default();
+        let mut st = DeviceStats::new(&bus.name);
         while let Some(req) = queue.pop_front() {
             st.requests += 1;
             match link.read(dev.unit, req.kind, req.address, req.count).await {
@@ -366,7 +385,7 @@ pub async fn run_bus(
                         let r = decode_field(&req, field, &data);
                         match r {
                             Some(Ok(r)) => {
-                                clean &= r.quality == decode::Quality::Good;
+                                clean &= !r.quality.is_fault();
                                 decoded.push((fi, r));
                             }
                             other => {
@@ -455,13 +474,13 @@ pub async fn run_bus(
             let text = if r.quality == decode::Quality::Good {
                 commission::value_text(&r.value, f.unit.as_deref())
             } else {
-                quality_name(r.quality).to_owned()
+                r.quality.as_str().to_owned()
             };
             st.latest.insert(f.name.clone(), text);
         }
         if let Ok(mut s) = stats.lock() {
             if let Some(d) = s.get_mut(&dev.name) {
-                d.state = dev.health.state.as_str();
+                d.state = dev.health.state;
                 d.requests += st.requests;
                 d.timeouts += st.timeouts;
                 d.exceptions += st.exceptions;
@@ -494,12 +513,12 @@ pub struct WriteReason<'a> {
 pub enum WriteError {
     #[error("field {0:?} is not in the profile")]
     UnknownField(String),
-    #[error("field {field:?} is a read-only {kind:?} register")]
+    #[error("field {field:?} is {}, which is read-only", kind.described())]
     ReadOnly {
         field: String,
         kind: profile::RegisterKind,
     },
-    #[error("{value} is outside {field:?}'s range {min:?}..{max:?}")]
+    #[error("{value} is outside the range of field {field:?}: {}", range_text(*min, *max))]
     OutOfRange {
         field: String,
         value: f64,
@@ -512,8 +531,20 @@ pub enum WriteError {
     Link(#[from] link::Error),
 }
 
+/// A profile's plausible range in words: "0 to 100", "at least 0", "any finite number".
+fn range_text(min: Option<f64>, max: Option<f64>) -> String {
+    match (min, max) {
+        (Some(a), Some(b)) => format!("{a} to {b}"),
+        (Some(a), None) => format!("at least {a}"),
+        (None, Some(b)) => format!("at most {b}"),
+        (None, None) => "any finite number".to_owned(),
+    }
+}
+
 /// The one function that writes to a device: typed and range-checked against the profile, and
 /// logged with who asked and why. Coils take 0/1; registers take the engineering value.
+/// Returns the value the device was sent, as it reads back: a register holds only so many
+/// steps, so 2.57 written to a field with scale 0.1 is 2.6.
 pub async fn write(
     link: &mut Link,
     unit: u8,
@@ -521,7 +552,7 @@ pub async fn write(
     field: &str,
     value: f64,
     reason: WriteReason<'_>,
-) -> Result<(), WriteError> {
+) -> Result<decode::Value, WriteError> {
     let f = profile
         .field(field)
         .ok_or_else(|| WriteError::UnknownField(field.to_owned()))?;
@@ -542,26 +573,37 @@ pub async fn write(
             max: f.max,
         });
     }
-    let target = if f.kind == profile::RegisterKind::Coil {
-        link::WriteTarget::Coil {
+    let unencodable = || WriteError::Unencodable {
+        field: field.to_owned(),
+        value,
+    };
+    let (target, written) = if f.kind == profile::RegisterKind::Coil {
+        let on = value != 0.0;
+        let target = link::WriteTarget::Coil {
             address: f.address,
-            value: value != 0.0,
-        }
+            value: on,
+        };
+        (target, decode::Value::Bool(on))
     } else {
-        let words = decode::encode_number(f, value).ok_or_else(|| WriteError::Unencodable {
-            field: field.to_owned(),
-            value,
-        })?;
-        link::WriteTarget::Registers {
+        let words = decode::encode_number(f, value).ok_or_else(unencodable)?;
+        let written = decode::decode_registers(f, &words)
+            .map_err(|_| unencodable())?
+            .value;
+        let target = link::WriteTarget::Registers {
             address: f.address,
             words,
-        }
+        };
+        (target, written)
     };
-    tracing::info!(who = reason.who, why = reason.why, unit, field, value, target = ?target, "modbus write");
-    link.write(unit, &target).await.map_err(|e| {
-        tracing::warn!(who = reason.who, unit, field, error = %e, "modbus write failed");
-        WriteError::from(e)
-    })
+    let shown = commission::value_text(&written, f.unit.as_deref());
+    tracing::info!(who = reason.who, why = reason.why, unit, field, value, written = %shown, target = ?target, "modbus write");
+    match link.write(unit, &target).await {
+        Ok(()) => Ok(written),
+        Err(e) => {
+            tracing::warn!(who = reason.who, unit, field, error = %e, "modbus write failed");
+            Err(WriteError::from(e))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -602,7 +644,7 @@ mod tests {
     fn shipped_profiles_plan_the_minimum_number_of_requests() {
         for (name, _) in BUILTIN_PROFILES {
             let p = builtin_profile(name).unwrap();
-            let planner = plan::Planner::new(&p.fields, p.device.limits.clone());
+            let planner = plan::Planner::new(&p.fields, p.device.limits);
             let requests = planner.plan(&(0..p.fields.len()).collect::<Vec<_>>());
             let mut minimum = 0;
             for kind in [
@@ -647,6 +689,16 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!p.fields.is_empty(), "{name}");
         }
-        assert!(load_profile(Path::new("/nonexistent"), "no-such-device").is_err());
+        let e = load_profile(Path::new("/nonexistent"), "no-such-device").map(|_| ());
+        assert_eq!(
+            e.map_err(|e| e.to_string()),
+            Err(
+                "profile \"no-such-device\": no file /nonexistent/no-such-device.toml and no \
+                 built-in profile of that name; built-in profiles: compressor-controller, \
+                 comwintop-8pt1000, demo-digester, eastron-sdm120, eastron-sdm630, \
+                 generic-4-20ma-pressure, vaisala-mgp261"
+                    .to_owned()
+            )
+        );
     }
 }

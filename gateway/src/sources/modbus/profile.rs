@@ -31,6 +31,13 @@ pub enum ProfileError {
         field: String,
         message: String,
     },
+    /// A profile name that is neither a file nor built in.
+    #[error("profile {name:?}: no file {tried} and no built-in profile of that name; built-in profiles: {}", builtin.join(", "))]
+    NotFound {
+        name: String,
+        tried: String,
+        builtin: Vec<&'static str>,
+    },
 }
 
 /// The four Modbus data tables; each has its own function code and address space.
@@ -47,6 +54,16 @@ impl RegisterKind {
     /// Coils and discrete inputs are read as bits, the others as 16-bit registers.
     pub fn is_bit(self) -> bool {
         matches!(self, RegisterKind::Coil | RegisterKind::DiscreteInput)
+    }
+
+    /// The table in words, with its article: "a coil", "an input register".
+    pub fn described(self) -> &'static str {
+        match self {
+            RegisterKind::Coil => "a coil",
+            RegisterKind::DiscreteInput => "a discrete input",
+            RegisterKind::Holding => "a holding register",
+            RegisterKind::Input => "an input register",
+        }
     }
 
     /// The Modbus read function code for this table.
