@@ -123,7 +123,7 @@ impl SimMeter {
 fn meter_id(index: usize) -> String {
     format!(
         "{}-{:04}",
-        if index % 2 == 0 { "GM" } else { "EM" },
+        if index.is_multiple_of(2) { "GM" } else { "EM" },
         index + 1
     )
 }
@@ -137,7 +137,7 @@ async fn run_meter(
     cancel: CancellationToken,
 ) {
     let mut rng = rand::rngs::StdRng::from_entropy();
-    let mut meter = SimMeter::new(index, index % 2 == 0, &mut rng);
+    let mut meter = SimMeter::new(index, index.is_multiple_of(2), &mut rng);
     let mut opts = MqttOptions::new(meter.id.clone(), addr.ip().to_string(), addr.port());
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_credentials(meter.id.clone(), password);

@@ -158,7 +158,8 @@ fn parse_meter(
         "meter_event"
     } else {
         type Numbers = &'static [(&'static str, &'static str, Range)];
-        let (measurement, numbers, texts): (&str, Numbers, &[(&str, &str, &[&str])]) =
+        type Texts = &'static [(&'static str, &'static str, &'static [&'static str])];
+        let (measurement, numbers, texts): (&str, Numbers, Texts) =
             match obj.get("kind").and_then(Json::as_str) {
                 Some("gas") => (
                     "gas_meter",

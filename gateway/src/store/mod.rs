@@ -199,7 +199,10 @@ fn parse_tags(measurement: &str, tags: &str) -> Series {
 }
 
 /// The interned series and field names.
-fn interned(conn: &Connection) -> Result<(Vec<(i64, Series)>, Vec<(i64, String)>)> {
+/// The interned series and field names, each with its id.
+type Interned = (Vec<(i64, Series)>, Vec<(i64, String)>);
+
+fn interned(conn: &Connection) -> Result<Interned> {
     let mut st = conn.prepare("SELECT id, measurement, tags FROM series")?;
     let series = st
         .query_map([], |r| {
