@@ -248,24 +248,20 @@ impl Metrics {
                 self.rejected(r)
             );
         }
-        s.push_str("# HELP gkgw_broker_auth_total MQTT logins by result.\n# TYPE gkgw_broker_auth_total counter\n");
-        for r in AuthResult::ALL {
-            let _ = writeln!(
-                s,
-                "gkgw_broker_auth_total{{result=\"{}\"}} {}",
-                r.as_str(),
-                self.auth[r as usize].load(Relaxed)
-            );
-        }
-        s.push_str("# HELP gkgw_broker_refused_total MQTT connections closed before or instead of being served, by reason.\n# TYPE gkgw_broker_refused_total counter\n");
-        for r in Refusal::ALL {
-            let _ = writeln!(
-                s,
-                "gkgw_broker_refused_total{{reason=\"{}\"}} {}",
-                r.as_str(),
-                self.refused[r as usize].load(Relaxed)
-            );
-        }
+        labelled(
+            &mut s,
+            "gkgw_broker_auth_total",
+            "MQTT logins by result.",
+            "result",
+            AuthResult::ALL.map(|r| (r.as_str(), self.auth[r as usize].load(Relaxed))),
+        );
+        labelled(
+            &mut s,
+            "gkgw_broker_refused_total",
+            "MQTT connections closed before or instead of being served, by reason.",
+            "reason",
+            Refusal::ALL.map(|r| (r.as_str(), self.refused[r as usize].load(Relaxed))),
+        );
         let _ = writeln!(
             s,
             "# HELP gkgw_broker_connections Authenticated MQTT connections.\n# TYPE gkgw_broker_connections gauge\ngkgw_broker_connections {}",
@@ -278,5 +274,19 @@ impl Metrics {
         );
         s.push_str(extra);
         s
+    }
+}
+
+/// One counter with a single label, one line per label value.
+fn labelled<const N: usize>(
+    s: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: [(&str, u64); N],
+) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (v, n) in values {
+        let _ = writeln!(s, "{name}{{{label}=\"{v}\"}} {n}");
     }
 }

@@ -18,6 +18,26 @@ fn state(meter: &str, seq: u64, credit: f64) -> String {
     )
 }
 
+/// `mosquitto_sub` logged in as `user`, with stdout piped.
+fn mosquitto_sub(
+    port: u16,
+    user: &str,
+    password: &str,
+    client_id: Option<&str>,
+    args: &[&str],
+) -> Proc {
+    let mut c = Command::new(require("mosquitto_sub"));
+    c.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
+        .args(["-u", user, "-P", password]);
+    if let Some(id) = client_id {
+        c.args(["-i", id]);
+    }
+    Proc::spawn(
+        "mosquitto_sub",
+        c.args(args).stdout(Stdio::piped()).stderr(Stdio::null()),
+    )
+}
+
 fn login<'a>(gw: &'a Gateway, meter: &'a str) -> Vec<&'a str> {
     vec!["--user", meter, "--password", &gw.passwords[meter]]
 }
@@ -80,23 +100,12 @@ fn a_meter_speaks_and_listens_only_for_itself() {
     assert_eq!(mqtt_raw(port, &own_will)["rc"], 0);
 
     // The integration account sees every meter, read-only.
-    let mut watcher = Proc::spawn(
-        "mosquitto_sub",
-        Command::new(require("mosquitto_sub"))
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
-            .args([
-                "-u",
-                "homeassistant",
-                "-P",
-                &ha,
-                "-t",
-                "meters/+/state",
-                "-v",
-                "-C",
-                "2",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
+    let mut watcher = mosquitto_sub(
+        port,
+        "homeassistant",
+        &ha,
+        None,
+        &["-t", "meters/+/state", "-v", "-C", "2"],
     );
     std::thread::sleep(Duration::from_millis(500));
     let mut p = vec!["publish", "--user", "homeassistant", "--password", &ha];
@@ -481,21 +490,13 @@ fn meter_add_keeps_the_file_readable_and_the_running_gateway_follows_it() {
     );
 
     // GA-0001 is connected when it is removed from the file; SIGHUP reloads at once.
-    let mut listener = Proc::spawn(
-        "mosquitto_sub",
-        Command::new(require("mosquitto_sub"))
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv311"])
-            .args([
-                "-u",
-                "GA-0001",
-                "-P",
-                &gw.passwords["GA-0001"],
-                "-i",
-                "GA-0001",
-            ])
-            .args(["-t", "meters/GA-0001/ack"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+    let ga = gw.passwords["GA-0001"].clone();
+    let mut listener = mosquitto_sub(
+        port,
+        "GA-0001",
+        &ga,
+        Some("GA-0001"),
+        &["-t", "meters/GA-0001/ack"],
     );
     wait_until("GA-0001 connected", Duration::from_secs(10), || {
         gw.metric("gkgw_broker_connections") >= 1.0
