@@ -111,6 +111,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
     let sinks = TaskTracker::new();
 
     let hub = Arc::new(broker::Hub::new(metrics.clone()));
+    let commit_now = Arc::new(tokio::sync::Notify::new());
     let rules = mqtt::Rules {
         max_payload_bytes: config.mqtt.max_payload_bytes,
         topics: config.mqtt.topics.clone(),
@@ -139,6 +140,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         listener,
         broker::Parts {
             settings: broker::Settings {
+                commit_now: commit_now.clone(),
                 max_connections,
                 max_pending: config.broker.max_pending,
                 connect_timeout: Duration::from_millis(config.broker.connect_timeout_ms),
@@ -188,6 +190,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         writer,
         committer::Settings {
             commit_interval: Duration::from_millis(config.store.commit_interval_ms),
+            commit_now,
             max_batch: config.store.max_batch,
             quota_bytes: config.store.quota_mib * 1024 * 1024,
             consumers: consumers.clone(),

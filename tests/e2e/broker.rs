@@ -650,3 +650,24 @@ fn a_closed_log_pipe_never_hangs_shutdown_and_check_into_head_does_not_panic() {
     assert!(first.ends_with(": ok\n"), "{first}");
     assert!(status.success() || status.code().is_none(), "{status:?}");
 }
+
+#[test]
+fn a_publisher_waiting_for_its_pubacks_gets_a_commit_at_once() {
+    // A 10 s commit interval and room for 10 messages awaiting commit: PUBACK-after-commit
+    // would let this meter send 10 messages per 10 s if the store only committed on its timer.
+    let gw = Gateway::start_with_config(
+        "commit_interval_ms = 10000\n",
+        "max_inflight = 10\n",
+        &["GM-0001"],
+    );
+    let mut args = gw.paho_args("GM-0001");
+    args.extend(["--meters", "GM-0001", "--count", "300", "--wait-acks", "60"].map(String::from));
+    let (summary, code) = paho(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "every message acked: {summary}");
+    assert_eq!(summary["acked"], 300);
+    assert!(
+        gw.metric("gkgw_store_commits_total") >= 30.0,
+        "one commit per full window of 10, not one per 10 s: {}",
+        gw.metric("gkgw_store_commits_total")
+    );
+}

@@ -369,13 +369,27 @@ impl Gateway {
     }
 
     pub fn start_with(extra: &str, meters: &[&str], opts: RunOpts) -> Gateway {
+        Gateway::build(extra, "", "", meters, opts)
+    }
+
+    /// With extra keys in the base config's `[store]` and `[broker]` tables.
+    pub fn start_with_config(store: &str, broker: &str, meters: &[&str]) -> Gateway {
+        Gateway::build("", store, broker, meters, RunOpts::default())
+    }
+
+    fn build(extra: &str, store: &str, broker: &str, meters: &[&str], opts: RunOpts) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let mqtt_port = free_port();
         let http_port = free_port();
         let config = dir.path().join("gateway.toml");
         let base = format!(
-            "[site]\nid = \"test-site\"\n[store]\nstate_dir = \"{state}\"\ncommit_interval_ms = 100\n[broker]\nlisten = \"127.0.0.1:{mqtt_port}\"\ncredentials_file = \"{state}/meters.toml\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
-            state = dir.path().display()
+            "[site]\nid = \"test-site\"\n[store]\nstate_dir = \"{state}\"\n{commit}{store}[broker]\nlisten = \"127.0.0.1:{mqtt_port}\"\ncredentials_file = \"{state}/meters.toml\"\n{broker}[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+            state = dir.path().display(),
+            commit = if store.contains("commit_interval_ms") {
+                ""
+            } else {
+                "commit_interval_ms = 100\n"
+            }
         );
         std::fs::write(&config, format!("{base}{extra}")).expect("write config");
         let mut g = Gateway {

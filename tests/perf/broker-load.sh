@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Field-broker benchmarks of issue 8, for docs/PERFORMANCE.md. Not a test: it prints numbers.
 #   cargo build --release --bin gkgw && bash tests/perf/broker-load.sh
+# GK_STORE_KEYS="channel_capacity = 4096" adds keys to the gateways' [store] table.
 # BIN=path/to/gkgw measures another build (e.g. the rumqttd one before issue 8: OLD=1 makes the
 # configs it understands: anonymous meters, no accounts). The load tools are always $LOAD
 # (default: this tree's release build), mosquitto_pub and tests/peers/mqtt_raw.py.
@@ -58,6 +59,7 @@ max_backoff_ms = 1000"
   cat > "$DIR/gw.toml" <<TOML
 [store]
 state_dir = "$DIR"
+${GK_STORE_KEYS:-}
 [broker]
 listen = "127.0.0.1:$MQTT"
 allow_anonymous = $([ "$anon" = 1 ] && echo true || echo false)

@@ -513,6 +513,10 @@ impl<I: Inbound> Conn<'_, I> {
         };
         if receipt.is_some() {
             self.inflight += 1;
+            if self.inflight == self.ctx.settings.max_inflight {
+                // This meter now waits for its PUBACKs: ask for the commit now.
+                self.ctx.settings.commit_now.notify_one();
+            }
         }
         self.ctx
             .inbound

@@ -78,6 +78,8 @@ pub trait Inbound: Send + Sync + 'static {
 /// The broker's settings, resolved from `[broker]` of the config.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Told when a connection reaches `max_inflight`: it waits for a commit to go on.
+    pub commit_now: Arc<tokio::sync::Notify>,
     pub max_connections: usize,
     pub max_pending: usize,
     pub connect_timeout: Duration,

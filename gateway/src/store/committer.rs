@@ -20,6 +20,12 @@ use crate::model::{AckRequest, Reading};
 
 pub struct Settings {
     pub commit_interval: Duration,
+    /// Notified by a source whose publisher is blocked until something commits (an MQTT
+    /// connection at `broker.max_inflight`): the open batch is committed at once instead of at
+    /// the end of `commit_interval`, so acknowledging after the commit never caps a fast
+    /// publisher at `max_inflight` per interval. Slow meters never trigger it, so their
+    /// commits (and the SD card's writes) stay one per interval.
+    pub commit_now: Arc<tokio::sync::Notify>,
     pub max_batch: usize,
     pub quota_bytes: u64,
     /// Consumers whose cursors hold readings back from pruning.
@@ -61,6 +67,19 @@ pub async fn run(
                 biased;
                 n = rx.recv_many(&mut batch, room) => if n == 0 { open = false; break; },
                 _ = &mut deadline => break,
+                _ = settings.commit_now.notified() => {
+                    // Whatever is already queued goes into this commit too.
+                    let room = settings.max_batch - batch.len();
+                    if room > 0 {
+                        while let Ok(r) = rx.try_recv() {
+                            batch.push(r);
+                            if batch.len() >= settings.max_batch {
+                                break;
+                            }
+                        }
+                    }
+                    break;
+                }
             }
         }
         let housekeeping = last_housekeeping.elapsed() >= Duration::from_secs(5) || !open;
