@@ -284,8 +284,8 @@ impl Default for Store {
         Store {
             state_dir: "/var/lib/gkgw".into(),
             commit_interval_ms: 500,
-            max_batch: 20_000,
-            channel_capacity: 16_384,
+            max_batch: 5_000,
+            channel_capacity: 4_096,
             quota_mib: 2048,
         }
     }
