@@ -550,12 +550,7 @@ fn meter_add_keeps_the_file_readable_and_the_running_gateway_follows_it() {
         gw.log()
     );
     assert_eq!(
-        crate::support::http(
-            "GET",
-            &format!("http://127.0.0.1:{}/healthz", gw.http_port),
-            None
-        )
-        .0,
+        gw.healthz(),
         200,
         "SIGHUP reloads, it does not stop the gateway"
     );
@@ -579,16 +574,7 @@ fn a_second_gateway_on_the_same_state_dir_is_refused() {
         )),
         "{err}"
     );
-    assert_eq!(
-        crate::support::http(
-            "GET",
-            &format!("http://127.0.0.1:{}/healthz", gw.http_port),
-            None
-        )
-        .0,
-        200,
-        "the first one is untouched"
-    );
+    assert_eq!(gw.healthz(), 200, "the first one is untouched");
 }
 
 #[test]

@@ -504,6 +504,16 @@ impl Gateway {
         });
     }
 
+    /// The HTTP status of `/healthz`.
+    pub fn healthz(&self) -> u16 {
+        http(
+            "GET",
+            &format!("http://127.0.0.1:{}/healthz", self.http_port),
+            None,
+        )
+        .0
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gkgw.log")).unwrap_or_default()
     }

@@ -16,34 +16,18 @@
 #      and whether a good meter still gets in
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/perf/common.sh
 BIN=${BIN:-target/release/gkgw}
 LOAD=${LOAD:-target/release/gkgw}
 OLD=${OLD:-0}
 [ -x "$BIN" ] && [ -x "$LOAD" ] || { echo "build first: cargo build --release --bin gkgw" >&2; exit 1; }
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-hz=$(getconf CLK_TCK)
-hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
 metric() { curl -s "127.0.0.1:$HTTP/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
-want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 per10k() { echo "scale=3; $1 / $hz / ($2 / 10000)" | bc; }
 # sample_rss PID WATCHED_PID FILE: VmRSS of PID every 0.5 s while WATCHED_PID runs
 sample_rss() { while kill -0 "$2" 2>/dev/null; do rss "$1" >> "$3"; sleep 0.5; done; }
 max_of() { sort -n "$1" | tail -1; }
 
-start_influx() { # dir port rpc
-  sed -e "s|@DIR@|$1|g" -e "s|@HTTP_PORT@|$2|g" -e "s|@RPC_PORT@|$3|g" tests/peers/influxdb.conf.template > "$1/influxdb.conf"
-  influxd -config "$1/influxdb.conf" >/dev/null 2>&1 & INFLUX_PID=$!; PIDS+=($INFLUX_PID)
-  for _ in $(seq 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:$2/ping)" = 204 ] && break; sleep 0.1; done
-  curl -s -XPOST "127.0.0.1:$2/query" --data-urlencode 'q=CREATE DATABASE gkgw' >/dev/null
-}
 
 # start_gkgw NAME INFLUX_PORT(or "") [anonymous: 1 = old-style anonymous meters] [prefix...]
 # sets GK_PID MQTT HTTP DIR

@@ -10,26 +10,11 @@
 #   D  the same loads through Mosquitto alone
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/perf/common.sh
 BIN=${BIN:-target/release/gkgw}
 [ -x "$BIN" ] || { echo "build first: cargo build --release --bin gkgw" >&2; exit 1; }
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-hz=$(getconf CLK_TCK)
-wbytes() { awk '/^write_bytes/ {print $2}' "/proc/$1/io"; }
-hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
-wait_http() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
 
-start_influx() { # dir port rpc
-  sed -e "s|@DIR@|$1|g" -e "s|@HTTP_PORT@|$2|g" -e "s|@RPC_PORT@|$3|g" tests/peers/influxdb.conf.template > "$1/influxdb.conf"
-  influxd -config "$1/influxdb.conf" >/dev/null 2>&1 & INFLUX_PID=$!; PIDS+=($INFLUX_PID)
-  for _ in $(seq 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:$2/ping)" = 204 ] && break; sleep 0.1; done
-  curl -s -XPOST "127.0.0.1:$2/query" --data-urlencode 'q=CREATE DATABASE gkgw' >/dev/null
-}
 
 start_gkgw() { # name influx_port(or empty) -> sets GK_PID MQTT HTTP GK_NAME
   GK_NAME=$1; local d="$WORK/$1"; mkdir -p "$d"; MQTT=$(free_port); HTTP=$(free_port)
@@ -58,8 +43,6 @@ TOML
 
 backlog() { curl -s "127.0.0.1:$HTTP/api/status" | python3 -c 'import json,sys; c=json.load(sys.stdin)["consumers"]; print(c[0]["backlog"] if c else 0)'; }
 
-# ONLY="C D2" runs a subset of the scenarios.
-want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "gkgw: $($BIN --version)"
