@@ -154,6 +154,10 @@ impl Hub {
 
     /// Delivers to every connection with a matching subscription.
     pub fn publish(&self, topic: &str, payload: Bytes) {
+        self.deliver(topic, payload, true);
+    }
+
+    fn deliver(&self, topic: &str, payload: Bytes, to_meter: bool) {
         let inner = self.lock();
         let mut topic_arc: Option<Arc<str>> = None;
         let mut send = |link: &Link| {
@@ -172,6 +176,7 @@ impl Hub {
         if let Some(id) = topic
             .strip_prefix("meters/")
             .and_then(|r| r.split('/').next())
+            .filter(|_| to_meter)
         {
             if let Some(s) = inner.meters.get(id) {
                 if let Some(link) = &s.conn {
@@ -197,23 +202,8 @@ impl Hub {
 
     /// Delivers to matching watchers only (a meter's own connection sends its ack itself).
     pub fn publish_to_watchers(&self, topic: &str, payload: Bytes) {
-        if !self.has_watchers() {
-            return;
-        }
-        let inner = self.lock();
-        let t: Arc<str> = Arc::from(topic);
-        for w in inner.watchers.values() {
-            if w.filters.iter().any(|f| topic_matches(f, topic))
-                && w.link
-                    .tx
-                    .try_send(Outbound::Publish {
-                        topic: t.clone(),
-                        payload: payload.clone(),
-                    })
-                    .is_err()
-            {
-                self.metrics.broker_outbound_dropped.fetch_add(1, Relaxed);
-            }
+        if self.has_watchers() {
+            self.deliver(topic, payload, false);
         }
     }
 
