@@ -44,7 +44,7 @@ fn bench(c: &mut Criterion) {
         let mut out = String::with_capacity(512);
         b.iter(|| {
             out.clear();
-            gkgw::sinks::line_protocol::encode(&mut out, "site-001", &one)
+            gkgw::line_protocol::encode(&mut out, "site-001", &one)
         })
     });
     g.finish();

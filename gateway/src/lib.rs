@@ -5,12 +5,12 @@
 pub mod broker;
 pub mod config;
 pub mod credentials;
-pub mod demo;
-pub mod demo_plant;
-pub mod load;
+pub mod line_protocol;
 pub mod metrics;
 pub mod model;
 pub mod os;
+pub mod plant;
+pub mod sim;
 pub mod sinks;
 pub mod sources;
 pub mod store;

@@ -547,7 +547,7 @@ async fn demo(a: DemoArgs) -> anyhow::Result<()> {
             Some(i)
         }
     };
-    let opts = gkgw::demo::Options {
+    let opts = gkgw::sim::demo::Options {
         mqtt: a.mqtt,
         http: a.http,
         state_dir: a.state_dir,
@@ -557,7 +557,7 @@ async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         plant: (!a.no_plant).then_some(a.plant),
         plant_faults: !a.no_faults,
     };
-    gkgw::demo::run(opts, shutdown_on_signal()).await
+    gkgw::sim::demo::run(opts, shutdown_on_signal()).await
 }
 
 async fn load(a: LoadArgs) -> anyhow::Result<()> {
@@ -566,7 +566,7 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
         1 => rumqttc::QoS::AtLeastOnce,
         q => anyhow::bail!("--qos {q}: expected 0 or 1"),
     };
-    let r = gkgw::load::run(gkgw::load::Options {
+    let r = gkgw::sim::load::run(gkgw::sim::load::Options {
         broker: a.mqtt,
         connections: a.connections.max(1),
         messages: a.messages,
@@ -720,7 +720,7 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
         }
         ModbusCommand::ServeDemo { listen, no_faults } => {
             let cancel = shutdown_on_signal();
-            let plant = gkgw::demo_plant::start(listen, !no_faults, cancel.clone()).await?;
+            let plant = gkgw::sim::plant::start(listen, !no_faults, cancel.clone()).await?;
             println!("demo plant on {} (units 1 digester, 2 energy meter, 3 compressor, 4 gas analyser); Ctrl-C stops", plant.addr);
             cancel.cancelled().await;
         }

@@ -348,7 +348,7 @@ pub async fn run(
         let mut lines = Vec::with_capacity(rows.len());
         for s in &rows {
             text.clear();
-            if super::line_protocol::encode(&mut text, &writer.site, &s.reading) {
+            if crate::line_protocol::encode(&mut text, &writer.site, &s.reading) {
                 lines.push((s.id, text.clone()));
             }
         }

@@ -2,4 +2,3 @@
 //! it only after its destination has accepted the data.
 
 pub mod influx;
-pub mod line_protocol;

@@ -307,8 +307,8 @@ pub fn parse(
                 .map(str::trim)
                 .filter(|l| !l.is_empty() && !l.starts_with('#'))
             {
-                let mut r = crate::sinks::line_protocol::parse_line(line)
-                    .map_err(|_| RejectReason::Malformed)?;
+                let mut r =
+                    crate::line_protocol::parse_line(line).map_err(|_| RejectReason::Malformed)?;
                 if METER_MEASUREMENTS.contains(&&*r.series.measurement) {
                     // Only a meter's own connection writes a meter's series.
                     return Err(RejectReason::Identity);

@@ -1,36 +1,14 @@
-//! `gkgw demo`: the whole gateway on one machine with nothing installed. Simulated meters are
-//! real MQTT clients (rumqttc) of the embedded broker, each logged in with its own account
-//! (created in the state directory at start); the store lives in a temporary directory.
-//! Anonymous loopback clients (`mosquitto_sub`) are let in read-only.
+//! Simulated field meters: real MQTT clients (rumqttc) of the embedded broker, each logged in
+//! with its own account, reporting gas or electricity use shaped by meal times.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
-
-pub struct Options {
-    pub mqtt: SocketAddr,
-    pub http: SocketAddr,
-    pub state_dir: Option<PathBuf>,
-    pub meters: usize,
-    pub meter_interval: Duration,
-    pub influx: Option<crate::config::Influx>,
-    /// Serve the simulated plant over Modbus TCP here and poll it.
-    pub plant: Option<SocketAddr>,
-    pub plant_faults: bool,
-}
-
-/// East Africa Time hour of day (UTC+3) for meal-time gas use.
-pub(crate) fn eat_hour() -> f64 {
-    let secs = crate::model::now_ns() / 1_000_000_000;
-    ((secs + 3 * 3600) % 86_400) as f64 / 3600.0
-}
+use super::eat_hour;
 
 fn meal_factor(hour: f64) -> f64 {
     match hour {
@@ -42,7 +20,7 @@ fn meal_factor(hour: f64) -> f64 {
 }
 
 /// The simulated state of one meter; `step` advances it by one reporting interval.
-struct SimMeter {
+pub(crate) struct SimMeter {
     id: String,
     gas: bool,
     seq: u64,
@@ -120,7 +98,7 @@ impl SimMeter {
     }
 }
 
-fn meter_id(index: usize) -> String {
+pub fn meter_id(index: usize) -> String {
     format!(
         "{}-{:04}",
         if index.is_multiple_of(2) { "GM" } else { "EM" },
@@ -129,7 +107,7 @@ fn meter_id(index: usize) -> String {
 }
 
 /// One simulated meter: connects, subscribes to its ack topic, publishes every `interval`.
-async fn run_meter(
+pub async fn run_meter(
     addr: SocketAddr,
     index: usize,
     password: String,
@@ -171,109 +149,6 @@ async fn run_meter(
         }
     }
     let _ = client.try_disconnect();
-}
-
-pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let (_tmp, state_dir) = match opts.state_dir {
-        Some(d) => (None, d),
-        None => {
-            let t = tempfile::Builder::new().prefix("gkgw-demo-").tempdir()?;
-            let p = t.path().to_owned();
-            (Some(t), p)
-        }
-    };
-    let mut config = Config::default();
-    config.site.id = "demo-site".into();
-    config.store.state_dir = state_dir.clone();
-    config.broker.listen = opts.mqtt;
-    config.broker.allow_anonymous = true;
-    config.broker.credentials_file = state_dir.join("meters.toml");
-    config.http.listen = opts.http;
-    if let Some(i) = opts.influx {
-        config.influx = i;
-    }
-    if !opts.mqtt.ip().is_loopback() {
-        anyhow::bail!(
-            "--mqtt {}: the demo broker accepts anonymous clients, so it only listens on loopback",
-            opts.mqtt
-        );
-    }
-    let plant_cancel = CancellationToken::new();
-    let plant = match opts.plant {
-        Some(addr) if !addr.ip().is_loopback() => {
-            anyhow::bail!("--plant {addr}: the simulated plant only listens on loopback")
-        }
-        Some(addr) => {
-            let plant =
-                crate::demo_plant::start(addr, opts.plant_faults, plant_cancel.clone()).await?;
-            let (bus, devices) = plant.config();
-            config.modbus.buses.push(bus);
-            config.modbus.devices.extend(devices);
-            Some(plant)
-        }
-        None => None,
-    };
-    // Every simulated meter has an account of its own, as on a real site. Hashing is slow on
-    // purpose (argon2id), so the accounts are made on the blocking pool, all in one write.
-    let accounts: Vec<(String, String)> = (0..opts.meters)
-        .map(|i| (meter_id(i), crate::credentials::new_password()))
-        .collect();
-    {
-        let (file, accounts) = (config.broker.credentials_file.clone(), accounts.clone());
-        tokio::task::spawn_blocking(move || {
-            crate::credentials::add_accounts(
-                &file,
-                crate::credentials::Kind::Meter,
-                &accounts,
-                true,
-            )
-        })
-        .await??;
-    }
-    let gw = crate::topology::start(config).await?;
-    let mqtt = gw.mqtt_addrs[0];
-    let mut banner = format!(
-        "Green Kitchen Gateway demo\n  status page:  http://{}/   (metrics: /metrics, health: /healthz)\n  MQTT broker:  {mqtt} with {} simulated meters, each with its own account ({}); anonymous clients are read-only\n  state dir:    {}\n",
-        gw.http_addr,
-        opts.meters,
-        state_dir.join("meters.toml").display(),
-        state_dir.display()
-    );
-    if let Some(p) = &plant {
-        banner.push_str(&format!(
-            "  Modbus plant: {} (units 1 digester, 2 energy meter, 3 compressor, 4 gas analyser)\n  try:          gkgw modbus poll --tcp {} --unit 1 --profile demo-digester\n",
-            p.addr, p.addr
-        ));
-    }
-    banner.push_str(&format!(
-        "  try:          mosquitto_sub -h {} -p {} -t 'meters/#' -v\n  Ctrl-C stops the demo; everything received is committed first.\n",
-        mqtt.ip(),
-        mqtt.port()
-    ));
-    {
-        // A closed stdout (`gkgw demo | head`) must not stop the demo.
-        use std::io::Write;
-        let _ = std::io::stdout().write_all(banner.as_bytes());
-        let _ = std::io::stdout().flush();
-    }
-    let meters = TaskTracker::new();
-    let meters_cancel = CancellationToken::new();
-    for (i, (_, password)) in accounts.into_iter().enumerate() {
-        meters.spawn(run_meter(
-            mqtt,
-            i,
-            password,
-            opts.meter_interval,
-            meters_cancel.clone(),
-        ));
-    }
-    meters.close();
-    shutdown.cancelled().await;
-    meters_cancel.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), meters.wait()).await;
-    gw.stop(Duration::from_secs(10)).await;
-    plant_cancel.cancel();
-    Ok(())
 }
 
 #[cfg(test)]

@@ -475,7 +475,7 @@ pub async fn start(
                 _ = tick.tick() => {}
             }
             let faults = faults && started.elapsed() > FAULT_GRACE;
-            physics.step(SPEED, crate::demo::eat_hour(), faults, &mut rng);
+            physics.step(SPEED, super::eat_hour(), faults, &mut rng);
             let Ok(mut units) = registers.0.lock() else {
                 break;
             };
