@@ -10,10 +10,7 @@ use gkgw::sources::mqtt::{parse, Rules};
 const PAYLOAD: &str = r#"{"meter_id":"GM-0001","seq":42,"ts":"2026-11-22T08:00:00Z","kind":"gas","cum_kg":12.345,"credit_kg":1.2,"valve":"open","battery_v":3.7,"rssi":-71,"tamper":false}"#;
 
 fn readings(n: usize) -> Vec<gkgw::model::Reading> {
-    let rules = Rules {
-        max_payload_bytes: 4096,
-        topics: Vec::new(),
-    };
+    let rules = Rules::meters_only(4096);
     (0..n)
         .map(|i| {
             let p = PAYLOAD
@@ -28,10 +25,7 @@ fn readings(n: usize) -> Vec<gkgw::model::Reading> {
 }
 
 fn bench(c: &mut Criterion) {
-    let rules = Rules {
-        max_payload_bytes: 4096,
-        topics: Vec::new(),
-    };
+    let rules = Rules::meters_only(4096);
     let mut g = c.benchmark_group("per_reading");
     g.throughput(Throughput::Elements(1));
     g.bench_function("parse_meter_payload", |b| {

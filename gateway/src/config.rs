@@ -46,6 +46,14 @@ pub struct Config {
     pub influx: Influx,
     pub http: Http,
     pub modbus: Modbus,
+    pub plant: Plant,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Plant {
+    /// The site's own quantities, in addition to the built-in catalogue (docs/schema.md).
+    pub quantity: Vec<crate::plant::Quantity>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -105,39 +113,149 @@ pub struct Mqtt {
     pub topics: Vec<TopicMap>,
 }
 
+/// A configured MQTT topic, checked and typed once when the config is read.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawTopicMap")]
 pub struct TopicMap {
-    /// MQTT filter, e.g. `site/+/temperature`; `+` levels can name the device.
+    /// MQTT filter, e.g. `site/+/temperature`.
     pub filter: String,
+    /// Which device (instance) the readings belong to.
+    pub device: TopicDevice,
+    /// Who may publish here.
+    pub publishers: TopicPublishers,
+    pub payload: TopicPayload,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TopicDevice {
+    /// Always this device.
+    Fixed(String),
+    /// The topic level (0-based) that names the device.
+    Level(usize),
+    /// Line protocol only: the point's `device` tag (every point must carry one).
+    FromPayload,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TopicPublishers {
+    /// The account whose id is the device's topic level (`sensors/d2/temp`: `d2`).
+    DeviceLevel(usize),
+    /// These broker accounts.
+    Accounts(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TopicPayload {
+    /// A plain number feeding one quantity.
+    Number { quantity: String },
+    /// A JSON object: quantity → dotted path of its value (`"digester.temperature" = "data.t"`).
+    Json {
+        values: std::collections::BTreeMap<String, String>,
+    },
+    /// InfluxDB line protocol; each point's measurement and field must be a known quantity's
+    /// storage name (docs/schema.md).
+    LineProtocol,
+}
+
+/// `[[mqtt.topics]]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopicMap {
+    /// MQTT filter, e.g. `site/+/temperature`; `+` levels can name the device.
+    filter: String,
     /// `json`, `number` or `line_protocol`.
-    pub format: PayloadFormat,
-    /// Influx measurement for `json` and `number` payloads.
+    format: PayloadFormat,
+    /// For `number`: the quantity it feeds.
     #[serde(default)]
-    pub measurement: String,
+    quantity: Option<String>,
+    /// For `json`: quantity → dotted path in the payload.
+    #[serde(default)]
+    values: std::collections::BTreeMap<String, String>,
     /// Which topic level (0-based) is the device name; `device` is used when absent.
     #[serde(default)]
-    pub device_level: Option<usize>,
+    device_level: Option<usize>,
     #[serde(default)]
-    pub device: String,
-    /// For `number`: the field name.
+    device: Option<String>,
+    /// Broker accounts allowed to publish to this filter. Not needed with `device_level`.
     #[serde(default)]
-    pub field: String,
-    /// For `json`: field name → dotted path in the payload (`"temp_c" = "data.t"`).
-    #[serde(default)]
-    pub fields: std::collections::BTreeMap<String, String>,
-    /// Broker accounts allowed to publish to this filter. Not needed with `device_level`:
-    /// then the account whose id is that topic level may publish (`sensors/d2/temp`: `d2`).
-    #[serde(default)]
-    pub publishers: Vec<String>,
+    publishers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PayloadFormat {
+enum PayloadFormat {
     Json,
     Number,
     LineProtocol,
+}
+
+impl TryFrom<RawTopicMap> for TopicMap {
+    type Error = String;
+
+    fn try_from(t: RawTopicMap) -> Result<TopicMap, String> {
+        let f = &t.filter;
+        if f.is_empty() || f.contains('#') && !f.ends_with('#') {
+            return Err(format!("filter: {f:?} is not a valid MQTT filter"));
+        }
+        if f.starts_with("meters/") {
+            return Err(format!(
+                "filter: {f:?}: meters/ topics are the built-in meter payloads"
+            ));
+        }
+        let levels = f.split('/').count();
+        if let Some(l) = t.device_level.filter(|l| *l >= levels) {
+            return Err(format!(
+                "device_level: {l} is beyond the {levels} levels of {f:?}"
+            ));
+        }
+        let publishers = match (t.device_level, t.publishers.is_empty()) {
+            (Some(l), true) => TopicPublishers::DeviceLevel(l),
+            (_, false) => TopicPublishers::Accounts(t.publishers),
+            (None, true) => {
+                return Err(format!(
+                    "publishers: {f:?}: say who may publish here: device_level (the account named by that topic level) or publishers = [\"ID\", ...]"
+                ))
+            }
+        };
+        let device = match (t.device_level, t.device) {
+            (Some(l), _) => TopicDevice::Level(l),
+            (None, Some(d)) if !d.is_empty() => TopicDevice::Fixed(d),
+            (None, _) if t.format == PayloadFormat::LineProtocol => TopicDevice::FromPayload,
+            (None, _) => return Err(format!("device: {f:?}: set device or device_level")),
+        };
+        let payload = match t.format {
+            PayloadFormat::Number => match (t.quantity, t.values.is_empty()) {
+                (Some(quantity), true) => TopicPayload::Number { quantity },
+                _ => {
+                    return Err(format!(
+                        "quantity: {f:?}: a number payload feeds one quantity (quantity = \"digester.temperature\")"
+                    ))
+                }
+            },
+            PayloadFormat::Json => match (t.quantity, t.values.is_empty()) {
+                (None, false) => TopicPayload::Json { values: t.values },
+                _ => {
+                    return Err(format!(
+                        "values: {f:?}: a json payload maps quantities to paths ([mqtt.topics.values] \"digester.temperature\" = \"data.t\")"
+                    ))
+                }
+            },
+            PayloadFormat::LineProtocol if t.quantity.is_none() && t.values.is_empty() => {
+                TopicPayload::LineProtocol
+            }
+            PayloadFormat::LineProtocol => {
+                return Err(format!(
+                    "format: {f:?}: line protocol names its own measurement and fields; quantity and values are for number and json"
+                ))
+            }
+        };
+        Ok(TopicMap {
+            filter: t.filter,
+            device,
+            publishers,
+            payload,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -147,7 +265,7 @@ pub struct Influx {
     /// Base URL; a path prefix (behind a reverse proxy) is kept.
     pub url: String,
     /// 1 for InfluxDB 1.x (`/write`), 2 for 2.x and VictoriaMetrics, 3 for 3.x (v2-compatible path).
-    pub version: u8,
+    pub version: InfluxVersion,
     /// 1.x: database and retention policy (empty: the database's default).
     pub database: String,
     pub retention_policy: String,
@@ -168,6 +286,40 @@ pub struct Influx {
     /// Retry backoff starts here and doubles up to `max_backoff_ms`.
     pub min_backoff_ms: u64,
     pub max_backoff_ms: u64,
+}
+
+/// Which InfluxDB write API to speak; written as the number 1, 2 or 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u8")]
+pub enum InfluxVersion {
+    /// `/write` with database, retention policy, user and password.
+    V1,
+    /// `/api/v2/write` with org, bucket and token (also VictoriaMetrics).
+    V2,
+    /// InfluxDB 3.x through its v2-compatible path (bucket and token; no org).
+    V3,
+}
+
+impl TryFrom<u8> for InfluxVersion {
+    type Error = String;
+    fn try_from(v: u8) -> Result<InfluxVersion, String> {
+        match v {
+            1 => Ok(InfluxVersion::V1),
+            2 => Ok(InfluxVersion::V2),
+            3 => Ok(InfluxVersion::V3),
+            v => Err(format!("{v}: expected 1, 2 or 3")),
+        }
+    }
+}
+
+impl std::fmt::Display for InfluxVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InfluxVersion::V1 => "1",
+            InfluxVersion::V2 => "2",
+            InfluxVersion::V3 => "3",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -262,6 +414,10 @@ pub struct ModbusDevice {
     /// Poll interval override for every field, in milliseconds.
     #[serde(default)]
     pub poll_interval_ms: Option<u64>,
+    /// Quantity overrides: profile field name → quantity (e.g. a temperature module's
+    /// `ch1 = "digester.temperature"`). Other fields feed the profile's quantity.
+    #[serde(default)]
+    pub quantities: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -321,7 +477,7 @@ impl Default for Influx {
         Influx {
             enabled: false,
             url: "http://127.0.0.1:8086".into(),
-            version: 1,
+            version: InfluxVersion::V1,
             database: "gkgw".into(),
             retention_policy: String::new(),
             username: String::new(),
@@ -405,6 +561,13 @@ impl Config {
         Ok(config)
     }
 
+    /// Validates a `Config` built in code (the demo's) by the same rules as a file's; `file`
+    /// names it in errors.
+    pub fn validated(self, file: &str) -> Result<Config, Error> {
+        self.validate(file)?;
+        Ok(self)
+    }
+
     fn validate(&self, file: &str) -> Result<(), Error> {
         let bad = |key: &'static str, message: String| {
             Err(Error::Invalid {
@@ -470,69 +633,6 @@ impl Config {
                 "expected at least 64 bytes".into(),
             );
         }
-        for t in &self.mqtt.topics {
-            if t.filter.is_empty() || t.filter.contains('#') && !t.filter.ends_with('#') {
-                return bad(
-                    "mqtt.topics.filter",
-                    format!("{:?} is not a valid MQTT filter", t.filter),
-                );
-            }
-            if t.filter.starts_with("meters/") {
-                return bad(
-                    "mqtt.topics.filter",
-                    format!(
-                        "{:?}: meters/ topics are handled by the meter profiles",
-                        t.filter
-                    ),
-                );
-            }
-            if t.device_level.is_none() && t.publishers.is_empty() {
-                return bad(
-                    "mqtt.topics.publishers",
-                    format!(
-                        "{:?}: say who may publish here: device_level (the account named by that topic level) or publishers = [\"ID\", ...]",
-                        t.filter
-                    ),
-                );
-            }
-            let levels = t.filter.split('/').count();
-            match t.device_level {
-                Some(l) if l >= levels => {
-                    return bad(
-                        "mqtt.topics.device_level",
-                        format!("{l} is beyond the {levels} levels of {:?}", t.filter),
-                    )
-                }
-                None if t.device.is_empty() && t.format != PayloadFormat::LineProtocol => {
-                    return bad(
-                        "mqtt.topics.device",
-                        format!("{:?}: set device or device_level", t.filter),
-                    )
-                }
-                _ => {}
-            }
-            match t.format {
-                PayloadFormat::Number if t.field.is_empty() || t.measurement.is_empty() => {
-                    return bad(
-                        "mqtt.topics.field",
-                        format!(
-                            "{:?}: a number payload needs measurement and field",
-                            t.filter
-                        ),
-                    )
-                }
-                PayloadFormat::Json if t.fields.is_empty() || t.measurement.is_empty() => {
-                    return bad(
-                        "mqtt.topics.fields",
-                        format!(
-                            "{:?}: a json payload needs measurement and fields",
-                            t.filter
-                        ),
-                    )
-                }
-                _ => {}
-            }
-        }
         self.validate_modbus(file)?;
         if self.influx.enabled {
             let i = &self.influx;
@@ -545,21 +645,22 @@ impl Config {
                 );
             }
             match i.version {
-                1 if i.database.is_empty() => {
+                InfluxVersion::V1 if i.database.is_empty() => {
                     return bad("influx.database", "required for version 1".into())
                 }
-                1 if !i.username.is_empty() && i.password_file.is_none() => {
+                InfluxVersion::V1 if !i.username.is_empty() && i.password_file.is_none() => {
                     return bad(
                         "influx.password_file",
                         "required when influx.username is set".into(),
                     )
                 }
-                2 | 3 if i.bucket.is_empty() => {
+                InfluxVersion::V2 | InfluxVersion::V3 if i.bucket.is_empty() => {
                     return bad("influx.bucket", "required for version 2 and 3".into())
                 }
-                2 if i.org.is_empty() => return bad("influx.org", "required for version 2".into()),
-                1..=3 => {}
-                v => return bad("influx.version", format!("{v}: expected 1, 2 or 3")),
+                InfluxVersion::V2 if i.org.is_empty() => {
+                    return bad("influx.org", "required for version 2".into())
+                }
+                _ => {}
             }
             if i.batch_size == 0 {
                 return bad("influx.batch_size", "expected at least 1".into());

@@ -383,16 +383,30 @@ async fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            println!("{}: ok", config.display());
-            print_pipeline(&cfg);
-            Ok(())
+            match gkgw::topology::resolve(cfg, &config.display().to_string()) {
+                Ok(r) => {
+                    println!("{}: ok", config.display());
+                    print!("{}", gkgw::topology::describe(&r));
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
         }
         Command::Run { config } => {
             let cfg = match load_config(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            gkgw::run(cfg, shutdown_on_signal()).await
+            match gkgw::topology::resolve(cfg, &config.display().to_string()) {
+                Ok(r) => gkgw::topology::run(r, shutdown_on_signal()).await,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
         }
         Command::Demo(a) => demo(a).await,
         Command::Meter(MeterCommand::Add { ids, file }) => {
@@ -456,78 +470,6 @@ async fn main() -> ExitCode {
     }
 }
 
-fn print_pipeline(c: &Config) {
-    println!("site {}", c.site.id);
-    println!("sources:");
-    println!(
-        "  mqtt broker {}: meters publish meters/{{id}}/state and /event (max payload {} bytes, packet {} bytes, {} connections, anonymous read-only: {})",
-        c.broker.listen,
-        c.mqtt.max_payload_bytes,
-        c.broker.max_packet_bytes,
-        c.broker.max_connections,
-        c.broker.allow_anonymous
-    );
-    println!("    accounts: {}", c.broker.credentials_file.display());
-    for t in &c.mqtt.topics {
-        println!(
-            "  mqtt topic {} ({:?}) -> {}",
-            t.filter,
-            t.format,
-            if t.measurement.is_empty() {
-                "(from payload)"
-            } else {
-                &t.measurement
-            }
-        );
-    }
-    for bus in &c.modbus.buses {
-        let transport = gkgw::sources::modbus::transport_of(bus);
-        println!(
-            "  modbus bus {}: {transport}, timeout {} ms, backoff {}..{} ms",
-            bus.name, bus.timeout_ms, bus.min_backoff_ms, bus.max_backoff_ms
-        );
-        for d in c.modbus.devices.iter().filter(|d| d.bus == bus.name) {
-            match gkgw::sources::modbus::load_profile(&c.modbus.profiles_dir, &d.profile) {
-                Ok(p) => {
-                    let planner =
-                        gkgw::sources::modbus::plan::Planner::new(&p.fields, p.device.limits);
-                    let requests = planner.plan(&(0..p.fields.len()).collect::<Vec<_>>()).len();
-                    println!(
-                        "    {} = {} unit {}: {} fields, {requests} requests per full cycle",
-                        d.name,
-                        p.device.model,
-                        d.unit.unwrap_or(p.device.unit_id),
-                        p.fields.len()
-                    );
-                }
-                Err(e) => println!("    {}: {e}", d.name),
-            }
-        }
-    }
-    println!(
-        "store: {} (commit every {} ms or {} readings, quota {} MiB, buffer {})",
-        gkgw::store::db_path(&c.store.state_dir).display(),
-        c.store.commit_interval_ms,
-        c.store.max_batch,
-        c.store.quota_mib,
-        c.store.channel_capacity
-    );
-    println!("consumers:");
-    if c.influx.enabled {
-        println!(
-            "  influx v{} at {} (batch {}, flush {} ms, gzip {})",
-            c.influx.version,
-            c.influx.url,
-            c.influx.batch_size,
-            c.influx.flush_interval_ms,
-            c.influx.gzip
-        );
-    } else {
-        println!("  (none: readings are pruned once committed)");
-    }
-    println!("http: {}", c.http.listen);
-}
-
 async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let influx = match a.influx {
         None => None,
@@ -536,12 +478,12 @@ async fn demo(a: DemoArgs) -> anyhow::Result<()> {
             i.enabled = true;
             i.url = url;
             if let Some(bucket) = a.influx_bucket {
-                i.version = 2;
+                i.version = gkgw::config::InfluxVersion::V2;
                 i.bucket = bucket;
                 i.org = a.influx_org.unwrap_or_default();
                 i.token_file = a.influx_token_file;
             } else {
-                i.version = 1;
+                i.version = gkgw::config::InfluxVersion::V1;
                 i.database = a.influx_db.unwrap_or_else(|| "gkgw".into());
             }
             Some(i)

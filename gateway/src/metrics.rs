@@ -22,19 +22,22 @@ pub enum RejectReason {
     BadTimestamp,
     /// A topic no pattern maps.
     UnknownTopic,
+    /// Line protocol naming a measurement and field that is no quantity's stored name.
+    UnknownQuantity,
     /// A connection tried to speak (publish, subscribe, will, client id) for an account other
     /// than its own.
     Identity,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 8] = [
         RejectReason::Malformed,
         RejectReason::Invalid,
         RejectReason::MeterIdMismatch,
         RejectReason::Oversized,
         RejectReason::BadTimestamp,
         RejectReason::UnknownTopic,
+        RejectReason::UnknownQuantity,
         RejectReason::Identity,
     ];
 
@@ -46,6 +49,7 @@ impl RejectReason {
             RejectReason::Oversized => "oversized",
             RejectReason::BadTimestamp => "bad_timestamp",
             RejectReason::UnknownTopic => "unknown_topic",
+            RejectReason::UnknownQuantity => "unknown_quantity",
             RejectReason::Identity => "identity",
         }
     }
@@ -118,7 +122,7 @@ impl Refusal {
 #[derive(Default)]
 pub struct Metrics {
     pub mqtt_messages: AtomicU64,
-    rejected: [AtomicU64; 7],
+    rejected: [AtomicU64; 8],
     auth: [AtomicU64; 5],
     refused: [AtomicU64; 4],
     /// Authenticated MQTT connections (a gauge).

@@ -29,9 +29,10 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, ModbusBus};
 use crate::metrics::Metrics;
 use crate::model::{AckRequest, Reading};
+use crate::plant::{self, Plant};
 use crate::sources::mqtt;
 use crate::store::{self, committer};
 use crate::{broker, credentials, sinks, web};
@@ -39,9 +40,160 @@ use crate::{broker, credentials, sinks, web};
 /// Descriptors kept free of MQTT connections for the store, the web server and clients.
 const RESERVED_FDS: u64 = 128;
 
+/// What a validated [`Config`] resolves to: everything the components need, each profile
+/// loaded and each binding checked once. `gkgw check` prints it ([`describe`]); [`start`]
+/// builds the pipeline from it.
+pub struct Resolved {
+    pub config: Config,
+    pub plant: Arc<Plant>,
+    pub mqtt: mqtt::Rules,
+    pub modbus: Vec<(ModbusBus, Vec<crate::sources::modbus::DevicePlan>)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("{file}: {source}")]
+    Plant {
+        file: String,
+        source: Box<plant::Error>,
+    },
+    #[error("{file}: modbus.device.profile: device {device:?}: {source}")]
+    Profile {
+        file: String,
+        device: String,
+        source: Box<crate::sources::modbus::profile::ProfileError>,
+    },
+}
+
+/// Loads the Modbus profiles, binds every source to its quantities and checks the bindings.
+/// `file` names the config in errors.
+pub fn resolve(config: Config, file: &str) -> Result<Resolved, ResolveError> {
+    let plant_err = |source| ResolveError::Plant {
+        file: file.to_owned(),
+        source: Box::new(source),
+    };
+    let mut plant =
+        Plant::new(plant::Catalogue::with_site(&config.plant.quantity).map_err(plant_err)?);
+    let rules = mqtt::Rules::bind(&config.mqtt, &mut plant).map_err(plant_err)?;
+    let mut modbus = Vec::new();
+    for bus in &config.modbus.buses {
+        let mut devices = Vec::new();
+        for (i, d) in config.modbus.devices.iter().enumerate() {
+            if d.bus != bus.name {
+                continue;
+            }
+            let profile =
+                crate::sources::modbus::load_profile(&config.modbus.profiles_dir, &d.profile)
+                    .map_err(|source| ResolveError::Profile {
+                        file: file.to_owned(),
+                        device: d.name.clone(),
+                        source: Box::new(source),
+                    })?;
+            let plan = crate::sources::modbus::DevicePlan::bind(
+                &format!("modbus.device[{i}]"),
+                bus,
+                d.clone(),
+                profile,
+                &mut plant,
+            )
+            .map_err(plant_err)?;
+            devices.push(plan);
+        }
+        modbus.push((bus.clone(), devices));
+    }
+    Ok(Resolved {
+        config,
+        plant: Arc::new(plant),
+        mqtt: rules,
+        modbus,
+    })
+}
+
+/// The resolved pipeline and plant table, as `gkgw check` prints them.
+pub fn describe(r: &Resolved) -> String {
+    use std::fmt::Write as _;
+    let c = &r.config;
+    let mut s = String::new();
+    let _ = writeln!(s, "site {}", c.site.id);
+    let _ = writeln!(s, "sources:");
+    let _ = writeln!(
+        s,
+        "  mqtt broker {}: meters publish meters/{{id}}/state and /event (max payload {} bytes, packet {} bytes, {} connections, anonymous read-only: {})",
+        c.broker.listen,
+        c.mqtt.max_payload_bytes,
+        c.broker.max_packet_bytes,
+        c.broker.max_connections,
+        c.broker.allow_anonymous
+    );
+    let _ = writeln!(s, "    accounts: {}", c.broker.credentials_file.display());
+    for t in &c.mqtt.topics {
+        let what = match &t.payload {
+            crate::config::TopicPayload::Number { quantity } => format!("number -> {quantity}"),
+            crate::config::TopicPayload::Json { values } => format!(
+                "json -> {}",
+                values.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+            crate::config::TopicPayload::LineProtocol => {
+                "line protocol (stored names of known quantities)".into()
+            }
+        };
+        let _ = writeln!(s, "  mqtt topic {}: {what}", t.filter);
+    }
+    for (bus, devices) in &r.modbus {
+        let transport = crate::sources::modbus::transport_of(bus);
+        let _ = writeln!(
+            s,
+            "  modbus bus {}: {transport}, timeout {} ms, backoff {}..{} ms",
+            bus.name, bus.timeout_ms, bus.min_backoff_ms, bus.max_backoff_ms
+        );
+        for d in devices {
+            let p = &d.profile;
+            let planner = crate::sources::modbus::plan::Planner::new(&p.fields, p.device.limits);
+            let requests = planner.plan(&(0..p.fields.len()).collect::<Vec<_>>()).len();
+            let _ = writeln!(
+                s,
+                "    {} = {} unit {}: {} fields, {requests} requests per full cycle",
+                d.config.name,
+                p.device.model,
+                d.config.unit.unwrap_or(p.device.unit_id),
+                p.fields.len()
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "store: {} (commit every {} ms or {} readings, quota {} MiB, buffer {})",
+        store::db_path(&c.store.state_dir).display(),
+        c.store.commit_interval_ms,
+        c.store.max_batch,
+        c.store.quota_mib,
+        c.store.channel_capacity
+    );
+    let _ = writeln!(s, "consumers:");
+    if c.influx.enabled {
+        let _ = writeln!(
+            s,
+            "  influx v{} at {} (batch {}, flush {} ms, gzip {})",
+            c.influx.version,
+            c.influx.url,
+            c.influx.batch_size,
+            c.influx.flush_interval_ms,
+            c.influx.gzip
+        );
+    } else {
+        let _ = writeln!(s, "  (none: readings are pruned once committed)");
+    }
+    let _ = writeln!(s, "http: {}", c.http.listen);
+    let _ = writeln!(s, "\nplant ({} bindings):", r.plant.bindings().len());
+    s.push_str(&r.plant.table());
+    s
+}
+
 /// A started gateway: its bound addresses, and the handles needed to stop it in order.
 pub struct Gateway {
     pub mqtt_addrs: Vec<SocketAddr>,
+    /// The site's quantities and bindings.
+    pub plant: Arc<Plant>,
     pub http_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     pub health: Arc<committer::Health>,
@@ -55,8 +207,20 @@ pub struct Gateway {
     sinks: TaskTracker,
 }
 
-/// Starts everything; returns once the broker and the web server are listening.
+/// Resolves `config` (see [`resolve`]) and starts everything; returns once the broker and the
+/// web server are listening.
 pub async fn start(config: Config) -> anyhow::Result<Gateway> {
+    start_resolved(resolve(config, "config")?).await
+}
+
+/// Starts everything from a resolved config.
+pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
+    let Resolved {
+        config,
+        plant,
+        mqtt: rules,
+        modbus,
+    } = resolved;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(committer::Health::default());
     std::fs::create_dir_all(&config.store.state_dir).with_context(|| {
@@ -112,24 +276,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
 
     let hub = Arc::new(broker::Hub::new(metrics.clone()));
     let commit_now = Arc::new(tokio::sync::Notify::new());
-    let rules = mqtt::Rules {
-        max_payload_bytes: config.mqtt.max_payload_bytes,
-        topics: config.mqtt.topics.clone(),
-    };
-    let acl = broker::Acl::new(
-        config
-            .mqtt
-            .topics
-            .iter()
-            .map(|t| broker::PublishRule {
-                filter: t.filter.clone(),
-                owner: match t.device_level {
-                    Some(l) => broker::Owner::Level(l),
-                    None => broker::Owner::Accounts(t.publishers.clone()),
-                },
-            })
-            .collect(),
-    );
+    let acl = broker::Acl::new(mqtt::publish_rules(&config.mqtt));
     let gate = Arc::new(broker::auth::Gate::new(
         verifier.clone(),
         config.broker.auth_concurrency,
@@ -169,15 +316,9 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
     ));
 
     let modbus_stats = crate::sources::modbus::Stats::default();
-    for bus in &config.modbus.buses {
-        let mut devices = Vec::new();
-        for d in config.modbus.devices.iter().filter(|d| d.bus == bus.name) {
-            let profile =
-                crate::sources::modbus::load_profile(&config.modbus.profiles_dir, &d.profile)?;
-            devices.push((d.clone(), profile));
-        }
+    for (bus, devices) in modbus {
         sources.spawn(crate::sources::modbus::run_bus(
-            bus.clone(),
+            bus,
             devices,
             readings_tx.clone(),
             modbus_stats.clone(),
@@ -251,6 +392,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
     tracing::info!(mqtt = %mqtt_addr, http = %http_addr, influx = config.influx.enabled, max_connections, "gateway started");
     Ok(Gateway {
         mqtt_addrs: vec![mqtt_addr],
+        plant,
         hub,
         _lock: lock,
         http_addr,
@@ -298,8 +440,8 @@ impl Gateway {
 
 /// Runs the gateway until `shutdown` is cancelled, then stops it cleanly. Feeds the systemd
 /// watchdog only while the store is committing.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let gw = start(config).await?;
+pub async fn run(resolved: Resolved, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let gw = start_resolved(resolved).await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     loop {

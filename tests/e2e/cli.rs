@@ -37,7 +37,10 @@ fn config_mistakes_name_file_key_and_expectation() {
         ("[store]\nquota_mib = 1\n", "gw.toml: store.quota_mib: expected at least 16 MiB"),
         ("[broker]\nconfig_file = \"/etc/rumqttd.toml\"\n", "gw.toml: broker.config_file: unknown field `config_file`"),
         ("[broker]\nmax_packet_bytes = 1000\n", "gw.toml: broker.max_packet_bytes: 1000 must exceed mqtt.max_payload_bytes (4096) by at least 128 bytes"),
-        ("[[mqtt.topics]]\nfilter = \"lab/ph\"\nformat = \"number\"\nmeasurement = \"lab\"\nfield = \"ph\"\ndevice = \"lab1\"\n", "gw.toml: mqtt.topics.publishers: \"lab/ph\": say who may publish here"),
+        ("[[mqtt.topics]]\nfilter = \"lab/ph\"\nformat = \"number\"\nquantity = \"digester.ph\"\ndevice = \"lab1\"\n", "gw.toml: mqtt.topics[0]: publishers: \"lab/ph\": say who may publish here"),
+        ("[[mqtt.topics]]\nfilter = \"lab/ph\"\nformat = \"number\"\nquantity = \"digester.acidity\"\ndevice = \"lab1\"\npublishers = [\"LAB\"]\n", "gw.toml: mqtt.topics[0].quantity: \"digester.acidity\" is not a known quantity"),
+        ("[[modbus.bus]]\nname = \"b\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\n[[modbus.device]]\nname = \"t\"\nbus = \"b\"\nprofile = \"comwintop-8pt1000\"\nquantities = { ch2 = \"kitchen.h2s\" }\n", "gw.toml: modbus.device[0].quantities.ch2: kitchen.h2s is stored in \"ppm\", but this source gives \"°C\""),
+        ("[[plant.quantity]]\nname = \"digester.pressure\"\nkind = \"gauge\"\n", "gw.toml: plant.quantity[0]: \"digester.pressure\": is a built-in quantity already"),
     ];
     for (config, expected) in cases {
         let (code, _, err) = check(config);
@@ -71,6 +74,19 @@ fn generated_config_is_valid_and_check_prints_the_pipeline() {
     assert!(
         stdout.contains("mqtt broker 0.0.0.0:1883: meters publish meters/{id}/state"),
         "{stdout}"
+    );
+    // The plant table: every built-in meter field, with its quantity, instance and unit.
+    assert!(stdout.contains("\nplant (15 bindings):\n"), "{stdout}");
+    let credit: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("meter.credit "))
+        .collect();
+    assert_eq!(credit.len(), 2, "{stdout}");
+    assert!(
+        credit
+            .iter()
+            .any(|l| l.contains("\"credit_kwh\" (electricity)") && l.contains(" kWh ")),
+        "{credit:?}"
     );
 }
 

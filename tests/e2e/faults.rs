@@ -171,7 +171,7 @@ fn sigkill_mid_ingest_never_loses_an_acknowledged_reading() {
 fn bad_input_is_rejected_counted_and_never_blocks_the_stream() {
     let influx = Influx1::start();
     let extra = format!(
-        "{}[mqtt]\nmax_payload_bytes = 1024\n[[mqtt.topics]]\nfilter = \"lp/#\"\nformat = \"line_protocol\"\ndevice = \"lp\"\npublishers = [\"SENSOR-1\"]\n",
+        "{}[mqtt]\nmax_payload_bytes = 1024\n[[mqtt.topics]]\nfilter = \"lp/#\"\nformat = \"line_protocol\"\ndevice = \"lp\"\npublishers = [\"SENSOR-1\"]\n[[plant.quantity]]\nname = \"flow.m3h\"\nunit = \"m³/h\"\nkind = \"gauge\"\nmeasurement = \"flow\"\nfield = \"m3h\"\n",
         influx_v1(&influx.url())
     );
     let gw = Gateway::start(&extra, &["GM-0001", "SENSOR-1"]);

@@ -85,7 +85,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         })
         .await??;
     }
-    let gw = crate::topology::start(config).await?;
+    let gw = crate::topology::start(config.validated("demo config")?).await?;
     let mqtt = gw.mqtt_addrs[0];
     let mut banner = format!(
         "Green Kitchen Gateway demo\n  status page:  http://{}/   (metrics: /metrics, health: /healthz)\n  MQTT broker:  {mqtt} with {} simulated meters, each with its own account ({}); anonymous clients are read-only\n  state dir:    {}\n",

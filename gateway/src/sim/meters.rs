@@ -157,10 +157,7 @@ mod tests {
 
     #[test]
     fn simulated_meters_produce_payloads_the_gateway_accepts() {
-        let rules = crate::sources::mqtt::Rules {
-            max_payload_bytes: 4096,
-            topics: Vec::new(),
-        };
+        let rules = crate::sources::mqtt::Rules::meters_only(4096);
         let mut rng = rand::thread_rng();
         for gas in [true, false] {
             let mut m = SimMeter::new(0, gas, &mut rng);

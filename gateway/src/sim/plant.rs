@@ -421,6 +421,7 @@ impl Plant {
                 unit: Some(*unit),
                 profile: (*profile).into(),
                 poll_interval_ms: None,
+                quantities: Default::default(),
             })
             .collect();
         (bus, devices)

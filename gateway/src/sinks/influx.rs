@@ -86,7 +86,7 @@ impl Writer {
         let base = cfg.url.trim_end_matches('/');
         let mut url = reqwest::Url::parse(&format!(
             "{base}{}",
-            if cfg.version == 1 {
+            if cfg.version == crate::config::InfluxVersion::V1 {
                 "/write"
             } else {
                 "/api/v2/write"
@@ -96,7 +96,7 @@ impl Writer {
         let auth = {
             let mut q = url.query_pairs_mut();
             q.append_pair("precision", "ns");
-            if cfg.version == 1 {
+            if cfg.version == crate::config::InfluxVersion::V1 {
                 q.append_pair("db", &cfg.database);
                 if !cfg.retention_policy.is_empty() {
                     q.append_pair("rp", &cfg.retention_policy);

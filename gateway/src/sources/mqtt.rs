@@ -24,16 +24,141 @@ use tokio::sync::mpsc;
 
 use crate::broker::{topic_matches, Identity};
 
-use crate::config::{PayloadFormat, TopicMap};
+use crate::config::{TopicDevice, TopicPayload, TopicPublishers};
 use crate::metrics::{Metrics, RejectReason};
 use crate::model::{
     AckRequest, Quality, Reading, Receipt, Series, Value, MAX_FUTURE_NS, MIN_VALID_TS_NS,
 };
+use crate::plant::{self, Instance, MeterKind, Plant, Quantity};
 
-/// Everything `parse` needs besides the message.
+/// Everything `parse` needs besides the message: the configured topics resolved to the
+/// quantities they feed, and the meter payload fields with their quantities' ranges.
 pub struct Rules {
     pub max_payload_bytes: usize,
-    pub topics: Vec<TopicMap>,
+    topics: Vec<TopicRule>,
+    /// `plant::METER_FIELDS` with their quantities, in payload order.
+    meter: Vec<(plant::MeterField, Arc<Quantity>)>,
+    /// For line protocol: which stored names are quantities.
+    plant: Arc<Plant>,
+}
+
+/// Where a value goes: its quantity and its stored name.
+#[derive(Debug, Clone)]
+struct Target {
+    quantity: Arc<Quantity>,
+    measurement: Arc<str>,
+    field: String,
+}
+
+#[derive(Debug, Clone)]
+enum Payload {
+    Number(Target),
+    /// (dotted JSON path, target).
+    Json(Vec<(String, Target)>),
+    LineProtocol,
+}
+
+#[derive(Debug, Clone)]
+struct TopicRule {
+    filter: String,
+    device: TopicDevice,
+    payload: Payload,
+}
+
+impl Rules {
+    /// Resolves the configured topics against the catalogue and records their bindings (and
+    /// the meter payloads') in `plant`. Errors name the config key.
+    pub fn bind(config: &crate::config::Mqtt, plant: &mut Plant) -> Result<Rules, plant::Error> {
+        plant.bind_meters()?;
+        let mut topics = Vec::new();
+        for (i, t) in config.topics.iter().enumerate() {
+            let instance = match &t.device {
+                TopicDevice::Fixed(d) => Instance::Device(d.clone()),
+                TopicDevice::Level(l) => Instance::TopicLevel(*l),
+                TopicDevice::FromPayload => Instance::TopicLevel(usize::MAX),
+            };
+            let mut target = |key: String, quantity: &str, what: String| {
+                let unit = plant.catalogue.require(&key, quantity)?.unit.clone();
+                let b = plant.bind(
+                    &key,
+                    quantity,
+                    instance.clone(),
+                    format!("mqtt {} {what}", t.filter),
+                    &unit,
+                    "on publish".into(),
+                )?;
+                Ok::<Target, plant::Error>(Target {
+                    quantity: b.quantity.clone(),
+                    measurement: Arc::from(b.measurement.as_str()),
+                    field: b.field.clone(),
+                })
+            };
+            let payload = match &t.payload {
+                TopicPayload::Number { quantity } => Payload::Number(target(
+                    format!("mqtt.topics[{i}].quantity"),
+                    quantity,
+                    "(number)".into(),
+                )?),
+                TopicPayload::Json { values } => Payload::Json(
+                    values
+                        .iter()
+                        .map(|(q, path)| {
+                            target(format!("mqtt.topics[{i}].values"), q, format!("\"{path}\""))
+                                .map(|t| (path.clone(), t))
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+                TopicPayload::LineProtocol => Payload::LineProtocol,
+            };
+            topics.push(TopicRule {
+                filter: t.filter.clone(),
+                device: t.device.clone(),
+                payload,
+            });
+        }
+        let meter = plant::METER_FIELDS
+            .iter()
+            .map(|m| {
+                plant
+                    .catalogue
+                    .require("built-in meter payload", m.quantity)
+                    .map(|q| (*m, q.clone()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Rules {
+            max_payload_bytes: config.max_payload_bytes,
+            topics,
+            meter,
+            plant: Arc::new(plant.clone()),
+        })
+    }
+}
+
+impl Rules {
+    /// The built-in meter topics alone, with the built-in catalogue (benchmarks, simulators).
+    pub fn meters_only(max_payload_bytes: usize) -> Rules {
+        let mut plant = Plant::new(plant::Catalogue::builtin());
+        let config = crate::config::Mqtt {
+            max_payload_bytes,
+            topics: Vec::new(),
+        };
+        Rules::bind(&config, &mut plant).expect("the built-in meter bindings are valid (tested)")
+    }
+}
+
+/// Who may publish to each configured topic, for the broker's ACL.
+pub fn publish_rules(config: &crate::config::Mqtt) -> Vec<crate::broker::PublishRule> {
+    config
+        .topics
+        .iter()
+        .map(|t| crate::broker::PublishRule {
+            filter: t.filter.clone(),
+            owner: match &t.publishers {
+                TopicPublishers::DeviceLevel(l) => crate::broker::Owner::Level(*l),
+                TopicPublishers::Accounts(a) => crate::broker::Owner::Accounts(a.clone()),
+            },
+        })
+        .collect()
 }
 
 fn check_ts(ts_ns: i64, now_ns: i64) -> Result<i64, RejectReason> {
@@ -95,27 +220,31 @@ fn text(
 /// Measurements only the built-in meter topics write.
 const METER_MEASUREMENTS: [&str; 3] = ["gas_meter", "electricity_meter", "meter_event"];
 
-/// A plausible range, inclusive. Until the plant model's quantity catalogue exists, the meter
-/// payload's ranges live here.
-type Range = (f64, f64);
-/// Cumulative gas (kg) or energy (kWh): never negative.
-const CUMULATIVE: Range = (0.0, 1e9);
-/// Remaining credit (kg or kWh): a prepaid meter closes at zero, it never goes below.
-const CREDIT: Range = (0.0, 1e6);
-const BATTERY_V: Range = (0.5, 15.0);
-/// Received signal strength: below −150 dBm nothing is received, above 0 dBm is not a radio.
-const RSSI_DBM: Range = (-150.0, 0.0);
+/// The words a meter's text fields may hold; anything else is `invalid`.
+fn allowed_words(key: &str) -> &'static [&'static str] {
+    match key {
+        "valve" => &["open", "closed", "locked"],
+        "relay" => &["open", "closed"],
+        "status" => &["active", "inactive", "suspended"],
+        _ => &[],
+    }
+}
 
-/// Pushes `field = v`, or, when `v` is outside `range`, `{field}_quality = "out_of_range"`
-/// and marks the reading bad.
+/// Supplementary fields: a message of only these (no usage, credit or switch state) is invalid.
+fn supplementary(quantity: &str) -> bool {
+    matches!(quantity, "meter.battery" | "meter.rssi" | "meter.tamper")
+}
+
+/// Pushes `field = v`, or, when `v` is outside the quantity's plausible range,
+/// `{field}_quality = "out_of_range"` and marks the reading bad.
 fn push_checked(
     fields: &mut Vec<(String, Value)>,
     quality: &mut Quality,
     field: &str,
     v: f64,
-    range: &Range,
+    q: &Quantity,
 ) {
-    if (range.0..=range.1).contains(&v) {
+    if q.plausible(v) {
         fields.push((field.to_owned(), Value::Float(v)));
     } else {
         fields.push((
@@ -126,8 +255,10 @@ fn push_checked(
     }
 }
 
-/// A meter payload (`state` or `event`) for the meter named in the topic.
+/// A meter payload (`state` or `event`) for the meter named in the topic. Fields and their
+/// quantities come from `plant::METER_FIELDS`; ranges from the quantity catalogue.
 fn parse_meter(
+    rules: &Rules,
     topic_id: &str,
     event: bool,
     payload: &[u8],
@@ -147,73 +278,55 @@ fn parse_meter(
         Some(s) => Some(s.as_u64().ok_or(RejectReason::Invalid)?),
     };
     let ts_ns = json_ts(&obj, now_ns)?;
+    let kind = if event {
+        MeterKind::Event
+    } else {
+        match obj.get("kind").and_then(Json::as_str) {
+            Some("gas") => MeterKind::Gas,
+            Some("electricity") => MeterKind::Electricity,
+            _ => return Err(RejectReason::Invalid),
+        }
+    };
     let mut fields: Vec<(String, Value)> = Vec::with_capacity(8);
     let mut quality = Quality::Good;
-    let measurement = if event {
-        let name = text(&obj, "event", &[])?.ok_or(RejectReason::Invalid)?;
-        fields.push(("event".into(), Value::Str(name)));
-        if let Some(d) = text(&obj, "detail", &[])? {
-            fields.push(("detail".into(), Value::Str(d)));
-        }
-        "meter_event"
-    } else {
-        type Numbers = &'static [(&'static str, &'static str, Range)];
-        type Texts = &'static [(&'static str, &'static str, &'static [&'static str])];
-        let (measurement, numbers, texts): (&str, Numbers, Texts) =
-            match obj.get("kind").and_then(Json::as_str) {
-                Some("gas") => (
-                    "gas_meter",
-                    &[
-                        ("cum_kg", "gas_used_kg", CUMULATIVE),
-                        ("credit_kg", "credit_kg", CREDIT),
-                    ],
-                    &[("valve", "valve", &["open", "closed", "locked"])],
-                ),
-                Some("electricity") => (
-                    "electricity_meter",
-                    &[
-                        ("cum_kwh", "energy_used_kwh", CUMULATIVE),
-                        ("credit_kwh", "credit_kwh", CREDIT),
-                    ],
-                    &[
-                        ("relay", "relay", &["open", "closed"]),
-                        ("status", "status", &["active", "inactive", "suspended"]),
-                    ],
-                ),
-                _ => return Err(RejectReason::Invalid),
-            };
-        for (key, field, range) in numbers {
-            if let Some(v) = num(&obj, key)? {
-                push_checked(&mut fields, &mut quality, field, v, range);
+    let mut primary = 0;
+    for (m, q) in rules.meter.iter().filter(|(m, _)| m.kind == kind) {
+        let before = fields.len();
+        match q.kind {
+            plant::Kind::Gauge | plant::Kind::Counter => {
+                if let Some(v) = num(&obj, m.key)? {
+                    push_checked(&mut fields, &mut quality, m.field, v, q);
+                }
             }
-        }
-        for (key, field, allowed) in texts {
-            if let Some(v) = text(&obj, key, allowed)? {
-                fields.push(((*field).into(), Value::Str(v)));
+            plant::Kind::Text => {
+                if let Some(v) = text(&obj, m.key, allowed_words(m.key))? {
+                    fields.push((m.field.to_owned(), Value::Str(v)));
+                }
             }
+            plant::Kind::State => match obj.get(m.key) {
+                None | Some(Json::Null) => {}
+                Some(Json::Bool(b)) => fields.push((m.field.to_owned(), Value::Bool(*b))),
+                Some(_) => return Err(RejectReason::Invalid),
+            },
         }
-        if fields.is_empty() {
-            return Err(RejectReason::Invalid);
+        if !supplementary(&q.name) {
+            primary += fields.len() - before;
         }
-        if let Some(v) = num(&obj, "battery_v")? {
-            push_checked(&mut fields, &mut quality, "battery_v", v, &BATTERY_V);
-        }
-        if let Some(v) = num(&obj, "rssi")? {
-            push_checked(&mut fields, &mut quality, "rssi_dbm", v, &RSSI_DBM);
-        }
-        match obj.get("tamper") {
-            None | Some(Json::Null) => {}
-            Some(Json::Bool(b)) => fields.push(("tamper".into(), Value::Bool(*b))),
-            Some(_) => return Err(RejectReason::Invalid),
-        }
-        measurement
+    }
+    let required_missing = match kind {
+        // An event must say which event it is.
+        MeterKind::Event => !fields.iter().any(|(f, _)| f == "event"),
+        _ => primary == 0,
     };
+    if required_missing {
+        return Err(RejectReason::Invalid);
+    }
     if let Some(s) = seq {
         fields.push(("seq".into(), Value::Int(s as i64)));
     }
     let meter: Arc<str> = Arc::from(topic_id);
     Ok(Reading {
-        series: Series::new(measurement, meter.clone()),
+        series: Series::new(kind.measurement(), meter.clone()),
         ts_ns,
         quality,
         fields,
@@ -229,11 +342,12 @@ fn json_path<'a>(v: &'a Json, path: &str) -> Option<&'a Json> {
     path.split('.').try_fold(v, |v, k| v.get(k))
 }
 
-fn device_of(map: &TopicMap, topic: &str) -> String {
-    map.device_level
-        .and_then(|l| topic.split('/').nth(l))
-        .unwrap_or(&map.device)
-        .to_owned()
+fn device_of(rule: &TopicRule, topic: &str) -> String {
+    match &rule.device {
+        TopicDevice::Fixed(d) => d.clone(),
+        TopicDevice::Level(l) => topic.split('/').nth(*l).unwrap_or_default().to_owned(),
+        TopicDevice::FromPayload => String::new(),
+    }
 }
 
 /// One message to zero or more readings (line protocol can carry several points).
@@ -248,7 +362,7 @@ pub fn parse(
     }
     let levels: Vec<&str> = topic.split('/').collect();
     if let ["meters", id, kind @ ("state" | "event")] = levels.as_slice() {
-        return parse_meter(id, *kind == "event", payload, now_ns).map(|r| vec![r]);
+        return parse_meter(rules, id, *kind == "event", payload, now_ns).map(|r| vec![r]);
     }
     let map = rules
         .topics
@@ -256,50 +370,79 @@ pub fn parse(
         .find(|m| topic_matches(&m.filter, topic))
         .ok_or(RejectReason::UnknownTopic)?;
     let text = std::str::from_utf8(payload).map_err(|_| RejectReason::Malformed)?;
-    match map.format {
-        PayloadFormat::Number => {
+    match &map.payload {
+        Payload::Number(t) => {
             let v: f64 = text.trim().parse().map_err(|_| RejectReason::Malformed)?;
             if !v.is_finite() {
                 return Err(RejectReason::Invalid);
             }
+            let mut fields = Vec::with_capacity(1);
+            let mut quality = Quality::Good;
+            push_checked(&mut fields, &mut quality, &t.field, v, &t.quantity);
             Ok(vec![Reading {
-                series: Series::new(map.measurement.as_str(), device_of(map, topic)),
+                series: Series::new(t.measurement.clone(), device_of(map, topic)),
                 ts_ns: now_ns,
-                quality: Quality::Good,
-                fields: vec![(map.field.clone(), Value::Float(v))],
-                ack: None,
-                receipt: None,
-            }])
-        }
-        PayloadFormat::Json => {
-            let json: Json = serde_json::from_str(text).map_err(|_| RejectReason::Malformed)?;
-            let obj = json.as_object().ok_or(RejectReason::Invalid)?;
-            let mut fields = Vec::new();
-            for (field, path) in &map.fields {
-                match json_path(&json, path) {
-                    Some(Json::Number(n)) => fields.push((
-                        field.clone(),
-                        Value::Float(n.as_f64().ok_or(RejectReason::Invalid)?),
-                    )),
-                    Some(Json::Bool(b)) => fields.push((field.clone(), Value::Bool(*b))),
-                    Some(Json::String(s)) => fields.push((field.clone(), Value::Str(s.clone()))),
-                    None | Some(Json::Null) => {}
-                    Some(_) => return Err(RejectReason::Invalid),
-                }
-            }
-            if fields.is_empty() {
-                return Err(RejectReason::Invalid);
-            }
-            Ok(vec![Reading {
-                series: Series::new(map.measurement.as_str(), device_of(map, topic)),
-                ts_ns: json_ts(obj, now_ns)?,
-                quality: Quality::Good,
+                quality,
                 fields,
                 ack: None,
                 receipt: None,
             }])
         }
-        PayloadFormat::LineProtocol => {
+        Payload::Json(values) => {
+            let json: Json = serde_json::from_str(text).map_err(|_| RejectReason::Malformed)?;
+            let obj = json.as_object().ok_or(RejectReason::Invalid)?;
+            let ts_ns = json_ts(obj, now_ns)?;
+            let device = device_of(map, topic);
+            // One reading per measurement, in the order the rule lists them.
+            let mut out: Vec<Reading> = Vec::new();
+            for (path, t) in values {
+                let value = match json_path(&json, path) {
+                    None | Some(Json::Null) => continue,
+                    Some(v) => v,
+                };
+                let i = match out
+                    .iter()
+                    .position(|r| r.series.measurement == t.measurement)
+                {
+                    Some(i) => i,
+                    None => {
+                        out.push(Reading {
+                            series: Series::new(t.measurement.clone(), device.as_str()),
+                            ts_ns,
+                            quality: Quality::Good,
+                            fields: Vec::new(),
+                            ack: None,
+                            receipt: None,
+                        });
+                        out.len() - 1
+                    }
+                };
+                let r = &mut out[i];
+                match (t.quantity.kind, value) {
+                    (plant::Kind::Gauge | plant::Kind::Counter, Json::Number(n)) => {
+                        let v = n.as_f64().ok_or(RejectReason::Invalid)?;
+                        push_checked(&mut r.fields, &mut r.quality, &t.field, v, &t.quantity);
+                    }
+                    (plant::Kind::State, Json::Bool(b)) => {
+                        r.fields.push((t.field.clone(), Value::Bool(*b)))
+                    }
+                    (plant::Kind::State, Json::Number(n)) => r.fields.push((
+                        t.field.clone(),
+                        Value::Float(n.as_f64().ok_or(RejectReason::Invalid)?),
+                    )),
+                    (plant::Kind::Text | plant::Kind::State, Json::String(s)) if s.len() <= 64 => {
+                        r.fields.push((t.field.clone(), Value::Str(s.clone())))
+                    }
+                    _ => return Err(RejectReason::Invalid),
+                }
+            }
+            out.retain(|r| !r.fields.is_empty());
+            if out.is_empty() {
+                return Err(RejectReason::Invalid);
+            }
+            Ok(out)
+        }
+        Payload::LineProtocol => {
             let device = device_of(map, topic);
             let mut out = Vec::new();
             for line in text
@@ -312,6 +455,14 @@ pub fn parse(
                 if METER_MEASUREMENTS.contains(&&*r.series.measurement) {
                     // Only a meter's own connection writes a meter's series.
                     return Err(RejectReason::Identity);
+                }
+                // Every field must be a quantity's stored name: line protocol may not invent
+                // series the plant model does not know.
+                if r.fields
+                    .iter()
+                    .any(|(f, _)| rules.plant.quantity_of(&r.series.measurement, f).is_none())
+                {
+                    return Err(RejectReason::UnknownQuantity);
                 }
                 r.ts_ns = match r.ts_ns {
                     0 => now_ns,
@@ -429,43 +580,53 @@ mod tests {
     const NOW: i64 = 1_795_340_000_000_000_000; // 2026-11-22T09:33:20Z
 
     fn rules() -> Rules {
-        Rules {
-            max_payload_bytes: 512,
-            topics: vec![
-                TopicMap {
-                    filter: "sensors/+/temp".into(),
-                    format: PayloadFormat::Number,
-                    measurement: "digester".into(),
-                    device_level: Some(1),
-                    device: String::new(),
-                    field: "temperature_c".into(),
-                    fields: Default::default(),
-                    publishers: Vec::new(),
-                },
-                TopicMap {
-                    filter: "lab/json".into(),
-                    format: PayloadFormat::Json,
-                    measurement: "lab".into(),
-                    device_level: None,
-                    device: "lab1".into(),
-                    field: String::new(),
-                    fields: [("ph".to_owned(), "sample.ph".to_owned())]
-                        .into_iter()
-                        .collect(),
-                    publishers: Vec::new(),
-                },
-                TopicMap {
-                    filter: "lp/#".into(),
-                    format: PayloadFormat::LineProtocol,
-                    measurement: String::new(),
-                    device_level: None,
-                    device: "lp-dev".into(),
-                    field: String::new(),
-                    fields: Default::default(),
-                    publishers: Vec::new(),
-                },
-            ],
-        }
+        let config = crate::config::Config::parse(
+            "test.toml",
+            r#"
+[mqtt]
+max_payload_bytes = 512
+[[mqtt.topics]]
+filter = "sensors/+/temp"
+format = "number"
+quantity = "digester.temperature"
+device_level = 1
+[[mqtt.topics]]
+filter = "lab/json"
+format = "json"
+device = "lab1"
+publishers = ["LAB"]
+[mqtt.topics.values]
+"digester.ph" = "sample.ph"
+"biogas.ch4" = "sample.ch4"
+[[mqtt.topics]]
+filter = "lp/#"
+format = "line_protocol"
+device = "lp-dev"
+publishers = ["LP"]
+[[plant.quantity]]
+name = "power.volts"
+unit = "V"
+kind = "gauge"
+measurement = "power"
+field = "volts"
+[[plant.quantity]]
+name = "power.on"
+kind = "state"
+measurement = "power"
+field = "on"
+[[plant.quantity]]
+name = "power.watts"
+unit = "W"
+kind = "gauge"
+measurement = "power"
+field = "watts"
+"#,
+        )
+        .expect("test config");
+        let mut plant = Plant::new(
+            plant::Catalogue::with_site(&config.plant.quantity).expect("site quantities"),
+        );
+        Rules::bind(&config.mqtt, &mut plant).expect("bound")
     }
 
     fn check(topic: &str, payload: &str, expected: Result<Vec<Reading>, RejectReason>) {
@@ -636,12 +797,54 @@ mod tests {
             "lab/json",
             r#"{"sample":{"ph":7.1}}"#,
             Ok(vec![reading(
-                "lab",
+                "digester",
                 "lab1",
                 NOW,
                 vec![("ph", Value::Float(7.1))],
                 None,
             )]),
+        );
+        // Two quantities of two equipment kinds: one reading each, in stored names.
+        check(
+            "lab/json",
+            r#"{"sample":{"ph":7.1,"ch4":58.5}}"#,
+            Ok(vec![
+                reading(
+                    "biogas",
+                    "lab1",
+                    NOW,
+                    vec![("ch4_pct", Value::Float(58.5))],
+                    None,
+                ),
+                reading(
+                    "digester",
+                    "lab1",
+                    NOW,
+                    vec![("ph", Value::Float(7.1))],
+                    None,
+                ),
+            ]),
+        );
+        check(
+            "lab/json",
+            r#"{"sample":{"ph":"acid"}}"#,
+            Err(RejectReason::Invalid),
+        );
+        // Out of the quantity's plausible range: a quality flag, not a number.
+        let mut bad = reading(
+            "digester",
+            "d3",
+            NOW,
+            vec![("temperature_c_quality", Value::Str("out_of_range".into()))],
+            None,
+        );
+        bad.quality = Quality::Bad;
+        check("sensors/d3/temp", "900", Ok(vec![bad]));
+        // Line protocol may only write stored names of known quantities.
+        check(
+            "lp/x",
+            "power,device=sdm1 volts=230.1,bogus=1",
+            Err(RejectReason::UnknownQuantity),
         );
         check("lab/json", r#"{"sample":{}}"#, Err(RejectReason::Invalid));
         check(

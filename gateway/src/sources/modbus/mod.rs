@@ -262,6 +262,74 @@ pub fn render_stats(stats: &Stats, out: &mut String) {
     }
 }
 
+/// One configured device with its profile (overrides applied) and, per profile field, the
+/// stored name of the quantity it feeds. Made once by [`DevicePlan::bind`] in the resolve step.
+#[derive(Debug, Clone)]
+pub struct DevicePlan {
+    pub config: ModbusDevice,
+    pub profile: Profile,
+    /// Per field: (measurement, field name), from the field's binding.
+    pub names: Vec<(String, String)>,
+}
+
+impl DevicePlan {
+    /// Applies the device's overrides to `profile` and binds each field to its quantity in
+    /// `plant` (instance: the device name). `key` is the device's config key, for errors.
+    pub fn bind(
+        key: &str,
+        bus: &ModbusBus,
+        config: ModbusDevice,
+        mut profile: Profile,
+        plant: &mut crate::plant::Plant,
+    ) -> Result<DevicePlan, crate::plant::Error> {
+        if let Some(ms) = config.poll_interval_ms {
+            for f in &mut profile.fields {
+                f.poll_interval = Duration::from_millis(ms);
+            }
+        }
+        for name in config.quantities.keys() {
+            if profile.field(name).is_none() {
+                return Err(crate::plant::Error::BadQuantity {
+                    key: format!("{key}.quantities"),
+                    name: name.clone(),
+                    message: format!("profile {} has no such field", profile.device.model),
+                });
+            }
+        }
+        let unit = config.unit.unwrap_or(profile.device.unit_id);
+        let mut names = Vec::with_capacity(profile.fields.len());
+        for f in &mut profile.fields {
+            let (qkey, quantity) = match config.quantities.get(&f.name) {
+                Some(q) => (format!("{key}.quantities.{}", f.name), q.clone()),
+                None => (
+                    format!("{key}.profile (field {})", f.name),
+                    f.quantity.clone(),
+                ),
+            };
+            let interval = if f.poll_interval == profile::ONCE {
+                "once".to_owned()
+            } else {
+                format!("{:?}", f.poll_interval)
+            };
+            let b = plant.bind(
+                &qkey,
+                &quantity,
+                crate::plant::Instance::Device(config.name.clone()),
+                format!("modbus {} unit {unit} {}", bus.name, f.name),
+                f.unit.as_deref().unwrap_or(""),
+                interval,
+            )?;
+            names.push((b.measurement.clone(), b.field.clone()));
+            f.quantity = quantity;
+        }
+        Ok(DevicePlan {
+            config,
+            profile,
+            names,
+        })
+    }
+}
+
 /// One device on a bus, as the poller sees it.
 struct Device {
     name: String,
@@ -311,7 +379,7 @@ fn readings_of(dev: &Device, decoded: &[(usize, decode::Reading)], ts_ns: i64) -
 /// Polls every device of one bus until cancelled. See the module doc and `health`.
 pub async fn run_bus(
     bus: ModbusBus,
-    devices: Vec<(ModbusDevice, Profile)>,
+    devices: Vec<DevicePlan>,
     tx: mpsc::Sender<Reading>,
     stats: Stats,
     cancel: CancellationToken,
@@ -324,26 +392,22 @@ pub async fn run_bus(
     );
     let mut devs: Vec<Device> = devices
         .into_iter()
-        .map(|(cfg, mut profile)| {
-            if let Some(ms) = cfg.poll_interval_ms {
-                for f in &mut profile.fields {
-                    f.poll_interval = Duration::from_millis(ms);
+        .map(
+            |DevicePlan {
+                 config: cfg,
+                 profile,
+                 names,
+             }| {
+                Device {
+                    name: cfg.name.clone(),
+                    unit: cfg.unit.unwrap_or(profile.device.unit_id),
+                    planner: plan::Planner::new(&profile.fields, profile.device.limits),
+                    health: health::Health::new(min_b, max_b),
+                    names,
+                    profile,
                 }
-            }
-            let names = profile
-                .fields
-                .iter()
-                .map(|f| influx_names(&f.quantity, f.unit.as_deref()))
-                .collect();
-            Device {
-                name: cfg.name.clone(),
-                unit: cfg.unit.unwrap_or(profile.device.unit_id),
-                planner: plan::Planner::new(&profile.fields, profile.device.limits),
-                health: health::Health::new(min_b, max_b),
-                names,
-                profile,
-            }
-        })
+            },
+        )
         .collect();
     if let Ok(mut s) = stats.lock() {
         for d in &devs {
