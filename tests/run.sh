@@ -4,5 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/peers/install.sh
+# The habits the code keeps are kept by the machine: formatting and lints before any test.
+cargo fmt --all --check
+cargo clippy --workspace --locked --all-targets -- -D warnings
 cargo build --workspace --locked --all-targets
 cargo test --workspace --locked --no-fail-fast

@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod config;
 pub mod credentials;
+pub mod intake;
 pub mod line_protocol;
 pub mod metrics;
 pub mod model;

@@ -265,9 +265,10 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
 
     // Channels: every edge of the diagram above.
     let (readings_tx, readings_rx) = mpsc::channel::<Reading>(config.store.channel_capacity);
-    let (acks_tx, mut acks_rx) = mpsc::channel::<Vec<AckRequest>>(1024);
+    let (acks_tx, acks_rx) = mpsc::channel::<Vec<AckRequest>>(1024);
     let (committed_tx, committed_rx) = watch::channel(0i64);
-    let (live, _) = broadcast::channel::<Arc<Reading>>(1024);
+    let (live, _) = broadcast::channel::<Arc<Reading>>(crate::intake::LIVE_CAPACITY);
+    let intake = crate::intake::Intake::new(readings_tx, live.clone());
 
     let sources_cancel = CancellationToken::new();
     let sinks_cancel = CancellationToken::new();
@@ -297,12 +298,7 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
             gate: gate.clone(),
             acl,
             hub: hub.clone(),
-            inbound: Arc::new(mqtt::Ingest::new(
-                rules,
-                readings_tx.clone(),
-                live.clone(),
-                metrics.clone(),
-            )),
+            inbound: Arc::new(mqtt::Ingest::new(rules, intake.clone(), metrics.clone())),
             metrics: metrics.clone(),
         },
         &sources,
@@ -320,12 +316,12 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
         sources.spawn(crate::sources::modbus::run_bus(
             bus,
             devices,
-            readings_tx.clone(),
+            intake.clone(),
             modbus_stats.clone(),
             sources_cancel.clone(),
         ));
     }
-    drop(readings_tx);
+    drop(intake);
 
     let committer = tokio::spawn(committer::run(
         writer,
@@ -343,25 +339,13 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
         health.clone(),
     ));
 
-    // Application acks go out through the broker's session table (never blocks: each
-    // connection's queue is bounded and a full one drops, counted).
-    {
-        let hub = hub.clone();
-        let metrics = metrics.clone();
-        sinks.spawn(async move {
-            while let Some(acks) = acks_rx.recv().await {
-                for a in acks {
-                    hub.publish(
-                        &format!("meters/{}/ack", a.meter_id),
-                        bytes::Bytes::from(format!("{{\"seq\":{}}}", a.seq)),
-                    );
-                    metrics
-                        .acks_published
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-        });
-    }
+    // Application acks of readings whose connection is gone go out through the broker's
+    // outbox (never blocks: each connection's queue is bounded and a full one drops, counted).
+    sinks.spawn(broker::outbox::route_acks(
+        acks_rx,
+        hub.clone(),
+        metrics.clone(),
+    ));
 
     if config.influx.enabled {
         let w = sinks::influx::Writer::new(&config.influx, &config.site.id, metrics.clone())?;

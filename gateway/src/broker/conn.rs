@@ -243,7 +243,7 @@ pub(super) async fn serve<I: Inbound>(
         inflight: 0,
         qos2: HashMap::new(),
         receipts: rc_tx,
-        ack_topic: meter.as_ref().map(|m| format!("meters/{m}/ack")),
+        ack_topic: meter.as_ref().map(|m| super::outbox::ack_topic(m)),
         acked: false,
         meter: meter.clone(),
         id,
@@ -545,7 +545,7 @@ impl<I: Inbound> Conn<'_, I> {
             write(out, Packet::PubAck(PubAck::new(pkid)));
         }
         if let (Some(seq), Some(topic)) = (c.ack_seq, &self.ack_topic) {
-            let payload = bytes::Bytes::from(format!("{{\"seq\":{seq}}}"));
+            let payload = super::outbox::ack_payload(seq);
             self.ctx.hub.publish_to_watchers(topic, payload.clone());
             if self.acked {
                 write(

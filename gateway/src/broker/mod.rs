@@ -33,6 +33,7 @@ pub mod acl;
 pub mod auth;
 mod conn;
 pub mod hub;
+pub mod outbox;
 
 use std::collections::VecDeque;
 use std::future::Future;

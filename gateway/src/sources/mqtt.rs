@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value as Json;
-use tokio::sync::mpsc;
 
 use crate::broker::{topic_matches, Identity};
 
@@ -509,23 +508,16 @@ impl RateLimitedLog {
 /// The broker's [`crate::broker::Inbound`]: publishes become readings in the store's channel.
 pub struct Ingest {
     rules: Rules,
-    tx: mpsc::Sender<Reading>,
-    live: tokio::sync::broadcast::Sender<Arc<Reading>>,
+    intake: crate::intake::Intake,
     metrics: Arc<Metrics>,
     log: Mutex<RateLimitedLog>,
 }
 
 impl Ingest {
-    pub fn new(
-        rules: Rules,
-        tx: mpsc::Sender<Reading>,
-        live: tokio::sync::broadcast::Sender<Arc<Reading>>,
-        metrics: Arc<Metrics>,
-    ) -> Ingest {
+    pub fn new(rules: Rules, intake: crate::intake::Intake, metrics: Arc<Metrics>) -> Ingest {
         Ingest {
             rules,
-            tx,
-            live,
+            intake,
             metrics,
             log: Mutex::default(),
         }
@@ -551,10 +543,7 @@ impl crate::broker::Inbound for Ingest {
                     last.receipt = receipt;
                 }
                 for r in readings {
-                    if self.live.receiver_count() > 0 {
-                        let _ = self.live.send(Arc::new(r.clone()));
-                    }
-                    if self.tx.send(r).await.is_err() {
+                    if self.intake.send(r).await.is_err() {
                         return; // the store is gone: shutting down; nothing was confirmed
                     }
                 }

@@ -19,7 +19,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ModbusBus, ModbusDevice, ModbusTransport};
@@ -380,7 +379,7 @@ fn readings_of(dev: &Device, decoded: &[(usize, decode::Reading)], ts_ns: i64) -
 pub async fn run_bus(
     bus: ModbusBus,
     devices: Vec<DevicePlan>,
-    tx: mpsc::Sender<Reading>,
+    tx: crate::intake::Intake,
     stats: Stats,
     cancel: CancellationToken,
 ) {
