@@ -286,6 +286,47 @@ impl Catalogue {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Quantity>> {
         self.by_name.values()
     }
+
+    /// The catalogue as the Markdown table of docs/schema.md (a test keeps the two equal).
+    pub fn markdown(&self) -> String {
+        let mut out = String::from(
+            "| quantity | measurement | field | unit | kind | precision | plausible range | safety |\n|---|---|---|---|---|---|---|---|\n",
+        );
+        let mut extra: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for m in METER_FIELDS {
+            let q = self.get(m.quantity);
+            if q.is_some_and(|q| q.measurement != m.kind.measurement() || q.field != m.field) {
+                extra.entry(m.quantity).or_default().push(format!(
+                    "{}.{} ({})",
+                    m.kind.measurement(),
+                    m.field,
+                    if m.unit.is_empty() { "-" } else { m.unit }
+                ));
+            }
+        }
+        for q in self.iter() {
+            let range = match (q.min, q.max) {
+                (Some(a), Some(b)) => format!("{a} to {b}"),
+                (Some(a), None) => format!("≥ {a}"),
+                (None, Some(b)) => format!("≤ {b}"),
+                (None, None) => "-".into(),
+            };
+            let mut field = format!("`{}`", q.field);
+            if let Some(e) = extra.get(q.name.as_str()) {
+                field.push_str(&format!("; also {}", e.join(", ")));
+            }
+            out.push_str(&format!(
+                "| `{}` | `{}` | {field} | {} | {} | {} | {range} | {} |\n",
+                q.name,
+                q.measurement,
+                if q.unit.is_empty() { "-" } else { &q.unit },
+                q.kind.as_str(),
+                q.precision,
+                if q.safety { "yes" } else { "" },
+            ));
+        }
+        out
+    }
 }
 
 /// The two built-in meter payloads (PRODUCT.md, Interfaces).
@@ -709,6 +750,16 @@ mod tests {
         );
         assert!(c.get("kitchen.ch4_lel").unwrap().safety);
         assert!(!c.get("digester.ph").unwrap().safety);
+    }
+
+    #[test]
+    fn docs_schema_md_lists_the_catalogue() {
+        let doc = include_str!("../../../docs/schema.md");
+        let table = Catalogue::builtin().markdown();
+        assert!(
+            doc.contains(&table),
+            "docs/schema.md is out of date; its table should be:\n{table}"
+        );
     }
 
     #[test]
