@@ -489,3 +489,99 @@ async fn reload_accounts(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolved(text: &str) -> Result<Resolved, String> {
+        let config = Config::parse("gw.toml", text).map_err(|e| e.to_string())?;
+        resolve(config, "gw.toml").map_err(|e| e.to_string())
+    }
+
+    const BUS: &str =
+        "[[modbus.bus]]\nname = \"rs485\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:5020\"\n";
+
+    /// Every shipped profile binds as it is: each field's quantity is in the catalogue and its
+    /// unit is the quantity's.
+    #[test]
+    fn every_shipped_profile_binds_to_the_catalogue() {
+        for (i, (name, _)) in crate::sources::modbus::BUILTIN_PROFILES.iter().enumerate() {
+            let text = format!(
+                "{BUS}[[modbus.device]]\nname = \"d{i}\"\nbus = \"rs485\"\nunit = 1\nprofile = \"{name}\"\n"
+            );
+            let r = resolved(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let fields = r.modbus[0].1[0].profile.fields.len();
+            let bound = r
+                .plant
+                .bindings()
+                .iter()
+                .filter(|b| b.instance == plant::Instance::Device(format!("d{i}")))
+                .count();
+            assert_eq!(bound, fields, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_device_override_rebinds_one_field() {
+        let text = format!(
+            "{BUS}[[modbus.device]]\nname = \"temps\"\nbus = \"rs485\"\nunit = 5\nprofile = \"comwintop-8pt1000\"\nquantities = {{ ch2 = \"compressor.temperature\" }}\n"
+        );
+        let r = resolved(&text).expect("resolves");
+        let dev = &r.modbus[0].1[0];
+        let ch2 = dev
+            .profile
+            .fields
+            .iter()
+            .position(|f| f.name == "ch2")
+            .expect("ch2");
+        assert_eq!(dev.profile.fields[ch2].quantity, "compressor.temperature");
+        assert_eq!(
+            dev.names[ch2],
+            ("compressor".to_owned(), "temperature_c".to_owned())
+        );
+        assert_eq!(
+            r.plant
+                .quantity_of("compressor", "temperature_c")
+                .map(|q| q.name.as_str()),
+            Some("compressor.temperature")
+        );
+        // The other channels keep the profile's quantities.
+        assert!(r
+            .plant
+            .bindings()
+            .iter()
+            .any(|b| b.quantity.name == "temperature.ch3"));
+        for (text, expected) in [
+            (
+                "quantities = { ch9 = \"digester.temperature\" }",
+                "gw.toml: modbus.device[0].quantities: \"ch9\": profile 8-PT1000 has no such field",
+            ),
+            (
+                "quantities = { ch2 = \"digester.temperature\" }",
+                "gw.toml: modbus.device[0].quantities.ch2: digester.temperature at temps is already fed by modbus rs485 unit 5 ch1",
+            ),
+        ] {
+            let t = format!(
+                "{BUS}[[modbus.device]]\nname = \"temps\"\nbus = \"rs485\"\nunit = 5\nprofile = \"comwintop-8pt1000\"\n{text}\n"
+            );
+            assert_eq!(resolved(&t).err().as_deref(), Some(expected));
+        }
+    }
+
+    #[test]
+    fn two_devices_feed_one_quantity_at_two_instances() {
+        let text = format!(
+            "{BUS}[[modbus.device]]\nname = \"digester-1\"\nbus = \"rs485\"\nunit = 1\nprofile = \"demo-digester\"\n[[modbus.device]]\nname = \"digester-2\"\nbus = \"rs485\"\nunit = 2\nprofile = \"demo-digester\"\n"
+        );
+        let r = resolved(&text).expect("resolves");
+        let instances: Vec<String> = r
+            .plant
+            .bindings()
+            .iter()
+            .filter(|b| b.quantity.name == "digester.pressure")
+            .map(|b| b.instance.to_string())
+            .collect();
+        assert_eq!(instances, ["digester-1", "digester-2"]);
+    }
+}
