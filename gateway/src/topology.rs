@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::Registry;
 use crate::model::{AckRequest, Reading};
 use crate::sources::mqtt;
 use crate::store::{self, committer};
@@ -43,7 +43,6 @@ const RESERVED_FDS: u64 = 128;
 pub struct Gateway {
     pub mqtt_addrs: Vec<SocketAddr>,
     pub http_addr: SocketAddr,
-    pub metrics: Arc<Metrics>,
     pub health: Arc<committer::Health>,
     pub live: broadcast::Sender<Arc<Reading>>,
     pub hub: Arc<broker::Hub>,
@@ -57,7 +56,12 @@ pub struct Gateway {
 
 /// Starts everything; returns once the broker and the web server are listening.
 pub async fn start(config: Config) -> anyhow::Result<Gateway> {
-    let metrics = Arc::new(Metrics::default());
+    // Every component registers its metrics here; the web server renders them.
+    let mut registry = Registry::default();
+    let mqtt_metrics = Arc::new(mqtt::Metrics::register(&mut registry));
+    let committer_metrics = Arc::new(committer::Metrics::register(&mut registry));
+    let broker_metrics = Arc::new(broker::Metrics::register(&mut registry));
+    let influx_metrics = Arc::new(sinks::influx::Metrics::register(&mut registry));
     let health = Arc::new(committer::Health::default());
     std::fs::create_dir_all(&config.store.state_dir).with_context(|| {
         format!(
@@ -110,7 +114,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
     let sources = TaskTracker::new();
     let sinks = TaskTracker::new();
 
-    let hub = Arc::new(broker::Hub::new(metrics.clone()));
+    let hub = Arc::new(broker::Hub::new(broker_metrics.clone()));
     let commit_now = Arc::new(tokio::sync::Notify::new());
     let rules = mqtt::Rules {
         max_payload_bytes: config.mqtt.max_payload_bytes,
@@ -134,7 +138,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         verifier.clone(),
         config.broker.auth_concurrency,
         config.broker.allow_anonymous,
-        metrics.clone(),
+        broker_metrics.clone(),
     ));
     broker::spawn(
         listener,
@@ -154,9 +158,9 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
                 rules,
                 readings_tx.clone(),
                 live.clone(),
-                metrics.clone(),
+                mqtt_metrics.clone(),
             )),
-            metrics: metrics.clone(),
+            metrics: broker_metrics.clone(),
         },
         &sources,
         sources_cancel.clone(),
@@ -187,7 +191,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
     drop(readings_tx);
 
     let committer = tokio::spawn(committer::run(
-        writer,
+        store::Handle::new(writer),
         committer::Settings {
             commit_interval: Duration::from_millis(config.store.commit_interval_ms),
             commit_now,
@@ -198,7 +202,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         readings_rx,
         committed_tx,
         acks_tx,
-        metrics.clone(),
+        committer_metrics.clone(),
         health.clone(),
     ));
 
@@ -206,7 +210,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
     // connection's queue is bounded and a full one drops, counted).
     {
         let hub = hub.clone();
-        let metrics = metrics.clone();
+        let metrics = broker_metrics.clone();
         sinks.spawn(async move {
             while let Some(acks) = acks_rx.recv().await {
                 for a in acks {
@@ -214,19 +218,19 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
                         &format!("meters/{}/ack", a.meter_id),
                         bytes::Bytes::from(format!("{{\"seq\":{}}}", a.seq)),
                     );
-                    metrics
-                        .acks_published
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    metrics.acks_published.inc();
                 }
             }
         });
     }
 
     if config.influx.enabled {
-        let w = sinks::influx::Writer::new(&config.influx, &config.site.id, metrics.clone())?;
+        let w =
+            sinks::influx::Writer::new(&config.influx, &config.site.id, influx_metrics.clone())?;
+        let reader = store::Handle::new(store::Reader::open(&db)?);
         sinks.spawn(sinks::influx::run(
             w,
-            db.clone(),
+            reader,
             committed_rx.clone(),
             sinks_cancel.clone(),
         ));
@@ -236,12 +240,21 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
+    let store_gauges =
+        store::gauges::Gauges::new(store::Handle::new(store::Reader::open(&db)?), db, consumers);
+    registry.register(store_gauges.clone());
+    registry.register(crate::sources::modbus::stats::Collector(
+        modbus_stats.clone(),
+    ));
+    registry.register(health.clone());
     let state = Arc::new(web::AppState {
-        metrics: metrics.clone(),
+        registry,
         health: health.clone(),
-        reader: std::sync::Mutex::new(store::Reader::open(&db)?),
-        db,
-        consumers,
+        store: store_gauges,
+        broker: broker_metrics,
+        mqtt: mqtt_metrics,
+        committer: committer_metrics,
+        influx: influx_metrics,
         site: config.site.id.clone(),
         mqtt_addrs: vec![mqtt_addr],
         modbus: modbus_stats,
@@ -254,7 +267,6 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         hub,
         _lock: lock,
         http_addr,
-        metrics,
         health,
         live,
         sources_cancel,
