@@ -5,9 +5,23 @@
 //! MQTT source its messages and rejects, the committer its commits, the InfluxDB writer its
 //! requests, the Modbus pollers their per-device stats, the store the gauges it is asked for at
 //! scrape time. A component registers plain metrics ([`Registry::counter`], [`Registry::gauge`],
-//! [`Registry::counter_family`], [`Registry::seconds`]) and keeps the returned handles; a
-//! component whose series are only known while running (one per Modbus device, one per
-//! consumer) registers a [`Collector`] that writes its families through the [`Encoder`].
+//! [`Registry::float_gauge`], [`Registry::counter_family`], [`Registry::seconds`]) and keeps
+//! the returned handles; a component whose series are only known while running (one per Modbus
+//! device, one per consumer) registers a [`Collector`] that writes its families through the
+//! [`Encoder`].
+//!
+//! ```text
+//! pub struct Metrics { pub synced: Arc<Gauge>, pub offset: Arc<FloatGauge> }
+//! impl Metrics {
+//!     pub fn register(r: &mut Registry) -> Metrics {
+//!         Metrics {
+//!             synced: r.gauge("gkgw_clock_synced", "1 while the kernel clock is synchronised."),
+//!             offset: r.float_gauge("gkgw_clock_offset_seconds", "Estimated clock offset."),
+//!         }
+//!     }
+//! }
+//! // topology.rs: let clock_metrics = Arc::new(clock::Metrics::register(&mut registry));
+//! ```
 //!
 //! Why our own ~300 lines and not the `prometheus-client` crate: the hot path here is one
 //! relaxed atomic add, and every label value is a closed enum, so a labelled counter is an
@@ -72,6 +86,21 @@ impl Gauge {
 
     pub fn get(&self) -> i64 {
         self.0.load(Relaxed)
+    }
+}
+
+/// A gauge that is not a whole number (a clock offset in seconds): the `f64`'s bits in one
+/// atomic, so setting it is one store.
+#[derive(Debug, Default)]
+pub struct FloatGauge(AtomicU64);
+
+impl FloatGauge {
+    pub fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Relaxed);
+    }
+
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Relaxed))
     }
 }
 
@@ -287,6 +316,12 @@ impl Collector for Named<Gauge> {
     }
 }
 
+impl Collector for Named<FloatGauge> {
+    fn collect(&self, out: &mut Encoder) {
+        out.single(self.name, self.help, Kind::Gauge, self.metric.get());
+    }
+}
+
 impl Collector for Named<Seconds> {
     fn collect(&self, out: &mut Encoder) {
         out.single(self.name, self.help, Kind::Counter, self.metric.get());
@@ -330,6 +365,11 @@ impl Registry {
     }
 
     pub fn gauge(&mut self, name: &'static str, help: &'static str) -> Arc<Gauge> {
+        self.named(name, help, "")
+    }
+
+    /// A gauge with a fractional value (`FloatGauge::set(f64)`).
+    pub fn float_gauge(&mut self, name: &'static str, help: &'static str) -> Arc<FloatGauge> {
         self.named(name, help, "")
     }
 
@@ -406,6 +446,7 @@ mod tests {
         let c = r.counter("t_messages_total", "Messages.");
         let g = r.gauge("t_connections", "Open now.\nSecond line with a \\.");
         let s = r.seconds("t_busy_seconds_total", "Time busy.");
+        let o = r.float_gauge("t_offset_seconds", "Offset.");
         let f = r.counter_family::<Colour>("t_seen_total", "Seen, by colour.", "colour");
         r.register(Devices(vec![("pump \"A\"\nB", 3), ("c:\\d", 0)]));
         c.add(41);
@@ -414,6 +455,7 @@ mod tests {
         g.inc();
         g.dec();
         s.add(Duration::from_micros(1_500_250));
+        o.set(-0.125);
         f.inc(Colour::Green);
         f.inc(Colour::Green);
         assert_eq!((f.get(Colour::Red), f.total()), (0, 2));
@@ -428,6 +470,9 @@ mod tests {
              # HELP t_busy_seconds_total Time busy.\n\
              # TYPE t_busy_seconds_total counter\n\
              t_busy_seconds_total 1.50025\n\
+             # HELP t_offset_seconds Offset.\n\
+             # TYPE t_offset_seconds gauge\n\
+             t_offset_seconds -0.125\n\
              # HELP t_seen_total Seen, by colour.\n\
              # TYPE t_seen_total counter\n\
              t_seen_total{colour=\"red\"} 0\n\

@@ -319,7 +319,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(tick) => {
-                if watchdog.is_some() && !gw.health.failing.load(std::sync::atomic::Ordering::Relaxed) {
+                if watchdog.is_some() && gw.health.healthy() {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
             }
