@@ -23,7 +23,7 @@
 //! // topology.rs: let clock_metrics = Arc::new(clock::Metrics::register(&mut registry));
 //! ```
 //!
-//! Why our own ~300 lines and not the `prometheus-client` crate: the hot path here is one
+//! Why our own ~400 lines and not the `prometheus-client` crate: the hot path here is one
 //! relaxed atomic add, and every label value is a closed enum, so a labelled counter is an
 //! array of atomics indexed by the enum, with no lock and no hash lookup (prometheus-client's
 //! `Family` takes a read lock and hashes the label set on every increment); its text encoder is
