@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ModbusBus};
-use crate::metrics::Metrics;
+use crate::metrics::Registry;
 use crate::model::{AckRequest, Reading};
 use crate::plant::{self, Plant};
 use crate::sources::mqtt;
@@ -195,7 +195,6 @@ pub struct Gateway {
     /// The site's quantities and bindings.
     pub plant: Arc<Plant>,
     pub http_addr: SocketAddr,
-    pub metrics: Arc<Metrics>,
     pub health: Arc<committer::Health>,
     pub live: broadcast::Sender<Arc<Reading>>,
     pub hub: Arc<broker::Hub>,
@@ -221,7 +220,12 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
         mqtt: rules,
         modbus,
     } = resolved;
-    let metrics = Arc::new(Metrics::default());
+    // Every component registers its metrics here; the web server renders them.
+    let mut registry = Registry::default();
+    let mqtt_metrics = Arc::new(mqtt::Metrics::register(&mut registry));
+    let committer_metrics = Arc::new(committer::Metrics::register(&mut registry));
+    let broker_metrics = Arc::new(broker::Metrics::register(&mut registry));
+    let influx_metrics = Arc::new(sinks::influx::Metrics::register(&mut registry));
     let health = Arc::new(committer::Health::default());
     std::fs::create_dir_all(&config.store.state_dir).with_context(|| {
         format!(
@@ -275,14 +279,14 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
     let sources = TaskTracker::new();
     let sinks = TaskTracker::new();
 
-    let hub = Arc::new(broker::Hub::new(metrics.clone()));
+    let hub = Arc::new(broker::Hub::new(broker_metrics.clone()));
     let commit_now = Arc::new(tokio::sync::Notify::new());
     let acl = broker::Acl::new(mqtt::publish_rules(&config.mqtt));
     let gate = Arc::new(broker::auth::Gate::new(
         verifier.clone(),
         config.broker.auth_concurrency,
         config.broker.allow_anonymous,
-        metrics.clone(),
+        broker_metrics.clone(),
     ));
     broker::spawn(
         listener,
@@ -298,8 +302,12 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
             gate: gate.clone(),
             acl,
             hub: hub.clone(),
-            inbound: Arc::new(mqtt::Ingest::new(rules, intake.clone(), metrics.clone())),
-            metrics: metrics.clone(),
+            inbound: Arc::new(mqtt::Ingest::new(
+                rules,
+                intake.clone(),
+                mqtt_metrics.clone(),
+            )),
+            metrics: broker_metrics.clone(),
         },
         &sources,
         sources_cancel.clone(),
@@ -324,7 +332,7 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
     drop(intake);
 
     let committer = tokio::spawn(committer::run(
-        writer,
+        store::Handle::new(writer),
         committer::Settings {
             commit_interval: Duration::from_millis(config.store.commit_interval_ms),
             commit_now,
@@ -335,7 +343,7 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
         readings_rx,
         committed_tx,
         acks_tx,
-        metrics.clone(),
+        committer_metrics.clone(),
         health.clone(),
     ));
 
@@ -344,14 +352,16 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
     sinks.spawn(broker::outbox::route_acks(
         acks_rx,
         hub.clone(),
-        metrics.clone(),
+        broker_metrics.clone(),
     ));
 
     if config.influx.enabled {
-        let w = sinks::influx::Writer::new(&config.influx, &config.site.id, metrics.clone())?;
+        let w =
+            sinks::influx::Writer::new(&config.influx, &config.site.id, influx_metrics.clone())?;
+        let reader = store::Handle::new(store::Reader::open(&db)?);
         sinks.spawn(sinks::influx::run(
             w,
-            db.clone(),
+            reader,
             committed_rx.clone(),
             sinks_cancel.clone(),
         ));
@@ -361,12 +371,21 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
+    let store_gauges =
+        store::gauges::Gauges::new(store::Handle::new(store::Reader::open(&db)?), db, consumers);
+    registry.register(store_gauges.clone());
+    registry.register(crate::sources::modbus::stats::Collector(
+        modbus_stats.clone(),
+    ));
+    registry.register(health.clone());
     let state = Arc::new(web::AppState {
-        metrics: metrics.clone(),
+        registry,
         health: health.clone(),
-        reader: std::sync::Mutex::new(store::Reader::open(&db)?),
-        db,
-        consumers,
+        store: store_gauges,
+        broker: broker_metrics,
+        mqtt: mqtt_metrics,
+        committer: committer_metrics,
+        influx: influx_metrics,
         site: config.site.id.clone(),
         mqtt_addrs: vec![mqtt_addr],
         modbus: modbus_stats,
@@ -380,7 +399,6 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
         hub,
         _lock: lock,
         http_addr,
-        metrics,
         health,
         live,
         sources_cancel,
@@ -433,7 +451,7 @@ pub async fn run(resolved: Resolved, shutdown: CancellationToken) -> anyhow::Res
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(tick) => {
-                if watchdog.is_some() && !gw.health.failing.load(std::sync::atomic::Ordering::Relaxed) {
+                if watchdog.is_some() && gw.health.healthy() {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
             }

@@ -13,13 +13,12 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::acl::Identity;
+use super::metrics::{AuthResult, Metrics};
 use crate::credentials::{Account, Verifier};
-use crate::metrics::{AuthResult, Metrics};
 
 /// Failure counting for one key (a source address or a user name).
 #[derive(Debug, Clone, Copy)]
@@ -201,9 +200,9 @@ fn hash_worker(
         if job.reply.is_closed() {
             continue; // the connection is gone: nobody waits for this answer
         }
-        metrics.auth_checks_running.fetch_add(1, Relaxed);
+        metrics.auth_checks_running.inc();
         let found = verifier.verify_blocking(&job.user, &job.password);
-        metrics.auth_checks_running.fetch_sub(1, Relaxed);
+        metrics.auth_checks_running.dec();
         let _ = job.reply.send(found);
     }
 }
@@ -248,7 +247,7 @@ impl Gate {
     }
 
     fn count(&self, r: AuthResult) {
-        self.metrics.auth(r);
+        self.metrics.auth.inc(r);
     }
 
     pub async fn login(&self, login: Option<(String, String)>, ip: IpAddr) -> Verdict {

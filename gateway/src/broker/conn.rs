@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,8 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::acl::{self, Identity};
 use super::auth::Verdict;
 use super::hub::{Link, Outbound, QUEUE};
-use super::{Ctx, Inbound};
-use crate::metrics::{Refusal, RejectReason};
+use super::{Ctx, Inbound, Refusal, Refused};
 use crate::model::{Confirmation, Receipt};
 
 /// A client may leave this many QoS 2 messages unreleased before it is cut off.
@@ -144,15 +142,15 @@ pub(super) async fn serve<I: Inbound>(
                 )),
             );
             let _ = wr.write_all(&out).await;
-            ctx.metrics.broker_refused(Refusal::Protocol);
+            ctx.metrics.refused.inc(Refusal::Protocol);
             return;
         }
         Err(_) => {
-            ctx.metrics.broker_refused(Refusal::ConnectTimeout);
+            ctx.metrics.refused.inc(Refusal::ConnectTimeout);
             return;
         }
         Ok(_) => {
-            ctx.metrics.broker_refused(Refusal::Protocol);
+            ctx.metrics.refused.inc(Refusal::Protocol);
             ctx.log.note("no-connect", |suppressed| {
                 tracing::debug!(%peer, suppressed, "mqtt connection closed before a valid CONNECT");
             });
@@ -168,7 +166,7 @@ pub(super) async fn serve<I: Inbound>(
         let _ = wr
             .write_all(&refuse(ConnectReturnCode::RefusedProtocolVersion))
             .await;
-        ctx.metrics.broker_refused(Refusal::Protocol);
+        ctx.metrics.refused.inc(Refusal::Protocol);
         return;
     }
     let login = connect.login.map(|l| (l.username, l.password));
@@ -193,7 +191,7 @@ pub(super) async fn serve<I: Inbound>(
         }
     };
     if !acl::client_id_ok(&identity, &connect.client_id) {
-        ctx.metrics.reject(RejectReason::Identity);
+        ctx.inbound.refused(Refused::Identity);
         ctx.log.note("client-id", |suppressed| {
             tracing::warn!(%peer, account = ?identity.name(), client_id = ?connect.client_id, suppressed, "mqtt client id must be the meter id: refused");
         });
@@ -202,7 +200,7 @@ pub(super) async fn serve<I: Inbound>(
     }
     if let Some(w) = &connect.last_will {
         if !ctx.acl.may_will(&identity, &w.topic) {
-            ctx.metrics.reject(RejectReason::Identity);
+            ctx.inbound.refused(Refused::Identity);
             ctx.log.note("will", |suppressed| {
                 tracing::warn!(%peer, account = ?identity.name(), topic = ?w.topic, suppressed, "mqtt will outside the account's own topics: refused");
             });
@@ -228,7 +226,7 @@ pub(super) async fn serve<I: Inbound>(
         }
     };
     let session_present = kept.is_some();
-    ctx.metrics.broker_connected.fetch_add(1, Relaxed);
+    ctx.metrics.connected.inc();
     tracing::debug!(%peer, account = ?identity.name(), keep_alive = connect.keep_alive, "mqtt client connected");
     write(
         &mut out,
@@ -263,7 +261,7 @@ pub(super) async fn serve<I: Inbound>(
         Some(m) => ctx.hub.detach_meter(m, id),
         None => ctx.hub.detach_watcher(id),
     }
-    ctx.metrics.broker_connected.fetch_sub(1, Relaxed);
+    ctx.metrics.connected.dec();
     tracing::debug!(%peer, account = ?conn.identity.name(), ?end, "mqtt client disconnected");
 }
 
@@ -397,7 +395,7 @@ impl<I: Inbound> Conn<'_, I> {
                     return None;
                 }
                 Err(CodecError::PayloadSizeLimitExceeded(size)) => {
-                    self.ctx.metrics.reject(RejectReason::Oversized);
+                    self.ctx.inbound.refused(Refused::Oversized);
                     self.ctx.log.note("too-large", |suppressed| {
                         tracing::warn!(peer = %self.peer, account = ?self.identity.name(), size, limit = self.ctx.settings.max_packet_bytes, suppressed, "mqtt packet above broker.max_packet_bytes: connection closed");
                     });
@@ -412,7 +410,7 @@ impl<I: Inbound> Conn<'_, I> {
     }
 
     fn violation(&self, what: &'static str, detail: &str) {
-        self.ctx.metrics.broker_refused(Refusal::Protocol);
+        self.ctx.metrics.refused.inc(Refusal::Protocol);
         self.ctx.log.note(what, |suppressed| {
             tracing::warn!(peer = %self.peer, account = ?self.identity.name(), detail = ?detail, suppressed, "mqtt protocol violation: {what}; connection closed");
         });
@@ -435,7 +433,7 @@ impl<I: Inbound> Conn<'_, I> {
                         granted.push(f.path);
                     } else {
                         codes.push(SubscribeReasonCode::Failure);
-                        self.ctx.metrics.reject(RejectReason::Identity);
+                        self.ctx.inbound.refused(Refused::Identity);
                         self.ctx.log.note("subscribe", |suppressed| {
                             tracing::warn!(peer = %self.peer, account = ?self.identity.name(), filter = ?f.path, suppressed, "mqtt subscription outside the account's topics refused");
                         });
@@ -480,7 +478,7 @@ impl<I: Inbound> Conn<'_, I> {
             return Some(End::Abnormal);
         }
         if !self.ctx.acl.may_publish(&self.identity, &p.topic) {
-            self.ctx.metrics.reject(RejectReason::Identity);
+            self.ctx.inbound.refused(Refused::Identity);
             self.ctx.log.note("identity", |suppressed| {
                 tracing::warn!(peer = %self.peer, account = ?self.identity.name(), topic = ?p.topic, suppressed, "mqtt publish outside the account's own topics: refused, connection closed");
             });
@@ -557,7 +555,7 @@ impl<I: Inbound> Conn<'_, I> {
                     )),
                 );
             }
-            self.ctx.metrics.acks_published.fetch_add(1, Relaxed);
+            self.ctx.metrics.acks_published.inc();
         }
     }
 

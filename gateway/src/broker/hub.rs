@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::acl::topic_matches;
-use crate::metrics::Metrics;
+use super::metrics::Metrics;
 
 /// Outbound queue per connection: a burst of application acks for one meter (a commit of
 /// everything it sent at QoS 0) must fit. Slots are allocated as they are used.
@@ -170,7 +170,7 @@ impl Hub {
                 })
                 .is_err()
             {
-                self.metrics.broker_outbound_dropped.fetch_add(1, Relaxed);
+                self.metrics.outbound_dropped.inc();
             }
         };
         if let Some(id) = topic

@@ -33,6 +33,7 @@ pub mod acl;
 pub mod auth;
 mod conn;
 pub mod hub;
+pub mod metrics;
 pub mod outbox;
 
 use std::collections::VecDeque;
@@ -49,8 +50,8 @@ use tokio_util::task::TaskTracker;
 
 pub use acl::{topic_matches, Acl, Identity, Owner, PublishRule};
 pub use hub::Hub;
+pub use metrics::{AuthResult, Metrics, Refusal};
 
-use crate::metrics::Metrics;
 use crate::model::Receipt;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,9 +63,23 @@ pub enum Error {
     },
 }
 
+/// Why the broker refused a message of a connection it serves: what the MQTT source counts as a
+/// rejected message (`gkgw_readings_rejected_total{reason}`), though it never reached it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A publish, subscription, will or client id for an account other than the connection's.
+    Identity,
+    /// A packet above `broker.max_packet_bytes`.
+    Oversized,
+}
+
 /// Where accepted publishes go. The MQTT source implements it; the broker calls it from the
 /// publishing connection's task, so awaiting in it stops that connection's reads (backpressure).
 pub trait Inbound: Send + Sync + 'static {
+    /// A message the broker refused before it could reach [`Inbound::publish`]; counted there
+    /// with the messages that were rejected as bad input.
+    fn refused(&self, why: Refused);
+
     /// A PUBLISH the ACL allowed. `receipt` (QoS 1/2) must be confirmed once the message is
     /// committed, or at once if it is rejected as bad input (resending would not fix it).
     fn publish(
@@ -222,7 +237,7 @@ async fn accept_loop<I: Inbound>(listener: TcpListener, ctx: Arc<Ctx<I>>, tracke
             Err(e) => {
                 // EMFILE and friends: the pending connection stays in the kernel's queue, so
                 // retrying at once spins. Free a descriptor if we can, back off, log rarely.
-                ctx.metrics.broker_accept_errors.fetch_add(1, Relaxed);
+                ctx.metrics.accept_errors.inc();
                 errors_since_log += 1;
                 if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                     tracing::error!(error = %e, errors = errors_since_log, "mqtt accept failed; backing off (raise LimitNOFILE or lower broker.max_connections)");
@@ -230,7 +245,7 @@ async fn accept_loop<I: Inbound>(listener: TcpListener, ctx: Arc<Ctx<I>>, tracke
                     last_log = Some(Instant::now());
                 }
                 if ctx.pending.evict_oldest() {
-                    ctx.metrics.broker_refused(crate::metrics::Refusal::Evicted);
+                    ctx.metrics.refused.inc(Refusal::Evicted);
                 }
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => break,
@@ -241,19 +256,19 @@ async fn accept_loop<I: Inbound>(listener: TcpListener, ctx: Arc<Ctx<I>>, tracke
             }
         };
         let _ = stream.set_nodelay(true);
-        let connected = ctx.metrics.broker_connected.load(Relaxed) as usize;
+        let connected = usize::try_from(ctx.metrics.connected.get()).unwrap_or(0);
         if connected + ctx.pending.len() >= ctx.settings.max_connections
             || ctx.pending.len() >= ctx.settings.max_pending
         {
             if !ctx.pending.evict_oldest() {
-                ctx.metrics.broker_refused(crate::metrics::Refusal::Full);
+                ctx.metrics.refused.inc(Refusal::Full);
                 ctx.log.note("full", |suppressed| {
                     tracing::warn!(%peer, suppressed, max = ctx.settings.max_connections, "mqtt connection refused: broker.max_connections reached");
                 });
                 drop(stream);
                 continue;
             }
-            ctx.metrics.broker_refused(crate::metrics::Refusal::Evicted);
+            ctx.metrics.refused.inc(Refusal::Evicted);
         }
         let id = ctx.next_id.fetch_add(1, Relaxed);
         let evict = ctx.shutdown.child_token();

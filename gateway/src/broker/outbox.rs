@@ -8,14 +8,13 @@
 //! that came without a receipt, reaches [`route_acks`], which publishes it through the hub to
 //! whichever session of that meter subscribes now.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::Hub;
-use crate::metrics::Metrics;
+use super::Metrics;
 use crate::model::AckRequest;
 
 /// `meters/{id}/ack`.
@@ -38,7 +37,7 @@ pub async fn route_acks(
     while let Some(batch) = acks.recv().await {
         for a in batch {
             hub.publish(&ack_topic(&a.meter_id), ack_payload(a.seq));
-            metrics.acks_published.fetch_add(1, Relaxed);
+            metrics.acks_published.inc();
         }
     }
 }

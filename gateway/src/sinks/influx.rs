@@ -14,19 +14,57 @@
 //! ignored, path prefix dropped, no timeout, no 1.x).
 
 use std::io::Write as _;
-use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{read_secret, Influx, INFLUX_PASSWORD, INFLUX_TOKEN};
-use crate::metrics::Metrics;
-use crate::store::Reader;
+use crate::metrics::{Counter, Registry};
+use crate::store::{Handle, Reader};
 
 pub const CONSUMER: &str = "influx";
+
+/// What the InfluxDB writer counts. Registered whether or not InfluxDB is enabled, so the
+/// dashboards see zeros rather than nothing.
+pub struct Metrics {
+    pub points_written: Arc<Counter>,
+    pub requests: Arc<Counter>,
+    pub write_errors: Arc<Counter>,
+    pub quarantined: Arc<Counter>,
+}
+
+impl Metrics {
+    /// Registers the InfluxDB writer's metrics with `r`.
+    pub fn register(r: &mut Registry) -> Metrics {
+        Metrics {
+            points_written: r.counter(
+                "gkgw_influx_points_written_total",
+                "Points InfluxDB accepted.",
+            ),
+            requests: r.counter(
+                "gkgw_influx_requests_total",
+                "Write requests sent to InfluxDB.",
+            ),
+            write_errors: r.counter(
+                "gkgw_influx_write_errors_total",
+                "Failed InfluxDB write requests (retried).",
+            ),
+            quarantined: r.counter(
+                "gkgw_influx_quarantined_total",
+                "Lines InfluxDB rejected as malformed, kept in quarantine.",
+            ),
+        }
+    }
+}
+
+/// Metrics that nobody renders (tests, tools).
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::register(&mut Registry::default())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -192,7 +230,7 @@ impl Writer {
         if let Some(a) = &self.auth {
             req = req.header(reqwest::header::AUTHORIZATION, a.clone());
         }
-        self.metrics.influx_requests.fetch_add(1, Relaxed);
+        self.metrics.requests.inc();
         match req.body(body).send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -219,7 +257,7 @@ impl Writer {
     /// cancelled before everything was delivered (the cursor must then stay where it was).
     async fn deliver(
         &self,
-        reader: &Mutex<Reader>,
+        reader: &Handle<Reader>,
         lines: &[(i64, String)],
         cancel: &CancellationToken,
     ) -> bool {
@@ -232,27 +270,26 @@ impl Writer {
                 }
                 match self.post(chunk).await {
                     Outcome::Written => {
-                        self.metrics
-                            .influx_points_written
-                            .fetch_add(chunk.len() as u64, Relaxed);
+                        self.metrics.points_written.add(chunk.len() as u64);
                         backoff = Duration::from_millis(self.cfg.min_backoff_ms);
                         break;
                     }
                     Outcome::Rejected(msg) if chunk.len() == 1 => {
                         let (id, line) = &chunk[0];
                         tracing::warn!(reading = id, error = %msg, line = line.trim_end(), "influx rejected a line: quarantined");
-                        let quarantined = tokio::task::block_in_place(|| {
-                            lock(reader).quarantine(CONSUMER, *id, line.trim_end(), &msg)
-                        });
+                        let (id, line, why) = (*id, line.trim_end().to_owned(), msg.clone());
+                        let quarantined = reader
+                            .run(move |r| r.quarantine(CONSUMER, id, &line, &why))
+                            .await;
                         if let Err(e) = quarantined {
                             tracing::error!(error = %e, "cannot quarantine; will retry");
-                            self.metrics.influx_write_errors.fetch_add(1, Relaxed);
+                            self.metrics.write_errors.inc();
                             if !sleep_or_cancel(backoff, cancel).await {
                                 return false;
                             }
                             continue;
                         }
-                        self.metrics.influx_quarantined.fetch_add(1, Relaxed);
+                        self.metrics.quarantined.inc();
                         break;
                     }
                     Outcome::Rejected(msg) => {
@@ -263,7 +300,7 @@ impl Writer {
                         break;
                     }
                     Outcome::Retry(after, msg) => {
-                        self.metrics.influx_write_errors.fetch_add(1, Relaxed);
+                        self.metrics.write_errors.inc();
                         let wait = after
                             .unwrap_or(backoff)
                             .min(Duration::from_millis(self.cfg.max_backoff_ms));
@@ -280,11 +317,6 @@ impl Writer {
     }
 }
 
-/// The reader is only ever used by this task; the mutex exists to make the future `Send`.
-fn lock(r: &Mutex<Reader>) -> MutexGuard<'_, Reader> {
-    r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
     tokio::select! {
         _ = cancel.cancelled() => false,
@@ -295,18 +327,11 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
 /// The consumer loop: waits for commits, batches by size and age, delivers, advances the cursor.
 pub async fn run(
     writer: Writer,
-    db: PathBuf,
+    reader: Handle<Reader>,
     mut committed: watch::Receiver<i64>,
     cancel: CancellationToken,
 ) {
-    let reader = match Reader::open(&db) {
-        Ok(r) => Mutex::new(r),
-        Err(e) => {
-            tracing::error!(error = %e, "influx writer cannot open the store");
-            return;
-        }
-    };
-    let mut cursor = tokio::task::block_in_place(|| lock(&reader).cursor(CONSUMER)).unwrap_or(0);
+    let mut cursor = reader.run(|r| r.cursor(CONSUMER)).await.unwrap_or(0);
     let flush = Duration::from_millis(writer.cfg.flush_interval_ms);
     let batch = writer.cfg.batch_size;
     let mut pending_since: Option<Instant> = None;
@@ -330,7 +355,7 @@ pub async fn run(
             }
             continue;
         }
-        let rows = match tokio::task::block_in_place(|| lock(&reader).read_after(cursor, batch)) {
+        let rows = match reader.run(move |r| r.read_after(cursor, batch)).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(error = %e, "influx writer cannot read the store");
@@ -356,7 +381,7 @@ pub async fn run(
             break;
         }
         cursor = last_id;
-        if let Err(e) = tokio::task::block_in_place(|| lock(&reader).set_cursor(CONSUMER, cursor)) {
+        if let Err(e) = reader.run(move |r| r.set_cursor(CONSUMER, cursor)).await {
             tracing::error!(error = %e, "cannot persist the influx cursor; data will be re-sent");
         }
         pending_since = None;

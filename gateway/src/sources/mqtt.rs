@@ -21,14 +21,108 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value as Json;
 
-use crate::broker::{topic_matches, Identity};
-
+use crate::broker::{topic_matches, Identity, Refused};
 use crate::config::{TopicDevice, TopicPayload, TopicPublishers};
-use crate::metrics::{Metrics, RejectReason};
+use crate::metrics::{Counter, CounterFamily, LabelValue, Registry};
 use crate::model::{
     AckRequest, Quality, Reading, Receipt, Series, Value, MAX_FUTURE_NS, MIN_VALID_TS_NS,
 };
 use crate::plant::{self, Instance, MeterKind, Plant, Quantity};
+
+/// Why a message or reading was rejected before it reached the store
+/// (`gkgw_readings_rejected_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Not valid JSON, not a number, or not line protocol.
+    Malformed,
+    /// Valid syntax, but a required field is missing or has the wrong type.
+    Invalid,
+    /// The payload's `meter_id` differs from the id in its topic.
+    MeterIdMismatch,
+    /// Larger than `mqtt.max_payload_bytes` (or, refused by the broker already, than
+    /// `broker.max_packet_bytes`).
+    Oversized,
+    /// Timestamp before 2020 or more than a day in the future.
+    BadTimestamp,
+    /// A topic no pattern maps.
+    UnknownTopic,
+    /// Line protocol naming a measurement and field that is no quantity's stored name.
+    UnknownQuantity,
+    /// A connection tried to speak (publish, subscribe, will, client id) for an account other
+    /// than its own: refused by the broker ([`Refused::Identity`]) or, for a line-protocol
+    /// payload, by `parse`.
+    Identity,
+}
+
+impl LabelValue for RejectReason {
+    const ALL: &'static [RejectReason] = &[
+        RejectReason::Malformed,
+        RejectReason::Invalid,
+        RejectReason::MeterIdMismatch,
+        RejectReason::Oversized,
+        RejectReason::BadTimestamp,
+        RejectReason::UnknownTopic,
+        RejectReason::UnknownQuantity,
+        RejectReason::Identity,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Malformed => "malformed",
+            RejectReason::Invalid => "invalid",
+            RejectReason::MeterIdMismatch => "meter_id_mismatch",
+            RejectReason::Oversized => "oversized",
+            RejectReason::BadTimestamp => "bad_timestamp",
+            RejectReason::UnknownTopic => "unknown_topic",
+            RejectReason::UnknownQuantity => "unknown_quantity",
+            RejectReason::Identity => "identity",
+        }
+    }
+}
+
+impl From<Refused> for RejectReason {
+    fn from(r: Refused) -> RejectReason {
+        match r {
+            Refused::Identity => RejectReason::Identity,
+            Refused::Oversized => RejectReason::Oversized,
+        }
+    }
+}
+
+/// What the MQTT source counts.
+pub struct Metrics {
+    /// Messages received on ingest topics.
+    pub messages: Arc<Counter>,
+    pub rejected: Arc<CounterFamily<RejectReason>>,
+}
+
+impl Metrics {
+    /// Registers the MQTT source's metrics with `r`.
+    pub fn register(r: &mut Registry) -> Metrics {
+        Metrics {
+            messages: r.counter(
+                "gkgw_mqtt_messages_total",
+                "MQTT messages received on ingest topics.",
+            ),
+            rejected: r.counter_family(
+                "gkgw_readings_rejected_total",
+                "Messages rejected before the store, by reason.",
+                "reason",
+            ),
+        }
+    }
+}
+
+/// Metrics that nobody renders (tests, tools).
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::register(&mut Registry::default())
+    }
+}
 
 /// Everything `parse` needs besides the message: the configured topics resolved to the
 /// quantities they feed, and the meter payload fields with their quantities' ranges.
@@ -525,6 +619,11 @@ impl Ingest {
 }
 
 impl crate::broker::Inbound for Ingest {
+    /// Counted with the rejected messages; the broker has logged it.
+    fn refused(&self, why: Refused) {
+        self.metrics.rejected.inc(why.into());
+    }
+
     /// Parses and sends the readings, waiting while the store's channel is full. The receipt
     /// rides on the message's last reading: readings are committed in channel order, so when
     /// that one is committed, all of them are.
@@ -535,8 +634,7 @@ impl crate::broker::Inbound for Ingest {
         payload: Bytes,
         receipt: Option<Receipt>,
     ) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.metrics.mqtt_messages.fetch_add(1, Relaxed);
+        self.metrics.messages.inc();
         match parse(&self.rules, topic, &payload, crate::model::now_ns()) {
             Ok(mut readings) => {
                 if let Some(last) = readings.last_mut() {
@@ -549,7 +647,7 @@ impl crate::broker::Inbound for Ingest {
                 }
             }
             Err(reason) => {
-                self.metrics.reject(reason);
+                self.metrics.rejected.inc(reason);
                 if let Ok(mut log) = self.log.lock() {
                     log.reject(reason, topic);
                 }

@@ -1,22 +1,64 @@
 //! The commit loop: collects readings from the bounded channel into batches and commits each
-//! batch in one transaction on the blocking pool. Only after a commit are consumers woken
-//! (`committed` watch), the MQTT messages confirmed (their receipts: the broker's PUBACK) and
-//! meters acknowledged (`acks` channel).
+//! batch in one transaction on the blocking pool (through the writer's [`Handle`]). Only after
+//! a commit are consumers woken (`committed` watch), the MQTT messages confirmed (their
+//! receipts: the broker's PUBACK) and meters acknowledged (`acks` channel).
 //!
 //! A batch closes when it reaches `max_batch` or when its first reading has waited
 //! `commit_interval`. While a batch is being committed the channel keeps filling; when it is full
 //! the sources wait. A failed commit (disk error) is retried with the same batch: nothing is
 //! dropped, and `/healthz` reports the store unhealthy meanwhile.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use super::Writer;
-use crate::metrics::Metrics;
+use super::{Handle, Writer};
+use crate::metrics::{Collector, Counter, Encoder, Kind, Registry, Seconds};
 use crate::model::{AckRequest, Reading};
+
+/// What the committer counts.
+pub struct Metrics {
+    pub readings_accepted: Arc<Counter>,
+    pub commits: Arc<Counter>,
+    pub commit_seconds: Arc<Seconds>,
+    pub errors: Arc<Counter>,
+    /// Acks not handed to the ack router because its queue was full.
+    pub acks_dropped: Arc<Counter>,
+}
+
+impl Metrics {
+    /// Registers the committer's metrics with `r`.
+    pub fn register(r: &mut Registry) -> Metrics {
+        Metrics {
+            readings_accepted: r.counter(
+                "gkgw_readings_accepted_total",
+                "Readings committed to the local store.",
+            ),
+            commits: r.counter(
+                "gkgw_store_commits_total",
+                "Store transactions committed (each one fsync).",
+            ),
+            errors: r.counter(
+                "gkgw_store_errors_total",
+                "Store commits that failed and were retried.",
+            ),
+            acks_dropped: r.counter(
+                "gkgw_meter_acks_dropped_total",
+                "Acks not published because the broker link was full.",
+            ),
+            commit_seconds: r.seconds("gkgw_store_commit_seconds_total", "Time spent committing."),
+        }
+    }
+}
+
+/// Metrics that nobody renders (tests, tools).
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::register(&mut Registry::default())
+    }
+}
 
 pub struct Settings {
     pub commit_interval: Duration,
@@ -32,17 +74,34 @@ pub struct Settings {
     pub consumers: Vec<&'static str>,
 }
 
-/// Health the commit loop reports: the time of the last successful commit and whether the last
-/// attempt failed.
+/// Health the commit loop reports: whether the last attempt failed. Registered as a collector,
+/// it is `gkgw_up`.
 #[derive(Default)]
 pub struct Health {
-    pub last_commit_unix_ms: std::sync::atomic::AtomicU64,
-    pub failing: std::sync::atomic::AtomicBool,
+    pub failing: AtomicBool,
+}
+
+impl Health {
+    /// Whether the store commits: what `/healthz` (the systemd watchdog) and `gkgw_up` report.
+    pub fn healthy(&self) -> bool {
+        !self.failing.load(Relaxed)
+    }
+}
+
+impl Collector for Health {
+    fn collect(&self, out: &mut Encoder) {
+        out.single(
+            "gkgw_up",
+            "1 while the pipeline is healthy.",
+            Kind::Gauge,
+            u64::from(self.healthy()),
+        );
+    }
 }
 
 /// Runs until `rx` closes (all sources stopped) and the last batch is committed.
 pub async fn run(
-    mut writer: Writer,
+    writer: Handle<Writer>,
     settings: Settings,
     mut rx: mpsc::Receiver<Reading>,
     committed: watch::Sender<i64>,
@@ -88,36 +147,31 @@ pub async fn run(
         loop {
             let started = Instant::now();
             let consumers = settings.consumers.clone();
-            let (w, b, result) = tokio::task::spawn_blocking(move || {
-                let r = writer.append(&batch).and_then(|last| {
-                    if housekeeping {
-                        writer.prune_delivered(&consumers, last)?;
-                        let evicted = writer.enforce_quota(quota)?;
-                        if evicted > 0 {
-                            tracing::warn!(evicted, "store quota reached: oldest readings evicted");
+            let (b, result) = writer
+                .run(move |writer| {
+                    let r = writer.append(&batch).and_then(|last| {
+                        if housekeeping {
+                            writer.prune_delivered(&consumers, last)?;
+                            let evicted = writer.enforce_quota(quota)?;
+                            if evicted > 0 {
+                                tracing::warn!(
+                                    evicted,
+                                    "store quota reached: oldest readings evicted"
+                                );
+                            }
                         }
-                    }
-                    Ok(last)
-                });
-                (writer, batch, r)
-            })
-            .await
-            .expect("the commit closure does not panic");
-            writer = w;
+                        Ok(last)
+                    });
+                    (batch, r)
+                })
+                .await;
             batch = b;
             match result {
                 Ok(last) => {
-                    metrics.store_commits.fetch_add(1, Relaxed);
-                    metrics
-                        .store_commit_micros
-                        .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
-                    metrics
-                        .readings_accepted
-                        .fetch_add(batch.len() as u64, Relaxed);
+                    metrics.commits.inc();
+                    metrics.commit_seconds.add(started.elapsed());
+                    metrics.readings_accepted.add(batch.len() as u64);
                     health.failing.store(false, Relaxed);
-                    health
-                        .last_commit_unix_ms
-                        .store((crate::model::now_ns() / 1_000_000) as u64, Relaxed);
                     committed.send_replace(last);
                     // Now, and only now, the readings are accepted: PUBACK their messages. A
                     // meter's application ack rides with its PUBACK when the message has one
@@ -138,7 +192,7 @@ pub async fn run(
                         }
                     }
                     if !to_ack.is_empty() && acks.try_send(to_ack).is_err() {
-                        metrics.acks_dropped.fetch_add(1, Relaxed);
+                        metrics.acks_dropped.inc();
                     }
                     batch.clear();
                     if housekeeping {
@@ -147,7 +201,7 @@ pub async fn run(
                     break;
                 }
                 Err(e) => {
-                    metrics.store_errors.fetch_add(1, Relaxed);
+                    metrics.errors.inc();
                     health.failing.store(true, Relaxed);
                     tracing::error!(error = %e, readings = batch.len(), "store commit failed; retrying the same batch");
                     tokio::time::sleep(retry).await;

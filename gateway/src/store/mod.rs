@@ -27,11 +27,16 @@
 //!   with exactly the committed transactions.
 //!
 //! Architecture invariant: only this module knows SQL; one [`Writer`] (one thread) writes
-//! readings; each consumer has its own [`Reader`] connection.
+//! readings; each consumer has its own [`Reader`] connection; async code reaches them only
+//! through a [`Handle`] (the blocking pool).
 
 pub mod codec;
 pub mod committer;
+pub mod gauges;
+mod handle;
 pub mod lock;
+
+pub use handle::Handle;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

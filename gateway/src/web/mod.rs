@@ -4,9 +4,7 @@
 //! DTOs below are the boundary types and nothing else in the crate is `Serialize`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -16,16 +14,22 @@ use axum::{Json, Router};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::metrics::{LabelValue as _, Registry};
+use crate::sources::mqtt::RejectReason;
 use crate::store::committer::Health;
-use crate::store::{Reader, StoreStats};
+use crate::store::gauges::Gauges;
 
+/// What the pages read: the registry for `/metrics`, and the components' typed metrics for the
+/// status page and `/api/status`.
 pub struct AppState {
-    pub metrics: Arc<Metrics>,
+    pub registry: Registry,
     pub health: Arc<Health>,
-    pub reader: Mutex<Reader>,
-    pub db: PathBuf,
-    pub consumers: Vec<&'static str>,
+    /// Registered in `registry` too; refreshed before each render.
+    pub store: Arc<Gauges>,
+    pub broker: Arc<crate::broker::Metrics>,
+    pub mqtt: Arc<crate::sources::mqtt::Metrics>,
+    pub committer: Arc<crate::store::committer::Metrics>,
+    pub influx: Arc<crate::sinks::influx::Metrics>,
     pub site: String,
     pub mqtt_addrs: Vec<SocketAddr>,
     pub modbus: crate::sources::modbus::Stats,
@@ -79,11 +83,6 @@ struct StatusDto {
     influx_write_errors: u64,
     consumers: Vec<ConsumerDto>,
     modbus: Vec<ModbusDeviceDto>,
-}
-
-/// Whether the store commits: what `/healthz` (the systemd watchdog) and `gkgw_up` report.
-fn healthy(s: &AppState) -> bool {
-    !s.health.failing.load(Relaxed)
 }
 
 /// A consumer further behind than this is not delivering (InfluxDB down or refusing): with the
@@ -154,24 +153,9 @@ fn assess(
     (health, reasons)
 }
 
-async fn stats(s: &Arc<AppState>) -> StoreStats {
-    let s = s.clone();
-    tokio::task::spawn_blocking(move || {
-        let reader = s.reader.lock().map_err(|_| ())?;
-        reader
-            .stats(&s.consumers, &s.db)
-            .map_err(|e| tracing::warn!(error = %e, "store stats"))
-    })
-    .await
-    .ok()
-    .and_then(Result::ok)
-    .unwrap_or_default()
-}
-
 async fn status_dto(s: &Arc<AppState>) -> StatusDto {
-    let st = stats(s).await;
+    let st = s.store.refresh().await;
     let now = crate::model::now_ns();
-    let m = &s.metrics;
     let consumers: Vec<ConsumerDto> = st
         .consumers
         .into_iter()
@@ -202,7 +186,7 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
                 .collect()
         })
         .unwrap_or_default();
-    let (health, health_reasons) = assess(!healthy(s), &modbus, &consumers);
+    let (health, health_reasons) = assess(!s.health.healthy(), &modbus, &consumers);
     StatusDto {
         version: env!("CARGO_PKG_VERSION"),
         site: s.site.clone(),
@@ -210,27 +194,27 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
         health: health.as_str(),
         health_reasons,
         mqtt_listeners: s.mqtt_addrs.iter().map(ToString::to_string).collect(),
-        mqtt_connections: m.broker_connected.load(Relaxed) as usize,
-        mqtt_messages: m.mqtt_messages.load(Relaxed),
-        readings_accepted: m.readings_accepted.load(Relaxed),
-        readings_rejected: crate::metrics::RejectReason::ALL
+        mqtt_connections: usize::try_from(s.broker.connected.get()).unwrap_or(0),
+        mqtt_messages: s.mqtt.messages.get(),
+        readings_accepted: s.committer.readings_accepted.get(),
+        readings_rejected: RejectReason::ALL
             .iter()
-            .map(|r| (r.as_str(), m.rejected(*r)))
+            .map(|r| (r.as_str(), s.mqtt.rejected.get(*r)))
             .collect(),
         store_file_bytes: st.file_bytes,
         store_readings: st.readings,
         store_last_id: st.last_id,
         store_evicted: st.evicted,
         quarantined: st.quarantined,
-        influx_points_written: m.influx_points_written.load(Relaxed),
-        influx_write_errors: m.influx_write_errors.load(Relaxed),
+        influx_points_written: s.influx.points_written.get(),
+        influx_write_errors: s.influx.write_errors.get(),
         consumers,
         modbus,
     }
 }
 
 async fn healthz(State(s): State<Arc<AppState>>) -> Response {
-    if healthy(&s) {
+    if s.health.healthy() {
         (StatusCode::OK, "ok\n").into_response()
     } else {
         (
@@ -245,43 +229,12 @@ async fn api_status(State(s): State<Arc<AppState>>) -> Json<StatusDto> {
     Json(status_dto(&s).await)
 }
 
+/// Every registered metric; the store's gauges are read from the store first.
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
-    use std::fmt::Write as _;
-    let st = stats(&s).await;
-    let now = crate::model::now_ns();
-    let mut extra = String::new();
-    let _ = writeln!(extra, "# HELP gkgw_store_bytes Store files on disk (database and WAL).\n# TYPE gkgw_store_bytes gauge\ngkgw_store_bytes {}", st.file_bytes);
-    let _ = writeln!(extra, "# HELP gkgw_store_readings Readings held in the store.\n# TYPE gkgw_store_readings gauge\ngkgw_store_readings {}", st.readings);
-    let _ = writeln!(extra, "# HELP gkgw_store_evicted_total Readings evicted by the disk quota before delivery.\n# TYPE gkgw_store_evicted_total counter\ngkgw_store_evicted_total {}", st.evicted);
-    let _ = writeln!(extra, "# HELP gkgw_store_quarantined Lines held in quarantine.\n# TYPE gkgw_store_quarantined gauge\ngkgw_store_quarantined {}", st.quarantined);
-    extra.push_str("# HELP gkgw_consumer_backlog Readings not yet delivered by a consumer.\n# TYPE gkgw_consumer_backlog gauge\n");
-    for c in &st.consumers {
-        let _ = writeln!(
-            extra,
-            "gkgw_consumer_backlog{{consumer=\"{}\"}} {}",
-            c.name, c.backlog
-        );
-    }
-    extra.push_str("# HELP gkgw_consumer_oldest_unsent_seconds Age of the oldest reading a consumer has not delivered.\n# TYPE gkgw_consumer_oldest_unsent_seconds gauge\n");
-    for c in &st.consumers {
-        let age = c
-            .oldest_unsent_ts_ns
-            .map_or(0.0, |t| (now - t).max(0) as f64 / 1e9);
-        let _ = writeln!(
-            extra,
-            "gkgw_consumer_oldest_unsent_seconds{{consumer=\"{}\"}} {age:.3}",
-            c.name
-        );
-    }
-    crate::sources::modbus::render_stats(&s.modbus, &mut extra);
-    let _ = writeln!(
-        extra,
-        "# HELP gkgw_up 1 while the pipeline is healthy.\n# TYPE gkgw_up gauge\ngkgw_up {}",
-        u8::from(healthy(&s))
-    );
+    s.store.refresh().await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(&extra),
+        s.registry.render(),
     )
         .into_response()
 }

@@ -13,10 +13,10 @@ pub mod health;
 pub mod link;
 pub mod plan;
 pub mod profile;
+pub mod stats;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,7 @@ use crate::config::{ModbusBus, ModbusDevice, ModbusTransport};
 use crate::model::{Quality, Reading, Series, Value};
 use link::{Data, Link, Transport};
 use profile::{Parity, Profile};
+pub use stats::{DeviceStats, Stats};
 
 /// The shipped profiles, built in so `gkgw demo` and a fresh install work without `sensors/`.
 pub const BUILTIN_PROFILES: &[(&str, &str)] = &[
@@ -157,108 +158,6 @@ pub fn influx_names(quantity: &str, unit: Option<&str>) -> (String, String) {
         }
     }
     (measurement.to_owned(), field)
-}
-
-/// Counters per device, rendered in `/metrics`.
-#[derive(Debug, Clone)]
-pub struct DeviceStats {
-    pub bus: String,
-    pub state: health::State,
-    pub requests: u64,
-    pub timeouts: u64,
-    pub exceptions: u64,
-    pub errors: u64,
-    pub latency_seconds_sum: f64,
-    pub readings: u64,
-    /// The latest value of each field read so far, as text with its unit (or the quality
-    /// when bad), for the status page.
-    pub latest: BTreeMap<String, String>,
-    /// When the device last answered (Unix ns).
-    pub last_answer_ns: Option<i64>,
-}
-
-impl DeviceStats {
-    pub fn new(bus: &str) -> DeviceStats {
-        DeviceStats {
-            bus: bus.to_owned(),
-            state: health::State::Unknown,
-            requests: 0,
-            timeouts: 0,
-            exceptions: 0,
-            errors: 0,
-            latency_seconds_sum: 0.0,
-            readings: 0,
-            latest: BTreeMap::new(),
-            last_answer_ns: None,
-        }
-    }
-
-    /// `latest` no longer describes the device: it stopped answering (offline), so the values
-    /// are as old as its last answer.
-    pub fn stale(&self) -> bool {
-        self.state == health::State::Offline
-    }
-}
-
-pub type Stats = Arc<Mutex<BTreeMap<String, DeviceStats>>>;
-
-pub fn render_stats(stats: &Stats, out: &mut String) {
-    use std::fmt::Write as _;
-    let Ok(map) = stats.lock() else { return };
-    if map.is_empty() {
-        return;
-    }
-    for (name, help, get) in [
-        (
-            "gkgw_modbus_requests_total",
-            "Modbus requests sent.",
-            (|d: &DeviceStats| d.requests as f64) as fn(&DeviceStats) -> f64,
-        ),
-        (
-            "gkgw_modbus_timeouts_total",
-            "Modbus requests that timed out.",
-            |d| d.timeouts as f64,
-        ),
-        (
-            "gkgw_modbus_exceptions_total",
-            "Modbus exception replies.",
-            |d| d.exceptions as f64,
-        ),
-        (
-            "gkgw_modbus_errors_total",
-            "Modbus connection, I/O and framing errors.",
-            |d| d.errors as f64,
-        ),
-        (
-            "gkgw_modbus_latency_seconds_sum",
-            "Total latency of answered requests.",
-            |d| d.latency_seconds_sum,
-        ),
-        ("gkgw_modbus_readings_total", "Readings produced.", |d| {
-            d.readings as f64
-        }),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (dev, d) in map.iter() {
-            let _ = writeln!(
-                out,
-                "{name}{{device=\"{dev}\",bus=\"{}\"}} {}",
-                d.bus,
-                get(d)
-            );
-        }
-    }
-    let _ = writeln!(out, "# HELP gkgw_modbus_device_state 1 for the device's current state.\n# TYPE gkgw_modbus_device_state gauge");
-    for (dev, d) in map.iter() {
-        for s in health::State::ALL {
-            let _ = writeln!(
-                out,
-                "gkgw_modbus_device_state{{device=\"{dev}\",state=\"{}\"}} {}",
-                s.as_str(),
-                u8::from(d.state == s)
-            );
-        }
-    }
 }
 
 /// One configured device with its profile (overrides applied) and, per profile field, the
