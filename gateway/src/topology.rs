@@ -7,6 +7,7 @@
 //!    │  │                   │ (full → that connection's socket is not read: TCP slows the meter)
 //!    │  │                   ▼                      also → live: broadcast 1024 (lagging receivers skip)
 //!    │  │  Modbus pollers ──┴──▶ store committer (batch ≤ max_batch or commit_interval; commit = fsync)
+//!    │  │   ▲ one per bus; commands (writes) from modbus::Buses: mpsc 16 per bus (full → refused at once)
 //!    │  │                              │ receipts: per connection, unbounded but ≤ max_inflight each
 //!    │  └─ PUBACK / PUBREC ◀───────────┤ (sent only after the commit)
 //!    │                                 │ acks: mpsc 1024 (full → acks dropped, counted; the meter resends)
@@ -32,7 +33,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::{AckRequest, Reading};
-use crate::sources::mqtt;
+use crate::sources::{modbus, mqtt};
 use crate::store::{self, committer};
 use crate::{broker, credentials, sinks, web};
 
@@ -47,6 +48,8 @@ pub struct Gateway {
     pub health: Arc<committer::Health>,
     pub live: broadcast::Sender<Arc<Reading>>,
     pub hub: Arc<broker::Hub>,
+    /// The Modbus buses' command inboxes, by device name (for the web and the uplink).
+    pub modbus: modbus::Buses,
     _lock: store::lock::StateLock,
     sources_cancel: CancellationToken,
     sinks_cancel: CancellationToken,
@@ -57,6 +60,8 @@ pub struct Gateway {
 
 /// Starts everything; returns once the broker and the web server are listening.
 pub async fn start(config: Config) -> anyhow::Result<Gateway> {
+    // Profiles are loaded here, once, before anything starts.
+    let modbus_buses = modbus::resolve(&config.origin, &config.modbus)?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(committer::Health::default());
     std::fs::create_dir_all(&config.store.state_dir).with_context(|| {
@@ -168,22 +173,24 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         sinks_cancel.clone(),
     ));
 
-    let modbus_stats = crate::sources::modbus::Stats::default();
-    for bus in &config.modbus.buses {
-        let mut devices = Vec::new();
-        for d in config.modbus.devices.iter().filter(|d| d.bus == bus.name) {
-            let profile =
-                crate::sources::modbus::load_profile(&config.modbus.profiles_dir, &d.profile)?;
-            devices.push((d.clone(), profile));
+    // One poller task per bus, each with its command inbox: mpsc, modbus::INBOX_CAPACITY (16);
+    // full → the command is refused at once (`WriteError::Busy`), the caller is not held.
+    let modbus_stats = modbus::Stats::default();
+    let mut inboxes = std::collections::BTreeMap::new();
+    for spec in modbus_buses {
+        let (inbox_tx, inbox_rx) = mpsc::channel(modbus::INBOX_CAPACITY);
+        for d in &spec.devices {
+            inboxes.insert(d.name.clone(), inbox_tx.clone());
         }
-        sources.spawn(crate::sources::modbus::run_bus(
-            bus.clone(),
-            devices,
+        sources.spawn(modbus::run_bus(
+            spec,
             readings_tx.clone(),
+            inbox_rx,
             modbus_stats.clone(),
             sources_cancel.clone(),
         ));
     }
+    let modbus_buses = modbus::Buses::new(inboxes);
     drop(readings_tx);
 
     let committer = tokio::spawn(committer::run(
@@ -252,6 +259,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
     Ok(Gateway {
         mqtt_addrs: vec![mqtt_addr],
         hub,
+        modbus: modbus_buses,
         _lock: lock,
         http_addr,
         metrics,
