@@ -40,7 +40,7 @@ pub enum Error {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The file this config was read from, named in the errors of later build steps
-    /// (`sources::modbus::resolve`); empty for a config built in code.
+    /// (the Modbus source's `resolve`); empty for a config built in code.
     #[serde(skip)]
     pub origin: String,
     pub site: Site,
