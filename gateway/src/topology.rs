@@ -61,7 +61,7 @@ pub struct Gateway {
 /// Starts everything; returns once the broker and the web server are listening.
 pub async fn start(config: Config) -> anyhow::Result<Gateway> {
     // Profiles are loaded here, once, before anything starts.
-    let modbus_buses = modbus::resolve(&config.origin, &config.modbus)?;
+    let modbus_specs = modbus::resolve(&config.origin, &config.modbus)?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(committer::Health::default());
     std::fs::create_dir_all(&config.store.state_dir).with_context(|| {
@@ -177,7 +177,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
     // full → the command is refused at once (`WriteError::Busy`), the caller is not held.
     let modbus_stats = modbus::Stats::default();
     let mut inboxes = std::collections::BTreeMap::new();
-    for spec in modbus_buses {
+    for spec in modbus_specs {
         let (inbox_tx, inbox_rx) = mpsc::channel(modbus::INBOX_CAPACITY);
         for d in &spec.devices {
             inboxes.insert(d.name.clone(), inbox_tx.clone());
