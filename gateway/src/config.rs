@@ -39,6 +39,10 @@ pub enum Error {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// The file this config was read from, named in the errors of later build steps
+    /// (the Modbus source's `resolve`); empty for a config built in code.
+    #[serde(skip)]
+    pub origin: String,
     pub site: Site,
     pub store: Store,
     pub broker: Broker,
@@ -334,46 +338,253 @@ pub struct Modbus {
     pub devices: Vec<ModbusDevice>,
 }
 
+/// One Modbus bus: a connection and the devices polled over it, one request at a time.
+/// Deserialised from the flat `[[modbus.bus]]` table ([`RawBus`]) and checked there, so a
+/// `ModbusBus` always has a parsed address or a complete serial line.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawBus")]
 pub struct ModbusBus {
     pub name: String,
-    /// `tcp`, `rtu` or `rtu_over_tcp`.
     pub transport: ModbusTransport,
-    /// `host:port` for tcp and rtu_over_tcp.
-    #[serde(default)]
-    pub address: String,
-    /// Serial device for rtu, e.g. `/dev/ttyUSB0`.
-    #[serde(default)]
-    pub port: String,
-    #[serde(default = "default_baud")]
-    pub baud: u32,
-    /// `none`, `even` or `odd`.
-    #[serde(default = "default_parity")]
-    pub parity: String,
-    #[serde(default = "default_data_bits")]
-    pub data_bits: u8,
-    #[serde(default = "default_stop_bits")]
-    pub stop_bits: u8,
     /// Per-request timeout.
-    #[serde(default = "default_modbus_timeout")]
     pub timeout_ms: u64,
     /// A device that failed is retried after this, doubling up to `max_backoff_ms`.
-    #[serde(default = "default_modbus_min_backoff")]
     pub min_backoff_ms: u64,
-    #[serde(default = "default_modbus_max_backoff")]
     pub max_backoff_ms: u64,
     /// Extra silence between two exchanges on the bus, for slow RTU devices (default: the
     /// protocol's 3.5 character times).
-    #[serde(default)]
     pub inter_frame_delay_ms: Option<u64>,
+}
+
+impl ModbusBus {
+    /// A bus with the documented defaults for timeout and backoff.
+    pub fn new(name: &str, transport: ModbusTransport) -> ModbusBus {
+        ModbusBus {
+            name: name.to_owned(),
+            transport,
+            timeout_ms: default_modbus_timeout(),
+            min_backoff_ms: default_modbus_min_backoff(),
+            max_backoff_ms: default_modbus_max_backoff(),
+            inter_frame_delay_ms: None,
+        }
+    }
+}
+
+/// How a bus is reached, with what each way needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModbusTransport {
+    /// Modbus TCP (MBAP framing).
+    Tcp { address: SocketAddr },
+    /// RTU frames over a TCP serial server.
+    RtuOverTcp { address: SocketAddr },
+    /// RTU on a local serial port.
+    Rtu(SerialLine),
+}
+
+/// A serial port and its line settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialLine {
+    /// e.g. `/dev/ttyUSB0`.
+    pub port: String,
+    pub baud: u32,
+    pub parity: Parity,
+    /// 7 or 8.
+    pub data_bits: u8,
+    /// 1 or 2.
+    pub stop_bits: u8,
+}
+
+impl SerialLine {
+    /// `port` at 9600 baud, 8N1.
+    pub fn new(port: &str) -> SerialLine {
+        SerialLine {
+            port: port.to_owned(),
+            baud: default_baud(),
+            parity: Parity::None,
+            data_bits: default_data_bits(),
+            stop_bits: default_stop_bits(),
+        }
+    }
+}
+
+/// Serial parity; `none`, `even` or `odd` (also `n`, `e`, `o`, any case) in the config and on
+/// the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Parity {
+    #[default]
+    None,
+    Even,
+    Odd,
+}
+
+impl std::str::FromStr for Parity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Parity, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" | "n" => Ok(Parity::None),
+            "even" | "e" => Ok(Parity::Even),
+            "odd" | "o" => Ok(Parity::Odd),
+            _ => Err(format!("{s:?}: expected none, even or odd")),
+        }
+    }
+}
+
+impl TryFrom<String> for Parity {
+    type Error = String;
+    fn try_from(s: String) -> Result<Parity, String> {
+        s.parse()
+    }
+}
+
+impl Parity {
+    /// The letter of `8N1`.
+    pub fn letter(self) -> char {
+        match self {
+            Parity::None => 'N',
+            Parity::Even => 'E',
+            Parity::Odd => 'O',
+        }
+    }
+}
+
+impl std::fmt::Display for ModbusTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModbusTransport::Tcp { address } => write!(f, "tcp {address}"),
+            ModbusTransport::RtuOverTcp { address } => write!(f, "rtu-over-tcp {address}"),
+            ModbusTransport::Rtu(s) => write!(
+                f,
+                "rtu {} {} {}{}{}",
+                s.port,
+                s.baud,
+                s.data_bits,
+                s.parity.letter(),
+                s.stop_bits
+            ),
+        }
+    }
+}
+
+/// `host:port`, parsed when the config is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BusAddress(SocketAddr);
+
+impl<'de> Deserialize<'de> for BusAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<BusAddress, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(BusAddress).map_err(|_| {
+            serde::de::Error::custom(format!("{s:?} is not host:port (an IP address and port)"))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TransportKind {
+    Tcp,
+    Rtu,
+    RtuOverTcp,
+}
+
+/// `[[modbus.bus]]` as written: one flat table whatever the transport.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBus {
+    name: String,
+    /// `tcp`, `rtu` or `rtu_over_tcp`.
+    transport: TransportKind,
+    /// `host:port` for tcp and rtu_over_tcp.
+    address: Option<BusAddress>,
+    /// Serial device for rtu, e.g. `/dev/ttyUSB0`.
+    port: Option<String>,
+    baud: Option<u32>,
+    parity: Option<Parity>,
+    data_bits: Option<u8>,
+    stop_bits: Option<u8>,
+    #[serde(default = "default_modbus_timeout")]
+    timeout_ms: u64,
+    #[serde(default = "default_modbus_min_backoff")]
+    min_backoff_ms: u64,
+    #[serde(default = "default_modbus_max_backoff")]
+    max_backoff_ms: u64,
+    #[serde(default)]
+    inter_frame_delay_ms: Option<u64>,
+}
+
+impl TryFrom<RawBus> for ModbusBus {
+    type Error = String;
+
+    /// The cross-field rules of a bus; the message names the bus and the key.
+    fn try_from(b: RawBus) -> Result<ModbusBus, String> {
+        let name = &b.name;
+        let serial_keys = [
+            ("port", b.port.is_some()),
+            ("baud", b.baud.is_some()),
+            ("parity", b.parity.is_some()),
+            ("data_bits", b.data_bits.is_some()),
+            ("stop_bits", b.stop_bits.is_some()),
+        ];
+        let net = |address: Option<BusAddress>, what: &str| {
+            if let Some((key, _)) = serial_keys.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "bus {name:?}: {key} is for transport rtu, not {what}"
+                ));
+            }
+            address.map(|a| a.0).ok_or(format!(
+                "bus {name:?}: address: {what} needs address = \"host:port\""
+            ))
+        };
+        let transport = match b.transport {
+            TransportKind::Tcp => ModbusTransport::Tcp {
+                address: net(b.address, "tcp")?,
+            },
+            TransportKind::RtuOverTcp => ModbusTransport::RtuOverTcp {
+                address: net(b.address, "rtu_over_tcp")?,
+            },
+            TransportKind::Rtu => {
+                if b.address.is_some() {
+                    return Err(format!(
+                        "bus {name:?}: address is for tcp and rtu_over_tcp; rtu takes port"
+                    ));
+                }
+                let port = b.port.clone().filter(|p| !p.is_empty()).ok_or(format!(
+                    "bus {name:?}: port: rtu needs a serial port, e.g. /dev/ttyUSB0"
+                ))?;
+                let line = SerialLine {
+                    port,
+                    baud: b.baud.unwrap_or(default_baud()),
+                    parity: b.parity.unwrap_or_default(),
+                    data_bits: b.data_bits.unwrap_or(default_data_bits()),
+                    stop_bits: b.stop_bits.unwrap_or(default_stop_bits()),
+                };
+                if line.baud == 0 {
+                    return Err(format!("bus {name:?}: baud: expected more than 0"));
+                }
+                if !(7..=8).contains(&line.data_bits) || !(1..=2).contains(&line.stop_bits) {
+                    return Err(format!(
+                        "bus {name:?}: data_bits, stop_bits: expected 7 or 8 data bits and 1 or 2 stop bits"
+                    ));
+                }
+                ModbusTransport::Rtu(line)
+            }
+        };
+        if b.timeout_ms == 0 || b.min_backoff_ms == 0 || b.min_backoff_ms > b.max_backoff_ms {
+            return Err(format!("bus {name:?}: timeout_ms, min_backoff_ms: timeout and backoff must be positive, min_backoff_ms <= max_backoff_ms"));
+        }
+        Ok(ModbusBus {
+            name: b.name,
+            transport,
+            timeout_ms: b.timeout_ms,
+            min_backoff_ms: b.min_backoff_ms,
+            max_backoff_ms: b.max_backoff_ms,
+            inter_frame_delay_ms: b.inter_frame_delay_ms,
+        })
+    }
 }
 
 fn default_baud() -> u32 {
     9600
-}
-fn default_parity() -> String {
-    "none".into()
 }
 fn default_data_bits() -> u8 {
     8
@@ -389,14 +600,6 @@ fn default_modbus_min_backoff() -> u64 {
 }
 fn default_modbus_max_backoff() -> u64 {
     60_000
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ModbusTransport {
-    Tcp,
-    Rtu,
-    RtuOverTcp,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -558,7 +761,10 @@ impl Config {
             }
         })?;
         config.validate(file)?;
-        Ok(config)
+        Ok(Config {
+            origin: file.to_owned(),
+            ..config
+        })
     }
 
     /// Validates a `Config` built in code (the demo's) by the same rules as a file's; `file`
@@ -703,54 +909,8 @@ impl Config {
             if !names.insert(b.name.as_str()) {
                 return bad("modbus.bus.name", format!("{:?} is used twice", b.name));
             }
-            match b.transport {
-                ModbusTransport::Tcp | ModbusTransport::RtuOverTcp => {
-                    if b.address.parse::<SocketAddr>().is_err() {
-                        return bad(
-                            "modbus.bus.address",
-                            format!(
-                                "bus {:?}: {:?} is not host:port (an IP address and port)",
-                                b.name, b.address
-                            ),
-                        );
-                    }
-                }
-                ModbusTransport::Rtu => {
-                    if b.port.is_empty() {
-                        return bad(
-                            "modbus.bus.port",
-                            format!(
-                                "bus {:?}: rtu needs a serial port, e.g. /dev/ttyUSB0",
-                                b.name
-                            ),
-                        );
-                    }
-                }
-            }
-            if crate::sources::modbus::parse_parity(&b.parity).is_none() {
-                return bad(
-                    "modbus.bus.parity",
-                    format!(
-                        "bus {:?}: {:?}: expected none, even or odd",
-                        b.name, b.parity
-                    ),
-                );
-            }
-            if !(7..=8).contains(&b.data_bits) || !(1..=2).contains(&b.stop_bits) {
-                return bad(
-                    "modbus.bus.data_bits",
-                    format!(
-                        "bus {:?}: expected 7 or 8 data bits and 1 or 2 stop bits",
-                        b.name
-                    ),
-                );
-            }
-            if b.timeout_ms == 0 || b.min_backoff_ms == 0 || b.min_backoff_ms > b.max_backoff_ms {
-                return bad("modbus.bus.timeout_ms", format!("bus {:?}: timeout and backoff must be positive, min_backoff_ms <= max_backoff_ms", b.name));
-            }
         }
         let mut devices = std::collections::BTreeSet::new();
-        let mut units = std::collections::BTreeMap::new();
         for d in &self.modbus.devices {
             if !devices.insert(d.name.as_str()) {
                 return bad("modbus.device.name", format!("{:?} is used twice", d.name));
@@ -761,27 +921,20 @@ impl Config {
                     format!("device {:?}: no [[modbus.bus]] named {:?}", d.name, d.bus),
                 );
             }
-            let profile =
-                match crate::sources::modbus::load_profile(&self.modbus.profiles_dir, &d.profile) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        return bad("modbus.device.profile", format!("device {:?}: {e}", d.name))
-                    }
-                };
-            let unit = d.unit.unwrap_or(profile.device.unit_id);
-            if !(1..=247).contains(&unit) {
-                return bad(
-                    "modbus.device.unit",
-                    format!("device {:?}: unit {unit}: expected 1..=247", d.name),
-                );
-            }
-            if let Some(other) = units.insert((d.bus.as_str(), unit), d.name.as_str()) {
+            if d.unit.is_some_and(|u| !(1..=247).contains(&u)) {
                 return bad(
                     "modbus.device.unit",
                     format!(
-                        "devices {other:?} and {:?} both use unit {unit} on bus {:?}",
-                        d.name, d.bus
+                        "device {:?}: unit {}: expected 1..=247",
+                        d.name,
+                        d.unit.unwrap_or_default()
                     ),
+                );
+            }
+            if d.poll_interval_ms == Some(0) {
+                return bad(
+                    "modbus.device.poll_interval_ms",
+                    format!("device {:?}: expected at least 1", d.name),
                 );
             }
         }
@@ -809,7 +962,10 @@ mod tests {
     fn default_file_is_the_default_config() {
         assert_eq!(
             Config::parse("default", DEFAULT_TOML).expect("default parses"),
-            Config::default()
+            Config {
+                origin: "default".into(),
+                ..Config::default()
+            }
         );
     }
 
@@ -828,22 +984,54 @@ mod tests {
             format!("[[modbus.device]]\nname = \"{name}\"\nbus = \"rs485\"\nunit = {unit}\nprofile = \"eastron-sdm120\"\n")
         };
         check(
-            &format!("{bus}{}{}", dev("a", 1), dev("b", 1)),
-            "gw.toml: modbus.device.unit: devices \"a\" and \"b\" both use unit 1 on bus \"rs485\"",
-        );
-        check(
             &format!("{bus}{}", dev("a", 0)),
             "gw.toml: modbus.device.unit: device \"a\": unit 0: expected 1..=247",
         );
         check(
             "[[modbus.bus]]\nname = \"tcp\"\ntransport = \"tcp\"\naddress = \"plc:502\"\n",
-            "gw.toml: modbus.bus.address: bus \"tcp\": \"plc:502\" is not host:port (an IP address and port)",
+            "gw.toml: modbus.bus[0].address: \"plc:502\" is not host:port (an IP address and port) (line 4, column 11)",
         );
         check(
-            &format!("{bus}[[modbus.device]]\nname = \"x\"\nbus = \"rs232\"\nprofile = \"eastron-sdm120\"\n"),
-            "gw.toml: modbus.device.bus: device \"x\": no [[modbus.bus]] named \"rs232\"",
+            "[[modbus.bus]]\nname = \"tcp\"\ntransport = \"tcp\"\n",
+            "gw.toml: modbus.bus[0]: bus \"tcp\": address: tcp needs address = \"host:port\" (line 1, column 1)",
         );
-        assert!(Config::parse("gw.toml", &format!("{bus}{}{}", dev("a", 1), dev("b", 2))).is_ok());
+        check(
+            "[[modbus.bus]]\nname = \"tcp\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\nbaud = 19200\n",
+            "gw.toml: modbus.bus[0]: bus \"tcp\": baud is for transport rtu, not tcp (line 1, column 1)",
+        );
+        check(
+            "[[modbus.bus]]\nname = \"rs485\"\ntransport = \"rtu\"\n",
+            "gw.toml: modbus.bus[0]: bus \"rs485\": port: rtu needs a serial port, e.g. /dev/ttyUSB0 (line 1, column 1)",
+        );
+        check(
+            &format!("{bus}parity = \"mark\"\n"),
+            "gw.toml: modbus.bus[0].parity: \"mark\": expected none, even or odd (line 5, column 10)",
+        );
+        check(
+            &format!("{bus}{}", dev("a", 1))
+                .replace("bus = \"rs485\"\nunit", "bus = \"rs232\"\nunit"),
+            "gw.toml: modbus.device.bus: device \"a\": no [[modbus.bus]] named \"rs232\"",
+        );
+        let ok = Config::parse(
+            "gw.toml",
+            &format!(
+                "{bus}parity = \"E\"\nbaud = 19200\n{}{}",
+                dev("a", 1),
+                dev("b", 2)
+            ),
+        );
+        let transport = ok.map(|c| c.modbus.buses[0].transport.to_string());
+        assert_eq!(
+            transport.map_err(|e| e.to_string()),
+            Ok("rtu /dev/ttyUSB0 19200 8E1".to_owned())
+        );
+        let tcp = "[[modbus.bus]]\nname = \"plc\"\ntransport = \"rtu_over_tcp\"\naddress = \"10.0.0.5:4001\"\n";
+        let transport = Config::parse("gw.toml", tcp).map(|c| c.modbus.buses[0].transport.clone());
+        let address = "10.0.0.5:4001".parse().expect("an address");
+        assert_eq!(
+            transport.ok(),
+            Some(ModbusTransport::RtuOverTcp { address })
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use gkgw::config::{self, Config};
+use gkgw::sources::modbus::{self, link::Link, profile::Profile};
 
 #[derive(Parser)]
 #[command(name = "gkgw", version, about = "Green Kitchen Gateway: the edge gateway of a community biogas plant", long_about = None)]
@@ -63,7 +64,7 @@ struct BusArgs {
     baud: u32,
     /// none, even or odd.
     #[arg(long, default_value = "none")]
-    parity: String,
+    parity: config::Parity,
     #[arg(long, default_value_t = 8)]
     data_bits: u8,
     #[arg(long, default_value_t = 1)]
@@ -86,19 +87,39 @@ struct DeviceArgs {
     unit: Option<u8>,
 }
 
+impl BusArgs {
+    /// The bus as the config would have it: the one conversion from the command line.
+    fn bus(&self) -> anyhow::Result<config::ModbusBus> {
+        use config::ModbusTransport;
+        let transport = match (&self.tcp, &self.rtu_over_tcp, &self.port) {
+            (Some(address), _, _) => ModbusTransport::Tcp { address: *address },
+            (_, Some(address), _) => ModbusTransport::RtuOverTcp { address: *address },
+            (_, _, Some(port)) => ModbusTransport::Rtu(config::SerialLine {
+                port: port.clone(),
+                baud: self.baud,
+                parity: self.parity,
+                data_bits: self.data_bits,
+                stop_bits: self.stop_bits,
+            }),
+            _ => anyhow::bail!("say where the bus is: --tcp HOST:PORT, --rtu-over-tcp HOST:PORT or --port /dev/ttyUSB0"),
+        };
+        Ok(config::ModbusBus {
+            timeout_ms: self.timeout_ms,
+            ..config::ModbusBus::new("cli", transport)
+        })
+    }
+
+    fn link(&self) -> anyhow::Result<Link> {
+        Ok(Link::for_bus(&self.bus()?))
+    }
+}
+
 impl DeviceArgs {
-    /// The link, the profile and the unit id to use.
-    fn open(
-        &self,
-    ) -> anyhow::Result<(
-        gkgw::sources::modbus::link::Link,
-        gkgw::sources::modbus::profile::Profile,
-        u8,
-    )> {
-        let p =
-            gkgw::sources::modbus::load_profile(std::path::Path::new("sensors"), &self.profile)?;
+    /// The profile (a file, or built in) and the unit id to use.
+    fn profile(&self) -> anyhow::Result<(Profile, u8)> {
+        let p = modbus::load_profile(std::path::Path::new("sensors"), &self.profile)?;
         let unit = self.unit.unwrap_or(p.device.unit_id);
-        Ok((link_of(&self.bus)?, p, unit))
+        Ok((p, unit))
     }
 }
 
@@ -536,38 +557,8 @@ async fn load(a: LoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn link_of(b: &BusArgs) -> anyhow::Result<gkgw::sources::modbus::link::Link> {
-    use gkgw::sources::modbus::link::{Link, Transport};
-    let transport = match (&b.tcp, &b.rtu_over_tcp, &b.port) {
-        (Some(a), _, _) => Transport::Tcp(*a),
-        (_, Some(a), _) => Transport::RtuOverTcp(*a),
-        (_, _, Some(p)) => Transport::Rtu {
-            port: p.clone(),
-            baud: b.baud,
-            parity: gkgw::sources::modbus::parse_parity(&b.parity).ok_or_else(|| anyhow::anyhow!("--parity {}: expected none, even or odd", b.parity))?,
-            data_bits: b.data_bits,
-            stop_bits: b.stop_bits,
-        },
-        _ => anyhow::bail!("say where the bus is: --tcp HOST:PORT, --rtu-over-tcp HOST:PORT or --port /dev/ttyUSB0"),
-    };
-    Ok(Link::new(transport, Duration::from_millis(b.timeout_ms)))
-}
-
-/// User + system CPU time of this process so far (Linux /proc; 0 elsewhere).
-fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th there.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0 // USER_HZ, which Linux fixes at 100 for /proc whatever the kernel tick
-}
-
 async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
-    use gkgw::sources::modbus::{commission, profile::RegisterKind};
+    use modbus::{commission, profile::RegisterKind};
     match c {
         ModbusCommand::Read {
             bus,
@@ -585,7 +576,7 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
                 (.., Some(a)) => (RegisterKind::DiscreteInput, a),
                 _ => (RegisterKind::Holding, 0),
             };
-            let mut link = link_of(&bus)?;
+            let mut link = bus.link()?;
             print!(
                 "{}",
                 commission::read(&mut link, unit, kind, address, count).await?
@@ -597,7 +588,7 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
             to,
             register,
         } => {
-            let mut link = link_of(&bus)?;
+            let mut link = bus.link()?;
             println!(
                 "scanning {} units {from}..={to} (timeout {} ms each)",
                 link.transport(),
@@ -613,7 +604,8 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
             }
         }
         ModbusCommand::Poll { dev } => {
-            let (mut link, p, unit) = dev.open()?;
+            let (p, unit) = dev.profile()?;
+            let mut link = dev.bus.link()?;
             let report = commission::poll(&mut link, unit, &p).await?;
             print!("{}", report.text);
             report.ensure_something_read()?;
@@ -624,7 +616,8 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
             value,
             reason,
         } => {
-            let (mut link, p, unit) = dev.open()?;
+            let (p, unit) = dev.profile()?;
+            let mut link = dev.bus.link()?;
             println!(
                 "{}",
                 commission::write(&mut link, unit, &p, &field, value, &reason).await?
@@ -635,30 +628,11 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
             cycles,
             connections,
         } => {
-            let (_, p, unit) = dev.open()?;
-            let cpu_before = process_cpu_seconds();
-            let started = std::time::Instant::now();
-            let mut tasks = tokio::task::JoinSet::new();
-            for _ in 0..connections.max(1) {
-                let mut link = link_of(&dev.bus)?;
-                let p = p.clone();
-                tasks.spawn(async move { commission::bench(&mut link, unit, &p, cycles).await });
-            }
-            let (mut requests, mut registers, mut failures) = (0, 0, 0);
-            while let Some(r) = tasks.join_next().await {
-                let r = r?;
-                requests += r.requests;
-                registers += r.registers;
-                failures += r.failures;
-            }
-            let secs = started.elapsed().as_secs_f64();
-            let cpu = process_cpu_seconds() - cpu_before;
-            println!(
-                "{requests} requests ({failures} failed), {registers} registers in {secs:.2} s: {:.0} requests/s, {:.0} registers/s; gkgw CPU {cpu:.2} s = {:.1} µs per request",
-                requests as f64 / secs,
-                registers as f64 / secs,
-                cpu * 1e6 / requests.max(1) as f64
-            );
+            let (p, unit) = dev.profile()?;
+            let bus = dev.bus.bus()?;
+            let summary =
+                commission::bench_connections(&bus, unit, &p, cycles, connections).await?;
+            println!("{summary}");
         }
         ModbusCommand::ServeDemo { listen, no_faults } => {
             let cancel = shutdown_on_signal();
@@ -668,8 +642,7 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
         }
         ModbusCommand::Plan { profile, baud } => {
             for name in profile {
-                let p =
-                    gkgw::sources::modbus::load_profile(std::path::Path::new("sensors"), &name)?;
+                let p = modbus::load_profile(std::path::Path::new("sensors"), &name)?;
                 print!("{}", commission::plan_report(&p, &baud));
             }
         }

@@ -7,6 +7,7 @@
 //!    │  │                   │ (full → that connection's socket is not read: TCP slows the meter)
 //!    │  │                   ▼                      also → live: broadcast 1024 (lagging receivers skip)
 //!    │  │  Modbus pollers ──┴──▶ store committer (batch ≤ max_batch or commit_interval; commit = fsync)
+//!    │  │   ▲ one per bus; commands (writes) from modbus::Buses: mpsc 16 per bus (full → refused at once)
 //!    │  │                              │ receipts: per connection, unbounded but ≤ max_inflight each
 //!    │  └─ PUBACK / PUBREC ◀───────────┤ (sent only after the commit)
 //!    │                                 │ acks: mpsc 1024 (full → acks dropped, counted; the meter resends)
@@ -29,11 +30,11 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ModbusBus};
+use crate::config::Config;
 use crate::metrics::Registry;
 use crate::model::{AckRequest, Reading};
 use crate::plant::{self, Plant};
-use crate::sources::mqtt;
+use crate::sources::{modbus, mqtt};
 use crate::store::{self, committer};
 use crate::{broker, credentials, sinks, web};
 
@@ -47,7 +48,7 @@ pub struct Resolved {
     pub config: Config,
     pub plant: Arc<Plant>,
     pub mqtt: mqtt::Rules,
-    pub modbus: Vec<(ModbusBus, Vec<crate::sources::modbus::DevicePlan>)>,
+    pub modbus: Vec<modbus::BusSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,12 +58,8 @@ pub enum ResolveError {
         file: String,
         source: Box<plant::Error>,
     },
-    #[error("{file}: modbus.device.profile: device {device:?}: {source}")]
-    Profile {
-        file: String,
-        device: String,
-        source: Box<crate::sources::modbus::profile::ProfileError>,
-    },
+    #[error(transparent)]
+    Modbus(#[from] modbus::ResolveError),
 }
 
 /// Loads the Modbus profiles, binds every source to its quantities and checks the bindings.
@@ -75,32 +72,7 @@ pub fn resolve(config: Config, file: &str) -> Result<Resolved, ResolveError> {
     let mut plant =
         Plant::new(plant::Catalogue::with_site(&config.plant.quantity).map_err(plant_err)?);
     let rules = mqtt::Rules::bind(&config.mqtt, &mut plant).map_err(plant_err)?;
-    let mut modbus = Vec::new();
-    for bus in &config.modbus.buses {
-        let mut devices = Vec::new();
-        for (i, d) in config.modbus.devices.iter().enumerate() {
-            if d.bus != bus.name {
-                continue;
-            }
-            let profile =
-                crate::sources::modbus::load_profile(&config.modbus.profiles_dir, &d.profile)
-                    .map_err(|source| ResolveError::Profile {
-                        file: file.to_owned(),
-                        device: d.name.clone(),
-                        source: Box::new(source),
-                    })?;
-            let plan = crate::sources::modbus::DevicePlan::bind(
-                &format!("modbus.device[{i}]"),
-                bus,
-                d.clone(),
-                profile,
-                &mut plant,
-            )
-            .map_err(plant_err)?;
-            devices.push(plan);
-        }
-        modbus.push((bus.clone(), devices));
-    }
+    let modbus = modbus::resolve(file, &config.modbus, &mut plant)?;
     Ok(Resolved {
         config,
         plant: Arc::new(plant),
@@ -139,23 +111,23 @@ pub fn describe(r: &Resolved) -> String {
         };
         let _ = writeln!(s, "  mqtt topic {}: {what}", t.filter);
     }
-    for (bus, devices) in &r.modbus {
-        let transport = crate::sources::modbus::transport_of(bus);
+    for spec in &r.modbus {
+        let bus = &spec.bus;
         let _ = writeln!(
             s,
-            "  modbus bus {}: {transport}, timeout {} ms, backoff {}..{} ms",
-            bus.name, bus.timeout_ms, bus.min_backoff_ms, bus.max_backoff_ms
+            "  modbus bus {}: {}, timeout {} ms, backoff {}..{} ms",
+            bus.name, bus.transport, bus.timeout_ms, bus.min_backoff_ms, bus.max_backoff_ms
         );
-        for d in devices {
+        for d in &spec.devices {
             let p = &d.profile;
-            let planner = crate::sources::modbus::plan::Planner::new(&p.fields, p.device.limits);
+            let planner = modbus::plan::Planner::new(&p.fields, p.device.limits);
             let requests = planner.plan(&(0..p.fields.len()).collect::<Vec<_>>()).len();
             let _ = writeln!(
                 s,
                 "    {} = {} unit {}: {} fields, {requests} requests per full cycle",
-                d.config.name,
+                d.name,
                 p.device.model,
-                d.config.unit.unwrap_or(p.device.unit_id),
+                d.unit,
                 p.fields.len()
             );
         }
@@ -198,6 +170,8 @@ pub struct Gateway {
     pub health: Arc<committer::Health>,
     pub live: broadcast::Sender<Arc<Reading>>,
     pub hub: Arc<broker::Hub>,
+    /// The Modbus buses' command inboxes, by device name (for the web and the uplink).
+    pub modbus: modbus::Buses,
     _lock: store::lock::StateLock,
     sources_cancel: CancellationToken,
     sinks_cancel: CancellationToken,
@@ -319,16 +293,24 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
         sinks_cancel.clone(),
     ));
 
-    let modbus_stats = crate::sources::modbus::Stats::default();
-    for (bus, devices) in modbus {
-        sources.spawn(crate::sources::modbus::run_bus(
-            bus,
-            devices,
+    // One poller task per bus, each with its command inbox: mpsc, modbus::INBOX_CAPACITY (16);
+    // full → the command is refused at once (`WriteError::Busy`), the caller is not held.
+    let modbus_stats = modbus::Stats::default();
+    let mut inboxes = std::collections::BTreeMap::new();
+    for spec in modbus {
+        let (inbox_tx, inbox_rx) = mpsc::channel(modbus::INBOX_CAPACITY);
+        for d in &spec.devices {
+            inboxes.insert(d.name.clone(), inbox_tx.clone());
+        }
+        sources.spawn(modbus::run_bus(
+            spec,
             intake.clone(),
+            inbox_rx,
             modbus_stats.clone(),
             sources_cancel.clone(),
         ));
     }
+    let modbus_buses = modbus::Buses::new(inboxes);
     drop(intake);
 
     let committer = tokio::spawn(committer::run(
@@ -397,6 +379,7 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
         mqtt_addrs: vec![mqtt_addr],
         plant,
         hub,
+        modbus: modbus_buses,
         _lock: lock,
         http_addr,
         health,
@@ -529,7 +512,7 @@ mod tests {
                 "{BUS}[[modbus.device]]\nname = \"d{i}\"\nbus = \"rs485\"\nunit = 1\nprofile = \"{name}\"\n"
             );
             let r = resolved(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-            let fields = r.modbus[0].1[0].profile.fields.len();
+            let fields = r.modbus[0].devices[0].profile.fields.len();
             let bound = r
                 .plant
                 .bindings()
@@ -546,7 +529,7 @@ mod tests {
             "{BUS}[[modbus.device]]\nname = \"temps\"\nbus = \"rs485\"\nunit = 5\nprofile = \"comwintop-8pt1000\"\nquantities = {{ ch2 = \"compressor.temperature\" }}\n"
         );
         let r = resolved(&text).expect("resolves");
-        let dev = &r.modbus[0].1[0];
+        let dev = &r.modbus[0].devices[0];
         let ch2 = dev
             .profile
             .fields

@@ -763,6 +763,24 @@ mod tests {
     }
 
     #[test]
+    fn default_names_put_the_unit_in_the_field() {
+        let check = |q: &str, unit: &str, expected: (&str, &str)| {
+            assert_eq!(
+                default_names(q, unit),
+                (expected.0.to_owned(), expected.1.to_owned())
+            )
+        };
+        check("digester.pressure", "mbar", ("digester", "pressure_mbar"));
+        check("digester.temperature", "°C", ("digester", "temperature_c"));
+        check("biogas.ch4", "%vol", ("biogas", "ch4_pct"));
+        check("gas.flow", "m³/h", ("gas", "flow_m3h"));
+        check("power.voltage.l1", "V", ("power", "voltage_l1_v"));
+        check("digester.ph", "pH", ("digester", "ph"));
+        check("compressor.state", "", ("compressor", "state"));
+        check("alone", "A", ("site", "alone_a"));
+    }
+
+    #[test]
     fn site_quantities_are_checked_and_get_default_names() {
         let c = Catalogue::with_site(&site(
             "[[quantity]]\nname = \"tank.level\"\nunit = \"m\"\nkind = \"gauge\"\nprecision = 2\n",

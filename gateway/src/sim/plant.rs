@@ -400,18 +400,10 @@ impl Plant {
     /// The bus and device entries that make the gateway poll this plant.
     pub fn config(&self) -> (ModbusBus, Vec<ModbusDevice>) {
         let bus = ModbusBus {
-            name: "demo-plant".into(),
-            transport: ModbusTransport::Tcp,
-            address: self.addr.to_string(),
-            port: String::new(),
-            baud: 9600,
-            parity: "none".into(),
-            data_bits: 8,
-            stop_bits: 1,
             timeout_ms: 500,
             min_backoff_ms: 5_000,
             max_backoff_ms: 30_000,
-            inter_frame_delay_ms: None,
+            ..ModbusBus::new("demo-plant", ModbusTransport::Tcp { address: self.addr })
         };
         let devices = DEVICES
             .iter()
@@ -524,13 +516,7 @@ mod tests {
                     panic!("{name}.{}: not readable", f.name)
                 };
                 let r = decode::decode_registers(f, &regs).unwrap();
-                assert_eq!(
-                    r.quality,
-                    decode::Quality::Good,
-                    "{name}.{}: {:?}",
-                    f.name,
-                    r
-                );
+                assert_eq!(r.sanity, decode::Sanity::Good, "{name}.{}: {:?}", f.name, r);
             }
         }
     }

@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{LabelValue as _, Registry};
+use crate::sources::modbus::health;
 use crate::sources::mqtt::RejectReason;
 use crate::store::committer::Health;
 use crate::store::gauges::Gauges;
@@ -47,7 +48,8 @@ struct ConsumerDto {
 struct ModbusDeviceDto {
     name: String,
     bus: String,
-    state: &'static str,
+    #[serde(serialize_with = "state_name")]
+    state: health::State,
     requests: u64,
     timeouts: u64,
     exceptions: u64,
@@ -58,6 +60,11 @@ struct ModbusDeviceDto {
     /// `latest` is out of date: the device is offline and the values are `last_answer_age_s`
     /// old.
     stale: bool,
+}
+
+/// A device state in JSON: `online`, `offline`, ... (`health::State::as_str`).
+fn state_name<S: serde::Serializer>(state: &health::State, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(state.as_str())
 }
 
 #[derive(Serialize)]
@@ -155,6 +162,9 @@ fn assess(
 
 async fn status_dto(s: &Arc<AppState>) -> StatusDto {
     let st = s.store.refresh().await;
+    // The device snapshot is taken before `now`: a poller that records an answer between the
+    // two would otherwise give an answer newer than `now`, i.e. a negative age.
+    let devices = s.modbus.lock().map(|d| d.clone()).unwrap_or_default();
     let now = crate::model::now_ns();
     let consumers: Vec<ConsumerDto> = st
         .consumers
@@ -166,26 +176,21 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
             oldest_unsent_age_s: c.oldest_unsent_ts_ns.map(|t| (now - t) as f64 / 1e9),
         })
         .collect();
-    let modbus: Vec<ModbusDeviceDto> = s
-        .modbus
-        .lock()
-        .map(|devs| {
-            devs.iter()
-                .map(|(name, d)| ModbusDeviceDto {
-                    name: name.clone(),
-                    bus: d.bus.clone(),
-                    state: d.state.as_str(),
-                    requests: d.requests,
-                    timeouts: d.timeouts,
-                    exceptions: d.exceptions,
-                    errors: d.errors,
-                    last_answer_age_s: d.last_answer_ns.map(|t| (now - t) as f64 / 1e9),
-                    latest: d.latest.clone(),
-                    stale: d.stale(),
-                })
-                .collect()
+    let modbus: Vec<ModbusDeviceDto> = devices
+        .into_iter()
+        .map(|(name, d)| ModbusDeviceDto {
+            stale: d.stale(),
+            name,
+            bus: d.bus,
+            state: d.state,
+            requests: d.requests,
+            timeouts: d.timeouts,
+            exceptions: d.exceptions,
+            errors: d.errors,
+            last_answer_age_s: d.last_answer_ns.map(|t| (now - t) as f64 / 1e9),
+            latest: d.latest,
         })
-        .unwrap_or_default();
+        .collect();
     let (health, health_reasons) = assess(!s.health.healthy(), &modbus, &consumers);
     StatusDto {
         version: env!("CARGO_PKG_VERSION"),
@@ -293,7 +298,7 @@ async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
             &format!("Modbus {}", m.name),
             format!(
                 "{} ({} requests, {} timeouts, {} exceptions{})",
-                m.state,
+                m.state.as_str(),
                 m.requests,
                 m.timeouts,
                 m.exceptions,
@@ -364,7 +369,11 @@ mod tests {
         ModbusDeviceDto {
             name: name.to_owned(),
             bus: "rs485".to_owned(),
-            state: if stale { "offline" } else { "online" },
+            state: if stale {
+                health::State::Offline
+            } else {
+                health::State::Online
+            },
             requests: 0,
             timeouts: 0,
             exceptions: 0,

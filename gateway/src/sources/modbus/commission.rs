@@ -3,7 +3,6 @@
 //! profile's fields decoded live. Output is plain text for a slow SSH link.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use super::link::{Data, Error, Link};
 use super::profile::{Profile, RegisterKind};
@@ -109,7 +108,10 @@ pub async fn poll(link: &mut Link, unit: u8, profile: &Profile) -> Result<PollRe
                     let (value, quality) = match super::decode_field(&req, f, &data) {
                         Some(Ok(r)) => {
                             read += 1;
-                            (value_text(&r.value, None), r.quality.as_str().to_owned())
+                            (
+                                decode::field_text(f, &r.value, None),
+                                r.sanity.as_str().to_owned(),
+                            )
                         }
                         Some(Err(e)) => ("-".into(), e.to_string()),
                         None => ("-".into(), "reply does not cover the field".into()),
@@ -170,20 +172,22 @@ pub async fn write(
     value: f64,
     why: &str,
 ) -> Result<String, super::WriteError> {
-    let who = format!("cli:{}", operator());
-    let reason = super::WriteReason { who: &who, why };
-    let written = super::write(link, unit, profile, field, value, reason).await?;
+    let reason = super::WriteReason {
+        who: format!("cli:{}", operator()),
+        why: why.to_owned(),
+    };
+    let written = super::write(link, unit, profile, field, value, &reason).await?;
     let unit_text = profile.field(field).and_then(|f| f.unit.as_deref());
     let mut out = format!(
         "wrote {field} = {} to unit {unit} on {}",
-        value_text(&written, unit_text),
+        decode::value_text(&written, unit_text, None),
         link.transport()
     );
-    if matches!(written, decode::Value::Number(w) if w != value) {
+    if matches!(written, decode::DecodedValue::Number(w) if w != value) {
         let _ = write!(
             out,
             " ({} asked; this is the nearest value the register holds)",
-            number_text(value)
+            decode::number_text(value)
         );
     }
     Ok(out)
@@ -241,31 +245,6 @@ fn user_name(uid: libc::uid_t) -> Option<String> {
         }
     }
     None
-}
-
-/// A decoded value as text, with its unit when given.
-pub fn value_text(v: &decode::Value, unit: Option<&str>) -> String {
-    let text = match v {
-        decode::Value::Number(n) => number_text(*n),
-        decode::Value::Bool(b) => b.to_string(),
-        decode::Value::Text(t) => t.clone(),
-    };
-    match unit {
-        Some(u) if matches!(v, decode::Value::Number(_)) => format!("{text} {u}"),
-        _ => text,
-    }
-}
-
-/// A decoded number as a technician compares it with the device's display: the shortest text
-/// that reads back as the same f64, integers in full (also 64-bit ones). The decoder already
-/// made the value the decimal the device meant (`decode::scaled`), so this is also exactly
-/// what the store and InfluxDB hold.
-pub fn number_text(n: f64) -> String {
-    format!("{n}")
-}
-
-pub fn default_timeout() -> Duration {
-    Duration::from_millis(1000)
 }
 
 /// The read plan of a whole profile (every field due at once) and its RTU bus time at `bauds`,
@@ -329,23 +308,6 @@ mod operator_tests {
     }
 }
 
-#[cfg(test)]
-mod number_tests {
-    #[test]
-    fn numbers_print_in_full_without_float_noise() {
-        assert_eq!(
-            super::number_text(9_007_199_254_740_989.0),
-            "9007199254740989"
-        );
-        assert_eq!(super::number_text(-12345.0), "-12345");
-        assert_eq!(super::number_text(12345.6789012), "12345.6789012");
-        assert_eq!(super::number_text(12345.678901234567), "12345.678901234567");
-        assert_eq!(super::number_text(f64::NAN), "NaN");
-        let f32_field = super::super::decode::f32_decimal(11.62);
-        assert_eq!(super::number_text(f32_field), "11.62");
-    }
-}
-
 /// What [`bench`] measured.
 #[derive(Debug, Clone)]
 pub struct BenchResult {
@@ -387,4 +349,93 @@ pub async fn bench(link: &mut Link, unit: u8, profile: &Profile, cycles: u64) ->
     }
     r.seconds = started.elapsed().as_secs_f64();
     r
+}
+
+/// What [`bench_connections`] measured over all its connections.
+#[derive(Debug, Clone)]
+pub struct BenchSummary {
+    pub requests: u64,
+    pub registers: u64,
+    pub failures: u64,
+    pub seconds: f64,
+    /// gkgw's own CPU time (user + system) during the run.
+    pub cpu_seconds: f64,
+}
+
+impl std::fmt::Display for BenchSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (requests, secs, cpu) = (self.requests, self.seconds, self.cpu_seconds);
+        write!(
+            f,
+            "{requests} requests ({} failed), {} registers in {secs:.2} s: {:.0} requests/s, {:.0} registers/s; gkgw CPU {cpu:.2} s = {:.1} µs per request",
+            self.failures,
+            self.registers,
+            requests as f64 / secs,
+            self.registers as f64 / secs,
+            cpu * 1e6 / requests.max(1) as f64
+        )
+    }
+}
+
+/// `gkgw modbus bench`: [`bench`] on `connections` links to `bus` at once (TCP: one connection
+/// each), summed, with the CPU time it cost.
+pub async fn bench_connections(
+    bus: &crate::config::ModbusBus,
+    unit: u8,
+    profile: &Profile,
+    cycles: u64,
+    connections: u32,
+) -> Result<BenchSummary, tokio::task::JoinError> {
+    let cpu_before = process_cpu_seconds();
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections.max(1) {
+        let mut link = Link::for_bus(bus);
+        let p = profile.clone();
+        tasks.spawn(async move { bench(&mut link, unit, &p, cycles).await });
+    }
+    let mut sum = BenchSummary {
+        requests: 0,
+        registers: 0,
+        failures: 0,
+        seconds: 0.0,
+        cpu_seconds: 0.0,
+    };
+    while let Some(r) = tasks.join_next().await {
+        let r = r?;
+        sum.requests += r.requests;
+        sum.registers += r.registers;
+        sum.failures += r.failures;
+    }
+    sum.seconds = started.elapsed().as_secs_f64();
+    sum.cpu_seconds = process_cpu_seconds() - cpu_before;
+    Ok(sum)
+}
+
+/// User + system CPU time of this process so far (Linux /proc; 0 elsewhere).
+pub fn process_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .map(|s| cpu_seconds_of_stat(&s))
+        .unwrap_or(0.0)
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line, in seconds.
+fn cpu_seconds_of_stat(stat: &str) -> f64 {
+    // Fields after the parenthesised command name (which may hold spaces and parentheses);
+    // utime and stime are the 12th and 13th there.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|t| t.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0 // USER_HZ, which Linux fixes at 100 for /proc whatever the kernel tick
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    #[test]
+    fn cpu_time_is_utime_plus_stime() {
+        let stat = "4242 (gk (gw) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 130 0 0 20 0 5 0";
+        assert_eq!(super::cpu_seconds_of_stat(stat), 3.8);
+        assert_eq!(super::cpu_seconds_of_stat("garbage"), 0.0);
+        assert!(super::process_cpu_seconds() >= 0.0);
+    }
 }

@@ -4,7 +4,7 @@
 //! Everything here is a pure function of the registers and the field spec so
 //! it can be tested exhaustively without a device. A device saying "no
 //! reading" (sentinel, NaN) or an implausible value is not an error: it is a
-//! [`Reading`] with a [`Quality`] other than `Good`, so the value can still be
+//! [`Decoded`] with a [`Sanity`] other than `Good`, so the value can still be
 //! logged and shown while downstream logic knows not to trust it.
 //!
 //! Numbers come out as the decimal the device meant: a float32 becomes the shortest decimal
@@ -16,14 +16,14 @@
 use super::profile::{DataType, Field, RegisterKind, WordOrder};
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub enum DecodedValue {
     Number(f64),
     Bool(bool),
     Text(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Quality {
+pub enum Sanity {
     Good,
     /// The device said "no reading": a sentinel, or NaN where `nan_is_missing`.
     Missing,
@@ -34,38 +34,38 @@ pub enum Quality {
     OutOfRange,
 }
 
-impl Quality {
+impl Sanity {
     /// Whether the value points at a fault (a wrong word order, a broken sensor) that should
     /// mark the device degraded. `Missing` does not: it is the device answering "no reading
     /// here" as its profile says it may (a sentinel, or NaN where `nan_is_missing`), e.g. the
     /// L2/L3 fields of a single-phase meter on a three-phase profile.
     pub fn is_fault(self) -> bool {
-        matches!(self, Quality::Invalid | Quality::OutOfRange)
+        matches!(self, Sanity::Invalid | Sanity::OutOfRange)
     }
 
     /// The name used in `{field}_quality` values, on the status page and in `gkgw modbus poll`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Quality::Good => "good",
-            Quality::Missing => "missing",
-            Quality::Invalid => "invalid",
-            Quality::OutOfRange => "out_of_range",
+            Sanity::Good => "good",
+            Sanity::Missing => "missing",
+            Sanity::Invalid => "invalid",
+            Sanity::OutOfRange => "out_of_range",
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Reading {
+pub struct Decoded {
     /// Scaled value, also for bad quality (useful in logs and commissioning).
-    pub value: Value,
-    pub quality: Quality,
+    pub value: DecodedValue,
+    pub sanity: Sanity,
 }
 
-impl Reading {
-    fn good(value: Value) -> Self {
-        Reading {
+impl Decoded {
+    fn good(value: DecodedValue) -> Self {
+        Decoded {
             value,
-            quality: Quality::Good,
+            sanity: Sanity::Good,
         }
     }
 }
@@ -203,14 +203,19 @@ fn check_len(field: &Field, got: usize, bits: bool) -> Result<(), DecodeError> {
 }
 
 /// Decodes a holding/input register field from exactly `field.count` registers.
-pub fn decode_registers(field: &Field, regs: &[u16]) -> Result<Reading, DecodeError> {
+pub fn decode_registers(field: &Field, regs: &[u16]) -> Result<Decoded, DecodeError> {
     check_len(field, regs.len(), false)?;
     let (t, raw) = (field.data_type, raw_bits(regs, field.word_order));
     match t {
-        DataType::String => return Ok(Reading::good(Value::Text(text(regs, field.word_order)))),
+        DataType::String => {
+            return Ok(Decoded::good(DecodedValue::Text(text(
+                regs,
+                field.word_order,
+            ))))
+        }
         DataType::Bit | DataType::Bool => {
             let set = (raw >> field.bit.unwrap_or(0)) & 1 == 1;
-            return Ok(Reading::good(Value::Bool(set)));
+            return Ok(Decoded::good(DecodedValue::Bool(set)));
         }
         _ => {}
     }
@@ -226,26 +231,25 @@ pub fn decode_registers(field: &Field, regs: &[u16]) -> Result<Reading, DecodeEr
     };
     let value = scaled(unscaled, field.scale, field.offset);
     let low = field.min.is_some_and(|m| value < m);
-    let quality = if field.sentinels.iter().any(hit) || (field.nan_is_missing && unscaled.is_nan())
-    {
-        Quality::Missing
+    let sanity = if field.sentinels.iter().any(hit) || (field.nan_is_missing && unscaled.is_nan()) {
+        Sanity::Missing
     } else if !value.is_finite() {
-        Quality::Invalid
+        Sanity::Invalid
     } else if low || field.max.is_some_and(|m| value > m) {
-        Quality::OutOfRange
+        Sanity::OutOfRange
     } else {
-        Quality::Good
+        Sanity::Good
     };
-    Ok(Reading {
-        value: Value::Number(value),
-        quality,
+    Ok(Decoded {
+        value: DecodedValue::Number(value),
+        sanity,
     })
 }
 
 /// Decodes a coil/discrete-input field from its bit.
-pub fn decode_bits(field: &Field, bits: &[bool]) -> Result<Reading, DecodeError> {
+pub fn decode_bits(field: &Field, bits: &[bool]) -> Result<Decoded, DecodeError> {
     check_len(field, bits.len(), true)?;
-    Ok(Reading::good(Value::Bool(bits[0])))
+    Ok(Decoded::good(DecodedValue::Bool(bits[0])))
 }
 
 /// The registers a device would hold for `value` (the inverse of
@@ -281,6 +285,50 @@ pub fn encode_number(field: &Field, value: f64) -> Option<Vec<u16>> {
         regs.reverse();
     }
     Some(regs)
+}
+
+/// A decoded number in full, as a technician compares it with the device's display: the
+/// shortest text that reads back as the same f64, integers in full (also 64-bit ones). The
+/// decoder already made the value the decimal the device meant ([`scaled`]), so this is also
+/// exactly what the store and InfluxDB hold.
+pub fn number_text(n: f64) -> String {
+    format!("{n}")
+}
+
+/// A decoded value as text, with its unit when it is a number. `decimals`: show at most that
+/// many decimals (rounded; trailing zeros dropped, so 0.35 and not 0.350); `None`: in full
+/// ([`number_text`], what the commissioning tools show).
+pub fn value_text(v: &DecodedValue, unit: Option<&str>, decimals: Option<u8>) -> String {
+    let text = match (v, decimals) {
+        (DecodedValue::Number(n), None) => number_text(*n),
+        (DecodedValue::Number(n), Some(d)) if n.is_finite() => {
+            let rounded: f64 = format!("{n:.*}", usize::from(d)).parse().unwrap_or(*n);
+            // -0.0 (e.g. -0.001 to two decimals) reads as 0.
+            number_text(rounded + 0.0)
+        }
+        (DecodedValue::Number(n), Some(_)) => number_text(*n),
+        (DecodedValue::Bool(b), _) => b.to_string(),
+        (DecodedValue::Text(t), _) => t.clone(),
+    };
+    match unit {
+        Some(u) if matches!(v, DecodedValue::Number(_)) => format!("{text} {u}"),
+        _ => text,
+    }
+}
+
+/// A field's value as text: the name of an enum value (`idle`), else [`value_text`] with the
+/// field's unit.
+pub fn field_text(field: &Field, v: &DecodedValue, decimals: Option<u8>) -> String {
+    if let DecodedValue::Number(n) = v {
+        if let Some(name) = field
+            .enum_names
+            .get(&(*n as i64))
+            .filter(|_| n.fract() == 0.0)
+        {
+            return name.clone();
+        }
+    }
+    value_text(v, field.unit.as_deref(), decimals)
 }
 
 /// One multi-register reading in one word order, as integer and float.
@@ -409,16 +457,18 @@ mod tests {
     /// Decodes `regs` with the field `spec` and compares exactly: a number must be the f64
     /// nearest to the decimal written in the case (what the device meant), not merely close to
     /// it. Good numeric readings must also encode back to the same registers.
-    fn check(spec: &str, regs: &[u16], expected: &Reading) {
+    fn check(spec: &str, regs: &[u16], expected: &Decoded) {
         let f = field(spec);
         let got = decode_registers(&f, regs).unwrap_or_else(|e| panic!("{spec}: {e}"));
         let same = match (&got.value, &expected.value) {
-            (Value::Number(a), Value::Number(b)) => a == b || (a.is_nan() && b.is_nan()),
+            (DecodedValue::Number(a), DecodedValue::Number(b)) => {
+                a == b || (a.is_nan() && b.is_nan())
+            }
             (a, b) => a == b,
         };
         let context = format!("{spec} {regs:04X?}: got {got:?}, expected {expected:?}");
-        assert!(same && got.quality == expected.quality, "{context}");
-        if let (Value::Number(v), Quality::Good) = (&got.value, got.quality) {
+        assert!(same && got.sanity == expected.sanity, "{context}");
+        if let (DecodedValue::Number(v), Sanity::Good) = (&got.value, got.sanity) {
             assert_eq!(encode_number(&f, *v).as_deref(), Some(regs), "{context}");
         }
     }
@@ -488,17 +538,24 @@ mod tests {
             let regs: Vec<u16> = case[1].split_whitespace().map(hex).collect();
             let (value, quality) = case[2].trim().rsplit_once(' ').unwrap_or_default();
             let value = match value {
-                "true" | "false" => Value::Bool(value == "true"),
-                v if v.starts_with('\'') => Value::Text(v.trim_matches('\'').into()),
-                v => Value::Number(v.parse().unwrap_or_else(|_| panic!("bad case {v}"))),
+                "true" | "false" => DecodedValue::Bool(value == "true"),
+                v if v.starts_with('\'') => DecodedValue::Text(v.trim_matches('\'').into()),
+                v => DecodedValue::Number(v.parse().unwrap_or_else(|_| panic!("bad case {v}"))),
             };
             let quality = match quality {
-                "good" => Quality::Good,
-                "missing" => Quality::Missing,
-                "invalid" => Quality::Invalid,
-                _ => Quality::OutOfRange,
+                "good" => Sanity::Good,
+                "missing" => Sanity::Missing,
+                "invalid" => Sanity::Invalid,
+                _ => Sanity::OutOfRange,
             };
-            check(case[0].trim(), &regs, &Reading { value, quality });
+            check(
+                case[0].trim(),
+                &regs,
+                &Decoded {
+                    value,
+                    sanity: quality,
+                },
+            );
         }
     }
 
@@ -519,6 +576,57 @@ mod tests {
         assert_eq!(encode_number(&tenths, -2.55), Some(vec![(-26i16) as u16]));
     }
 
+    /// `field keys | value | decimals | text`, one case a line.
+    const TEXTS: &str = "
+        type = 'f32'; unit = 'W'                  | 57.4009284973 | 2 | 57.4 W
+        type = 'f32'; unit = 'A'                  | 0.34999999404 | 2 | 0.35 A
+        type = 'f32'; unit = 'A'                  | -0.001        | 2 | 0 A
+        type = 'f32'                              | 11.62         | 2 | 11.62
+        type = 'f32'; scale = 0.001               | 1.23456       | 5 | 1.23456
+        type = 'i16'; scale = 0.1; unit = '°C'    | 11.6          | 1 | 11.6 °C
+        type = 'i16'; scale = 0.1                 | 20            | 1 | 20
+        type = 'u16'; scale = 0.01                | 23.35         | 2 | 23.35
+        type = 'u16'; scale = 0.003125; offset = -12.5 | 25.003125 | 3 | 25.003
+        type = 'u16'; offset = -12.5              | 3.5           | 1 | 3.5
+        type = 'u32'; scale = 10; unit = 'Wh'     | 123450        | 0 | 123450 Wh
+        type = 'u64'                              | 9007199254740989 | 0 | 9007199254740989
+        type = 'u16'; enum = { 0 = 'idle', 3 = 'running' } | 0  | 0 | idle
+        type = 'u16'; enum = { 0 = 'idle', 3 = 'running' } | 3  | 0 | running
+        type = 'u16'; enum = { 0 = 'idle', 3 = 'running' } | 4  | 0 | 4
+    ";
+
+    /// The status page's text of a decoded number with the decimals its quantity shows.
+    #[test]
+    fn values_show_the_decimals_their_field_resolves() {
+        let mut n = 0;
+        for case in TEXTS.lines().map(|l| l.split('|').collect::<Vec<_>>()) {
+            let [spec, value, places, text] = case[..] else {
+                continue;
+            };
+            let f = field(spec.trim());
+            let value: f64 = value.trim().parse().unwrap_or_else(|_| panic!("{value}"));
+            let places: u8 = places.trim().parse().unwrap_or_else(|_| panic!("{places}"));
+            let got = field_text(&f, &DecodedValue::Number(value), Some(places));
+            assert_eq!(got, text.trim(), "{spec} {value}");
+            n += 1;
+        }
+        assert_eq!(n, 15);
+        let flag = field("type = 'bit'; bit = 1");
+        assert_eq!(field_text(&flag, &DecodedValue::Bool(true), None), "true");
+    }
+
+    #[test]
+    fn numbers_print_in_full_without_float_noise() {
+        assert_eq!(number_text(9_007_199_254_740_989.0), "9007199254740989");
+        assert_eq!(number_text(-12345.0), "-12345");
+        assert_eq!(number_text(12345.6789012), "12345.6789012");
+        assert_eq!(number_text(12345.678901234567), "12345.678901234567");
+        assert_eq!(number_text(f64::NAN), "NaN");
+        assert_eq!(number_text(f32_decimal(11.62)), "11.62");
+        let n = DecodedValue::Number(0.34999999404);
+        assert_eq!(value_text(&n, Some("A"), None), "0.34999999404 A");
+    }
+
     fn hex(h: &str) -> u16 {
         u16::from_str_radix(h, 16).unwrap_or_else(|_| panic!("bad hex {h}"))
     }
@@ -528,7 +636,7 @@ mod tests {
         let coil = field("kind = 'coil'; type = 'bool'");
         assert_eq!(
             decode_bits(&coil, &[true]),
-            Ok(Reading::good(Value::Bool(true)))
+            Ok(Decoded::good(DecodedValue::Bool(true)))
         );
         let e = decode_registers(&coil, &[1]).map_err(|e| e.to_string());
         assert_eq!(

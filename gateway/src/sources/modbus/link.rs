@@ -7,59 +7,24 @@
 //!
 //! Architecture invariant: only this file calls tokio-modbus's client API.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio_modbus::client::{Client, Context, Reader, Writer};
 use tokio_modbus::slave::{Slave, SlaveContext};
 use tokio_modbus::ExceptionCode;
 
-use super::profile::{Parity, RegisterKind};
+use super::profile::RegisterKind;
+use crate::config::{ModbusBus, Parity};
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Transport {
-    Tcp(SocketAddr),
-    Rtu {
-        port: String,
-        baud: u32,
-        parity: Parity,
-        data_bits: u8,
-        stop_bits: u8,
-    },
-    RtuOverTcp(SocketAddr),
-}
+/// How the bus is reached: the config's type, parsed and checked when the config was read.
+pub use crate::config::ModbusTransport as Transport;
 
-impl Transport {
-    /// What connecting means for this transport, naming the port or address.
-    pub fn connect_action(&self) -> String {
-        match self {
-            Transport::Tcp(a) => format!("connect to modbus tcp {a}"),
-            Transport::Rtu { port, .. } => format!("open serial port {port}"),
-            Transport::RtuOverTcp(a) => format!("connect to rtu-over-tcp {a}"),
-        }
-    }
-}
-
-impl std::fmt::Display for Transport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Transport::Tcp(a) => write!(f, "tcp {a}"),
-            Transport::Rtu {
-                port,
-                baud,
-                parity,
-                data_bits,
-                stop_bits,
-            } => {
-                let p = match parity {
-                    Parity::None => 'N',
-                    Parity::Even => 'E',
-                    Parity::Odd => 'O',
-                };
-                write!(f, "rtu {port} {baud} {data_bits}{p}{stop_bits}")
-            }
-            Transport::RtuOverTcp(a) => write!(f, "rtu-over-tcp {a}"),
-        }
+/// What connecting means for this transport, naming the port or address.
+fn connect_action(t: &Transport) -> String {
+    match t {
+        Transport::Tcp { address } => format!("connect to modbus tcp {address}"),
+        Transport::Rtu(line) => format!("open serial port {}", line.port),
+        Transport::RtuOverTcp { address } => format!("connect to rtu-over-tcp {address}"),
     }
 }
 
@@ -118,13 +83,6 @@ pub fn exception_name(c: ExceptionCode) -> &'static str {
     }
 }
 
-impl Error {
-    /// Errors after which the connection cannot be trusted and was reset.
-    pub fn is_link_failure(&self) -> bool {
-        !matches!(self, Error::Exception(_))
-    }
-}
-
 /// Data read from one request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Data {
@@ -161,11 +119,17 @@ fn to_serial_parity(p: Parity) -> tokio_serial::Parity {
 }
 
 impl Link {
+    /// The link of a configured bus: its transport, request timeout and inter-frame delay.
+    pub fn for_bus(bus: &ModbusBus) -> Link {
+        Link::new(bus.transport.clone(), Duration::from_millis(bus.timeout_ms))
+            .with_inter_frame_delay(bus.inter_frame_delay_ms.map(Duration::from_millis))
+    }
+
     pub fn new(transport: Transport, timeout: Duration) -> Link {
         let frame_gap = match &transport {
-            Transport::Tcp(_) => Duration::ZERO,
-            Transport::Rtu { baud, .. } => rtu_frame_gap(*baud),
-            Transport::RtuOverTcp(_) => Duration::from_millis(2),
+            Transport::Tcp { .. } => Duration::ZERO,
+            Transport::Rtu(line) => rtu_frame_gap(line.baud),
+            Transport::RtuOverTcp { .. } => Duration::from_millis(2),
         };
         Link {
             transport,
@@ -204,32 +168,26 @@ impl Link {
     async fn connect(transport: Transport, timeout: Duration) -> Result<Context, Error> {
         let connect = async {
             match &transport {
-                Transport::Tcp(addr) => tokio_modbus::client::tcp::connect(*addr).await,
-                Transport::RtuOverTcp(addr) => {
-                    let s = tokio::net::TcpStream::connect(addr).await?;
+                Transport::Tcp { address } => tokio_modbus::client::tcp::connect(*address).await,
+                Transport::RtuOverTcp { address } => {
+                    let s = tokio::net::TcpStream::connect(address).await?;
                     s.set_nodelay(true)?;
                     Ok(tokio_modbus::client::rtu::attach(s))
                 }
-                Transport::Rtu {
-                    port,
-                    baud,
-                    parity,
-                    data_bits,
-                    stop_bits,
-                } => {
+                Transport::Rtu(line) => {
                     use tokio_serial::SerialPort as _;
-                    let data_bits = match data_bits {
+                    let data_bits = match line.data_bits {
                         7 => tokio_serial::DataBits::Seven,
                         _ => tokio_serial::DataBits::Eight,
                     };
-                    let stop_bits = if *stop_bits == 2 {
+                    let stop_bits = if line.stop_bits == 2 {
                         tokio_serial::StopBits::Two
                     } else {
                         tokio_serial::StopBits::One
                     };
                     let stream = tokio_serial::SerialStream::open(
-                        &tokio_serial::new(port, *baud)
-                            .parity(to_serial_parity(*parity))
+                        &tokio_serial::new(&line.port, line.baud)
+                            .parity(to_serial_parity(line.parity))
                             .data_bits(data_bits)
                             .stop_bits(stop_bits),
                     )?;
@@ -240,7 +198,7 @@ impl Link {
             }
         };
         let failed = |cause| Error::Connect {
-            action: transport.connect_action(),
+            action: connect_action(&transport),
             cause,
         };
         match tokio::time::timeout(timeout, connect).await {
@@ -259,7 +217,7 @@ impl Link {
         }
         if matches!(
             self.transport,
-            Transport::Rtu { .. } | Transport::RtuOverTcp(_)
+            Transport::Rtu(_) | Transport::RtuOverTcp { .. }
         ) {
             // A late answer still on the wire ends within a frame time or so; the reopened
             // port's buffers are cleared. One that comes later still carries its unit id and

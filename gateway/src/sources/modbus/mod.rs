@@ -3,28 +3,35 @@
 //! per-bus poller below that ties them together.
 //!
 //! One poller task per bus is the bus arbiter: it owns the connection and polls its devices one
-//! request at a time, each when its fields fall due. Readings go into the store's channel like any
-//! other source's. Architecture invariant: writes go through [`write`] only, which logs who, what
-//! and why; the read path never writes.
+//! request at a time, each when its fields fall due ([`poller`], the state machine; [`run_bus`],
+//! the loop around it). Readings go into the store's channel like any other source's. Writes
+//! come in through the bus's command inbox ([`Buses`]) and go out between two reads.
+//! Architecture invariant: writes go through [`write`] only, which logs who, what and why; the
+//! read path never writes.
+//!
+//! [`resolve`] is the one step that turns the `[modbus]` config into what the pollers need:
+//! it loads every profile once and applies the per-device overrides.
 
 pub mod commission;
 pub mod decode;
 pub mod health;
 pub mod link;
 pub mod plan;
+pub mod poller;
 pub mod profile;
 pub mod stats;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ModbusBus, ModbusDevice, ModbusTransport};
-use crate::model::{Quality, Reading, Series, Value};
-use link::{Data, Link, Transport};
-use profile::{Parity, Profile};
+use crate::config::{self, ModbusBus};
+use link::{Data, Link};
+use profile::Profile;
 pub use stats::{DeviceStats, Stats};
 
 /// The shipped profiles, built in so `gkgw demo` and a fresh install work without `sensors/`.
@@ -99,7 +106,7 @@ pub fn decode_field(
     req: &plan::ReadRequest,
     field: &profile::Field,
     data: &Data,
-) -> Option<Result<decode::Reading, decode::DecodeError>> {
+) -> Option<Result<decode::Decoded, decode::DecodeError>> {
     let span = plan::Span::from(field);
     match data {
         Data::Registers(regs) => req
@@ -109,356 +116,342 @@ pub fn decode_field(
     }
 }
 
-pub fn parse_parity(s: &str) -> Option<Parity> {
-    match s.to_ascii_lowercase().as_str() {
-        "none" | "n" => Some(Parity::None),
-        "even" | "e" => Some(Parity::Even),
-        "odd" | "o" => Some(Parity::Odd),
-        _ => None,
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        file: String,
+        key: &'static str,
+        message: String,
+    },
+    /// A field's quantity binding was refused (unknown quantity, other unit, duplicate).
+    #[error("{file}: {source}")]
+    Plant {
+        file: String,
+        source: Box<crate::plant::Error>,
+    },
 }
 
-pub fn transport_of(bus: &ModbusBus) -> Transport {
-    let addr = || bus.address.parse().expect("validated by config: host:port");
-    match bus.transport {
-        ModbusTransport::Tcp => Transport::Tcp(addr()),
-        ModbusTransport::RtuOverTcp => Transport::RtuOverTcp(addr()),
-        ModbusTransport::Rtu => Transport::Rtu {
-            port: bus.port.clone(),
-            baud: bus.baud,
-            parity: parse_parity(&bus.parity).unwrap_or(Parity::None),
-            data_bits: bus.data_bits,
-            stop_bits: bus.stop_bits,
-        },
-    }
-}
-
-/// The unit as it appears in a field name: `°C` → `c`, `m³/h` → `m3h`, `%vol` → `pct`.
-fn unit_suffix(unit: &str) -> String {
-    let u = unit
-        .replace('³', "3")
-        .replace('²', "2")
-        .replace('°', "")
-        .replace('%', "pct")
-        .replace("vol", "");
-    u.chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect::<String>()
-        .to_ascii_lowercase()
-}
-
-/// Measurement and field name of a quantity: `digester.pressure` in mbar →
-/// (`digester`, `pressure_mbar`); `power.voltage.l1` in V → (`power`, `voltage_l1_v`).
-pub fn influx_names(quantity: &str, unit: Option<&str>) -> (String, String) {
-    let (measurement, rest) = quantity.split_once('.').unwrap_or(("modbus", quantity));
-    let mut field = rest.replace('.', "_");
-    if let Some(u) = unit.map(unit_suffix).filter(|u| !u.is_empty()) {
-        if !field.ends_with(&u) {
-            field = format!("{field}_{u}");
-        }
-    }
-    (measurement.to_owned(), field)
-}
-
-/// One configured device with its profile (overrides applied) and, per profile field, the
-/// stored name of the quantity it feeds. Made once by [`DevicePlan::bind`] in the resolve step.
+/// One device as a poller needs it: its profile loaded and the site's overrides applied.
 #[derive(Debug, Clone)]
-pub struct DevicePlan {
-    pub config: ModbusDevice,
+pub struct DeviceSpec {
+    pub name: String,
+    pub unit: u8,
     pub profile: Profile,
-    /// Per field: (measurement, field name), from the field's binding.
+    /// Per profile field: the stored name (measurement, field) of the quantity it feeds.
     pub names: Vec<(String, String)>,
+    /// Per profile field: decimals shown on the status page (the quantity's precision).
+    pub decimals: Vec<u8>,
 }
 
-impl DevicePlan {
-    /// Applies the device's overrides to `profile` and binds each field to its quantity in
-    /// `plant` (instance: the device name). `key` is the device's config key, for errors.
-    pub fn bind(
-        key: &str,
-        bus: &ModbusBus,
-        config: ModbusDevice,
-        mut profile: Profile,
-        plant: &mut crate::plant::Plant,
-    ) -> Result<DevicePlan, crate::plant::Error> {
-        if let Some(ms) = config.poll_interval_ms {
-            for f in &mut profile.fields {
-                f.poll_interval = Duration::from_millis(ms);
+/// One bus and its devices, ready for [`run_bus`].
+#[derive(Debug, Clone)]
+pub struct BusSpec {
+    pub bus: ModbusBus,
+    pub devices: Vec<DeviceSpec>,
+}
+
+/// The one build step of the Modbus source: loads each device's profile (from
+/// `profiles_dir` or built in), applies `unit`, `poll_interval_ms` and `quantities`, checks that
+/// no two devices share a unit on a bus, and binds each field to its quantity in `plant`
+/// (instance: the device). `file` is the config's origin, for the errors.
+pub fn resolve(
+    file: &str,
+    modbus: &config::Modbus,
+    plant: &mut crate::plant::Plant,
+) -> Result<Vec<BusSpec>, ResolveError> {
+    let bad = |key, message| ResolveError::Invalid {
+        file: file.to_owned(),
+        key,
+        message,
+    };
+    let mut buses = Vec::new();
+    for bus in &modbus.buses {
+        let mut devices: Vec<DeviceSpec> = Vec::new();
+        for (i, d) in modbus
+            .devices
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.bus == bus.name)
+        {
+            let mut profile = load_profile(&modbus.profiles_dir, &d.profile)
+                .map_err(|e| bad("modbus.device.profile", format!("device {:?}: {e}", d.name)))?;
+            let unit = d.unit.unwrap_or(profile.device.unit_id);
+            if !(1..=247).contains(&unit) {
+                let message = format!("device {:?}: unit {unit}: expected 1..=247", d.name);
+                return Err(bad("modbus.device.unit", message));
             }
-        }
-        for name in config.quantities.keys() {
-            if profile.field(name).is_none() {
-                return Err(crate::plant::Error::BadQuantity {
-                    key: format!("{key}.quantities"),
-                    name: name.clone(),
-                    message: format!("profile {} has no such field", profile.device.model),
-                });
+            if let Some(other) = devices.iter().find(|o| o.unit == unit) {
+                let message = format!(
+                    "devices {:?} and {:?} both use unit {unit} on bus {:?}",
+                    other.name, d.name, d.bus
+                );
+                return Err(bad("modbus.device.unit", message));
             }
+            if let Some(ms) = d.poll_interval_ms {
+                for f in &mut profile.fields {
+                    f.poll_interval = Duration::from_millis(ms);
+                }
+            }
+            let (names, decimals) = bind_fields(
+                &format!("modbus.device[{i}]"),
+                bus,
+                d,
+                unit,
+                &mut profile,
+                plant,
+            )
+            .map_err(|e| ResolveError::Plant {
+                file: file.to_owned(),
+                source: Box::new(e),
+            })?;
+            devices.push(DeviceSpec {
+                name: d.name.clone(),
+                unit,
+                profile,
+                names,
+                decimals,
+            });
         }
-        let unit = config.unit.unwrap_or(profile.device.unit_id);
-        let mut names = Vec::with_capacity(profile.fields.len());
-        for f in &mut profile.fields {
-            let (qkey, quantity) = match config.quantities.get(&f.name) {
-                Some(q) => (format!("{key}.quantities.{}", f.name), q.clone()),
-                None => (
-                    format!("{key}.profile (field {})", f.name),
-                    f.quantity.clone(),
-                ),
-            };
-            let interval = if f.poll_interval == profile::ONCE {
-                "once".to_owned()
-            } else {
-                format!("{:?}", f.poll_interval)
-            };
-            let b = plant.bind(
-                &qkey,
-                &quantity,
-                crate::plant::Instance::Device(config.name.clone()),
-                format!("modbus {} unit {unit} {}", bus.name, f.name),
-                f.unit.as_deref().unwrap_or(""),
-                interval,
-            )?;
-            names.push((b.measurement.clone(), b.field.clone()));
-            f.quantity = quantity;
-        }
-        Ok(DevicePlan {
-            config,
-            profile,
-            names,
-        })
-    }
-}
-
-/// One device on a bus, as the poller sees it.
-struct Device {
-    name: String,
-    unit: u8,
-    profile: Profile,
-    planner: plan::Planner,
-    health: health::Health,
-    /// Per field: (measurement, influx field name).
-    names: Vec<(String, String)>,
-}
-
-fn to_value(v: &decode::Value) -> Value {
-    match v {
-        decode::Value::Number(n) => Value::Float(*n),
-        decode::Value::Bool(b) => Value::Bool(*b),
-        decode::Value::Text(t) => Value::Str(t.clone()),
-    }
-}
-
-/// Groups one poll's decoded fields into one reading per measurement. A bad value is left out
-/// and replaced by a `{field}_quality` string, and the reading is marked `Quality::Bad`.
-fn readings_of(dev: &Device, decoded: &[(usize, decode::Reading)], ts_ns: i64) -> Vec<Reading> {
-    let mut by_measurement: BTreeMap<&str, Reading> = BTreeMap::new();
-    for (fi, r) in decoded {
-        let (m, f) = &dev.names[*fi];
-        let reading = by_measurement.entry(m).or_insert_with(|| Reading {
-            series: Series::new(m.as_str(), dev.name.as_str()),
-            ts_ns,
-            quality: Quality::Good,
-            fields: Vec::new(),
-            ack: None,
-            receipt: None,
+        buses.push(BusSpec {
+            bus: bus.clone(),
+            devices,
         });
-        if r.quality == decode::Quality::Good {
-            reading.fields.push((f.clone(), to_value(&r.value)));
-        } else {
-            reading.quality = Quality::Bad;
-            reading.fields.push((
-                format!("{f}_quality"),
-                Value::Str(r.quality.as_str().into()),
-            ));
-        }
     }
-    by_measurement.into_values().collect()
+    Ok(buses)
 }
 
-/// Polls every device of one bus until cancelled. See the module doc and `health`.
+/// Per profile field: stored names, and display decimals.
+type FieldNames = (Vec<(String, String)>, Vec<u8>);
+
+/// Binds each field of a device's profile to its quantity (the device's `quantities` override,
+/// else the profile's), and sets the field's `quantity` to it. Returns, per field, the stored
+/// name and the display decimals. `key` is the device's config key, for errors.
+fn bind_fields(
+    key: &str,
+    bus: &ModbusBus,
+    d: &config::ModbusDevice,
+    unit: u8,
+    profile: &mut Profile,
+    plant: &mut crate::plant::Plant,
+) -> Result<FieldNames, crate::plant::Error> {
+    for name in d.quantities.keys() {
+        if profile.field(name).is_none() {
+            return Err(crate::plant::Error::BadQuantity {
+                key: format!("{key}.quantities"),
+                name: name.clone(),
+                message: format!("profile {} has no such field", profile.device.model),
+            });
+        }
+    }
+    let mut names = Vec::with_capacity(profile.fields.len());
+    let mut decimals = Vec::with_capacity(profile.fields.len());
+    for f in &mut profile.fields {
+        let (qkey, quantity) = match d.quantities.get(&f.name) {
+            Some(q) => (format!("{key}.quantities.{}", f.name), q.clone()),
+            None => (
+                format!("{key}.profile (field {})", f.name),
+                f.quantity.clone(),
+            ),
+        };
+        let interval = if f.poll_interval == profile::ONCE {
+            "once".to_owned()
+        } else {
+            format!("{:?}", f.poll_interval)
+        };
+        let b = plant.bind(
+            &qkey,
+            &quantity,
+            crate::plant::Instance::Device(d.name.clone()),
+            format!("modbus {} unit {unit} {}", bus.name, f.name),
+            f.unit.as_deref().unwrap_or(""),
+            interval,
+        )?;
+        names.push((b.measurement.clone(), b.field.clone()));
+        decimals.push(b.quantity.precision);
+        f.quantity = quantity;
+    }
+    Ok((names, decimals))
+}
+
+/// What the task that owns a bus can be asked to do, between two of its reads.
+#[derive(Debug)]
+pub enum BusCommand {
+    /// Write one field through [`write`]; the reply is the value the device was sent.
+    Write {
+        device: String,
+        field: String,
+        value: f64,
+        reason: WriteReason,
+        reply: oneshot::Sender<Result<decode::DecodedValue, WriteError>>,
+    },
+}
+
+/// Each bus task's command inbox holds this many commands; when it is full a new command is
+/// refused at once ([`WriteError::Busy`]) rather than waiting: a caller (web, uplink) must not
+/// hang on a bus that is stuck in timeouts.
+pub const INBOX_CAPACITY: usize = 16;
+
+/// The way to the bus tasks' inboxes, by device name: cheap to clone, handed to whoever may
+/// send commands (the web and the uplink, later).
+#[derive(Debug, Clone, Default)]
+pub struct Buses {
+    by_device: Arc<BTreeMap<String, mpsc::Sender<BusCommand>>>,
+}
+
+impl Buses {
+    pub fn new(by_device: BTreeMap<String, mpsc::Sender<BusCommand>>) -> Buses {
+        Buses {
+            by_device: Arc::new(by_device),
+        }
+    }
+
+    pub fn devices(&self) -> impl Iterator<Item = &str> {
+        self.by_device.keys().map(String::as_str)
+    }
+
+    /// Writes `field` of `device` through its bus task, between two reads; returns the value
+    /// the device was sent (see [`write`]).
+    pub async fn write(
+        &self,
+        device: &str,
+        field: &str,
+        value: f64,
+        reason: WriteReason,
+    ) -> Result<decode::DecodedValue, WriteError> {
+        let inbox = self
+            .by_device
+            .get(device)
+            .ok_or_else(|| WriteError::UnknownDevice(device.to_owned()))?;
+        let (reply, answer) = oneshot::channel();
+        let command = BusCommand::Write {
+            device: device.to_owned(),
+            field: field.to_owned(),
+            value,
+            reason,
+            reply,
+        };
+        inbox.try_send(command).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => WriteError::Busy(device.to_owned()),
+            mpsc::error::TrySendError::Closed(_) => WriteError::Stopped(device.to_owned()),
+        })?;
+        answer
+            .await
+            .map_err(|_| WriteError::Stopped(device.to_owned()))?
+    }
+}
+
+/// Adds a finished cycle to its device's counters and latest values.
+fn record(stats: &Stats, report: &poller::Report, ts_ns: i64) {
+    let Ok(mut s) = stats.lock() else { return };
+    let Some(d) = s.get_mut(&report.device) else {
+        return;
+    };
+    let c = &report.stats;
+    d.state = report.state;
+    d.requests += c.requests;
+    d.timeouts += c.timeouts;
+    d.exceptions += c.exceptions;
+    d.errors += c.errors;
+    d.latency_seconds_sum += c.latency_seconds_sum;
+    d.readings += c.readings;
+    if report.answered {
+        d.last_answer_ns = Some(ts_ns);
+    }
+    d.latest.extend(report.latest.iter().cloned());
+}
+
+/// The next command, or never once every sender is gone.
+async fn recv(inbox: &mut Option<mpsc::Receiver<BusCommand>>) -> Option<BusCommand> {
+    match inbox {
+        Some(rx) => {
+            let command = rx.recv().await;
+            if command.is_none() {
+                *inbox = None;
+            }
+            command
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs a command on the bus now; the caller gets the result through its reply channel.
+async fn execute(link: &mut Link, poller: &poller::Poller, command: BusCommand) {
+    match command {
+        BusCommand::Write {
+            device,
+            field,
+            value,
+            reason,
+            reply,
+        } => {
+            let result = match poller.target(&device) {
+                Some((unit, profile)) => write(link, unit, profile, &field, value, &reason).await,
+                None => Err(WriteError::UnknownDevice(device)),
+            };
+            // The caller may have given up waiting; the write was made and logged anyway.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Polls every device of one bus until cancelled, and runs the commands of `inbox` between two
+/// reads. The decisions are the [`poller::Poller`]'s; this loop only does the I/O.
 pub async fn run_bus(
-    bus: ModbusBus,
-    devices: Vec<DevicePlan>,
+    spec: BusSpec,
     tx: crate::intake::Intake,
+    inbox: mpsc::Receiver<BusCommand>,
     stats: Stats,
     cancel: CancellationToken,
 ) {
-    let mut link = Link::new(transport_of(&bus), Duration::from_millis(bus.timeout_ms))
-        .with_inter_frame_delay(bus.inter_frame_delay_ms.map(Duration::from_millis));
-    let (min_b, max_b) = (
-        Duration::from_millis(bus.min_backoff_ms),
-        Duration::from_millis(bus.max_backoff_ms),
-    );
-    let mut devs: Vec<Device> = devices
-        .into_iter()
-        .map(
-            |DevicePlan {
-                 config: cfg,
-                 profile,
-                 names,
-             }| {
-                Device {
-                    name: cfg.name.clone(),
-                    unit: cfg.unit.unwrap_or(profile.device.unit_id),
-                    planner: plan::Planner::new(&profile.fields, profile.device.limits),
-                    health: health::Health::new(min_b, max_b),
-                    names,
-                    profile,
-                }
-            },
-        )
-        .collect();
+    let BusSpec { bus, devices } = spec;
+    let mut link = Link::for_bus(&bus);
+    let ms = Duration::from_millis;
+    let mut poller = poller::Poller::new(devices, ms(bus.min_backoff_ms), ms(bus.max_backoff_ms));
     if let Ok(mut s) = stats.lock() {
-        for d in &devs {
-            s.insert(d.name.clone(), DeviceStats::new(&bus.name));
+        for name in poller.device_names() {
+            s.insert(name.to_owned(), DeviceStats::new(&bus.name));
         }
     }
-    tracing::info!(bus = %bus.name, transport = %link.transport(), devices = devs.len(), "modbus bus started");
+    tracing::info!(bus = %bus.name, transport = %link.transport(), devices = poller.device_names().count(), "modbus bus started");
+    let mut inbox = Some(inbox);
     let start = tokio::time::Instant::now();
     loop {
-        let next = devs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, d)| {
-                d.planner
-                    .next_due()
-                    .map(|due| (i, due.max(d.health.next_attempt)))
-            })
-            .min_by_key(|(_, at)| *at);
-        let Some((i, at)) = next else { break };
+        while let Some(command) = inbox.as_mut().and_then(|rx| rx.try_recv().ok()) {
+            poller.command(command);
+        }
+        let until = match poller.next(start.elapsed()) {
+            poller::Next::Read { unit, request, .. } => {
+                let (kind, address, count) = (request.kind, request.address, request.count);
+                let result = link.read(unit, kind, address, count).await;
+                let ts_ns = crate::model::now_ns();
+                if let Some(report) = poller.on_read(start.elapsed(), ts_ns, result) {
+                    record(&stats, &report, ts_ns);
+                    for r in report.readings {
+                        if tx.send(r).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                continue;
+            }
+            poller::Next::Command(command) => {
+                execute(&mut link, &poller, command).await;
+                continue;
+            }
+            poller::Next::Wait { until } => Some(start + until),
+            poller::Next::Idle => None,
+        };
+        let sleep = async {
+            match until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep_until(start + at) => {}
-        }
-        let now = start.elapsed();
-        let dev = &mut devs[i];
-        let mut queue: VecDeque<plan::ReadRequest> = dev.planner.poll(now).into();
-        let mut decoded: Vec<(usize, decode::Reading)> = Vec::new();
-        let mut clean = true;
-        let mut failed = None;
-        let mut retried = false;
-        let mut st = DeviceStats::new(&bus.name);
-        while let Some(req) = queue.pop_front() {
-            st.requests += 1;
-            match link.read(dev.unit, req.kind, req.address, req.count).await {
-                Ok((data, latency)) => {
-                    st.latency_seconds_sum += latency.as_secs_f64();
-                    for &fi in &req.fields {
-                        let field = &dev.profile.fields[fi];
-                        let r = decode_field(&req, field, &data);
-                        match r {
-                            Some(Ok(r)) => {
-                                clean &= !r.quality.is_fault();
-                                decoded.push((fi, r));
-                            }
-                            other => {
-                                clean = false;
-                                tracing::warn!(device = %dev.name, field = %field.name, result = ?other.map(|r| r.map(|_| ())), "reply does not cover the field");
-                            }
-                        }
-                    }
-                }
-                Err(link::Error::Exception(
-                    code @ (tokio_modbus::ExceptionCode::IllegalDataAddress
-                    | tokio_modbus::ExceptionCode::IllegalDataValue),
-                )) => {
-                    st.exceptions += 1;
-                    clean = false;
-                    match dev.planner.on_exception(&req) {
-                        plan::Recovery::Retry(parts) => {
-                            tracing::info!(device = %dev.name, address = req.address, count = req.count, exception = %link::exception_name(code), "splitting a merged read");
-                            for p in parts.into_iter().rev() {
-                                queue.push_front(p);
-                            }
-                        }
-                        plan::Recovery::Unreadable(fields) => {
-                            let names: Vec<&str> = fields
-                                .iter()
-                                .map(|f| dev.profile.fields[*f].name.as_str())
-                                .collect();
-                            tracing::warn!(device = %dev.name, fields = ?names, exception = %link::exception_name(code), "fields unreadable on this device: no longer polled");
-                        }
-                    }
-                }
-                Err(e @ link::Error::Exception(_)) => {
-                    st.exceptions += 1;
-                    clean = false;
-                    tracing::warn!(device = %dev.name, address = req.address, error = %e, "modbus exception");
-                }
-                Err(e @ link::Error::Protocol(_)) if !retried => {
-                    // Most often a stray frame: another device's late answer arriving during
-                    // this request. The link was reset; ask once more before blaming the device.
-                    st.errors += 1;
-                    retried = true;
-                    tracing::info!(device = %dev.name, error = %e, "malformed or mismatched reply; retrying once");
-                    queue.push_front(req);
-                }
-                Err(e) => {
-                    if matches!(e, link::Error::Timeout(_)) {
-                        st.timeouts += 1;
-                    } else {
-                        st.errors += 1;
-                    }
-                    failed = Some(e);
-                    // What this cycle did not read is due again at the next attempt.
-                    let missed: Vec<usize> = req
-                        .fields
-                        .iter()
-                        .chain(queue.iter().flat_map(|r| r.fields.iter()))
-                        .copied()
-                        .collect();
-                    dev.planner.retry(&missed, now);
-                    // One failed request ends this device's cycle: a dead device costs the bus
-                    // at most one timeout per attempt.
-                    break;
-                }
-            }
-        }
-        let was = dev.health.state;
-        match &failed {
-            Some(e) => {
-                dev.health.on_failure(start.elapsed());
-                if dev.health.state != was || dev.health.consecutive_failures == 1 {
-                    tracing::warn!(device = %dev.name, unit = dev.unit, error = %e, state = dev.health.state.as_str(), retry_in_s = (dev.health.next_attempt.saturating_sub(start.elapsed())).as_secs_f64(), "modbus device failed");
-                }
-            }
-            None => {
-                dev.health.on_answer(clean);
-                if was != dev.health.state && was != health::State::Unknown {
-                    tracing::info!(device = %dev.name, state = dev.health.state.as_str(), "modbus device state changed");
-                }
-            }
-        }
-        let ts_ns = crate::model::now_ns();
-        let readings = readings_of(dev, &decoded, ts_ns);
-        st.readings = readings.len() as u64;
-        for (fi, r) in &decoded {
-            let f = &dev.profile.fields[*fi];
-            let text = if r.quality == decode::Quality::Good {
-                commission::value_text(&r.value, f.unit.as_deref())
-            } else {
-                r.quality.as_str().to_owned()
-            };
-            st.latest.insert(f.name.clone(), text);
-        }
-        if let Ok(mut s) = stats.lock() {
-            if let Some(d) = s.get_mut(&dev.name) {
-                d.state = dev.health.state;
-                d.requests += st.requests;
-                d.timeouts += st.timeouts;
-                d.exceptions += st.exceptions;
-                d.errors += st.errors;
-                d.latency_seconds_sum += st.latency_seconds_sum;
-                d.readings += st.readings;
-                if failed.is_none() {
-                    d.last_answer_ns = Some(ts_ns);
-                }
-                d.latest.append(&mut st.latest);
-            }
-        }
-        for r in readings {
-            if tx.send(r).await.is_err() {
-                return;
-            }
+            _ = sleep => {}
+            Some(command) = recv(&mut inbox) => poller.command(command),
         }
     }
     tracing::info!(bus = %bus.name, "modbus bus stopped");
@@ -466,9 +459,10 @@ pub async fn run_bus(
 
 /// Why a write is made, for the audit line every write logs.
 #[derive(Debug, Clone)]
-pub struct WriteReason<'a> {
-    pub who: &'a str,
-    pub why: &'a str,
+pub struct WriteReason {
+    /// e.g. `cli:alice`.
+    pub who: String,
+    pub why: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -491,6 +485,13 @@ pub enum WriteError {
     Unencodable { field: String, value: f64 },
     #[error(transparent)]
     Link(#[from] link::Error),
+    #[error("no modbus device {0:?}")]
+    UnknownDevice(String),
+    /// The bus's inbox is full ([`INBOX_CAPACITY`]): it is busy, probably with timeouts.
+    #[error("the bus of device {0:?} is busy; try again")]
+    Busy(String),
+    #[error("the bus task of device {0:?} has stopped")]
+    Stopped(String),
 }
 
 /// A profile's plausible range in words: "0 to 100", "at least 0", "any finite number".
@@ -513,8 +514,8 @@ pub async fn write(
     profile: &Profile,
     field: &str,
     value: f64,
-    reason: WriteReason<'_>,
-) -> Result<decode::Value, WriteError> {
+    reason: &WriteReason,
+) -> Result<decode::DecodedValue, WriteError> {
     let f = profile
         .field(field)
         .ok_or_else(|| WriteError::UnknownField(field.to_owned()))?;
@@ -545,7 +546,7 @@ pub async fn write(
             address: f.address,
             value: on,
         };
-        (target, decode::Value::Bool(on))
+        (target, decode::DecodedValue::Bool(on))
     } else {
         let words = decode::encode_number(f, value).ok_or_else(unencodable)?;
         let written = decode::decode_registers(f, &words)
@@ -557,12 +558,12 @@ pub async fn write(
         };
         (target, written)
     };
-    let shown = commission::value_text(&written, f.unit.as_deref());
-    tracing::info!(who = reason.who, why = reason.why, unit, field, value, written = %shown, target = ?target, "modbus write");
+    let shown = decode::value_text(&written, f.unit.as_deref(), None);
+    tracing::info!(who = %reason.who, why = %reason.why, unit, field, value, written = %shown, target = ?target, "modbus write");
     match link.write(unit, &target).await {
         Ok(()) => Ok(written),
         Err(e) => {
-            tracing::warn!(who = reason.who, unit, field, error = %e, "modbus write failed");
+            tracing::warn!(who = %reason.who, unit, field, error = %e, "modbus write failed");
             Err(WriteError::from(e))
         }
     }
@@ -571,33 +572,6 @@ pub async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn check(quantity: &str, unit: Option<&str>, expected: (&str, &str)) {
-        assert_eq!(
-            influx_names(quantity, unit),
-            (expected.0.to_owned(), expected.1.to_owned())
-        );
-    }
-
-    #[test]
-    fn quantities_become_measurement_and_field_with_unit() {
-        check(
-            "digester.pressure",
-            Some("mbar"),
-            ("digester", "pressure_mbar"),
-        );
-        check(
-            "digester.temperature",
-            Some("°C"),
-            ("digester", "temperature_c"),
-        );
-        check("biogas.ch4", Some("%vol"), ("biogas", "ch4_pct"));
-        check("biogas.flow", Some("m³/h"), ("biogas", "flow_m3h"));
-        check("power.voltage.l1", Some("V"), ("power", "voltage_l1_v"));
-        check("digester.ph", Some("pH"), ("digester", "ph"));
-        check("compressor.state", None, ("compressor", "state"));
-        check("alone", Some("A"), ("modbus", "alone_a"));
-    }
 
     /// For every shipped profile, a full cycle takes exactly the minimum number of requests for
     /// its gap and size limits, computed per table by `plan::min_requests` (itself checked
@@ -642,6 +616,58 @@ mod tests {
                 "{name}: every field in exactly one request"
             );
         }
+    }
+
+    fn resolved(devices: &str) -> Result<Vec<BusSpec>, String> {
+        let text = format!("[[modbus.bus]]\nname = \"rs485\"\ntransport = \"rtu\"\nport = \"/dev/ttyUSB0\"\n{devices}");
+        let c = config::Config::parse("gw.toml", &text).map_err(|e| e.to_string())?;
+        let mut plant = crate::plant::Plant::new(crate::plant::Catalogue::builtin());
+        resolve(&c.origin, &c.modbus, &mut plant).map_err(|e| e.to_string())
+    }
+
+    fn dev(name: &str, unit: Option<u8>, profile: &str) -> String {
+        let unit = unit.map(|u| format!("unit = {u}\n")).unwrap_or_default();
+        format!("[[modbus.device]]\nname = \"{name}\"\nbus = \"rs485\"\n{unit}profile = \"{profile}\"\n")
+    }
+
+    #[test]
+    fn resolve_loads_profiles_once_and_applies_overrides() {
+        let two = format!(
+            "{}{}",
+            dev("a", Some(1), "eastron-sdm120"),
+            dev("b", Some(1), "eastron-sdm630")
+        );
+        assert_eq!(
+            resolved(&two).map(|_| ()),
+            Err("gw.toml: modbus.device.unit: devices \"a\" and \"b\" both use unit 1 on bus \"rs485\"".into())
+        );
+        // Both default to the profile's unit 1.
+        let defaults = format!(
+            "{}{}",
+            dev("a", None, "eastron-sdm120"),
+            dev("b", None, "generic-4-20ma-pressure")
+        );
+        assert!(resolved(&defaults).is_err_and(|e| e.contains("both use unit 1")));
+        let missing = dev("x", None, "sdm120");
+        let e = resolved(&missing).map(|_| ()).unwrap_err();
+        assert!(
+            e.starts_with(
+                "gw.toml: modbus.device.profile: device \"x\": profile \"sdm120\": no file"
+            ),
+            "{e}"
+        );
+        let fast = format!(
+            "{}poll_interval_ms = 250\n",
+            dev("a", None, "vaisala-mgp261")
+        );
+        let buses = resolved(&fast).unwrap();
+        let d = &buses[0].devices[0];
+        assert_eq!((d.name.as_str(), d.unit), ("a", 240));
+        assert!(d
+            .profile
+            .fields
+            .iter()
+            .all(|f| f.poll_interval == Duration::from_millis(250)));
     }
 
     #[test]

@@ -9,8 +9,11 @@
 //! The schema is documented for installers in `sensors/README.md`.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
+
+use crate::config::Parity;
 
 /// Why a profile could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -63,16 +66,6 @@ impl RegisterKind {
             RegisterKind::DiscreteInput => "a discrete input",
             RegisterKind::Holding => "a holding register",
             RegisterKind::Input => "an input register",
-        }
-    }
-
-    /// The Modbus read function code for this table.
-    pub fn function_code(self) -> u8 {
-        match self {
-            RegisterKind::Coil => 1,
-            RegisterKind::DiscreteInput => 2,
-            RegisterKind::Holding => 3,
-            RegisterKind::Input => 4,
         }
     }
 }
@@ -150,15 +143,6 @@ impl WordOrder {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Parity {
-    #[default]
-    None,
-    Even,
-    Odd,
-}
-
 /// How `address` values in a profile are written. Manuals disagree: some
 /// print protocol addresses (0-based, as sent on the wire), some 1-based
 /// register numbers, some Modicon numbers where the leading digit names the
@@ -196,15 +180,6 @@ impl AddressBase {
         }
         u16::try_from(address - base).map_err(|_| format!("address {address} out of range"))
     }
-}
-
-/// Serial line settings the device ships with; site config may override them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Serial {
-    pub baud: u32,
-    pub parity: Parity,
-    pub data_bits: u8,
-    pub stop_bits: u8,
 }
 
 /// Request-shaping limits for the planner.
@@ -249,7 +224,6 @@ pub struct Device {
     pub manufacturer: String,
     pub description: String,
     pub unit_id: u8,
-    pub serial: Serial,
     pub word_order: WordOrder,
     pub limits: Limits,
     pub poll_interval: Duration,
@@ -281,6 +255,9 @@ pub struct Field {
     pub nan_is_missing: bool,
     pub min: Option<f64>,
     pub max: Option<f64>,
+    /// Names of an integer field's values (`[field.enum]`, `0 = "idle"`): the value is stored
+    /// as the number and shown as its name.
+    pub enum_names: BTreeMap<i64, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -319,8 +296,11 @@ struct RawDevice {
     manufacturer: String,
     description: Option<String>,
     unit_id: Option<u8>,
+    // The device's factory serial settings, for the installer reading the profile: the bus's
+    // settings are the site config's (`[[modbus.bus]]`), so these are checked and not kept.
     baud: Option<u32>,
-    parity: Option<Parity>,
+    #[serde(rename = "parity")]
+    _parity: Option<Parity>,
     data_bits: Option<u8>,
     stop_bits: Option<u8>,
     address_base: Option<u32>,
@@ -354,6 +334,8 @@ struct RawField {
     nan_is_missing: bool,
     min: Option<f64>,
     max: Option<f64>,
+    #[serde(rename = "enum", default)]
+    enum_names: BTreeMap<String, String>,
 }
 
 /// `return Err(format!(...))` unless the condition holds.
@@ -469,19 +451,13 @@ fn resolve_device(d: RawDevice) -> Result<(Device, AddressBase), String> {
         (1..=247).contains(&unit_id),
         "unit_id {unit_id} outside 1..=247"
     );
-    let serial = Serial {
-        baud: d.baud.unwrap_or(9600),
-        parity: d.parity.unwrap_or_default(),
-        data_bits: d.data_bits.unwrap_or(8),
-        stop_bits: d.stop_bits.unwrap_or(1),
-    };
-    ensure!(serial.baud > 0, "baud must be > 0");
+    ensure!(d.baud != Some(0), "baud must be > 0");
     ensure!(
-        (7..=8).contains(&serial.data_bits),
+        (7..=8).contains(&d.data_bits.unwrap_or(8)),
         "data_bits must be 7 or 8"
     );
     ensure!(
-        (1..=2).contains(&serial.stop_bits),
+        (1..=2).contains(&d.stop_bits.unwrap_or(1)),
         "stop_bits must be 1 or 2"
     );
     let limits = Limits {
@@ -508,7 +484,6 @@ fn resolve_device(d: RawDevice) -> Result<(Device, AddressBase), String> {
         manufacturer: d.manufacturer,
         description: d.description.unwrap_or_default(),
         unit_id,
-        serial,
         word_order: d.word_order.unwrap_or(WordOrder::ABCD),
         limits,
         poll_interval: interval(d.poll_interval, Duration::from_secs(10))?,
@@ -590,6 +565,23 @@ fn resolve_field(
             return Err(format!("sentinel {s} does not fit in {bits} bits"));
         }
     }
+    let mut enum_names = BTreeMap::new();
+    if !f.enum_names.is_empty() {
+        ensure!(
+            t.is_number() && !t.is_float() && scale == 1.0 && offset == 0.0,
+            "enum needs an unscaled integer type, not {t:?} with scale {scale} and offset {offset}"
+        );
+    }
+    for (k, name) in f.enum_names {
+        let Ok(v) = k.parse::<i64>() else {
+            return Err(format!("enum key {k:?} is not an integer"));
+        };
+        ensure!(
+            valid_name(&name),
+            "enum name {name:?} must be lowercase letters, digits and '_'"
+        );
+        enum_names.insert(v, name);
+    }
     let address = base.to_protocol(kind, f.address)?;
     let (limit, unit) = (
         dev.limits.max_request(kind),
@@ -636,6 +628,7 @@ fn resolve_field(
         nan_is_missing: f.nan_is_missing,
         min: f.min,
         max: f.max,
+        enum_names,
     })
 }
 
@@ -701,6 +694,13 @@ mod tests {
             field("b", "type = \"bit\"; bit = 3")
         );
         assert_eq!(check(&bits, Ok(())).map(|p| p.fields[1].bit), Some(Some(3)));
+        let named = field(
+            "a",
+            "type = \"u16\"; enum = { 0 = \"idle\", 3 = \"running\" }",
+        );
+        let names = check(&named, Ok(())).map(|p| p.fields[0].enum_names.clone());
+        let want = BTreeMap::from([(0, "idle".to_owned()), (3, "running".to_owned())]);
+        assert_eq!(names, Some(want));
     }
 
     /// Field-level mistakes, `keys => message`; each is reported for field "a".
@@ -724,6 +724,10 @@ mod tests {
         type = "u16"; poll_interval = "5 s" => poll_interval "5 s" is not like "5s", "1h" or "once"
         type = "u32"; address = 0xFFFF => address 0xFFFF + 2 registers runs past 0xFFFF
         type = "u16"; quantity = "Pressure" => quantity "Pressure" is not a lowercase dotted name like "digester.pressure"
+        type = "f32"; enum = { 0 = "idle" } => enum needs an unscaled integer type, not F32 with scale 1 and offset 0
+        type = "u16"; scale = 0.1; enum = { 0 = "idle" } => enum needs an unscaled integer type, not U16 with scale 0.1 and offset 0
+        type = "u16"; enum = { x = "idle" } => enum key "x" is not an integer
+        type = "u16"; enum = { 0 = "Idle" } => enum name "Idle" must be lowercase letters, digits and '_'
     "#;
 
     #[test]
@@ -732,7 +736,7 @@ mod tests {
             .lines()
             .filter_map(|l| l.trim().split_once(" => "))
             .collect();
-        assert_eq!(cases.len(), 19);
+        assert_eq!(cases.len(), 23);
         for (keys, msg) in cases {
             let body = field("a", keys);
             let body = match keys.split_once("; quantity = ") {
