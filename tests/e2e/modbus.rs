@@ -520,7 +520,18 @@ fn rtu_config(port: &Path, profile: &str, timeout_ms: u64, devices: &[(&str, u8)
         let _ = write!(c, "[[modbus.device]]\nname = \"{name}\"\nbus = \"rs485\"\nunit = {unit}\nprofile = \"{profile}\"\n");
     }
     // The test profiles' quantities, as a site declares its own.
-    c.push_str("[[plant.quantity]]\nname = \"probe.value\"\nkind = \"gauge\"\n[[plant.quantity]]\nname = \"probe.setpoint\"\nkind = \"gauge\"\n");
+    for (q, precision) in [
+        ("value", 0),
+        ("setpoint", 0),
+        ("level", 1),
+        ("ratio", 2),
+        ("spare", 2),
+    ] {
+        let _ = write!(
+            c,
+            "[[plant.quantity]]\nname = \"probe.{q}\"\nkind = \"gauge\"\nprecision = {precision}\n"
+        );
+    }
     c
 }
 
