@@ -29,6 +29,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::{AckRequest, Reading};
@@ -55,8 +56,15 @@ pub struct Gateway {
     sinks: TaskTracker,
 }
 
-/// Starts everything; returns once the broker and the web server are listening.
+/// Starts everything on the system clock; returns once the broker and the web server are
+/// listening.
 pub async fn start(config: Config) -> anyhow::Result<Gateway> {
+    start_with(config, Clock::system()).await
+}
+
+/// [`start`] with a given clock (tests inject a `clock::FakeTime`): the one clock every
+/// source stamps readings with and the committer corrects steps of.
+pub async fn start_with(config: Config, clock: Arc<Clock>) -> anyhow::Result<Gateway> {
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(committer::Health::default());
     std::fs::create_dir_all(&config.store.state_dir).with_context(|| {
@@ -155,6 +163,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
                 readings_tx.clone(),
                 live.clone(),
                 metrics.clone(),
+                clock.clone(),
             )),
             metrics: metrics.clone(),
         },
@@ -181,6 +190,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
             devices,
             readings_tx.clone(),
             modbus_stats.clone(),
+            clock.clone(),
             sources_cancel.clone(),
         ));
     }
@@ -194,6 +204,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
             max_batch: config.store.max_batch,
             quota_bytes: config.store.quota_mib * 1024 * 1024,
             consumers: consumers.clone(),
+            clock: clock.clone(),
         },
         readings_rx,
         committed_tx,
@@ -245,6 +256,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         site: config.site.id.clone(),
         mqtt_addrs: vec![mqtt_addr],
         modbus: modbus_stats,
+        clock,
     });
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
 

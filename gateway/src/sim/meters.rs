@@ -171,7 +171,7 @@ mod tests {
                     &rules,
                     &topic,
                     state.as_bytes(),
-                    crate::model::now_ns(),
+                    crate::clock::Stamp::new(crate::clock::wall_ns(), true),
                 );
                 assert!(r.is_ok(), "{state}: {r:?}");
                 if let Some(e) = event {
@@ -181,7 +181,7 @@ mod tests {
                             &rules,
                             &topic,
                             e.as_bytes(),
-                            crate::model::now_ns()
+                            crate::clock::Stamp::new(crate::clock::wall_ns(), true)
                         )
                         .is_ok(),
                         "{e}"

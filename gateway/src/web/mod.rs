@@ -29,6 +29,57 @@ pub struct AppState {
     pub site: String,
     pub mqtt_addrs: Vec<SocketAddr>,
     pub modbus: crate::sources::modbus::Stats,
+    pub clock: Arc<crate::clock::Clock>,
+}
+
+#[derive(Serialize)]
+struct ClockDto {
+    /// The kernel says the clock is synchronised (and it is past the build date); readings
+    /// stamped while not are `clock_unsynced`.
+    synced: bool,
+    /// The wall clock now, RFC 3339.
+    now: String,
+    /// The last step of the wall clock: when (RFC 3339, after the step) and by how much.
+    last_step_at: Option<String>,
+    last_step_s: Option<f64>,
+    steps: u64,
+    /// Readings moved to a corrected time since start.
+    restamped: u64,
+    /// From `adjtimex`: NTP's offset correction, estimated and maximum error.
+    offset_s: f64,
+    estimated_error_s: f64,
+    max_error_s: f64,
+}
+
+impl ClockDto {
+    fn of(c: &crate::clock::Status) -> ClockDto {
+        let rfc3339 = |ns: i64| {
+            chrono::DateTime::from_timestamp_nanos(ns)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        ClockDto {
+            synced: c.synced,
+            now: rfc3339(c.wall_ns),
+            last_step_at: c.last_step.map(|(at, _)| rfc3339(at)),
+            last_step_s: c.last_step.map(|(_, d)| d as f64 / 1e9),
+            steps: c.steps,
+            restamped: c.restamped,
+            offset_s: c.kernel.offset_ns as f64 / 1e9,
+            estimated_error_s: c.kernel.est_error_ns as f64 / 1e9,
+            max_error_s: c.kernel.max_error_ns as f64 / 1e9,
+        }
+    }
+}
+
+/// The clock's gauges, in the form the other `/metrics` lines have.
+fn render_clock(c: &crate::clock::Status, out: &mut String) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP gkgw_clock_synced 1 while the kernel says the clock is synchronised.\n# TYPE gkgw_clock_synced gauge\ngkgw_clock_synced {}", u8::from(c.synced));
+    let _ = writeln!(out, "# HELP gkgw_clock_last_step_seconds Size of the last step of the wall clock (0: none since start).\n# TYPE gkgw_clock_last_step_seconds gauge\ngkgw_clock_last_step_seconds {:.3}", c.last_step.map_or(0.0, |(_, d)| d as f64 / 1e9));
+    let _ = writeln!(out, "# HELP gkgw_clock_steps_total Steps of the wall clock since start.\n# TYPE gkgw_clock_steps_total counter\ngkgw_clock_steps_total {}", c.steps);
+    let _ = writeln!(out, "# HELP gkgw_clock_restamped_total Readings re-stamped after a clock step.\n# TYPE gkgw_clock_restamped_total counter\ngkgw_clock_restamped_total {}", c.restamped);
+    let _ = writeln!(out, "# HELP gkgw_clock_offset_seconds NTP offset correction (adjtimex).\n# TYPE gkgw_clock_offset_seconds gauge\ngkgw_clock_offset_seconds {:.6}", c.kernel.offset_ns as f64 / 1e9);
+    let _ = writeln!(out, "# HELP gkgw_clock_estimated_error_seconds Estimated clock error (adjtimex).\n# TYPE gkgw_clock_estimated_error_seconds gauge\ngkgw_clock_estimated_error_seconds {:.6}", c.kernel.est_error_ns as f64 / 1e9);
 }
 
 #[derive(Serialize)]
@@ -79,6 +130,7 @@ struct StatusDto {
     influx_write_errors: u64,
     consumers: Vec<ConsumerDto>,
     modbus: Vec<ModbusDeviceDto>,
+    clock: ClockDto,
 }
 
 /// Whether the store commits: what `/healthz` (the systemd watchdog) and `gkgw_up` report.
@@ -170,7 +222,8 @@ async fn stats(s: &Arc<AppState>) -> StoreStats {
 
 async fn status_dto(s: &Arc<AppState>) -> StatusDto {
     let st = stats(s).await;
-    let now = crate::model::now_ns();
+    let clock = s.clock.status();
+    let now = clock.wall_ns;
     let m = &s.metrics;
     let consumers: Vec<ConsumerDto> = st
         .consumers
@@ -226,6 +279,7 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
         influx_write_errors: m.influx_write_errors.load(Relaxed),
         consumers,
         modbus,
+        clock: ClockDto::of(&clock),
     }
 }
 
@@ -248,7 +302,8 @@ async fn api_status(State(s): State<Arc<AppState>>) -> Json<StatusDto> {
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     use std::fmt::Write as _;
     let st = stats(&s).await;
-    let now = crate::model::now_ns();
+    let clock = s.clock.status();
+    let now = clock.wall_ns;
     let mut extra = String::new();
     let _ = writeln!(extra, "# HELP gkgw_store_bytes Store files on disk (database and WAL).\n# TYPE gkgw_store_bytes gauge\ngkgw_store_bytes {}", st.file_bytes);
     let _ = writeln!(extra, "# HELP gkgw_store_readings Readings held in the store.\n# TYPE gkgw_store_readings gauge\ngkgw_store_readings {}", st.readings);
@@ -274,6 +329,7 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         );
     }
     crate::sources::modbus::render_stats(&s.modbus, &mut extra);
+    render_clock(&clock, &mut extra);
     let _ = writeln!(
         extra,
         "# HELP gkgw_up 1 while the pipeline is healthy.\n# TYPE gkgw_up gauge\ngkgw_up {}",
@@ -335,6 +391,30 @@ async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
         d.influx_points_written.to_string(),
     );
     row("InfluxDB write errors", d.influx_write_errors.to_string());
+    row(
+        "Clock",
+        match (&d.clock.last_step_at, d.clock.last_step_s) {
+            (Some(at), Some(by)) => format!(
+                "{} ({}; stepped {by:+.1} s at {at}; {} readings re-stamped)",
+                d.clock.now,
+                if d.clock.synced {
+                    "synchronised"
+                } else {
+                    "NOT SYNCHRONISED"
+                },
+                d.clock.restamped
+            ),
+            _ => format!(
+                "{} ({})",
+                d.clock.now,
+                if d.clock.synced {
+                    "synchronised"
+                } else {
+                    "NOT SYNCHRONISED: readings are marked"
+                }
+            ),
+        },
+    );
     for m in &d.modbus {
         row(
             &format!("Modbus {}", m.name),

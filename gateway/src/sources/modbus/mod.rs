@@ -282,14 +282,19 @@ fn to_value(v: &decode::Value) -> Value {
 }
 
 /// Groups one poll's decoded fields into one reading per measurement. A bad value is left out
-/// and replaced by a `{field}_quality` string, and the reading is marked `Quality::Bad`.
-fn readings_of(dev: &Device, decoded: &[(usize, decode::Reading)], ts_ns: i64) -> Vec<Reading> {
+/// and replaced by a `{field}_quality` string, and the reading is marked `Quality::Bad`; a
+/// reading stamped while the clock is unsynchronised is `ClockUnsynced` (`Stamp::quality`).
+fn readings_of(
+    dev: &Device,
+    decoded: &[(usize, decode::Reading)],
+    now: crate::clock::Stamp,
+) -> Vec<Reading> {
     let mut by_measurement: BTreeMap<&str, Reading> = BTreeMap::new();
     for (fi, r) in decoded {
         let (m, f) = &dev.names[*fi];
         let reading = by_measurement.entry(m).or_insert_with(|| Reading {
             series: Series::new(m.as_str(), dev.name.as_str()),
-            ts_ns,
+            ts_ns: now.ts_ns,
             quality: Quality::Good,
             fields: Vec::new(),
             ack: None,
@@ -305,7 +310,11 @@ fn readings_of(dev: &Device, decoded: &[(usize, decode::Reading)], ts_ns: i64) -
             ));
         }
     }
-    by_measurement.into_values().collect()
+    let mut readings: Vec<Reading> = by_measurement.into_values().collect();
+    for r in &mut readings {
+        r.quality = now.quality(r.quality);
+    }
+    readings
 }
 
 /// Polls every device of one bus until cancelled. See the module doc and `health`.
@@ -314,6 +323,7 @@ pub async fn run_bus(
     devices: Vec<(ModbusDevice, Profile)>,
     tx: mpsc::Sender<Reading>,
     stats: Stats,
+    clock: Arc<crate::clock::Clock>,
     cancel: CancellationToken,
 ) {
     let mut link = Link::new(transport_of(&bus), Duration::from_millis(bus.timeout_ms))
@@ -466,8 +476,8 @@ pub async fn run_bus(
                 }
             }
         }
-        let ts_ns = crate::model::now_ns();
-        let readings = readings_of(dev, &decoded, ts_ns);
+        let now = clock.now();
+        let readings = readings_of(dev, &decoded, now);
         st.readings = readings.len() as u64;
         for (fi, r) in &decoded {
             let f = &dev.profile.fields[*fi];
@@ -488,7 +498,7 @@ pub async fn run_bus(
                 d.latency_seconds_sum += st.latency_seconds_sum;
                 d.readings += st.readings;
                 if failed.is_none() {
-                    d.last_answer_ns = Some(ts_ns);
+                    d.last_answer_ns = Some(now.ts_ns);
                 }
                 d.latest.append(&mut st.latest);
             }
