@@ -448,7 +448,15 @@ impl Clock {
         if s.kernel_read_at
             .is_none_or(|at| boot - at >= 1_000_000_000 || boot < at)
         {
-            s.kernel = self.source.kernel();
+            let k = self.source.kernel();
+            if k.synced != s.kernel.synced {
+                tracing::info!(
+                    synced = k.synced,
+                    est_error_s = k.est_error_ns as f64 / 1e9,
+                    "kernel clock synchronisation changed"
+                );
+            }
+            s.kernel = k;
             s.kernel_read_at = Some(boot);
         }
         Stamp::new(wall, s.kernel.synced && wall >= MIN_VALID_TS_NS)

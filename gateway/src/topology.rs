@@ -65,6 +65,9 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
 /// [`start`] with a given clock (tests inject a `clock::FakeTime`): the one clock every
 /// source stamps readings with and the committer corrects steps of.
 pub async fn start_with(config: Config, clock: Arc<Clock>) -> anyhow::Result<Gateway> {
+    if !clock.now().synced {
+        tracing::warn!("the clock is not synchronised (adjtimex): readings stamped now are marked clock_unsynced and re-stamped when it steps");
+    }
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(committer::Health::default());
     std::fs::create_dir_all(&config.store.state_dir).with_context(|| {
