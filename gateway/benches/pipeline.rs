@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-use gkgw::model::now_ns;
+use gkgw::clock::{wall_ns, Stamp};
 use gkgw::sources::mqtt::{parse, Rules};
 
 const PAYLOAD: &str = r#"{"meter_id":"GM-0001","seq":42,"ts":"2026-11-22T08:00:00Z","kind":"gas","cum_kg":12.345,"credit_kg":1.2,"valve":"open","battery_v":3.7,"rssi":-71,"tamper":false}"#;
@@ -17,7 +17,7 @@ fn readings(n: usize) -> Vec<gkgw::model::Reading> {
                 .replace("GM-0001", &format!("GM-{:04}", i % 500))
                 .replace("\"seq\":42", &format!("\"seq\":{i}"));
             let topic = format!("meters/GM-{:04}/state", i % 500);
-            parse(&rules, &topic, p.as_bytes(), now_ns())
+            parse(&rules, &topic, p.as_bytes(), Stamp::new(wall_ns(), true))
                 .expect("valid")
                 .remove(0)
         })
@@ -30,7 +30,13 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("parse_meter_payload", |b| {
         b.iter(|| {
-            parse(&rules, "meters/GM-0001/state", PAYLOAD.as_bytes(), now_ns()).expect("valid")
+            parse(
+                &rules,
+                "meters/GM-0001/state",
+                PAYLOAD.as_bytes(),
+                Stamp::new(wall_ns(), true),
+            )
+            .expect("valid")
         })
     });
     let one = readings(1).remove(0);

@@ -23,8 +23,13 @@ pub enum Quality {
     Good = 0,
     /// The device answered but the value is a sentinel, NaN or out of its plausible range.
     Bad = 1,
-    /// Taken before the system clock was synchronised: the timestamp may be wrong.
+    /// Stamped by the gateway's clock while it was not synchronised: the timestamp may be
+    /// wrong (by as much as the time since the last shutdown). Wins over `Bad`, see
+    /// `clock::Stamp::quality`. Never set on a device's own timestamp.
     ClockUnsynced = 2,
+    /// Was `ClockUnsynced`; the clock has stepped since, and the timestamp was corrected from
+    /// the monotonic clock and the step (`clock::Timeline::correct`).
+    Restamped = 3,
 }
 
 impl Quality {
@@ -32,6 +37,7 @@ impl Quality {
         match v {
             1 => Quality::Bad,
             2 => Quality::ClockUnsynced,
+            3 => Quality::Restamped,
             _ => Quality::Good,
         }
     }
@@ -41,6 +47,7 @@ impl Quality {
             Quality::Good => "good",
             Quality::Bad => "bad",
             Quality::ClockUnsynced => "clock_unsynced",
+            Quality::Restamped => "restamped",
         }
     }
 }
@@ -152,17 +159,4 @@ impl PartialEq for Reading {
             && self.fields == o.fields
             && self.ack == o.ack
     }
-}
-
-/// Earliest timestamp the gateway accepts (2020-01-01T00:00:00Z). Anything earlier is a meter or
-/// a Pi whose clock was never set, and would be stored somewhere nobody looks.
-pub const MIN_VALID_TS_NS: i64 = 1_577_836_800_000_000_000;
-/// How far into the future a timestamp may be before it is rejected as impossible.
-pub const MAX_FUTURE_NS: i64 = 24 * 3600 * 1_000_000_000;
-
-pub fn now_ns() -> i64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }

@@ -30,6 +30,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Registry;
 use crate::model::{AckRequest, Reading};
@@ -180,20 +181,29 @@ pub struct Gateway {
     sinks: TaskTracker,
 }
 
-/// Resolves `config` (see [`resolve`]) and starts everything; returns once the broker and the
-/// web server are listening.
+/// Resolves `config` (see [`resolve`]) and starts everything on the system clock; returns
+/// once the broker and the web server are listening.
 pub async fn start(config: Config) -> anyhow::Result<Gateway> {
-    start_resolved(resolve(config, "config")?).await
+    start_with(config, Clock::system()).await
+}
+
+/// [`start`] with a given clock (tests inject a `clock::FakeTime`): the one clock every
+/// source stamps readings with and the committer corrects steps of.
+pub async fn start_with(config: Config, clock: Arc<Clock>) -> anyhow::Result<Gateway> {
+    start_resolved(resolve(config, "config")?, clock).await
 }
 
 /// Starts everything from a resolved config.
-pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
+pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Result<Gateway> {
     let Resolved {
         config,
         plant,
         mqtt: rules,
         modbus,
     } = resolved;
+    if !clock.now().synced {
+        tracing::warn!("the clock is not synchronised (adjtimex): readings stamped now are marked clock_unsynced and re-stamped when it steps");
+    }
     // Every component registers its metrics here; the web server renders them.
     let mut registry = Registry::default();
     let mqtt_metrics = Arc::new(mqtt::Metrics::register(&mut registry));
@@ -280,6 +290,7 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
                 rules,
                 intake.clone(),
                 mqtt_metrics.clone(),
+                clock.clone(),
             )),
             metrics: broker_metrics.clone(),
         },
@@ -307,6 +318,7 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
             intake.clone(),
             inbox_rx,
             modbus_stats.clone(),
+            clock.clone(),
             sources_cancel.clone(),
         ));
     }
@@ -321,6 +333,7 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
             max_batch: config.store.max_batch,
             quota_bytes: config.store.quota_mib * 1024 * 1024,
             consumers: consumers.clone(),
+            clock: clock.clone(),
         },
         readings_rx,
         committed_tx,
@@ -360,6 +373,7 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
         modbus_stats.clone(),
     ));
     registry.register(health.clone());
+    registry.register(clock.clone());
     let state = Arc::new(web::AppState {
         registry,
         health: health.clone(),
@@ -371,6 +385,7 @@ pub async fn start_resolved(resolved: Resolved) -> anyhow::Result<Gateway> {
         site: config.site.id.clone(),
         mqtt_addrs: vec![mqtt_addr],
         modbus: modbus_stats,
+        clock,
     });
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
 
@@ -426,7 +441,7 @@ impl Gateway {
 /// Runs the gateway until `shutdown` is cancelled, then stops it cleanly. Feeds the systemd
 /// watchdog only while the store is committing.
 pub async fn run(resolved: Resolved, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let gw = start_resolved(resolved).await?;
+    let gw = start_resolved(resolved, Clock::system()).await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     loop {

@@ -4,6 +4,7 @@ mod support;
 
 mod broker;
 mod cli;
+mod clock;
 mod faults;
 mod ingest;
 mod modbus;

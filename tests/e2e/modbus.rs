@@ -874,6 +874,7 @@ fn a_write_goes_through_the_bus_inbox_between_two_reads() {
             tx,
             inbox_rx,
             modbus::Stats::default(),
+            gkgw::clock::Clock::system(),
             cancel.clone(),
         ));
         let setpoint = |r: &gkgw::model::Reading| {

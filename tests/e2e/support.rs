@@ -378,6 +378,24 @@ impl Gateway {
     }
 
     fn build(extra: &str, store: &str, broker: &str, meters: &[&str], opts: RunOpts) -> Gateway {
+        let mut g = Gateway::configure(extra, store, broker, meters, opts);
+        g.restart();
+        g
+    }
+
+    /// The config, state directory and meter credentials of [`Gateway::start`], without
+    /// starting the binary: for tests that run `gkgw::topology::start_with` in-process.
+    pub fn configure_only(extra: &str, meters: &[&str]) -> Gateway {
+        Gateway::configure(extra, "", "", meters, RunOpts::default())
+    }
+
+    fn configure(
+        extra: &str,
+        store: &str,
+        broker: &str,
+        meters: &[&str],
+        opts: RunOpts,
+    ) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let mqtt_port = free_port();
         let http_port = free_port();
@@ -405,7 +423,6 @@ impl Gateway {
             let pw = g.add_meter(m);
             g.passwords.insert((*m).to_owned(), pw);
         }
-        g.restart();
         g
     }
 

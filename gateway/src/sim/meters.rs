@@ -168,7 +168,7 @@ mod tests {
                     &rules,
                     &topic,
                     state.as_bytes(),
-                    crate::model::now_ns(),
+                    crate::clock::Stamp::new(crate::clock::wall_ns(), true),
                 );
                 assert!(r.is_ok(), "{state}: {r:?}");
                 if let Some(e) = event {
@@ -178,7 +178,7 @@ mod tests {
                             &rules,
                             &topic,
                             e.as_bytes(),
-                            crate::model::now_ns()
+                            crate::clock::Stamp::new(crate::clock::wall_ns(), true)
                         )
                         .is_ok(),
                         "{e}"

@@ -9,6 +9,6 @@ pub mod plant;
 
 /// East Africa Time hour of day (UTC+3) for meal-time gas use.
 pub fn eat_hour() -> f64 {
-    let secs = crate::model::now_ns() / 1_000_000_000;
+    let secs = crate::clock::wall_ns() / 1_000_000_000;
     ((secs + 3 * 3600) % 86_400) as f64 / 3600.0
 }

@@ -22,11 +22,10 @@ use bytes::Bytes;
 use serde_json::Value as Json;
 
 use crate::broker::{topic_matches, Identity, Refused};
+use crate::clock::{Clock, Stamp};
 use crate::config::{TopicDevice, TopicPayload, TopicPublishers};
 use crate::metrics::{Counter, CounterFamily, LabelValue, Registry};
-use crate::model::{
-    AckRequest, Quality, Reading, Receipt, Series, Value, MAX_FUTURE_NS, MIN_VALID_TS_NS,
-};
+use crate::model::{AckRequest, Quality, Reading, Receipt, Series, Value};
 use crate::plant::{self, Instance, MeterKind, Plant, Quantity};
 
 /// Why a message or reading was rejected before it reached the store
@@ -254,29 +253,41 @@ pub fn publish_rules(config: &crate::config::Mqtt) -> Vec<crate::broker::Publish
         .collect()
 }
 
-fn check_ts(ts_ns: i64, now_ns: i64) -> Result<i64, RejectReason> {
-    if (MIN_VALID_TS_NS..=now_ns.saturating_add(MAX_FUTURE_NS)).contains(&ts_ns) {
+/// A device's own timestamp, if plausible (`Stamp::plausible`: not before the build date, not
+/// more than a day ahead of our clock while it is synchronised).
+fn check_ts(ts_ns: i64, now: Stamp) -> Result<i64, RejectReason> {
+    if now.plausible(ts_ns) {
         Ok(ts_ns)
     } else {
         Err(RejectReason::BadTimestamp)
     }
 }
 
-/// `ts` as RFC 3339 text or Unix seconds (integer or fractional); arrival time when absent.
-fn json_ts(obj: &serde_json::Map<String, Json>, now_ns: i64) -> Result<i64, RejectReason> {
+/// Timestamp and quality of a reading: the device's own timestamp as it is (a meter's clock is
+/// not ours to mark or correct), else arrival time, marked when our clock is unsynchronised.
+fn stamped(device_ts: Option<i64>, now: Stamp, quality: Quality) -> (i64, Quality) {
+    match device_ts {
+        Some(ts) => (ts, quality),
+        None => (now.ts_ns, now.quality(quality)),
+    }
+}
+
+/// The device's `ts`, as RFC 3339 text or Unix seconds (integer or fractional), if present.
+fn json_ts(obj: &serde_json::Map<String, Json>, now: Stamp) -> Result<Option<i64>, RejectReason> {
     match obj.get("ts") {
-        None | Some(Json::Null) => Ok(now_ns),
+        None | Some(Json::Null) => Ok(None),
         Some(Json::String(s)) => {
             let t =
                 chrono::DateTime::parse_from_rfc3339(s).map_err(|_| RejectReason::BadTimestamp)?;
             check_ts(
                 t.timestamp_nanos_opt().ok_or(RejectReason::BadTimestamp)?,
-                now_ns,
+                now,
             )
+            .map(Some)
         }
         Some(Json::Number(n)) => {
             let secs = n.as_f64().ok_or(RejectReason::BadTimestamp)?;
-            check_ts((secs * 1e9) as i64, now_ns)
+            check_ts((secs * 1e9) as i64, now).map(Some)
         }
         Some(_) => Err(RejectReason::BadTimestamp),
     }
@@ -355,7 +366,7 @@ fn parse_meter(
     topic_id: &str,
     event: bool,
     payload: &[u8],
-    now_ns: i64,
+    now: Stamp,
 ) -> Result<Reading, RejectReason> {
     let json: Json = serde_json::from_slice(payload).map_err(|_| RejectReason::Malformed)?;
     let Json::Object(obj) = json else {
@@ -370,7 +381,7 @@ fn parse_meter(
         None | Some(Json::Null) => None,
         Some(s) => Some(s.as_u64().ok_or(RejectReason::Invalid)?),
     };
-    let ts_ns = json_ts(&obj, now_ns)?;
+    let device_ts = json_ts(&obj, now)?;
     let kind = if event {
         MeterKind::Event
     } else {
@@ -418,6 +429,7 @@ fn parse_meter(
         fields.push(("seq".into(), Value::Int(s as i64)));
     }
     let meter: Arc<str> = Arc::from(topic_id);
+    let (ts_ns, quality) = stamped(device_ts, now, quality);
     Ok(Reading {
         series: Series::new(kind.measurement(), meter.clone()),
         ts_ns,
@@ -448,14 +460,14 @@ pub fn parse(
     rules: &Rules,
     topic: &str,
     payload: &[u8],
-    now_ns: i64,
+    now: Stamp,
 ) -> Result<Vec<Reading>, RejectReason> {
     if payload.len() > rules.max_payload_bytes {
         return Err(RejectReason::Oversized);
     }
     let levels: Vec<&str> = topic.split('/').collect();
     if let ["meters", id, kind @ ("state" | "event")] = levels.as_slice() {
-        return parse_meter(rules, id, *kind == "event", payload, now_ns).map(|r| vec![r]);
+        return parse_meter(rules, id, *kind == "event", payload, now).map(|r| vec![r]);
     }
     let map = rules
         .topics
@@ -474,8 +486,8 @@ pub fn parse(
             push_checked(&mut fields, &mut quality, &t.field, v, &t.quantity);
             Ok(vec![Reading {
                 series: Series::new(t.measurement.clone(), device_of(map, topic)),
-                ts_ns: now_ns,
-                quality,
+                ts_ns: now.ts_ns,
+                quality: now.quality(quality),
                 fields,
                 ack: None,
                 receipt: None,
@@ -484,7 +496,8 @@ pub fn parse(
         Payload::Json(values) => {
             let json: Json = serde_json::from_str(text).map_err(|_| RejectReason::Malformed)?;
             let obj = json.as_object().ok_or(RejectReason::Invalid)?;
-            let ts_ns = json_ts(obj, now_ns)?;
+            let device_ts = json_ts(obj, now)?;
+            let (ts_ns, _) = stamped(device_ts, now, Quality::Good);
             let device = device_of(map, topic);
             // One reading per measurement, in the order the rule lists them.
             let mut out: Vec<Reading> = Vec::new();
@@ -533,6 +546,9 @@ pub fn parse(
             if out.is_empty() {
                 return Err(RejectReason::Invalid);
             }
+            for r in &mut out {
+                r.quality = stamped(device_ts, now, r.quality).1;
+            }
             Ok(out)
         }
         Payload::LineProtocol => {
@@ -557,9 +573,9 @@ pub fn parse(
                 {
                     return Err(RejectReason::UnknownQuantity);
                 }
-                r.ts_ns = match r.ts_ns {
-                    0 => now_ns,
-                    ts => check_ts(ts, now_ns)?,
+                (r.ts_ns, r.quality) = match r.ts_ns {
+                    0 => stamped(None, now, r.quality),
+                    ts => (check_ts(ts, now)?, r.quality),
                 };
                 if r.series.device.is_empty() {
                     if device.is_empty() {
@@ -604,15 +620,22 @@ pub struct Ingest {
     rules: Rules,
     intake: crate::intake::Intake,
     metrics: Arc<Metrics>,
+    clock: Arc<Clock>,
     log: Mutex<RateLimitedLog>,
 }
 
 impl Ingest {
-    pub fn new(rules: Rules, intake: crate::intake::Intake, metrics: Arc<Metrics>) -> Ingest {
+    pub fn new(
+        rules: Rules,
+        intake: crate::intake::Intake,
+        metrics: Arc<Metrics>,
+        clock: Arc<Clock>,
+    ) -> Ingest {
         Ingest {
             rules,
             intake,
             metrics,
+            clock,
             log: Mutex::default(),
         }
     }
@@ -635,7 +658,7 @@ impl crate::broker::Inbound for Ingest {
         receipt: Option<Receipt>,
     ) {
         self.metrics.messages.inc();
-        match parse(&self.rules, topic, &payload, crate::model::now_ns()) {
+        match parse(&self.rules, topic, &payload, self.clock.now()) {
             Ok(mut readings) => {
                 if let Some(last) = readings.last_mut() {
                     last.receipt = receipt;
@@ -665,6 +688,16 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_795_340_000_000_000_000; // 2026-11-22T09:33:20Z
+    const YEAR: i64 = 365 * 24 * 3600 * 1_000_000_000;
+
+    /// Our clock at `NOW`; the floor is fixed, so the cases do not expire with the build date.
+    fn now(synced: bool) -> Stamp {
+        Stamp {
+            ts_ns: NOW,
+            synced,
+            floor_ns: NOW - 3 * YEAR,
+        }
+    }
 
     fn rules() -> Rules {
         let config = crate::config::Config::parse(
@@ -718,7 +751,7 @@ field = "watts"
 
     fn check(topic: &str, payload: &str, expected: Result<Vec<Reading>, RejectReason>) {
         assert_eq!(
-            parse(&rules(), topic, payload.as_bytes(), NOW),
+            parse(&rules(), topic, payload.as_bytes(), now(true)),
             expected,
             "{topic} {payload}"
         );
@@ -962,7 +995,7 @@ field = "watts"
             &rules(),
             "meters/GM-1/state",
             br#"{"meter_id":"GM-1","seq":3,"kind":"gas","cum_kg":-4.0,"credit_kg":1.5,"battery_v":-2,"rssi":50}"#,
-            NOW,
+            now(true),
         )
         .expect("parsed");
         assert_eq!(r[0].quality, Quality::Bad);
@@ -989,9 +1022,63 @@ field = "watts"
             &rules(),
             "meters/EM-1/state",
             br#"{"meter_id":"EM-1","kind":"electricity","cum_kwh":0,"credit_kwh":0,"rssi":-150}"#,
-            NOW,
+            now(true),
         )
         .expect("parsed");
         assert_eq!(ok[0].quality, Quality::Good, "the range ends are plausible");
+    }
+
+    #[test]
+    fn only_our_own_unsynced_stamps_are_marked_and_the_future_bound_waits_for_sync() {
+        let q = |topic: &str, payload: &str, synced: bool| {
+            parse(&rules(), topic, payload.as_bytes(), now(synced))
+                .map(|rs| rs.iter().map(|r| (r.ts_ns, r.quality)).collect::<Vec<_>>())
+        };
+        let no_ts = r#"{"meter_id":"GM-1","kind":"gas","cum_kg":1}"#;
+        assert_eq!(
+            q("meters/GM-1/state", no_ts, true),
+            Ok(vec![(NOW, Quality::Good)])
+        );
+        assert_eq!(
+            q("meters/GM-1/state", no_ts, false),
+            Ok(vec![(NOW, Quality::ClockUnsynced)])
+        );
+        // A bad value read while unsynced: the time's quality wins (see `Stamp::quality`).
+        assert_eq!(
+            q(
+                "meters/GM-1/state",
+                r#"{"meter_id":"GM-1","kind":"gas","cum_kg":-1}"#,
+                false
+            ),
+            Ok(vec![(NOW, Quality::ClockUnsynced)])
+        );
+        // The meter's own clock, two years ahead of a Pi that booted at an old saved time.
+        let ahead = r#"{"meter_id":"GM-1","ts":"2028-11-22T09:33:20Z","kind":"gas","cum_kg":1}"#;
+        assert_eq!(
+            q("meters/GM-1/state", ahead, false),
+            Ok(vec![(
+                NOW + 2 * YEAR + 24 * 3600 * 1_000_000_000,
+                Quality::Good
+            )])
+        );
+        assert_eq!(
+            q("meters/GM-1/state", ahead, true),
+            Err(RejectReason::BadTimestamp)
+        );
+        assert_eq!(
+            q("sensors/d1/temp", "30", false),
+            Ok(vec![(NOW, Quality::ClockUnsynced)])
+        );
+        assert_eq!(
+            q(
+                "lp/x",
+                "power,device=a watts=1 1795340000000000001\npower watts=2",
+                false
+            ),
+            Ok(vec![
+                (NOW + 1, Quality::Good),
+                (NOW, Quality::ClockUnsynced)
+            ])
+        );
     }
 }

@@ -7,6 +7,13 @@
 //! `commit_interval`. While a batch is being committed the channel keeps filling; when it is full
 //! the sources wait. A failed commit (disk error) is retried with the same batch: nothing is
 //! dropped, and `/healthz` reports the store unhealthy meanwhile.
+//!
+//! Clock steps (see `clock`): before each commit the batch is brought to the clock's current
+//! epoch (`Timeline::correct`: unsynchronised readings stamped before a step are moved and
+//! marked `Restamped`, also those that were still in the channel when the step came), and in
+//! the same transaction the rows this run already stored unsynchronised move by the steps
+//! since the last commit (`Restamp`). So every stored own-clock unsynchronised row of this run
+//! is always expressed in the epoch of the last commit.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -14,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use super::{Handle, Writer};
+use super::{Handle, Restamp, Writer};
+use crate::clock::Clock;
 use crate::metrics::{Collector, Counter, Encoder, Kind, Registry, Seconds};
-use crate::model::{AckRequest, Reading};
+use crate::model::{AckRequest, Quality, Reading};
 
 /// What the committer counts.
 pub struct Metrics {
@@ -72,6 +80,8 @@ pub struct Settings {
     pub quota_bytes: u64,
     /// Consumers whose cursors hold readings back from pruning.
     pub consumers: Vec<&'static str>,
+    /// Whose steps are corrected in the batch and the store.
+    pub clock: Arc<Clock>,
 }
 
 /// Health the commit loop reports: whether the last attempt failed. Registered as a collector,
@@ -111,6 +121,9 @@ pub async fn run(
 ) {
     let mut batch: Vec<Reading> = Vec::with_capacity(settings.max_batch.min(65_536));
     let mut last_housekeeping = Instant::now();
+    // The first id of this run, and the clock epoch the stored rows of this run are in.
+    let first_id = writer.run(|w| w.next_id()).await;
+    let mut store_epoch = 0u64;
     let mut open = true;
     while open {
         match rx.recv().await {
@@ -141,6 +154,8 @@ pub async fn run(
                 }
             }
         }
+        let (restamp, epoch, moved) =
+            correct_for_steps(&settings.clock, store_epoch, first_id, &mut batch);
         let housekeeping = last_housekeeping.elapsed() >= Duration::from_secs(5) || !open;
         let quota = settings.quota_bytes;
         let mut retry = Duration::from_millis(100);
@@ -149,25 +164,36 @@ pub async fn run(
             let consumers = settings.consumers.clone();
             let (b, result) = writer
                 .run(move |writer| {
-                    let r = writer.append(&batch).and_then(|last| {
-                        if housekeeping {
-                            writer.prune_delivered(&consumers, last)?;
-                            let evicted = writer.enforce_quota(quota)?;
-                            if evicted > 0 {
-                                tracing::warn!(
-                                    evicted,
-                                    "store quota reached: oldest readings evicted"
-                                );
+                    let r = writer
+                        .append_restamped(&batch, restamp)
+                        .and_then(|(last, moved)| {
+                            if housekeeping {
+                                writer.prune_delivered(&consumers, last)?;
+                                let evicted = writer.enforce_quota(quota)?;
+                                if evicted > 0 {
+                                    tracing::warn!(
+                                        evicted,
+                                        "store quota reached: oldest readings evicted"
+                                    );
+                                }
                             }
-                        }
-                        Ok(last)
-                    });
+                            Ok((last, moved))
+                        });
                     (batch, r)
                 })
                 .await;
             batch = b;
             match result {
-                Ok(last) => {
+                Ok((last, stored_moved)) => {
+                    store_epoch = epoch;
+                    if moved + stored_moved > 0 {
+                        settings.clock.count_restamped(moved + stored_moved);
+                        tracing::info!(
+                            in_batch = moved,
+                            stored = stored_moved,
+                            "readings re-stamped after a clock step"
+                        );
+                    }
                     metrics.commits.inc();
                     metrics.commit_seconds.add(started.elapsed());
                     metrics.readings_accepted.add(batch.len() as u64);
@@ -211,4 +237,142 @@ pub async fn run(
         }
     }
     tracing::info!("store committer stopped: every received reading is committed");
+}
+
+/// Brings `batch` to the clock's current epoch and says how the stored rows of this run
+/// (from `first_id`, in `store_epoch`) must move: (the store's correction, the epoch both are
+/// in afterwards, readings of the batch moved). Without steps this costs one lock.
+fn correct_for_steps(
+    clock: &Clock,
+    store_epoch: u64,
+    first_id: i64,
+    batch: &mut [Reading],
+) -> (Option<Restamp>, u64, u64) {
+    let epoch = clock.epoch();
+    let unsynced = |r: &Reading| r.quality == Quality::ClockUnsynced;
+    if epoch == 0 || (epoch == store_epoch && !batch.iter().any(unsynced)) {
+        return (None, store_epoch, 0);
+    }
+    let timeline = clock.timeline();
+    let now = timeline.current();
+    let moved = timeline.correct(batch) as u64;
+    let delta_ns = timeline.offset(now) - timeline.offset(store_epoch);
+    let restamp = (delta_ns != 0).then_some(Restamp {
+        from_id: first_id,
+        delta_ns,
+    });
+    (restamp, now, moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{FakeTime, Stamp};
+    use crate::model::Value;
+    use crate::sources::mqtt;
+
+    const S: i64 = 1_000_000_000;
+    const YEAR: i64 = 365 * 24 * 3600 * S;
+    /// The true time at boot: 2026-11-22T09:33:20Z.
+    const NOW: i64 = 1_795_340_000 * S;
+
+    /// A meter message through the real MQTT parser, stamped by `clock` (with a floor that
+    /// does not expire as the build date moves on).
+    fn meter(clock: &Clock, seq: u64, ts: Option<&str>) -> Reading {
+        let rules = mqtt::Rules::meters_only(512);
+        let ts = ts.map_or(String::new(), |t| format!(r#""ts":"{t}","#));
+        let payload =
+            format!(r#"{{"meter_id":"GM-1","seq":{seq},{ts}"kind":"gas","cum_kg":{seq}}}"#);
+        let now = Stamp {
+            floor_ns: NOW - 5 * YEAR,
+            ..clock.now()
+        };
+        let mut rs = mqtt::parse(&rules, "meters/GM-1/state", payload.as_bytes(), now)
+            .expect("a valid message");
+        rs.pop().expect("one reading")
+    }
+
+    #[tokio::test]
+    async fn a_step_at_sync_restamps_this_runs_unsynced_readings_in_batch_and_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = super::super::db_path(dir.path());
+        // Boots at a saved time two years old, not synchronised.
+        let fake = FakeTime::new(NOW - 2 * YEAR, false);
+        let clock = Clock::new(fake.clone());
+        let (tx, rx) = mpsc::channel(64);
+        let (committed_tx, mut committed) = watch::channel(0i64);
+        let (acks_tx, _acks_rx) = mpsc::channel(64);
+        let task = tokio::spawn(run(
+            Handle::new(Writer::open(&path).expect("open")),
+            Settings {
+                commit_interval: Duration::from_millis(5),
+                commit_now: Arc::default(),
+                max_batch: 1000,
+                quota_bytes: 1 << 30,
+                consumers: Vec::new(),
+                clock: clock.clone(),
+            },
+            rx,
+            committed_tx,
+            acks_tx,
+            Arc::new(Metrics::default()),
+            Arc::new(Health::default()),
+        ));
+        let mut send = async |r: Reading, wait_for: i64| {
+            tx.send(r).await.expect("committer running");
+            committed
+                .wait_for(|last| *last >= wait_for)
+                .await
+                .expect("committed");
+        };
+        // 1: our stamp, unsynced. 2: the meter's own (correct) clock, two years "ahead".
+        send(meter(&clock, 1, None), 1).await;
+        send(meter(&clock, 2, Some("2026-11-22T09:00:00Z")), 2).await;
+        fake.advance(10 * S);
+        // 3: stamped before the step, but reaches the committer after it (still in a channel).
+        let late = meter(&clock, 3, None);
+        fake.advance(10 * S);
+        fake.step(2 * YEAR); // NTP steps the clock ...
+        let unsynced_after = meter(&clock, 4, None); // ... and clears STA_UNSYNC a moment later
+        fake.set_synced(true);
+        fake.advance(2 * S);
+        let synced = meter(&clock, 5, None);
+        for (r, id) in [(late, 3), (unsynced_after, 4), (synced, 5)] {
+            send(r, id).await;
+        }
+        drop(tx);
+        task.await.expect("committer ends");
+
+        let got: Vec<(i64, i64, Quality)> = super::super::Reader::open(&path)
+            .expect("reader")
+            .read_after(0, 100)
+            .expect("read")
+            .into_iter()
+            .map(|s| {
+                let seq = s
+                    .reading
+                    .fields
+                    .iter()
+                    .find_map(|(k, v)| match (k.as_str(), v) {
+                        ("seq", Value::Int(i)) => Some(*i),
+                        _ => None,
+                    })
+                    .expect("seq");
+                (seq, s.reading.ts_ns, s.reading.quality)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, NOW, Quality::Restamped),              // in the store at the step
+                (2, NOW - 2000 * S, Quality::Good),        // the meter's clock: untouched
+                (3, NOW + 10 * S, Quality::Restamped),     // in the channel at the step
+                (4, NOW + 20 * S, Quality::ClockUnsynced), // after the step, not yet synced
+                (5, NOW + 22 * S, Quality::Good),
+            ]
+        );
+        let st = clock.status();
+        assert_eq!((st.steps, st.restamped), (1, 2));
+        assert_eq!(st.last_step.map(|(_, d)| d), Some(2 * YEAR));
+    }
 }

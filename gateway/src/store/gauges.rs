@@ -37,7 +37,7 @@ impl Gauges {
                 tracing::warn!(error = %e, "store stats");
                 StoreStats::default()
             });
-        let now = crate::model::now_ns();
+        let now = crate::clock::wall_ns();
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = (stats.clone(), now);
         stats
     }

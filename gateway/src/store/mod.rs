@@ -289,9 +289,45 @@ impl Writer {
         Ok(())
     }
 
+    /// The id the next reading will get: the first id of this run after `open`.
+    pub fn next_id(&self) -> i64 {
+        self.next_id
+    }
+
     /// Appends a batch in one transaction; returns the id of the last reading. Durable on return.
     pub fn append(&mut self, readings: &[Reading]) -> Result<i64> {
+        self.append_restamped(readings, None).map(|(last, _)| last)
+    }
+
+    /// Like [`Writer::append`], and in the same transaction first moves the stored readings
+    /// `restamp` names (see [`Restamp`]); returns the last id and how many rows moved.
+    pub fn append_restamped(
+        &mut self,
+        readings: &[Reading],
+        restamp: Option<Restamp>,
+    ) -> Result<(i64, u64)> {
         let tx = self.conn.transaction()?;
+        let mut moved = 0u64;
+        if let Some(r) = restamp {
+            for k in self
+                .tables
+                .iter()
+                .filter(|k| ((**k + 1) << self.bits) > r.from_id)
+            {
+                moved += tx.execute(
+                    &format!(
+                        "UPDATE {} SET ts = ts + ?1, quality = ?2 WHERE id >= ?3 AND quality IN (?2, ?4)",
+                        segment_table(*k)
+                    ),
+                    params![
+                        r.delta_ns,
+                        Quality::Restamped as u8,
+                        r.from_id,
+                        Quality::ClockUnsynced as u8
+                    ],
+                )? as u64;
+            }
+        }
         let mut id = self.next_id;
         let mut created = Vec::new();
         {
@@ -342,7 +378,7 @@ impl Writer {
         tx.commit()?;
         self.tables.extend(created);
         self.next_id = id;
-        Ok(id - 1)
+        Ok((id - 1, moved))
     }
 
     /// Drops the segments every active consumer has delivered completely; returns how many
@@ -456,6 +492,16 @@ impl Writer {
         }
         Ok(n)
     }
+}
+
+/// The wall clock stepped while readings stamped unsynchronised were stored: every row from
+/// `from_id` on (this run's) whose quality is `ClockUnsynced` or `Restamped` moves by
+/// `delta_ns` and becomes `Restamped`. Rows of earlier runs are left alone: their offset is
+/// not known. Devices' own timestamps are never `ClockUnsynced`, so they never move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restamp {
+    pub from_id: i64,
+    pub delta_ns: i64,
 }
 
 /// One reading as read back, with its position in the log.
@@ -602,7 +648,7 @@ impl Reader {
     ) -> Result<()> {
         self.conn.execute(
             "INSERT INTO quarantine(consumer, reading_id, line, error, at_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![consumer, reading_id, line, error, crate::model::now_ns()],
+            params![consumer, reading_id, line, error, crate::clock::wall_ns()],
         )?;
         Ok(())
     }

@@ -34,8 +34,49 @@ pub struct AppState {
     pub site: String,
     pub mqtt_addrs: Vec<SocketAddr>,
     pub modbus: crate::sources::modbus::Stats,
+    pub clock: Arc<crate::clock::Clock>,
 }
 
+#[derive(Serialize)]
+struct ClockDto {
+    /// The kernel says the clock is synchronised (and it is past the build date); readings
+    /// stamped while not are `clock_unsynced`.
+    synced: bool,
+    /// The wall clock now, RFC 3339.
+    now: String,
+    /// The last step of the wall clock: when (RFC 3339, after the step) and by how much.
+    last_step_at: Option<String>,
+    last_step_s: Option<f64>,
+    steps: u64,
+    /// Readings moved to a corrected time since start.
+    restamped: u64,
+    /// From `adjtimex`: NTP's offset correction, estimated and maximum error.
+    offset_s: f64,
+    estimated_error_s: f64,
+    max_error_s: f64,
+}
+
+impl ClockDto {
+    fn of(c: &crate::clock::Status) -> ClockDto {
+        let rfc3339 = |ns: i64| {
+            chrono::DateTime::from_timestamp_nanos(ns)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        ClockDto {
+            synced: c.synced,
+            now: rfc3339(c.wall_ns),
+            last_step_at: c.last_step.map(|(at, _)| rfc3339(at)),
+            last_step_s: c.last_step.map(|(_, d)| d as f64 / 1e9),
+            steps: c.steps,
+            restamped: c.restamped,
+            offset_s: c.kernel.offset_ns as f64 / 1e9,
+            estimated_error_s: c.kernel.est_error_ns as f64 / 1e9,
+            max_error_s: c.kernel.max_error_ns as f64 / 1e9,
+        }
+    }
+}
+
+/// The clock's gauges, in the form the other `/metrics` lines have.
 #[derive(Serialize)]
 struct ConsumerDto {
     name: String,
@@ -90,6 +131,7 @@ struct StatusDto {
     influx_write_errors: u64,
     consumers: Vec<ConsumerDto>,
     modbus: Vec<ModbusDeviceDto>,
+    clock: ClockDto,
 }
 
 /// A consumer further behind than this is not delivering (InfluxDB down or refusing): with the
@@ -165,7 +207,8 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
     // The device snapshot is taken before `now`: a poller that records an answer between the
     // two would otherwise give an answer newer than `now`, i.e. a negative age.
     let devices = s.modbus.lock().map(|d| d.clone()).unwrap_or_default();
-    let now = crate::model::now_ns();
+    let clock = s.clock.status();
+    let now = clock.wall_ns;
     let consumers: Vec<ConsumerDto> = st
         .consumers
         .into_iter()
@@ -215,6 +258,7 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
         influx_write_errors: s.influx.write_errors.get(),
         consumers,
         modbus,
+        clock: ClockDto::of(&clock),
     }
 }
 
@@ -293,6 +337,30 @@ async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
         d.influx_points_written.to_string(),
     );
     row("InfluxDB write errors", d.influx_write_errors.to_string());
+    row(
+        "Clock",
+        match (&d.clock.last_step_at, d.clock.last_step_s) {
+            (Some(at), Some(by)) => format!(
+                "{} ({}; stepped {by:+.1} s at {at}; {} readings re-stamped)",
+                d.clock.now,
+                if d.clock.synced {
+                    "synchronised"
+                } else {
+                    "NOT SYNCHRONISED"
+                },
+                d.clock.restamped
+            ),
+            _ => format!(
+                "{} ({})",
+                d.clock.now,
+                if d.clock.synced {
+                    "synchronised"
+                } else {
+                    "NOT SYNCHRONISED: readings are marked"
+                }
+            ),
+        },
+    );
     for m in &d.modbus {
         row(
             &format!("Modbus {}", m.name),

@@ -402,6 +402,7 @@ pub async fn run_bus(
     tx: crate::intake::Intake,
     inbox: mpsc::Receiver<BusCommand>,
     stats: Stats,
+    clock: Arc<crate::clock::Clock>,
     cancel: CancellationToken,
 ) {
     let BusSpec { bus, devices } = spec;
@@ -424,9 +425,9 @@ pub async fn run_bus(
             poller::Next::Read { unit, request, .. } => {
                 let (kind, address, count) = (request.kind, request.address, request.count);
                 let result = link.read(unit, kind, address, count).await;
-                let ts_ns = crate::model::now_ns();
-                if let Some(report) = poller.on_read(start.elapsed(), ts_ns, result) {
-                    record(&stats, &report, ts_ns);
+                let stamp = clock.now();
+                if let Some(report) = poller.on_read(start.elapsed(), stamp, result) {
+                    record(&stats, &report, stamp.ts_ns);
                     for r in report.readings {
                         if tx.send(r).await.is_err() {
                             return;

@@ -23,6 +23,7 @@ use super::link::{self, Data};
 use super::plan::{self, ReadRequest};
 use super::profile::Profile;
 use super::{health, BusCommand, DeviceSpec};
+use crate::clock::Stamp;
 use crate::model::{Quality, Reading, Series, Value};
 
 /// What the bus should do now.
@@ -181,13 +182,13 @@ impl Poller {
         }
     }
 
-    /// Feeds the result of the read [`Poller::next`] asked for, received at `now`; `ts_ns` is
-    /// the timestamp of the readings if this ends the cycle. Returns the cycle's report when it
+    /// Feeds the result of the read [`Poller::next`] asked for, received at `now`; `stamp` is
+    /// the clock's stamp for the readings if this ends the cycle. Returns the cycle's report when it
     /// ended.
     pub fn on_read(
         &mut self,
         now: Duration,
-        ts_ns: i64,
+        stamp: Stamp,
         result: Result<(Data, Duration), link::Error>,
     ) -> Option<Report> {
         let c = self.cycle.as_mut()?;
@@ -272,7 +273,7 @@ impl Poller {
         }
         let c = self.cycle.take()?;
         let dev = &mut self.devices[c.device];
-        Some(finish(dev, c, failed, now, ts_ns))
+        Some(finish(dev, c, failed, now, stamp))
     }
 }
 
@@ -282,7 +283,7 @@ fn finish(
     c: Cycle,
     failed: Option<link::Error>,
     now: Duration,
-    ts_ns: i64,
+    stamp: Stamp,
 ) -> Report {
     let was = dev.health.state;
     let name = &dev.spec.name;
@@ -301,7 +302,7 @@ fn finish(
             }
         }
     }
-    let readings = readings_of(dev, &c.decoded, ts_ns);
+    let readings = readings_of(dev, &c.decoded, stamp);
     let latest = c
         .decoded
         .iter()
@@ -339,14 +340,15 @@ fn to_value(v: &decode::DecodedValue) -> Value {
 /// Groups one cycle's decoded fields into one reading per measurement. A bad value is left out
 /// and replaced by a `{field}_quality` string, and the reading is marked `Quality::Bad`. An
 /// enum field is stored as its number (the InfluxDB schema and the dashboards query it so).
+/// A reading stamped while the clock is unsynchronised is `ClockUnsynced` (`Stamp::quality`).
 /// The one place Modbus readings are built.
-fn readings_of(dev: &Device, decoded: &[(usize, Decoded)], ts_ns: i64) -> Vec<Reading> {
+fn readings_of(dev: &Device, decoded: &[(usize, Decoded)], stamp: Stamp) -> Vec<Reading> {
     let mut by_measurement: BTreeMap<&str, Reading> = BTreeMap::new();
     for (fi, r) in decoded {
         let (m, f) = &dev.names[*fi];
         let reading = by_measurement.entry(m).or_insert_with(|| Reading {
             series: Series::new(m.as_str(), dev.spec.name.as_str()),
-            ts_ns,
+            ts_ns: stamp.ts_ns,
             quality: Quality::Good,
             fields: Vec::new(),
             ack: None,
@@ -361,7 +363,11 @@ fn readings_of(dev: &Device, decoded: &[(usize, Decoded)], ts_ns: i64) -> Vec<Re
                 .push((format!("{f}_quality"), Value::Str(r.sanity.as_str().into())));
         }
     }
-    by_measurement.into_values().collect()
+    let mut readings: Vec<Reading> = by_measurement.into_values().collect();
+    for r in &mut readings {
+        r.quality = stamp.quality(r.quality);
+    }
+    readings
 }
 
 #[cfg(test)]
@@ -425,7 +431,7 @@ mod tests {
                     }
                     out.push('\n');
                     let result = result.map(|d| (d, 10 * MS));
-                    if let Some(r) = poller.on_read(now, 7, result) {
+                    if let Some(r) = poller.on_read(now, Stamp::new(7, true), result) {
                         let t = now.as_millis();
                         let fields: usize = r.readings.iter().map(|r| r.fields.len()).sum();
                         let _ = writeln!(
@@ -611,7 +617,7 @@ mod tests {
         let mut p = Poller::new(vec![a], 5000 * MS, 60_000 * MS);
         assert!(matches!(p.next(Duration::ZERO), Next::Read { .. }));
         let report = p
-            .on_read(MS, 7, Ok((Data::Registers(vec![0]), MS)))
+            .on_read(MS, Stamp::new(7, true), Ok((Data::Registers(vec![0]), MS)))
             .expect("one read, one cycle");
         assert_eq!(report.latest, [("state".to_owned(), "idle".to_owned())]);
         assert_eq!(
