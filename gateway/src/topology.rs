@@ -1,21 +1,28 @@
 //! The one place that creates channels and spawns tasks. The same diagram is in ARCHITECTURE.md.
 //!
 //! ```text
-//!  meters ──MQTT 3.1.1──▶ broker: one task per connection (ACL, login gate)
-//!    ▲  ▲                   │ publish → mqtt::Ingest::parse, in the connection's task
-//!    │  │                   │ readings: mpsc, store.channel_capacity
-//!    │  │                   │ (full → that connection's socket is not read: TCP slows the meter)
-//!    │  │                   ▼                      also → live: broadcast 1024 (lagging receivers skip)
-//!    │  │  Modbus pollers ──┴──▶ store committer (batch ≤ max_batch or commit_interval; commit = fsync)
-//!    │  │   ▲ one per bus; commands (writes) from modbus::Buses: mpsc 16 per bus (full → refused at once)
-//!    │  │                              │ receipts: per connection, unbounded but ≤ max_inflight each
-//!    │  └─ PUBACK / PUBREC ◀───────────┤ (sent only after the commit)
-//!    │                                 │ acks: mpsc 1024 (full → acks dropped, counted; the meter resends)
-//!    └─ meters/{id}/ack (QoS 0) ◀─ ack router ◀─┤
-//!                                              ▼
-//!                               store.db ── committed: watch<last id>
-//!                                              │
-//!                                    influx writer (own cursor) ──HTTP──▶ InfluxDB
+//!  meters ──MQTT 3.1.1──▶ broker: one task per connection (login gate, ACL per account)
+//!    ▲  ▲                   │ publish → mqtt::Ingest::parse (quantities from plant::Rules), in that task
+//!    │  │                   ▼
+//!    │  │               intake ──▶ live: broadcast 1024 ──▶ web live view (alarms next); lagging
+//!    │  │                 ▲   │    receivers skip the oldest; sees readings BEFORE the commit
+//!    │  │                 │   ▼
+//!    │  │                 │  readings: mpsc, store.channel_capacity (4 096); full → the source
+//!    │  │                 │   │  waits: that meter's socket is not read, that bus's poll waits
+//!    │  │  Modbus pollers─┘   ▼
+//!    │  │   ▲ one per bus   store committer: batch ≤ max_batch or commit_interval; COMMIT = fsync;
+//!    │  │   │ commands:     re-stamps readings of this run after a clock step (clock: Arc<Clock>,
+//!    │  │   │ modbus::Buses  injected into every source and the committer)
+//!    │  │   │ mpsc 16/bus,    │ receipts: per connection, ≤ max_inflight each
+//!    │  │   │ full → refused  │
+//!    │  └─ PUBACK / PUBREC ◀──┤ (sent only after the commit, app ack in the same write)
+//!    │                        │ acks: mpsc 1024 (full → dropped, counted; the meter resends)
+//!    └─ meters/{id}/ack ◀── broker::outbox ◀─┤
+//!                                            ▼
+//!                         store.db (segments) ── committed: watch<last id>
+//!                                            │   durable consumers, each with its own cursor:
+//!                                            └──▶ influx writer ──HTTP──▶ InfluxDB 1.x/2.x/3.x, VictoriaMetrics
+//!  web: /, /healthz, /metrics (metrics::Registry), /api/status (store, devices, clock)
 //! ```
 //! Shutdown: cancel `sources` (the broker's connections and the Modbus pollers end and drop
 //! their senders) → the committer drains the channel, commits, and ends → cancel `sinks` (they
