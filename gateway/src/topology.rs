@@ -393,6 +393,9 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         mqtt_addrs: vec![mqtt_addr],
         modbus: modbus_stats,
         clock,
+        plant: plant.clone(),
+        live: live.clone(),
+        shutdown: sinks_cancel.clone(),
     });
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
 

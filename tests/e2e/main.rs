@@ -7,4 +7,5 @@ mod cli;
 mod clock;
 mod faults;
 mod ingest;
+mod live;
 mod modbus;

@@ -82,12 +82,18 @@ impl Quantity {
         v.is_finite() && self.min.is_none_or(|m| v >= m) && self.max.is_none_or(|m| v <= m)
     }
 
-    /// `v` with this quantity's precision and unit, for people: `57.4 W`, `0.35 A`, `7.10`.
+    /// `v` with this quantity's precision and unit, for people: `57.4 W`, `0.35 A`, `7.10 pH`.
     pub fn display(&self, v: &Value) -> String {
-        let unit = if self.unit.is_empty() {
+        self.display_in(v, &self.unit)
+    }
+
+    /// `v` with this quantity's precision, in `unit` (a stored name's own unit: an electricity
+    /// meter's credit is in kWh, a gas meter's in kg).
+    pub fn display_in(&self, v: &Value, unit: &str) -> String {
+        let unit = if unit.is_empty() {
             String::new()
         } else {
-            format!(" {}", self.unit)
+            format!(" {unit}")
         };
         match v {
             Value::Float(f) => format!("{f:.*}{unit}", usize::from(self.precision)),
@@ -463,6 +469,8 @@ pub enum Instance {
     EachMeter,
     /// The device named by a topic level (`sensors/+/t` with level 1: `sensors/d2/t` → `d2`).
     TopicLevel(usize),
+    /// The device the payload names (a line-protocol point's `device` tag).
+    FromPayload,
 }
 
 impl fmt::Display for Instance {
@@ -471,6 +479,7 @@ impl fmt::Display for Instance {
             Instance::Device(d) => f.write_str(d),
             Instance::EachMeter => f.write_str("each meter"),
             Instance::TopicLevel(l) => write!(f, "topic level {l}"),
+            Instance::FromPayload => f.write_str("from the payload"),
         }
     }
 }
@@ -496,20 +505,24 @@ pub struct Binding {
 pub struct Plant {
     pub catalogue: Catalogue,
     bindings: Vec<Binding>,
-    by_name: HashMap<(String, String), Arc<Quantity>>,
+    /// Stored name (measurement, field) → its quantity and the unit stored under that name.
+    by_name: HashMap<(String, String), (Arc<Quantity>, String)>,
 }
 
 impl Plant {
     pub fn new(catalogue: Catalogue) -> Plant {
         let mut by_name = HashMap::new();
         for q in catalogue.iter() {
-            by_name.insert((q.measurement.clone(), q.field.clone()), q.clone());
+            by_name.insert(
+                (q.measurement.clone(), q.field.clone()),
+                (q.clone(), q.unit.clone()),
+            );
         }
         for m in METER_FIELDS {
             if let Some(q) = catalogue.get(m.quantity) {
                 by_name.insert(
                     (m.kind.measurement().to_owned(), m.field.to_owned()),
-                    q.clone(),
+                    (q.clone(), m.unit.to_owned()),
                 );
             }
         }
@@ -604,7 +617,7 @@ impl Plant {
             }
         }
         let pair = (measurement.clone(), field.clone());
-        match self.by_name.get(&pair) {
+        match self.by_name.get(&pair).map(|(q, _)| q) {
             Some(other) if other.name != q.name => {
                 return Err(Error::NameTaken {
                     key: key.to_owned(),
@@ -616,7 +629,7 @@ impl Plant {
             }
             Some(_) => {}
             None => {
-                self.by_name.insert(pair, q.clone());
+                self.by_name.insert(pair, (q.clone(), unit.to_owned()));
             }
         }
         self.bindings.push(Binding {
@@ -638,8 +651,14 @@ impl Plant {
     /// The quantity a stored field belongs to; `None` for metadata (`seq`, `{field}_quality`)
     /// and for fields of no known quantity.
     pub fn quantity_of(&self, measurement: &str, field: &str) -> Option<&Arc<Quantity>> {
+        self.stored(measurement, field).map(|(q, _)| q)
+    }
+
+    /// A stored field's quantity and the unit it is stored in.
+    pub fn stored(&self, measurement: &str, field: &str) -> Option<(&Arc<Quantity>, &str)> {
         self.by_name
             .get(&(measurement.to_owned(), field.to_owned()))
+            .map(|(q, u)| (q, u.as_str()))
     }
 
     /// The plant table of `gkgw check`: quantity → instance → source → unit → interval.
@@ -886,6 +905,8 @@ mod tests {
         assert_eq!(q("digester", "pressure_mbar"), Some("digester.pressure"));
         assert_eq!(q("gas_meter", "seq"), None);
         assert_eq!(q("gas_meter", "credit_kg_quality"), None);
+        let (credit, unit) = p.stored("electricity_meter", "credit_kwh").expect("stored");
+        assert_eq!(credit.display_in(&Value::Float(5.5), unit), "5.50 kWh");
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     let gw = crate::topology::start(config.validated("demo config")?).await?;
     let mqtt = gw.mqtt_addrs[0];
     let mut banner = format!(
-        "Green Kitchen Gateway demo\n  status page:  http://{}/   (metrics: /metrics, health: /healthz)\n  MQTT broker:  {mqtt} with {} simulated meters, each with its own account ({}); anonymous clients are read-only\n  state dir:    {}\n",
+        "Green Kitchen Gateway demo\n  status page:  http://{}/   (metrics: /metrics, health: /healthz, live readings: /api/live)\n  MQTT broker:  {mqtt} with {} simulated meters, each with its own account ({}); anonymous clients are read-only\n  state dir:    {}\n",
         gw.http_addr,
         opts.meters,
         state_dir.join("meters.toml").display(),

@@ -167,7 +167,7 @@ impl Rules {
             let instance = match &t.device {
                 TopicDevice::Fixed(d) => Instance::Device(d.clone()),
                 TopicDevice::Level(l) => Instance::TopicLevel(*l),
-                TopicDevice::FromPayload => Instance::TopicLevel(usize::MAX),
+                TopicDevice::FromPayload => Instance::FromPayload,
             };
             let mut target = |key: String, quantity: &str, what: String| {
                 let unit = plant.catalogue.require(&key, quantity)?.unit.clone();

@@ -1,7 +1,10 @@
-//! The local web server: a plain status page, `/healthz`, `/metrics` and `/api/status`.
+//! The local web server: a plain status page, `/healthz`, `/metrics`, `/api/status` and the live
+//! stream `/api/live` (`live.rs`).
 //!
 //! Architecture invariant: this is the only module that knows HTTP routes and JSON DTOs; the
 //! DTOs below are the boundary types and nothing else in the crate is `Serialize`.
+
+mod live;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +38,12 @@ pub struct AppState {
     pub mqtt_addrs: Vec<SocketAddr>,
     pub modbus: crate::sources::modbus::Stats,
     pub clock: Arc<crate::clock::Clock>,
+    /// The site's quantities: names the live stream's values.
+    pub plant: Arc<crate::plant::Plant>,
+    /// The live stream (`intake.rs`); `/api/live` subscribes to it.
+    pub live: tokio::sync::broadcast::Sender<Arc<crate::model::Reading>>,
+    /// Ends open live streams at shutdown (they would otherwise hold the server open).
+    pub shutdown: CancellationToken,
 }
 
 #[derive(Serialize)]
@@ -56,12 +65,13 @@ struct ClockDto {
     max_error_s: f64,
 }
 
+/// Unix nanoseconds as RFC 3339 UTC with milliseconds.
+fn rfc3339(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 impl ClockDto {
     fn of(c: &crate::clock::Status) -> ClockDto {
-        let rfc3339 = |ns: i64| {
-            chrono::DateTime::from_timestamp_nanos(ns)
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        };
         ClockDto {
             synced: c.synced,
             now: rfc3339(c.wall_ns),
@@ -413,6 +423,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/status", get(api_status))
+        .route("/api/live", get(live::live))
         .with_state(state)
 }
 

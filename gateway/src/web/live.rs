@@ -1,0 +1,137 @@
+//! `/api/live`: the live stream as Server-Sent Events, one `reading` event per reading as it
+//! arrives (before its commit; see `intake.rs` for who may see uncommitted readings and why),
+//! each value named by its quantity. The dashboard's live tiles will read this.
+//!
+//! ```text
+//! event: reading
+//! data: {"ts":"2026-12-01T08:00:00.000Z","device":"digester-1","quality":"good",
+//!        "values":[{"quantity":"digester.pressure","value":12.3,"text":"12.3 mbar"}]}
+//! ```
+//! A client that falls more than the stream's capacity behind gets a `lagged` event with the
+//! number of readings it missed, then carries on; nothing waits for it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::Stream;
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AppState;
+use crate::model::{Reading, Value};
+use crate::plant::Plant;
+
+#[derive(Serialize)]
+struct LiveValue {
+    quantity: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<serde_json::Value>,
+    text: String,
+}
+
+#[derive(Serialize)]
+struct LiveReading {
+    ts: String,
+    device: String,
+    quality: &'static str,
+    values: Vec<LiveValue>,
+}
+
+/// A reading as the live stream's JSON: the fields that are quantities, by quantity name
+/// (`seq` and `{field}_quality` are left out; a bad value is shown by its quality).
+fn dto(plant: &Plant, r: &Reading) -> LiveReading {
+    let mut values = Vec::new();
+    for (field, v) in &r.fields {
+        if let Some((q, unit)) = plant.stored(&r.series.measurement, field) {
+            let value = match v {
+                Value::Float(f) => serde_json::Number::from_f64(*f).map(serde_json::Value::Number),
+                Value::Int(i) => Some((*i).into()),
+                Value::Bool(b) => Some((*b).into()),
+                Value::Str(s) => Some(s.clone().into()),
+            };
+            values.push(LiveValue {
+                quantity: q.name.clone(),
+                value,
+                text: q.display_in(v, unit),
+            });
+        } else if let (Some(base), Value::Str(why)) = (field.strip_suffix("_quality"), v) {
+            if let Some(q) = plant.quantity_of(&r.series.measurement, base) {
+                values.push(LiveValue {
+                    quantity: q.name.clone(),
+                    value: None,
+                    text: why.clone(),
+                });
+            }
+        }
+    }
+    LiveReading {
+        ts: super::rfc3339(r.ts_ns),
+        device: r.series.device.to_string(),
+        quality: r.quality.as_str(),
+        values,
+    }
+}
+
+pub async fn live(
+    State(s): State<Arc<AppState>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = s.live.subscribe();
+    let state = (rx, s.clone());
+    let stream = futures_util::stream::unfold(state, |(mut rx, s)| async move {
+        let event = tokio::select! {
+            _ = s.shutdown.cancelled() => return None,
+            r = rx.recv() => match r {
+                Ok(reading) => Event::default()
+                    .event("reading")
+                    .json_data(dto(&s.plant, &reading))
+                    .unwrap_or_else(|_| Event::default().event("error")),
+                Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+                Err(RecvError::Closed) => return None,
+            },
+        };
+        Some((Ok(event), (rx, s)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Quality, Series};
+
+    #[test]
+    fn readings_are_named_by_quantity_with_their_precision() {
+        let mut plant = Plant::new(crate::plant::Catalogue::builtin());
+        plant.bind_meters().expect("meters");
+        let r = Reading {
+            series: Series::new("gas_meter", "GM-0001"),
+            ts_ns: 1_795_340_000_000_000_000,
+            quality: Quality::Bad,
+            fields: vec![
+                ("credit_kg".into(), Value::Float(1.23456)),
+                (
+                    "battery_v_quality".into(),
+                    Value::Str("out_of_range".into()),
+                ),
+                ("seq".into(), Value::Int(42)),
+            ],
+            ack: None,
+            receipt: None,
+        };
+        let json = serde_json::to_value(dto(&plant, &r)).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "ts": "2026-11-22T09:33:20.000Z",
+                "device": "GM-0001",
+                "quality": "bad",
+                "values": [
+                    {"quantity": "meter.credit", "value": 1.23456, "text": "1.23 kg"},
+                    {"quantity": "meter.battery", "text": "out_of_range"}
+                ]
+            })
+        );
+    }
+}
