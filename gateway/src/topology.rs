@@ -263,7 +263,14 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
     let (acks_tx, acks_rx) = mpsc::channel::<Vec<AckRequest>>(1024);
     let (committed_tx, committed_rx) = watch::channel(0i64);
     let (live, _) = broadcast::channel::<Arc<Reading>>(crate::intake::LIVE_CAPACITY);
-    let intake = crate::intake::Intake::new(readings_tx, live.clone());
+    let intake = crate::intake::Intake::with_counter(
+        readings_tx,
+        live.clone(),
+        registry.counter(
+            "gkgw_readings_spill_dropped_total",
+            "Modbus readings dropped because the store's channel and the poller's spill were full (the store was not committing).",
+        ),
+    );
 
     let sources_cancel = CancellationToken::new();
     let sinks_cancel = CancellationToken::new();

@@ -416,8 +416,14 @@ pub async fn run_bus(
     }
     tracing::info!(bus = %bus.name, transport = %link.transport(), devices = poller.device_names().count(), "modbus bus started");
     let mut inbox = Some(inbox);
+    // Readings wait here while the store's channel is full, so the bus keeps being polled
+    // (and the live stream keeps getting its values) while the store cannot commit.
+    let mut spill = crate::intake::Spill::default();
     let start = tokio::time::Instant::now();
     loop {
+        if tx.flush(&mut spill).is_err() {
+            return;
+        }
         while let Some(command) = inbox.as_mut().and_then(|rx| rx.try_recv().ok()) {
             poller.command(command);
         }
@@ -429,7 +435,7 @@ pub async fn run_bus(
                 if let Some(report) = poller.on_read(start.elapsed(), stamp, result) {
                     record(&stats, &report, stamp.ts_ns);
                     for r in report.readings {
-                        if tx.send(r).await.is_err() {
+                        if tx.offer(r, &mut spill).is_err() {
                             return;
                         }
                     }
@@ -454,6 +460,10 @@ pub async fn run_bus(
             _ = sleep => {}
             Some(command) = recv(&mut inbox) => poller.command(command),
         }
+    }
+    // Stopping: what is spilled still goes to the store (the committer drains its channel).
+    if !spill.is_empty() && tx.drain(&mut spill).await.is_err() {
+        tracing::warn!(bus = %bus.name, "store gone at shutdown: spilled readings not stored");
     }
     tracing::info!(bus = %bus.name, "modbus bus stopped");
 }
