@@ -8,7 +8,7 @@
 //!    │  │                 ▲   │    receivers skip the oldest; sees readings BEFORE the commit
 //!    │  │                 │   ▼
 //!    │  │                 │  readings: mpsc, store.channel_capacity (4 096); full → the source
-//!    │  │                 │   │  waits: that meter's socket is not read, that bus's poll waits
+//!    │  │                 │   │  waits: that meter's socket is not read; a bus spills (10 000), keeps polling
 //!    │  │  Modbus pollers─┘   ▼
 //!    │  │   ▲ one per bus   store committer: batch ≤ max_batch or commit_interval; COMMIT = fsync;
 //!    │  │   │ commands:     re-stamps readings of this run after a clock step (clock: Arc<Clock>,
