@@ -4,9 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::{mosquitto_pub, paho, paho_cmd, wait_until, Gateway, Influx1, Proc};
-
-const TS_BASE: &str = "1795300000";
+use crate::support::{mosquitto_pub, paho, paho_cmd, ts_base, wait_until, Gateway, Influx1, Proc};
 
 fn influx_v1(url: &str) -> String {
     format!("[influx]\nenabled = true\nurl = \"{url}\"\nversion = 1\ndatabase = \"gkgw\"\nflush_interval_ms = 200\nmin_backoff_ms = 100\nmax_backoff_ms = 1000\ntimeout_ms = 3000\n")
@@ -25,7 +23,7 @@ fn publish(gw: &Gateway, meter: &str, start_seq: u64, count: u64) {
             "--qos",
             "1",
             "--ts-base",
-            TS_BASE,
+            &ts_base().to_string(),
         ]
         .map(String::from),
     );
@@ -228,7 +226,10 @@ fn bad_input_is_rejected_counted_and_never_blocks_the_stream() {
         sensor,
         "lp/x",
         1,
-        "flow,device=f0 m3h=1.0 1795300499000000000"
+        &format!(
+            "flow,device=f0 m3h=1.0 {}",
+            (ts_base() + 499) * 1_000_000_000
+        )
     ));
     gw.wait_drained(Duration::from_secs(20));
     assert!(mosquitto_pub(
@@ -236,7 +237,10 @@ fn bad_input_is_rejected_counted_and_never_blocks_the_stream() {
         sensor,
         "lp/x",
         1,
-        "flow,device=f1 m3h=\"lots\" 1795300500000000000\nflow,device=f2 m3h=1.5"
+        &format!(
+            "flow,device=f1 m3h=\"lots\" {}\nflow,device=f2 m3h=1.5",
+            (ts_base() + 500) * 1_000_000_000
+        )
     ));
     // A sensor account may not write a meter's series through line protocol.
     assert!(mosquitto_pub(
@@ -244,7 +248,10 @@ fn bad_input_is_rejected_counted_and_never_blocks_the_stream() {
         sensor,
         "lp/x",
         1,
-        "gas_meter,device=GM-0001 credit_kg=1000 1795300500000000000"
+        &format!(
+            "gas_meter,device=GM-0001 credit_kg=1000 {}",
+            (ts_base() + 500) * 1_000_000_000
+        )
     ));
     publish(&gw, "GM-0001", 21, 20);
     gw.wait_drained(Duration::from_secs(30));

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{mosquitto_pub, paho, wait_until, Gateway, Influx1, Victoria};
-
-const TS_BASE: i64 = 1_795_300_000; // 2026-11-21T22:26:40Z
+use crate::support::{mosquitto_pub, paho, ts_base, wait_until, Gateway, Influx1, Victoria};
 
 fn rfc3339(secs: i64) -> String {
     chrono_free_rfc3339(secs)
@@ -50,7 +48,7 @@ fn every_meter_message_reaches_influxdb_1x_with_tags_fields_and_timestamps() {
         for (meter, qos) in [("GM-0001", 0u8), ("GM-0002", 1u8)] {
             let payload = format!(
                 r#"{{"meter_id":"{meter}","seq":{seq},"ts":"{}","kind":"gas","cum_kg":{},"credit_kg":{},"valve":"open","battery_v":3.7,"rssi":-71,"tamper":false}}"#,
-                rfc3339(TS_BASE + seq),
+                rfc3339(ts_base() + seq),
                 10.0 + seq as f64 * 0.125,
                 5.0 - seq as f64 * 0.125
             );
@@ -84,7 +82,7 @@ fn every_meter_message_reaches_influxdb_1x_with_tags_fields_and_timestamps() {
                 "--qos",
                 qos,
                 "--ts-base",
-                &TS_BASE.to_string(),
+                &ts_base().to_string(),
             ]
             .map(String::from),
         );
@@ -110,7 +108,7 @@ fn every_meter_message_reaches_influxdb_1x_with_tags_fields_and_timestamps() {
             let seq = i as i64 + 1;
             assert_eq!(
                 row[0],
-                rfc3339(TS_BASE + seq),
+                rfc3339(ts_base() + seq),
                 "timestamp is the meter's own"
             );
             assert_eq!(row[1], seq);
@@ -166,7 +164,7 @@ fn the_v2_write_path_delivers_into_victoriametrics() {
             "--qos",
             "1",
             "--ts-base",
-            &TS_BASE.to_string(),
+            &ts_base().to_string(),
         ]
         .map(String::from),
     );
@@ -202,7 +200,7 @@ fn the_v2_write_path_delivers_into_victoriametrics() {
         .collect();
     assert_eq!(
         ts,
-        (1..=50).map(|i| (TS_BASE + i) * 1000).collect::<Vec<_>>(),
+        (1..=50).map(|i| (ts_base() + i) * 1000).collect::<Vec<_>>(),
         "millisecond timestamps of the meter's own ts"
     );
 }

@@ -19,6 +19,17 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A fixed timestamp base (Unix seconds) for meter messages with their own `ts`: midnight UTC
+/// three days ago, so it is always inside what the gateway accepts (after its build-date floor,
+/// not in the future) and equal for every call in a run.
+pub fn ts_base() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64;
+    (now / 86_400 - 3) * 86_400
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")
