@@ -82,7 +82,7 @@ impl Quantity {
         v.is_finite() && self.min.is_none_or(|m| v >= m) && self.max.is_none_or(|m| v <= m)
     }
 
-    /// `v` with this quantity's precision and unit, for people: `57.4 W`, `0.35 A`, `7.10 pH`.
+    /// `v` with this quantity's precision and unit, for people: `57.4 W`, `0.35 A`, `7.1 pH`.
     pub fn display(&self, v: &Value) -> String {
         self.display_in(v, &self.unit)
     }
@@ -96,7 +96,15 @@ impl Quantity {
             format!(" {unit}")
         };
         match v {
-            Value::Float(f) => format!("{f:.*}{unit}", usize::from(self.precision)),
+            // Rounded to the precision, then written shortest (7.1, not 7.10), as the status
+            // page writes Modbus values; -0 reads as 0.
+            Value::Float(f) if f.is_finite() => {
+                let rounded: f64 = format!("{f:.*}", usize::from(self.precision))
+                    .parse()
+                    .unwrap_or(*f);
+                format!("{}{unit}", rounded + 0.0)
+            }
+            Value::Float(f) => format!("{f}{unit}"),
             Value::Int(i) => format!("{i}{unit}"),
             Value::Bool(b) => b.to_string(),
             Value::Str(s) => s.clone(),
@@ -906,7 +914,7 @@ mod tests {
         assert_eq!(q("gas_meter", "seq"), None);
         assert_eq!(q("gas_meter", "credit_kg_quality"), None);
         let (credit, unit) = p.stored("electricity_meter", "credit_kwh").expect("stored");
-        assert_eq!(credit.display_in(&Value::Float(5.5), unit), "5.50 kWh");
+        assert_eq!(credit.display_in(&Value::Float(5.5), unit), "5.5 kWh");
     }
 
     #[test]
@@ -915,7 +923,8 @@ mod tests {
         let show = |q: &str, v: Value| c.get(q).unwrap().display(&v);
         assert_eq!(show("power.active", Value::Float(57.4009284973)), "57.4 W");
         assert_eq!(show("power.current", Value::Float(0.34999999404)), "0.35 A");
-        assert_eq!(show("digester.ph", Value::Float(7.1)), "7.10 pH");
+        assert_eq!(show("digester.ph", Value::Float(7.1)), "7.1 pH");
+        assert_eq!(show("digester.pressure", Value::Float(-0.01)), "0 mbar");
         assert_eq!(show("meter.valve", Value::Str("open".into())), "open");
     }
 
