@@ -21,6 +21,8 @@ use serde::Deserialize;
 
 use crate::model::Value;
 
+pub mod kpi;
+
 /// What kind of value a quantity is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
