@@ -40,7 +40,7 @@ pub enum Error {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The file this config was read from, named in the errors of later build steps
-    /// (the Modbus source's `resolve`); empty for a config built in code.
+    /// (`topology::resolve`); the name given to `Config::validated` for a config built in code.
     #[serde(skip)]
     pub origin: String,
     pub site: Site,
@@ -769,8 +769,9 @@ impl Config {
 
     /// Validates a `Config` built in code (the demo's) by the same rules as a file's; `file`
     /// names it in errors.
-    pub fn validated(self, file: &str) -> Result<Config, Error> {
+    pub fn validated(mut self, file: &str) -> Result<Config, Error> {
         self.validate(file)?;
+        self.origin = file.to_owned();
         Ok(self)
     }
 

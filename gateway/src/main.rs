@@ -404,7 +404,7 @@ async fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match gkgw::topology::resolve(cfg, &config.display().to_string()) {
+            match gkgw::topology::resolve(cfg) {
                 Ok(r) => {
                     println!("{}: ok", config.display());
                     print!("{}", gkgw::topology::describe(&r));
@@ -421,7 +421,7 @@ async fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match gkgw::topology::resolve(cfg, &config.display().to_string()) {
+            match gkgw::topology::resolve(cfg) {
                 Ok(r) => gkgw::topology::run(r, shutdown_on_signal()).await,
                 Err(e) => {
                     eprintln!("error: {e}");

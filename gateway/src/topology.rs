@@ -71,19 +71,25 @@ pub enum ResolveError {
 }
 
 /// Loads the Modbus profiles, binds every source to its quantities and checks the bindings.
-/// `file` names the config in errors.
-pub fn resolve(config: Config, file: &str) -> Result<Resolved, ResolveError> {
+/// Errors name the config by its `origin`.
+pub fn resolve(config: Config) -> Result<Resolved, ResolveError> {
+    let file = if config.origin.is_empty() {
+        "config".to_owned()
+    } else {
+        config.origin.clone()
+    };
+    let file = file.as_str();
     let plant_err = |source| ResolveError::Plant {
         file: file.to_owned(),
         source: Box::new(source),
     };
     let mut plant =
         Plant::new(plant::Catalogue::with_site(&config.plant.quantity).map_err(plant_err)?);
-    let rules = mqtt::Rules::bind(&config.mqtt, &mut plant).map_err(plant_err)?;
     let modbus = modbus::resolve(file, &config.modbus, &mut plant)?;
+    let rules = mqtt::Rules::bind(&config.mqtt, plant).map_err(plant_err)?;
     Ok(Resolved {
         config,
-        plant: Arc::new(plant),
+        plant: rules.plant().clone(),
         mqtt: rules,
         modbus,
     })
@@ -197,7 +203,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
 /// [`start`] with a given clock (tests inject a `clock::FakeTime`): the one clock every
 /// source stamps readings with and the committer corrects steps of.
 pub async fn start_with(config: Config, clock: Arc<Clock>) -> anyhow::Result<Gateway> {
-    start_resolved(resolve(config, "config")?, clock).await
+    start_resolved(resolve(config)?, clock).await
 }
 
 /// Starts everything from a resolved config.
@@ -529,7 +535,7 @@ mod tests {
 
     fn resolved(text: &str) -> Result<Resolved, String> {
         let config = Config::parse("gw.toml", text).map_err(|e| e.to_string())?;
-        resolve(config, "gw.toml").map_err(|e| e.to_string())
+        resolve(config).map_err(|e| e.to_string())
     }
 
     const BUS: &str =

@@ -858,9 +858,7 @@ fn a_write_goes_through_the_bus_inbox_between_two_reads() {
         &[("probe", 1)],
     );
     let config = gkgw::config::Config::parse("gw.toml", &text).expect("config");
-    let mut specs = gkgw::topology::resolve(config, "gw.toml")
-        .expect("resolves")
-        .modbus;
+    let mut specs = gkgw::topology::resolve(config).expect("resolves").modbus;
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let setpoints = rt.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);

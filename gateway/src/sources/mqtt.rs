@@ -159,8 +159,9 @@ struct TopicRule {
 
 impl Rules {
     /// Resolves the configured topics against the catalogue and records their bindings (and
-    /// the meter payloads') in `plant`. Errors name the config key.
-    pub fn bind(config: &crate::config::Mqtt, plant: &mut Plant) -> Result<Rules, plant::Error> {
+    /// the meter payloads') in `plant`, which the rules then share: bind the other sources
+    /// first, this takes the plant as complete ([`Rules::plant`]). Errors name the config key.
+    pub fn bind(config: &crate::config::Mqtt, mut plant: Plant) -> Result<Rules, plant::Error> {
         plant.bind_meters()?;
         let mut topics = Vec::new();
         for (i, t) in config.topics.iter().enumerate() {
@@ -221,7 +222,7 @@ impl Rules {
             max_payload_bytes: config.max_payload_bytes,
             topics,
             meter,
-            plant: Arc::new(plant.clone()),
+            plant: Arc::new(plant),
         })
     }
 }
@@ -229,12 +230,17 @@ impl Rules {
 impl Rules {
     /// The built-in meter topics alone, with the built-in catalogue (benchmarks, simulators).
     pub fn meters_only(max_payload_bytes: usize) -> Rules {
-        let mut plant = Plant::new(plant::Catalogue::builtin());
         let config = crate::config::Mqtt {
             max_payload_bytes,
             topics: Vec::new(),
         };
-        Rules::bind(&config, &mut plant).expect("the built-in meter bindings are valid (tested)")
+        Rules::bind(&config, Plant::new(plant::Catalogue::builtin()))
+            .expect("the built-in meter bindings are valid (tested)")
+    }
+
+    /// The site's plant, with every binding.
+    pub fn plant(&self) -> &Arc<Plant> {
+        &self.plant
     }
 }
 
@@ -743,10 +749,10 @@ field = "watts"
 "#,
         )
         .expect("test config");
-        let mut plant = Plant::new(
+        let plant = Plant::new(
             plant::Catalogue::with_site(&config.plant.quantity).expect("site quantities"),
         );
-        Rules::bind(&config.mqtt, &mut plant).expect("bound")
+        Rules::bind(&config.mqtt, plant).expect("bound")
     }
 
     fn check(topic: &str, payload: &str, expected: Result<Vec<Reading>, RejectReason>) {

@@ -349,12 +349,7 @@ fn record(stats: &Stats, report: &poller::Report, ts_ns: i64) {
     };
     let c = &report.stats;
     d.state = report.state;
-    d.requests += c.requests;
-    d.timeouts += c.timeouts;
-    d.exceptions += c.exceptions;
-    d.errors += c.errors;
-    d.latency_seconds_sum += c.latency_seconds_sum;
-    d.readings += c.readings;
+    d.counts.add(c);
     if report.answered {
         d.last_answer_ns = Some(ts_ns);
     }

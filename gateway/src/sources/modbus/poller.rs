@@ -22,6 +22,7 @@ use super::decode::{self, Decoded};
 use super::link::{self, Data};
 use super::plan::{self, ReadRequest};
 use super::profile::Profile;
+use super::stats::Counts;
 use super::{health, BusCommand, DeviceSpec};
 use crate::clock::Stamp;
 use crate::model::{Quality, Reading, Series, Value};
@@ -43,17 +44,6 @@ pub enum Next {
     Idle,
 }
 
-/// Counters of one cycle, added to the device's `DeviceStats`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct CycleStats {
-    pub requests: u64,
-    pub timeouts: u64,
-    pub exceptions: u64,
-    pub errors: u64,
-    pub latency_seconds_sum: f64,
-    pub readings: u64,
-}
-
 /// What a finished cycle turned into.
 #[derive(Debug)]
 pub struct Report {
@@ -61,7 +51,7 @@ pub struct Report {
     pub state: health::State,
     /// The device answered (the cycle did not end in a timeout or I/O error).
     pub answered: bool,
-    pub stats: CycleStats,
+    pub stats: Counts,
     /// Field name → value text for the status page (the quality's name when bad).
     pub latest: Vec<(String, String)>,
     pub readings: Vec<Reading>,
@@ -84,7 +74,7 @@ struct Cycle {
     decoded: Vec<(usize, Decoded)>,
     clean: bool,
     retried: bool,
-    stats: CycleStats,
+    stats: Counts,
 }
 
 /// The state of one bus: its devices, the cycle in progress and the commands waiting.
@@ -175,7 +165,7 @@ impl Poller {
                         decoded: Vec::new(),
                         clean: true,
                         retried: false,
-                        stats: CycleStats::default(),
+                        stats: Counts::default(),
                     });
                 }
             }
@@ -320,7 +310,7 @@ fn finish(
         device: name.clone(),
         state: dev.health.state,
         answered: failed.is_none(),
-        stats: CycleStats {
+        stats: Counts {
             readings: readings.len() as u64,
             ..c.stats
         },

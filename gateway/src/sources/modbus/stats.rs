@@ -6,17 +6,35 @@ use std::sync::{Arc, Mutex};
 use super::health;
 use crate::metrics::{Encoder, Kind};
 
-/// Counters per device, rendered in `/metrics`.
-#[derive(Debug, Clone)]
-pub struct DeviceStats {
-    pub bus: String,
-    pub state: health::State,
+/// Request counters: of one poll cycle (the poller's report), or summed over a device's life.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counts {
     pub requests: u64,
     pub timeouts: u64,
     pub exceptions: u64,
     pub errors: u64,
     pub latency_seconds_sum: f64,
     pub readings: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, c: &Counts) {
+        self.requests += c.requests;
+        self.timeouts += c.timeouts;
+        self.exceptions += c.exceptions;
+        self.errors += c.errors;
+        self.latency_seconds_sum += c.latency_seconds_sum;
+        self.readings += c.readings;
+    }
+}
+
+/// Counters per device, rendered in `/metrics`.
+#[derive(Debug, Clone)]
+pub struct DeviceStats {
+    pub bus: String,
+    pub state: health::State,
+    /// Since start.
+    pub counts: Counts,
     /// The latest value of each field read so far, as text with its unit (or the quality
     /// when bad), for the status page.
     pub latest: BTreeMap<String, String>,
@@ -29,12 +47,7 @@ impl DeviceStats {
         DeviceStats {
             bus: bus.to_owned(),
             state: health::State::Unknown,
-            requests: 0,
-            timeouts: 0,
-            exceptions: 0,
-            errors: 0,
-            latency_seconds_sum: 0.0,
-            readings: 0,
+            counts: Counts::default(),
             latest: BTreeMap::new(),
             last_answer_ns: None,
         }
@@ -64,30 +77,30 @@ impl crate::metrics::Collector for Collector {
             (
                 "gkgw_modbus_requests_total",
                 "Modbus requests sent.",
-                (|d: &DeviceStats| d.requests as f64) as fn(&DeviceStats) -> f64,
+                (|d: &DeviceStats| d.counts.requests as f64) as fn(&DeviceStats) -> f64,
             ),
             (
                 "gkgw_modbus_timeouts_total",
                 "Modbus requests that timed out.",
-                |d| d.timeouts as f64,
+                |d| d.counts.timeouts as f64,
             ),
             (
                 "gkgw_modbus_exceptions_total",
                 "Modbus exception replies.",
-                |d| d.exceptions as f64,
+                |d| d.counts.exceptions as f64,
             ),
             (
                 "gkgw_modbus_errors_total",
                 "Modbus connection, I/O and framing errors.",
-                |d| d.errors as f64,
+                |d| d.counts.errors as f64,
             ),
             (
                 "gkgw_modbus_latency_seconds_sum",
                 "Total latency of answered requests.",
-                |d| d.latency_seconds_sum,
+                |d| d.counts.latency_seconds_sum,
             ),
             ("gkgw_modbus_readings_total", "Readings produced.", |d| {
-                d.readings as f64
+                d.counts.readings as f64
             }),
         ] {
             let mut f = out.family(name, help, Kind::Counter);
