@@ -51,6 +51,29 @@ pub struct Config {
     pub http: Http,
     pub modbus: Modbus,
     pub plant: Plant,
+    pub history: History,
+}
+
+/// The aggregator's windows (`aggregate`): how often it runs and how long windows are kept.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct History {
+    /// How often committed readings are folded into the windows (ms); windows lag by at most this.
+    pub interval_ms: u64,
+    /// Days of 1-minute windows kept.
+    pub minute_days: u64,
+    /// Days of 1-hour windows kept.
+    pub hour_days: u64,
+}
+
+impl Default for History {
+    fn default() -> History {
+        History {
+            interval_ms: 10_000,
+            minute_days: 30,
+            hour_days: 5 * 365,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -801,6 +824,18 @@ impl Config {
             return bad(
                 "store.commit_interval_ms",
                 "expected 1 to 10000 milliseconds".into(),
+            );
+        }
+        if self.history.interval_ms == 0 || self.history.interval_ms > 600_000 {
+            return bad(
+                "history.interval_ms",
+                "expected 1 to 600000 milliseconds".into(),
+            );
+        }
+        if self.history.minute_days == 0 || self.history.hour_days < self.history.minute_days {
+            return bad(
+                "history.hour_days",
+                "minute_days must be at least 1, and hour_days at least minute_days".into(),
             );
         }
         if self.store.max_batch == 0 {

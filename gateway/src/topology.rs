@@ -233,7 +233,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
     let lock = store::lock::lock_state_dir(&config.store.state_dir)?;
     let db = store::db_path(&config.store.state_dir);
 
-    let mut consumers: Vec<&'static str> = Vec::new();
+    let mut consumers: Vec<&'static str> = vec![crate::aggregate::CONSUMER];
     if config.influx.enabled {
         consumers.push(sinks::influx::CONSUMER);
     }
@@ -382,12 +382,35 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         ));
     }
 
+    // The aggregator: a durable consumer like the InfluxDB writer; windows + cursor in one
+    // transaction (aggregate/mod.rs). Runs every history.interval_ms and once more at shutdown.
+    let aggregator = store::Handle::new(
+        crate::aggregate::Worker::open(
+            &db,
+            plant.clone(),
+            crate::aggregate::Settings {
+                interval: Duration::from_millis(config.history.interval_ms),
+                minute_retention: Duration::from_secs(config.history.minute_days * 86_400),
+                hour_retention: Duration::from_secs(config.history.hour_days * 86_400),
+            },
+        )
+        .context("cannot open the aggregator's windows")?,
+    );
+    sinks.spawn(crate::aggregate::run(
+        aggregator,
+        Duration::from_millis(config.history.interval_ms),
+        sinks_cancel.clone(),
+    ));
+
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
-    let store_gauges =
-        store::gauges::Gauges::new(store::Handle::new(store::Reader::open(&db)?), db, consumers);
+    let store_gauges = store::gauges::Gauges::new(
+        store::Handle::new(store::Reader::open(&db)?),
+        db.clone(),
+        consumers,
+    );
     registry.register(store_gauges.clone());
     registry.register(crate::sources::modbus::stats::Collector(
         modbus_stats.clone(),
@@ -409,6 +432,10 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         plant: plant.clone(),
         live: live.clone(),
         shutdown: sinks_cancel.clone(),
+        history: store::Handle::new((
+            store::Reader::open(&db)?,
+            store::windows::Windows::open(&db)?,
+        )),
     });
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
 

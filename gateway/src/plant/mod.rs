@@ -664,6 +664,19 @@ impl Plant {
         self.stored(measurement, field).map(|(q, _)| q)
     }
 
+    /// Every stored name (measurement, field) of `quantity`, sorted: a meter quantity has one
+    /// per meter kind.
+    pub fn stored_names(&self, quantity: &str) -> Vec<(&str, &str)> {
+        let mut v: Vec<(&str, &str)> = self
+            .by_name
+            .iter()
+            .filter(|(_, (q, _))| q.name == quantity)
+            .map(|((m, f), _)| (m.as_str(), f.as_str()))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// A stored field's quantity and the unit it is stored in.
     pub fn stored(&self, measurement: &str, field: &str) -> Option<(&Arc<Quantity>, &str)> {
         self.by_name

@@ -33,7 +33,7 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
+pub fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
     let mut v: u64 = 0;
     for shift in (0..64).step_by(7) {
         let b = *buf.get(*pos).ok_or(DecodeError::Truncated)?;
@@ -46,7 +46,7 @@ fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
     Err(DecodeError::Truncated)
 }
 
-fn take<'a>(buf: &'a [u8], pos: &mut usize, n: usize) -> Result<&'a [u8], DecodeError> {
+pub fn take<'a>(buf: &'a [u8], pos: &mut usize, n: usize) -> Result<&'a [u8], DecodeError> {
     let end = pos.checked_add(n).ok_or(DecodeError::Truncated)?;
     let s = buf.get(*pos..end).ok_or(DecodeError::Truncated)?;
     *pos = end;

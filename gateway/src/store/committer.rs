@@ -168,12 +168,17 @@ pub async fn run(
                         .append_restamped(&batch, restamp)
                         .and_then(|(last, moved)| {
                             if housekeeping {
-                                writer.prune_delivered(&consumers, last)?;
-                                let evicted = writer.enforce_quota(quota)?;
-                                if evicted > 0 {
+                                let removed = writer.enforce_quota(quota, &consumers)?;
+                                if removed.evicted > 0 {
                                     tracing::warn!(
-                                        evicted,
-                                        "store quota reached: oldest readings evicted"
+                                        evicted = removed.evicted,
+                                        downsampled = removed.downsampled,
+                                        "store quota reached: oldest readings evicted before every consumer had them"
+                                    );
+                                } else if removed.downsampled > 0 {
+                                    tracing::info!(
+                                        downsampled = removed.downsampled,
+                                        "store quota reached: oldest raw readings removed, their windows kept"
                                     );
                                 }
                             }

@@ -14,15 +14,18 @@
 //! - `series(id, measurement, tags)` and `names(id, name)`: interned series and field names.
 //! - `cursors(consumer, position)`: the last reading id each consumer has durably delivered.
 //! - `quarantine(...)`: lines a sink's server rejected as malformed, kept for inspection.
-//! - `meta(key, value)`: counters that must survive restarts (readings evicted by the quota).
+//! - `meta(key, value)`: counters that must survive restarts (readings evicted or downsampled
+//!   by the quota, the aggregator's watermark).
+//! - `windows`, `agg_series`, `agg_latest`: the aggregator's, see [`windows`].
 //!
 //! # Guarantees
 //! - A reading is *accepted* when the transaction containing it has committed. Only then are
 //!   consumers woken and meters acknowledged. A crash loses at most the uncommitted batch, whose
 //!   meters were never acknowledged and will resend.
-//! - Rows are deleted only when every active consumer's cursor is past them (`prune_delivered`,
-//!   whole segments, never the newest), or when the store exceeds its quota (`enforce_quota`),
-//!   oldest first, counted in `meta`.
+//! - Raw rows are kept after delivery (the history answers from them) until the store exceeds
+//!   its quota (`enforce_quota`): then the oldest go first, whole segments where possible,
+//!   counted in `meta` as *downsampled* (every consumer, the aggregator among them, had them:
+//!   their windows keep them) or *evicted* (some consumer had not: lost for it).
 //! - SQLite's WAL recovery makes a kill -9 or power cut at any point safe: the database opens
 //!   with exactly the committed transactions.
 //!
@@ -35,6 +38,7 @@ pub mod committer;
 pub mod gauges;
 mod handle;
 pub mod lock;
+pub mod windows;
 
 pub use handle::Handle;
 
@@ -244,6 +248,7 @@ impl Writer {
     pub fn open_with_segment_bits(path: &Path, bits: u32) -> Result<Writer> {
         let conn = open(path)?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(windows::SCHEMA)?;
         conn.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('segment_bits', ?1)",
             [i64::from(bits)],
@@ -381,50 +386,6 @@ impl Writer {
         Ok((id - 1, moved))
     }
 
-    /// Drops the segments every active consumer has delivered completely; returns how many
-    /// readings went. With no consumers configured, nothing downstream needs the log and it is
-    /// pruned up to `last`.
-    pub fn prune_delivered(&mut self, consumers: &[&str], last: i64) -> Result<usize> {
-        let mut min = last;
-        for c in consumers {
-            let pos: i64 = self
-                .conn
-                .query_row(
-                    "SELECT position FROM cursors WHERE consumer = ?1",
-                    [c],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(0);
-            min = min.min(pos);
-        }
-        // Whole segments only, and never the one being written.
-        let current = self.next_id >> self.bits;
-        let done: Vec<i64> = self
-            .tables
-            .iter()
-            .copied()
-            .filter(|k| *k < current && ((k + 1) << self.bits) - 1 <= min)
-            .collect();
-        if done.is_empty() {
-            return Ok(0);
-        }
-        let tx = self.conn.transaction()?;
-        let mut n = 0;
-        for k in &done {
-            let table = segment_table(*k);
-            n += tx.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
-                r.get::<_, i64>(0)
-            })? as usize;
-            tx.execute_batch(&format!("DROP TABLE {table}"))?;
-        }
-        tx.commit()?;
-        for k in done {
-            self.tables.remove(&k);
-        }
-        Ok(n)
-    }
-
     /// Bytes of live data: pages in use (the file keeps freed pages for reuse).
     pub fn used_bytes(&self) -> Result<u64> {
         let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
@@ -435,12 +396,15 @@ impl Writer {
         Ok(((pages - free).max(0) * page_size) as u64)
     }
 
-    /// Evicts the oldest readings while live data exceeds `quota` bytes, down to 90 % of it.
-    /// Returns how many readings were evicted; the total is kept in `meta` across restarts.
-    pub fn enforce_quota(&mut self, quota: u64) -> Result<u64> {
+    /// Removes the oldest raw readings while live data exceeds `quota` bytes, down to 90 % of
+    /// it. Raw readings are otherwise kept (the history answers from them); the windows built
+    /// from them stay. A removed reading every consumer in `consumers` had already taken is
+    /// *downsampled* (its windows still hold it); one some consumer had not is *evicted* (lost
+    /// for that consumer). Both totals are kept in `meta` across restarts.
+    pub fn enforce_quota(&mut self, quota: u64, consumers: &[&str]) -> Result<Removed> {
         let used = self.used_bytes()?;
         if used <= quota {
-            return Ok(0);
+            return Ok(Removed::default());
         }
         let (mut min, mut max, mut count) = (i64::MAX, 0i64, 0i64);
         for k in &self.tables {
@@ -459,39 +423,71 @@ impl Writer {
             }
         }
         if count == 0 {
-            return Ok(0);
+            return Ok(Removed::default());
+        }
+        let mut delivered = i64::MAX;
+        for c in consumers {
+            let pos: i64 = self
+                .conn
+                .query_row(
+                    "SELECT position FROM cursors WHERE consumer = ?1",
+                    [c],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+            delivered = delivered.min(pos);
         }
         let per_row = (used / count as u64).max(1);
         let excess_rows = ((used - quota * 9 / 10) / per_row).max(1) as i64;
         let cut = (min + excess_rows).min(max);
         let tx = self.conn.transaction()?;
-        let mut n = 0u64;
+        let mut removed = Removed::default();
         let mut dropped = Vec::new();
         for k in &self.tables {
             let table = segment_table(*k);
             if (k << self.bits) >= cut {
                 break;
             }
+            let split = cut.min(delivered.saturating_add(1));
+            let (before, after): (i64, i64) = tx.query_row(
+                &format!("SELECT COUNT(CASE WHEN id < ?2 THEN 1 END), COUNT(*) FROM {table} WHERE id < ?1"),
+                [cut, split],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            removed.downsampled += before as u64;
+            removed.evicted += (after - before) as u64;
             if ((k + 1) << self.bits) - 1 < cut && (k + 1) << self.bits <= max {
-                n += tx.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
-                    r.get::<_, i64>(0)
-                })? as u64;
                 tx.execute_batch(&format!("DROP TABLE {table}"))?;
                 dropped.push(*k);
             } else {
-                n += tx.execute(&format!("DELETE FROM {table} WHERE id < ?1"), [cut])? as u64;
+                tx.execute(&format!("DELETE FROM {table} WHERE id < ?1"), [cut])?;
             }
         }
-        tx.execute(
-            "INSERT INTO meta(key, value) VALUES ('evicted', ?1) ON CONFLICT(key) DO UPDATE SET value = value + ?1",
-            [n as i64],
-        )?;
+        for (key, n) in [
+            ("evicted", removed.evicted),
+            ("downsampled", removed.downsampled),
+        ] {
+            tx.execute(
+                "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = value + ?2",
+                params![key, n as i64],
+            )?;
+        }
         tx.commit()?;
         for k in dropped {
             self.tables.remove(&k);
         }
-        Ok(n)
+        Ok(removed)
     }
+}
+
+/// What [`Writer::enforce_quota`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Readings no consumer was still waiting for: their windows keep them.
+    pub downsampled: u64,
+    /// Readings some consumer had not taken yet: lost for it.
+    pub evicted: u64,
 }
 
 /// The wall clock stepped while readings stamped unsynchronised were stored: every row from
@@ -516,6 +512,17 @@ pub struct Reader {
     conn: Connection,
     series: HashMap<i64, Series>,
     names: HashMap<i64, String>,
+    /// Timestamp span of each segment but the newest (they no longer grow): raw history.
+    spans: HashMap<i64, (i64, i64)>,
+}
+
+/// One field of one raw reading, for the history.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RawPoint {
+    pub ts_ns: i64,
+    /// `None`: the source flagged the value bad (`{field}_quality`).
+    pub value: Option<f64>,
+    pub unsynced: bool,
 }
 
 /// What `/metrics` and the status page show about one consumer.
@@ -532,7 +539,10 @@ pub struct StoreStats {
     pub file_bytes: u64,
     pub readings: i64,
     pub last_id: i64,
+    /// Readings evicted by the quota before every consumer had them.
     pub evicted: i64,
+    /// Raw readings removed by the quota after every consumer had them (windows keep them).
+    pub downsampled: i64,
     pub quarantined: i64,
     pub consumers: Vec<ConsumerState>,
 }
@@ -545,7 +555,122 @@ impl Reader {
             conn,
             series: HashMap::new(),
             names: HashMap::new(),
+            spans: HashMap::new(),
         })
+    }
+
+    /// The raw readings of one field of the series `measurement` at `device` with a timestamp
+    /// in `[from_ns, to_ns)`, oldest first. Segments whose time span misses the range are
+    /// skipped; within one, rows are filtered by series in SQL before any decoding.
+    pub fn raw_range(
+        &mut self,
+        measurement: &str,
+        device: &str,
+        field: &str,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Result<Vec<RawPoint>> {
+        self.reload_interning()?;
+        let sids: Vec<i64> = self
+            .series
+            .iter()
+            .filter(|(_, s)| &*s.measurement == measurement && &*s.device == device)
+            .map(|(id, _)| *id)
+            .collect();
+        let flag = format!("{field}_quality");
+        let good_id = self
+            .names
+            .iter()
+            .find(|(_, n)| *n == field)
+            .map(|(id, _)| *id as u64);
+        let bad_id = self
+            .names
+            .iter()
+            .find(|(_, n)| **n == flag)
+            .map(|(id, _)| *id as u64);
+        let mut out = Vec::new();
+        if sids.is_empty() || (good_id.is_none() && bad_id.is_none()) {
+            return Ok(out);
+        }
+        let list = sids
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let tx = self.conn.unchecked_transaction()?;
+        let ks = segments(&tx)?;
+        self.spans.retain(|k, _| ks.contains(k));
+        for (i, k) in ks.iter().enumerate() {
+            let table = segment_table(*k);
+            let span = match self.spans.get(k) {
+                Some(s) => Some(*s),
+                None => {
+                    let (lo, hi): (Option<i64>, Option<i64>) =
+                        tx.query_row(&format!("SELECT MIN(ts), MAX(ts) FROM {table}"), [], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })?;
+                    let span = lo.zip(hi);
+                    if let (Some(span), true) = (span, i + 1 < ks.len()) {
+                        self.spans.insert(*k, span);
+                    }
+                    span
+                }
+            };
+            match span {
+                Some((lo, hi)) if hi >= from_ns && lo < to_ns => {}
+                _ => continue,
+            }
+            let mut st = tx.prepare(&format!(
+                "SELECT id, ts, quality, fields FROM {table} WHERE series IN ({list}) AND ts >= ?1 AND ts < ?2"
+            ))?;
+            let rows = st.query_map([from_ns, to_ns], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, u8>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            })?;
+            for row in rows {
+                let (id, ts_ns, quality, blob) = row?;
+                let fields =
+                    codec::decode(&blob).map_err(|source| Error::Corrupt { id, source })?;
+                let unsynced = Quality::from_u8(quality) == Quality::ClockUnsynced;
+                for (n, v) in fields {
+                    let value = if Some(n) == good_id {
+                        match v {
+                            Value::Float(f) if f.is_finite() => Some(f),
+                            Value::Int(i) => Some(i as f64),
+                            _ => None,
+                        }
+                    } else if Some(n) == bad_id {
+                        None
+                    } else {
+                        continue;
+                    };
+                    out.push(RawPoint {
+                        ts_ns,
+                        value,
+                        unsynced,
+                    });
+                }
+            }
+        }
+        tx.commit()?;
+        out.sort_by_key(|p| p.ts_ns);
+        Ok(out)
+    }
+
+    /// The timestamp of the oldest raw reading kept (from the oldest segment).
+    pub fn oldest_raw_ts(&self) -> Result<Option<i64>> {
+        let tx = self.conn.unchecked_transaction()?;
+        let mut oldest = None;
+        for_segments_after(&tx, i64::MIN, |_, table| {
+            oldest = tx.query_row(&format!("SELECT MIN(ts) FROM {table}"), [], |r| r.get(0))?;
+            Ok(oldest.is_none())
+        })?;
+        tx.commit()?;
+        Ok(oldest)
     }
 
     fn reload_interning(&mut self) -> Result<()> {
@@ -686,6 +811,14 @@ impl Reader {
             })
             .optional()?
             .unwrap_or(0);
+        let downsampled = tx
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'downsampled'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
         let quarantined = self
             .conn
             .query_row("SELECT COUNT(*) FROM quarantine", [], |r| r.get(0))?;
@@ -716,6 +849,7 @@ impl Reader {
             readings,
             last_id,
             evicted,
+            downsampled,
             quarantined,
             consumers: states,
         })
@@ -796,70 +930,99 @@ mod tests {
     }
 
     #[test]
-    fn prune_waits_for_the_slowest_consumer() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = db_path(dir.path());
-        // Segments of 4 ids: [1..3], [4..7], [8..11], [12..15].
-        let mut w = Writer::open_with_segment_bits(&path, 2).expect("open");
-        w.register_consumers(&["influx", "uplink"])
-            .expect("register");
-        let last = w
-            .append(&(0..13).map(|i| reading("a", i, 0.5)).collect::<Vec<_>>())
-            .expect("append");
-        assert_eq!(last, 13);
-        let r = Reader::open(&path).expect("reader");
-        r.set_cursor("influx", 13).expect("cursor");
-        r.set_cursor("uplink", 8).expect("cursor");
-        // The uplink has 8: segments up to id 7 are delivered by both; [8..11] is not complete.
-        assert_eq!(
-            w.prune_delivered(&["influx", "uplink"], last)
-                .expect("prune"),
-            7
-        );
-        let stats = r.stats(&["influx", "uplink"], &path).expect("stats");
-        assert_eq!(stats.readings, 6);
-        assert_eq!(stats.last_id, 13);
-        assert_eq!(stats.consumers[1].backlog, 5);
-        assert_eq!(stats.consumers[1].oldest_unsent_ts_ns, Some(8));
-        assert_eq!(stats.consumers[0].backlog, 0);
-        // Everything delivered: the segment being written stays, so ids go on after a reopen.
-        r.set_cursor("uplink", 13).expect("cursor");
-        assert_eq!(
-            w.prune_delivered(&["influx", "uplink"], last)
-                .expect("prune"),
-            4
-        );
-        drop(w);
-        let mut w = Writer::open(&path).expect("reopen");
-        assert_eq!(
-            w.append(&[reading("a", 99, 0.5)]).expect("append"),
-            14,
-            "ids are never reused"
-        );
-        let mut r = Reader::open(&path).expect("reader");
-        let got = r.read_after(8, 100).expect("read");
-        assert_eq!(
-            got.iter().map(|s| s.id).collect::<Vec<_>>(),
-            vec![12, 13, 14]
-        );
-    }
-
-    #[test]
-    fn quota_evicts_oldest_first_and_counts() {
+    fn quota_removes_oldest_first_and_tells_downsampled_from_evicted() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = db_path(dir.path());
         let mut w = Writer::open_with_segment_bits(&path, 10).expect("open");
+        w.register_consumers(&["influx", "aggregate"])
+            .expect("register");
         let batch: Vec<_> = (0..20_000)
             .map(|i| reading("a", i, i as f64 + 0.1))
             .collect();
         w.append(&batch).expect("append");
+        let r = Reader::open(&path).expect("reader");
+        // The aggregator has everything; InfluxDB only the first 3,000.
+        r.set_cursor("aggregate", 20_000).expect("cursor");
+        r.set_cursor("influx", 3_000).expect("cursor");
         let quota = w.used_bytes().expect("size") / 2;
-        let evicted = w.enforce_quota(quota).expect("evict");
-        assert!(evicted >= 10_000, "evicted {evicted}");
+        let removed = w
+            .enforce_quota(quota, &["influx", "aggregate"])
+            .expect("evict");
+        assert_eq!(removed.downsampled, 3_000, "{removed:?}");
+        assert!(removed.evicted >= 7_000, "{removed:?}");
         assert!(w.used_bytes().expect("size") <= quota);
+        let total = removed.evicted + removed.downsampled;
         let mut r = Reader::open(&path).expect("reader");
         let first = r.read_after(0, 1).expect("read");
-        assert_eq!(first[0].id, evicted as i64 + 1, "the oldest went first");
-        assert_eq!(r.stats(&[], &path).expect("stats").evicted, evicted as i64);
+        assert_eq!(first[0].id, total as i64 + 1, "the oldest went first");
+        let st = r.stats(&[], &path).expect("stats");
+        assert_eq!(
+            (st.evicted, st.downsampled),
+            (removed.evicted as i64, 3_000)
+        );
+        // Ids are never reused after the oldest segments went.
+        drop(w);
+        let mut w = Writer::open_with_segment_bits(&path, 10).expect("reopen");
+        assert_eq!(w.append(&[reading("a", 1, 0.5)]).expect("append"), 20_001);
+    }
+
+    #[test]
+    fn raw_range_finds_one_fields_readings_by_series_and_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = db_path(dir.path());
+        let mut w = Writer::open_with_segment_bits(&path, 3).expect("open");
+        let mut batch: Vec<_> = (0..40)
+            .map(|i| reading(if i % 2 == 0 { "a" } else { "b" }, i * 10, i as f64))
+            .collect();
+        batch[4].fields[0] = (
+            "credit_kg_quality".into(),
+            Value::Str("out_of_range".into()),
+        );
+        batch[6].quality = Quality::ClockUnsynced;
+        w.append(&batch).expect("append");
+        let mut r = Reader::open(&path).expect("reader");
+        let got = r
+            .raw_range("gas_meter", "a", "credit_kg", 20, 120)
+            .expect("range");
+        assert_eq!(
+            got,
+            vec![
+                RawPoint {
+                    ts_ns: 20,
+                    value: Some(2.0),
+                    unsynced: false
+                },
+                RawPoint {
+                    ts_ns: 40,
+                    value: None,
+                    unsynced: false
+                },
+                RawPoint {
+                    ts_ns: 60,
+                    value: Some(6.0),
+                    unsynced: true
+                },
+                RawPoint {
+                    ts_ns: 80,
+                    value: Some(8.0),
+                    unsynced: false
+                },
+                RawPoint {
+                    ts_ns: 100,
+                    value: Some(10.0),
+                    unsynced: false
+                },
+            ]
+        );
+        // Twice: the second time from the cached spans.
+        assert_eq!(
+            r.raw_range("gas_meter", "a", "credit_kg", 20, 120)
+                .expect("again"),
+            got
+        );
+        assert!(r
+            .raw_range("gas_meter", "zz", "credit_kg", 0, 1000)
+            .expect("none")
+            .is_empty());
     }
 }

@@ -1,9 +1,10 @@
-//! The local web server: a plain status page, `/healthz`, `/metrics`, `/api/status` and the live
-//! stream `/api/live` (`live.rs`).
+//! The local web server: a plain status page, `/healthz`, `/metrics`, `/api/status`, the live
+//! stream `/api/live` (`live.rs`) and the history `/api/history` (`history.rs`).
 //!
 //! Architecture invariant: this is the only module that knows HTTP routes and JSON DTOs; the
 //! DTOs below are the boundary types and nothing else in the crate is `Serialize`.
 
+mod history;
 mod live;
 
 use std::net::SocketAddr;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub live: tokio::sync::broadcast::Sender<Arc<crate::model::Reading>>,
     /// Ends open live streams at shutdown (they would otherwise hold the server open).
     pub shutdown: CancellationToken,
+    /// The history's store connections (raw log and windows), on the blocking pool.
+    pub history: crate::store::Handle<(crate::store::Reader, crate::store::windows::Windows)>,
 }
 
 #[derive(Serialize)]
@@ -66,7 +69,7 @@ struct ClockDto {
 }
 
 /// Unix nanoseconds as RFC 3339 UTC with milliseconds.
-fn rfc3339(ns: i64) -> String {
+pub(crate) fn rfc3339(ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -424,6 +427,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/status", get(api_status))
         .route("/api/live", get(live::live))
+        .route("/api/history", get(history::history))
         .with_state(state)
 }
 
