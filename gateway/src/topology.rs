@@ -384,20 +384,19 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
 
     // The aggregator: a durable consumer like the InfluxDB writer; windows + cursor in one
     // transaction (aggregate/mod.rs). Runs every history.interval_ms and once more at shutdown.
-    let aggregator = store::Handle::new(
-        crate::aggregate::Worker::open(
-            &db,
-            plant.clone(),
-            crate::aggregate::Settings {
-                interval: Duration::from_millis(config.history.interval_ms),
-                minute_retention: Duration::from_secs(config.history.minute_days * 86_400),
-                hour_retention: Duration::from_secs(config.history.hour_days * 86_400),
-            },
-        )
-        .context("cannot open the aggregator's windows")?,
-    );
+    let mut aggregator = crate::aggregate::Worker::open(
+        &db,
+        plant.clone(),
+        crate::aggregate::Settings {
+            interval: Duration::from_millis(config.history.interval_ms),
+            minute_retention: Duration::from_secs(config.history.minute_days * 86_400),
+            hour_retention: Duration::from_secs(config.history.hour_days * 86_400),
+        },
+    )
+    .context("cannot open the aggregator's windows")?;
+    aggregator.metrics = crate::aggregate::Metrics::register(&mut registry);
     sinks.spawn(crate::aggregate::run(
-        aggregator,
+        store::Handle::new(aggregator),
         Duration::from_millis(config.history.interval_ms),
         sinks_cancel.clone(),
     ));

@@ -34,7 +34,7 @@ impl Source {
 
     fn resolution_ns(self) -> i64 {
         match self {
-            Source::Raw => 1,
+            Source::Raw => 1_000_000_000,
             Source::Windows(w) => w.nanos(),
         }
     }

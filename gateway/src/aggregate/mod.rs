@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{Counter, Registry};
 use crate::model::{Quality, Value};
 use crate::plant::{Kind, Plant};
 use crate::store::windows::{Commit, Row, SeriesKey, State, Windows};
@@ -38,7 +39,44 @@ use window::{Latest, Sample, Width, Window};
 pub const CONSUMER: &str = "aggregate";
 
 /// Readings read from the log per step.
-const BATCH: usize = 5_000;
+const BATCH: usize = 1_000;
+
+/// The aggregator's counters in `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub readings: Arc<Counter>,
+    pub windows_written: Arc<Counter>,
+    pub late: Arc<Counter>,
+    pub resets: Arc<Counter>,
+    pub errors: Arc<Counter>,
+}
+
+impl Metrics {
+    pub fn register(r: &mut Registry) -> Metrics {
+        Metrics {
+            readings: r.counter(
+                "gkgw_aggregate_readings_total",
+                "Readings folded into the 1-minute and 1-hour windows.",
+            ),
+            windows_written: r.counter(
+                "gkgw_aggregate_windows_written_total",
+                "Window rows written (a window is rewritten at each step that changes it).",
+            ),
+            late: r.counter(
+                "gkgw_aggregate_late_total",
+                "Readings that arrived for a closed window and raised its revision.",
+            ),
+            resets: r.counter(
+                "gkgw_aggregate_counter_resets_total",
+                "Counter readings below the previous one (device reset or replaced): counted, never a negative delta.",
+            ),
+            errors: r.counter(
+                "gkgw_aggregate_errors_total",
+                "Aggregator steps that failed (retried from the last committed state).",
+            ),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -74,6 +112,9 @@ pub struct Aggregator {
     new_series: Vec<(i64, SeriesKey)>,
     /// (measurement, field) → (quantity, counter), or `None` when it is not aggregated.
     kinds: HashMap<(Arc<str>, String), Option<Aggregated>>,
+    /// Late readings (minute windows revised) and counter resets folded since the last commit.
+    pub late: u64,
+    pub resets: u64,
 }
 
 /// What one step did.
@@ -97,6 +138,8 @@ impl Aggregator {
             dirty_latest: BTreeSet::new(),
             new_series: Vec::new(),
             kinds: HashMap::new(),
+            late: 0,
+            resets: 0,
         })
     }
 
@@ -171,9 +214,14 @@ impl Aggregator {
                     };
                     if width.is_late(r.ts_ns, self.state.watermark_ns) {
                         row.window.revision += 1;
+                        self.late += u64::from(width == Width::Minute);
                     }
                     let mut latest = before;
+                    let resets = row.window.resets;
                     row.window.add(r.ts_ns, sample, unsynced, &mut latest);
+                    if width == Width::Minute {
+                        self.resets += u64::from(row.window.resets - resets);
+                    }
                     row.changed = s.id;
                     after = latest;
                     self.dirty.insert(key);
@@ -223,6 +271,7 @@ impl Aggregator {
 
 /// The aggregator's store connections and fold state, on the blocking pool.
 pub struct Worker {
+    pub metrics: Metrics,
     reader: Reader,
     windows: Windows,
     agg: Aggregator,
@@ -241,6 +290,7 @@ impl Worker {
         let windows = Windows::open(path)?;
         let agg = Aggregator::load(&windows, plant.clone())?;
         Ok(Worker {
+            metrics: Metrics::default(),
             reader,
             windows,
             agg,
@@ -265,12 +315,21 @@ impl Worker {
             .fold(&self.windows, &rows)
             .and_then(|()| self.agg.commit(&mut self.windows));
         match result {
-            Ok(windows) => Ok(Step {
-                readings: rows.len(),
-                windows,
-                cursor: self.agg.cursor(),
-            }),
+            Ok(windows) => {
+                self.metrics.readings.add(rows.len() as u64);
+                self.metrics.windows_written.add(windows as u64);
+                self.metrics.late.add(std::mem::take(&mut self.agg.late));
+                self.metrics
+                    .resets
+                    .add(std::mem::take(&mut self.agg.resets));
+                Ok(Step {
+                    readings: rows.len(),
+                    windows,
+                    cursor: self.agg.cursor(),
+                })
+            }
             Err(e) => {
+                self.metrics.errors.inc();
                 // Back to the committed state: the same readings are folded again next time.
                 self.agg = Aggregator::load(&self.windows, self.plant.clone())?;
                 Err(e)

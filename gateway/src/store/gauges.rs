@@ -61,9 +61,15 @@ impl Collector for Gauges {
         );
         out.single(
             "gkgw_store_evicted_total",
-            "Readings evicted by the disk quota before delivery.",
+            "Readings evicted by the disk quota before every consumer had them.",
             Kind::Counter,
             st.evicted,
+        );
+        out.single(
+            "gkgw_store_downsampled_total",
+            "Raw readings removed by the disk quota after every consumer had them (their 1-minute and 1-hour windows stay).",
+            Kind::Counter,
+            st.downsampled,
         );
         out.single(
             "gkgw_store_quarantined",

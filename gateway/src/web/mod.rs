@@ -139,6 +139,7 @@ struct StatusDto {
     store_readings: i64,
     store_last_id: i64,
     store_evicted: i64,
+    store_downsampled: i64,
     quarantined: i64,
     influx_points_written: u64,
     influx_write_errors: u64,
@@ -266,6 +267,7 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
         store_readings: st.readings,
         store_last_id: st.last_id,
         store_evicted: st.evicted,
+        store_downsampled: st.downsampled,
         quarantined: st.quarantined,
         influx_points_written: s.influx.points_written.get(),
         influx_write_errors: s.influx.write_errors.get(),
@@ -344,6 +346,10 @@ async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
     );
     row("Readings in store", d.store_readings.to_string());
     row("Evicted by quota", d.store_evicted.to_string());
+    row(
+        "Downsampled by quota (windows kept)",
+        d.store_downsampled.to_string(),
+    );
     row("Quarantined lines", d.quarantined.to_string());
     row(
         "InfluxDB points written",
