@@ -231,6 +231,9 @@ struct DemoArgs {
     /// No simulated plant faults (gas analyser silences, compressor lockouts).
     #[arg(long)]
     no_faults: bool,
+    /// Pre-fill this many days of simulated history (in the windows) before starting (at most 60).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=60))]
+    history_days: u32,
     /// Also write to this InfluxDB (base URL, e.g. http://127.0.0.1:8086).
     #[arg(long)]
     influx: Option<String>,
@@ -516,6 +519,7 @@ async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         state_dir: a.state_dir,
         meters: a.meters,
         meter_interval: Duration::from_secs_f64(a.meter_interval.max(0.01)),
+        history_days: a.history_days,
         influx,
         plant: (!a.no_plant).then_some(a.plant),
         plant_faults: !a.no_faults,

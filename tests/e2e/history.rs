@@ -11,8 +11,11 @@ const METERS: [&str; 8] = [
 ];
 const PER_METER: usize = 2_500;
 
+/// One stored window: width, start, quantity, instance, changed, packed statistics.
+type WindowRow = (i64, i64, String, String, i64, Vec<u8>);
+
 /// Every window row with its series' names, and the aggregator's cursor.
-fn windows(state: &std::path::Path) -> (Vec<(i64, i64, String, String, i64, Vec<u8>)>, i64) {
+fn windows(state: &std::path::Path) -> (Vec<WindowRow>, i64) {
     let c = rusqlite::Connection::open(state.join("store.db")).expect("open the store");
     let mut st = c
         .prepare("SELECT w.width, w.start, s.quantity, s.instance, w.changed, w.stats FROM windows w JOIN agg_series s ON s.id = w.series ORDER BY 1, 2, 3, 4")

@@ -22,6 +22,8 @@ pub struct Options {
     /// Serve the simulated plant over Modbus TCP here and poll it.
     pub plant: Option<SocketAddr>,
     pub plant_faults: bool,
+    /// Days of simulated history written into the windows before the start.
+    pub history_days: u32,
 }
 
 pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -85,10 +87,29 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         })
         .await??;
     }
-    let gw = crate::topology::start(config.validated("demo config")?).await?;
+    let resolved = crate::topology::resolve(config.validated("demo config")?)?;
+    if opts.history_days > 0 {
+        let (db, plant, days, meters) = (
+            crate::store::db_path(&state_dir),
+            resolved.plant.clone(),
+            opts.history_days,
+            opts.meters,
+        );
+        let n = tokio::task::spawn_blocking(move || {
+            super::history::prefill(&db, plant, days, crate::clock::wall_ns(), meters)
+        })
+        .await??;
+        tracing::info!(
+            days,
+            readings = n,
+            "demo: simulated history written into the windows"
+        );
+    }
+    let gw = crate::topology::start_resolved(resolved, crate::clock::Clock::system()).await?;
     let mqtt = gw.mqtt_addrs[0];
     let mut banner = format!(
-        "Green Kitchen Gateway demo\n  status page:  http://{}/   (metrics: /metrics, health: /healthz, live readings: /api/live)\n  MQTT broker:  {mqtt} with {} simulated meters, each with its own account ({}); anonymous clients are read-only\n  state dir:    {}\n",
+        "Green Kitchen Gateway demo\n  status page:  http://{}/   (metrics: /metrics, health: /healthz, live readings: /api/live)\n  history:      http://{}/api/history?quantity=digester.pressure&instance=digester-1&points=100\n  MQTT broker:  {mqtt} with {} simulated meters, each with its own account ({}); anonymous clients are read-only\n  state dir:    {}\n",
+        gw.http_addr,
         gw.http_addr,
         opts.meters,
         state_dir.join("meters.toml").display(),

@@ -19,6 +19,18 @@ fn meal_factor(hour: f64) -> f64 {
     }
 }
 
+/// A simulated meter's total when the demo starts (kg or kWh): fixed per meter, so the history
+/// `--history-days` pre-fills ends where the live meter goes on (no false reset).
+pub(crate) fn start_total(index: usize) -> f64 {
+    200.0 + 13.7 * (index % 20) as f64
+}
+
+/// The gas (kg/h) or electricity (kWh/h) a simulated meter uses at an hour of day, on average,
+/// in real time (the live demo meters run 60 times faster).
+pub(crate) fn use_per_hour(gas: bool, hour: f64) -> f64 {
+    (if gas { 0.6 } else { 1.5 }) * meal_factor(hour)
+}
+
 /// The simulated state of one meter; `step` advances it by one reporting interval.
 pub(crate) struct SimMeter {
     id: String,
@@ -36,7 +48,7 @@ impl SimMeter {
             id: meter_id(index),
             gas,
             seq: 0,
-            cumulative: rng.gen_range(5.0..500.0),
+            cumulative: start_total(index),
             credit: rng.gen_range(0.5..6.0),
             battery: rng.gen_range(3.6..4.1),
             rssi: rng.gen_range(-95.0..-60.0),

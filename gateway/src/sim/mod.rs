@@ -3,6 +3,7 @@
 //! (`demo`), and the MQTT load generator (`load`). Nothing in the gateway proper imports this.
 
 pub mod demo;
+pub mod history;
 pub mod load;
 pub mod meters;
 pub mod plant;
