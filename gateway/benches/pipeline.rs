@@ -72,6 +72,95 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
+    // Aggregation: folding 10k meter readings (500 meters, 4 numeric quantities each, 10
+    // readings per second) into minute and hour windows, and committing them with the cursor.
+    let plant = std::sync::Arc::new(gkgw::plant::Plant::new(gkgw::plant::Catalogue::builtin()));
+    let mut spread = readings(10_000);
+    let base = wall_ns() / 1_000_000_000 * 1_000_000_000;
+    for (i, r) in spread.iter_mut().enumerate() {
+        r.ts_ns = base + i as i64 * 100_000_000;
+    }
+    let mut g = c.benchmark_group("aggregate");
+    g.throughput(Throughput::Elements(spread.len() as u64));
+    g.sample_size(10);
+    g.bench_function("fold_and_commit_10k_meter_readings", |b| {
+        b.iter_batched(
+            || {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let path = gkgw::store::db_path(dir.path());
+                gkgw::store::Writer::open(&path)
+                    .expect("open")
+                    .append(&spread)
+                    .expect("append");
+                (dir, path)
+            },
+            |(dir, path)| {
+                let mut w = gkgw::aggregate::Worker::open(&path, plant.clone(), Default::default())
+                    .expect("worker");
+                assert_eq!(w.catch_up().expect("aggregate"), 10_000);
+                dir
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+
+    // History: a 7-day query of one quantity over a week of 1-second data (604,800 readings,
+    // folded into windows once here).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = gkgw::store::db_path(dir.path());
+    let pressure = plant
+        .catalogue
+        .get("digester.pressure")
+        .expect("quantity")
+        .clone();
+    let week_start = base - 7 * 86_400 * 1_000_000_000;
+    {
+        let mut windows = gkgw::store::windows::Windows::open(&path).expect("windows");
+        let mut agg = gkgw::aggregate::Aggregator::load(&windows, plant.clone()).expect("load");
+        for day in 0..7i64 {
+            let stored: Vec<gkgw::store::Stored> = (0..86_400i64)
+                .map(|s| gkgw::store::Stored {
+                    id: 0,
+                    reading: gkgw::model::Reading {
+                        series: gkgw::model::Series::new(
+                            pressure.measurement.as_str(),
+                            "digester-1",
+                        ),
+                        ts_ns: week_start + (day * 86_400 + s) * 1_000_000_000,
+                        quality: gkgw::model::Quality::Good,
+                        fields: vec![(
+                            pressure.field.clone(),
+                            gkgw::model::Value::Float(20.0 + (s % 600) as f64 / 60.0),
+                        )],
+                        ack: None,
+                        receipt: None,
+                    },
+                })
+                .collect();
+            agg.fold(&windows, &stored).expect("fold");
+            agg.commit(&mut windows).expect("commit");
+        }
+    }
+    let windows = gkgw::store::windows::Windows::open(&path).expect("windows");
+    let mut reader = gkgw::store::Reader::open(&path).expect("reader");
+    let mut g = c.benchmark_group("history");
+    for points in [300usize, 2_000] {
+        let q = gkgw::aggregate::history::Query {
+            quantity: "digester.pressure".into(),
+            instance: "digester-1".into(),
+            from_ns: week_start,
+            to_ns: base,
+            points,
+        };
+        g.bench_function(format!("seven_days_of_1s_data_in_{points}_points"), |b| {
+            b.iter(|| {
+                gkgw::aggregate::history::query(&plant, &mut reader, &windows, &q).expect("query")
+            })
+        });
+    }
+    g.finish();
+
     // Modbus: decoding the registers of every field of every shipped profile, per register.
     let profiles: Vec<_> = gkgw::sources::modbus::BUILTIN_PROFILES
         .iter()
