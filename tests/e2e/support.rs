@@ -577,7 +577,11 @@ impl Gateway {
             let s = self.status();
             s["consumers"]
                 .as_array()
-                .is_some_and(|c| c.iter().all(|c| c["backlog"] == 0))
+                .is_some_and(|c| {
+                    c.iter()
+                        .filter(|c| c["name"] == "influx")
+                        .all(|c| c["backlog"] == 0)
+                })
         });
     }
 }
