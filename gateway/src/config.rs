@@ -51,6 +51,15 @@ pub struct Config {
     pub http: Http,
     pub modbus: Modbus,
     pub plant: Plant,
+    pub logbook: Logbook,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Logbook {
+    /// Hours after an entry was first recorded during which it can be corrected or withdrawn
+    /// (each a new revision); after that it is refused.
+    pub edit_window_hours: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -708,6 +717,14 @@ impl Default for Modbus {
     }
 }
 
+impl Default for Logbook {
+    fn default() -> Logbook {
+        Logbook {
+            edit_window_hours: 24,
+        }
+    }
+}
+
 impl Default for Http {
     fn default() -> Http {
         Http {
@@ -838,6 +855,12 @@ impl Config {
             return bad(
                 "mqtt.max_payload_bytes",
                 "expected at least 64 bytes".into(),
+            );
+        }
+        if !(1..=24 * 366).contains(&self.logbook.edit_window_hours) {
+            return bad(
+                "logbook.edit_window_hours",
+                "expected 1 to 8784 hours (a year)".into(),
             );
         }
         self.validate_modbus(file)?;
@@ -975,6 +998,20 @@ mod tests {
             .expect_err("must be rejected")
             .to_string();
         assert_eq!(err, expected);
+    }
+
+    #[test]
+    fn logbook_window_is_checked() {
+        check(
+            "[logbook]\nedit_window_hours = 0\n",
+            "gw.toml: logbook.edit_window_hours: expected 1 to 8784 hours (a year)",
+        );
+        check(
+            "[logbook]\nedit_window = 24\n",
+            "gw.toml: logbook.edit_window: unknown field `edit_window`, expected `edit_window_hours`",
+        );
+        let c = Config::parse("gw.toml", "[logbook]\nedit_window_hours = 48\n").expect("valid");
+        assert_eq!(c.logbook.edit_window_hours, 48);
     }
 
     #[test]

@@ -382,6 +382,33 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         ));
     }
 
+    // The logbook: its own connection (web writes; SQLite serialises them with the committer's,
+    // busy_timeout waits). `logbook_changed`: watch, keeps only the newest row id, never full.
+    let logbook = store::Handle::new(
+        store::logbook::Logbook::open(
+            &db,
+            Duration::from_secs(config.logbook.edit_window_hours * 3600),
+        )
+        .with_context(|| format!("cannot open the logbook in {}", db.display()))?,
+    );
+    let (logbook_changed, logbook_rx) = watch::channel(0i64);
+    if config.influx.enabled {
+        let w =
+            sinks::influx::Writer::new(&config.influx, &config.site.id, influx_metrics.clone())?;
+        let reader = store::Handle::new(store::Reader::open(&db)?);
+        let book = store::Handle::new(store::logbook::Logbook::open(
+            &db,
+            Duration::from_secs(config.logbook.edit_window_hours * 3600),
+        )?);
+        sinks.spawn(sinks::influx::run_logbook(
+            w,
+            reader,
+            book,
+            logbook_rx,
+            sinks_cancel.clone(),
+        ));
+    }
+
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
@@ -409,6 +436,8 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         plant: plant.clone(),
         live: live.clone(),
         shutdown: sinks_cancel.clone(),
+        logbook,
+        logbook_changed,
     });
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
 

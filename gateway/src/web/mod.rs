@@ -1,10 +1,13 @@
-//! The local web server: a plain status page, `/healthz`, `/metrics`, `/api/status` and the live
-//! stream `/api/live` (`live.rs`).
+//! The local web server: a plain status page, `/healthz`, `/metrics`, `/api/status`, the live
+//! stream `/api/live` (`live.rs`) and the logbook `/api/logbook` (`logbook.rs`; its command-line
+//! client `gkgw logbook` is `logbook_cli.rs`).
 //!
 //! Architecture invariant: this is the only module that knows HTTP routes and JSON DTOs; the
 //! DTOs below are the boundary types and nothing else in the crate is `Serialize`.
 
 mod live;
+pub mod logbook;
+pub mod logbook_cli;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +47,10 @@ pub struct AppState {
     pub live: tokio::sync::broadcast::Sender<Arc<crate::model::Reading>>,
     /// Ends open live streams at shutdown (they would otherwise hold the server open).
     pub shutdown: CancellationToken,
+    /// The logbook's own store connection (its writes serialise with the readings' in SQLite).
+    pub logbook: crate::store::Handle<crate::store::logbook::Logbook>,
+    /// Told the row id of every revision written, to wake the logbook's durable consumers.
+    pub logbook_changed: tokio::sync::watch::Sender<i64>,
 }
 
 #[derive(Serialize)]
@@ -424,6 +431,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/status", get(api_status))
         .route("/api/live", get(live::live))
+        .route("/api/logbook", get(logbook::list).post(logbook::add))
+        .route("/api/logbook/{entry}/revise", post(logbook::revise))
+        .route("/api/logbook/{entry}/withdraw", post(logbook::withdraw))
         .with_state(state)
 }
 
