@@ -1008,7 +1008,7 @@ mod tests {
         );
         check(
             "[logbook]\nedit_window = 24\n",
-            "gw.toml: logbook.edit_window: unknown field `edit_window`, expected `edit_window_hours`",
+            "gw.toml: logbook.edit_window: unknown field `edit_window`, expected `edit_window_hours` (line 2, column 1)",
         );
         let c = Config::parse("gw.toml", "[logbook]\nedit_window_hours = 48\n").expect("valid");
         assert_eq!(c.logbook.edit_window_hours, 48);

@@ -8,4 +8,5 @@ mod clock;
 mod faults;
 mod ingest;
 mod live;
+mod logbook;
 mod modbus;
