@@ -151,7 +151,7 @@ fn a_technician_logs_corrects_and_lists_and_the_entries_survive_a_restart() {
     assert_eq!(
         rows[0],
         vec![
-            serde_json::json!(at_s as i64 * 1_000_000_000),
+            serde_json::json!(at_s * 1_000_000_000),
             serde_json::json!(130),
             serde_json::json!(2),
             serde_json::json!(false)

@@ -531,7 +531,7 @@ mod tests {
         let lines = |e: &Entry, p: Option<&Entry>| {
             let mut out = Vec::new();
             logbook_lines("s", e, p, &mut out);
-            out.into_iter().map(|(id, l)| (id, l)).collect::<Vec<_>>()
+            out
         };
         let kg_only = Entry {
             id: 2,

@@ -137,6 +137,9 @@ fn errors(status: StatusCode, errors: &[FieldError]) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// An answer before the store is reached: the status and every field's error.
+type Refusal = (StatusCode, Vec<FieldError>);
+
 fn store_error(e: StoreError) -> Response {
     match e {
         StoreError::Invalid(Invalid(list)) => errors(StatusCode::UNPROCESSABLE_ENTITY, &list),
@@ -166,19 +169,19 @@ struct Body {
 }
 
 impl Body {
-    fn parse(bytes: &[u8], allowed: &[&str]) -> Result<Body, Response> {
+    fn parse(bytes: &[u8], allowed: &[&str]) -> Result<Body, Refusal> {
         let map = match serde_json::from_slice::<JsonValue>(bytes) {
             Ok(JsonValue::Object(m)) => m,
             Ok(_) => {
-                return Err(errors(
+                return Err((
                     StatusCode::BAD_REQUEST,
-                    &[FieldError::new("body", "expected a JSON object")],
+                    vec![FieldError::new("body", "expected a JSON object")],
                 ))
             }
             Err(e) => {
-                return Err(errors(
+                return Err((
                     StatusCode::BAD_REQUEST,
-                    &[FieldError::new("body", format!("not JSON: {e}"))],
+                    vec![FieldError::new("body", format!("not JSON: {e}"))],
                 ))
             }
         };
@@ -255,7 +258,7 @@ pub async fn add(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
     allowed.extend(VALUE_KEYS);
     let mut b = match Body::parse(&body, &allowed) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err((status, list)) => return errors(status, &list),
     };
     let draft = Draft {
         kind: b.string("kind").unwrap_or_default(),
@@ -289,11 +292,11 @@ fn dedup(list: Vec<FieldError>) -> Vec<FieldError> {
         .collect()
 }
 
-fn entry_id(raw: &str) -> Result<i64, Response> {
+fn entry_id(raw: &str) -> Result<i64, Refusal> {
     raw.parse::<i64>().map_err(|_| {
-        errors(
+        (
             StatusCode::NOT_FOUND,
-            &[FieldError::new("entry", format!("no entry {raw:?}"))],
+            vec![FieldError::new("entry", format!("no entry {raw:?}"))],
         )
     })
 }
@@ -318,13 +321,13 @@ pub async fn revise(
 ) -> Response {
     let entry = match entry_id(&raw) {
         Ok(e) => e,
-        Err(r) => return r,
+        Err((status, list)) => return errors(status, &list),
     };
     let mut allowed = vec!["at", "by", "note"];
     allowed.extend(VALUE_KEYS);
     let mut b = match Body::parse(&body, &allowed) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err((status, list)) => return errors(status, &list),
     };
     let c = Change::Correct {
         fields: b.fields(),
@@ -346,11 +349,11 @@ pub async fn withdraw(
 ) -> Response {
     let entry = match entry_id(&raw) {
         Ok(e) => e,
-        Err(r) => return r,
+        Err((status, list)) => return errors(status, &list),
     };
     let mut b = match Body::parse(&body, &["by", "reason"]) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err((status, list)) => return errors(status, &list),
     };
     let reason = b.string("reason");
     let by = b.string("by").unwrap_or_else(|| DEFAULT_BY.to_owned());
