@@ -22,6 +22,9 @@
 //!                         store.db (segments) ── committed: watch<last id>
 //!                                            │   durable consumers, each with its own cursor:
 //!                                            └──▶ influx writer ──HTTP──▶ InfluxDB 1.x/2.x/3.x, VictoriaMetrics
+//!                                                   ▲ second cursor influx.logbook: logbook rows
+//!  POST /api/logbook, gkgw logbook ──▶ web ──store::Handle<Logbook>──▶ store.db logbook table
+//!                                      └─ logbook_changed: watch<last row id> (never full) ─┘
 //!  web: /, /healthz, /metrics (metrics::Registry), /api/status (store, devices, clock)
 //! ```
 //! Shutdown: cancel `sources` (the broker's connections and the Modbus pollers end and drop
