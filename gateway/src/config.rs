@@ -52,6 +52,7 @@ pub struct Config {
     pub modbus: Modbus,
     pub plant: Plant,
     pub history: History,
+    pub logbook: Logbook,
 }
 
 /// The aggregator's windows (`aggregate`): how often it runs and how long windows are kept.
@@ -74,6 +75,14 @@ impl Default for History {
             hour_days: 5 * 365,
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Logbook {
+    /// Hours after an entry was first recorded during which it can be corrected or withdrawn
+    /// (each a new revision); after that it is refused.
+    pub edit_window_hours: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -731,6 +740,14 @@ impl Default for Modbus {
     }
 }
 
+impl Default for Logbook {
+    fn default() -> Logbook {
+        Logbook {
+            edit_window_hours: 24,
+        }
+    }
+}
+
 impl Default for Http {
     fn default() -> Http {
         Http {
@@ -875,6 +892,12 @@ impl Config {
                 "expected at least 64 bytes".into(),
             );
         }
+        if !(1..=24 * 366).contains(&self.logbook.edit_window_hours) {
+            return bad(
+                "logbook.edit_window_hours",
+                "expected 1 to 8784 hours (a year)".into(),
+            );
+        }
         self.validate_modbus(file)?;
         if self.influx.enabled {
             let i = &self.influx;
@@ -1010,6 +1033,20 @@ mod tests {
             .expect_err("must be rejected")
             .to_string();
         assert_eq!(err, expected);
+    }
+
+    #[test]
+    fn logbook_window_is_checked() {
+        check(
+            "[logbook]\nedit_window_hours = 0\n",
+            "gw.toml: logbook.edit_window_hours: expected 1 to 8784 hours (a year)",
+        );
+        check(
+            "[logbook]\nedit_window = 24\n",
+            "gw.toml: logbook.edit_window: unknown field `edit_window`, expected `edit_window_hours` (line 2, column 1)",
+        );
+        let c = Config::parse("gw.toml", "[logbook]\nedit_window_hours = 48\n").expect("valid");
+        assert_eq!(c.logbook.edit_window_hours, 48);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod credentials;
 pub mod intake;
 pub mod line_protocol;
+pub mod logbook;
 pub mod metrics;
 pub mod model;
 pub mod os;

@@ -91,6 +91,51 @@ pub fn encode(out: &mut String, site: &str, r: &Reading) -> bool {
     true
 }
 
+/// Appends the line of one logbook revision: measurement `logbook`, tags `site`, `kind` and
+/// (waste fed) `waste`, fields for its values plus `entry`, `revision`, `withdrawn`, `by` and
+/// `note`/`reason` where present, timestamp = the time the entry refers to (`at`). A later
+/// revision of the same entry with the same `at` and waste overwrites the point in InfluxDB.
+pub fn encode_entry(out: &mut String, site: &str, e: &crate::logbook::Entry) {
+    let f = e.values.fields();
+    out.push_str("logbook,kind=");
+    escape(out, e.values.kind().as_str(), KEY);
+    if !site.is_empty() {
+        out.push_str(",site=");
+        escape(out, site, KEY);
+    }
+    if let Some(w) = &f.waste {
+        out.push_str(",waste=");
+        escape(out, w, KEY);
+    }
+    let _ = write!(out, " by=");
+    push_value(out, &Value::Str(e.by.clone()));
+    if let Some(c) = f.count {
+        let _ = write!(out, ",count={}i", c as i64);
+    }
+    let _ = write!(out, ",entry={}i", e.entry);
+    for (k, v) in [
+        ("kg", f.kg),
+        ("litres", f.litres),
+        ("ph", f.ph),
+        ("ratio", f.ratio),
+    ] {
+        if let Some(v) = v.filter(|v| v.is_finite()) {
+            let _ = write!(out, ",{k}={v}");
+        }
+    }
+    for (k, v) in [("note", &e.note), ("reason", &e.reason), ("text", &f.text)] {
+        if let Some(v) = v {
+            let _ = write!(out, ",{k}=");
+            push_value(out, &Value::Str(v.clone()));
+        }
+    }
+    let _ = writeln!(
+        out,
+        ",revision={}i,withdrawn={} {}",
+        e.revision, e.withdrawn, e.at_ns
+    );
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("line protocol: {0}")]
 pub struct ParseError(&'static str);
@@ -240,6 +285,46 @@ mod tests {
             ack: None,
             receipt: None,
         }
+    }
+
+    #[test]
+    fn a_logbook_revision_is_one_line_at_its_time() {
+        use crate::logbook::{Entry, Values};
+        let e = Entry {
+            id: 7,
+            entry: 3,
+            revision: 2,
+            values: Values::WasteFed {
+                waste: crate::plant::kpi::Waste::Market,
+                kg: 120.5,
+            },
+            at_ns: 1_796_101_200_000_000_000,
+            by: "amina k".into(),
+            recorded_ns: 0,
+            first_recorded_ns: 0,
+            note: Some("said \"fresh\"".into()),
+            withdrawn: false,
+            reason: None,
+        };
+        let mut out = String::new();
+        encode_entry(&mut out, "s 1", &e);
+        assert_eq!(
+            out,
+            "logbook,kind=waste_fed,site=s\\ 1,waste=market by=\"amina k\",entry=3i,kg=120.5,note=\"said \\\"fresh\\\"\",revision=2i,withdrawn=false 1796101200000000000\n"
+        );
+        let c = Entry {
+            values: Values::CylindersFilled { count: 4 },
+            note: None,
+            withdrawn: true,
+            reason: Some("wrong day".into()),
+            ..e
+        };
+        out.clear();
+        encode_entry(&mut out, "s1", &c);
+        assert_eq!(
+            out,
+            "logbook,kind=cylinders_filled,site=s1 by=\"amina k\",count=4i,entry=3i,reason=\"wrong day\",revision=2i,withdrawn=true 1796101200000000000\n"
+        );
     }
 
     #[test]

@@ -47,6 +47,109 @@ enum Command {
     /// Modbus commissioning: read registers, scan a bus, poll a profile.
     #[command(subcommand)]
     Modbus(ModbusCommand),
+    /// The plant logbook (waste fed, water, digestate, cylinders, lab results, notes), through
+    /// the running gateway's HTTP API at the config's http.listen.
+    Logbook(LogbookArgs),
+}
+
+#[derive(Args)]
+struct LogbookArgs {
+    /// The gateway's TOML configuration (for http.listen).
+    #[arg(long, short, default_value = "/etc/gkgw/gateway.toml", global = true)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: LogbookCommand,
+}
+
+/// An entry's values as flags; which ones a kind takes: waste_fed --waste --kg,
+/// water_added --litres, digestate_out --kg or --litres, cylinders_filled and
+/// cylinders_dispatched --count, lab_ph --ph, lab_fos_tac --ratio, note --text.
+#[derive(Args)]
+struct LogbookValues {
+    /// household, market, animal or agricultural.
+    #[arg(long)]
+    waste: Option<String>,
+    #[arg(long, allow_negative_numbers = true)]
+    kg: Option<f64>,
+    #[arg(long, allow_negative_numbers = true)]
+    litres: Option<f64>,
+    #[arg(long, allow_negative_numbers = true)]
+    count: Option<f64>,
+    #[arg(long, allow_negative_numbers = true)]
+    ph: Option<f64>,
+    /// FOS/TAC.
+    #[arg(long, allow_negative_numbers = true)]
+    ratio: Option<f64>,
+    /// The text of a note.
+    #[arg(long)]
+    text: Option<String>,
+    /// The time the entry refers to, RFC 3339 (2026-12-01T08:00:00+03:00); default now.
+    #[arg(long)]
+    at: Option<String>,
+    #[arg(long)]
+    note: Option<String>,
+    /// Who (default: $USER, else "technician").
+    #[arg(long)]
+    by: Option<String>,
+}
+
+impl LogbookValues {
+    fn values(&self) -> gkgw::web::logbook_cli::Values {
+        gkgw::web::logbook_cli::Values {
+            waste: self.waste.clone(),
+            kg: self.kg,
+            litres: self.litres,
+            count: self.count,
+            ph: self.ph,
+            ratio: self.ratio,
+            text: self.text.clone(),
+        }
+    }
+
+    fn by(&self) -> String {
+        self.by
+            .clone()
+            .unwrap_or_else(gkgw::web::logbook_cli::default_by)
+    }
+}
+
+#[derive(Subcommand)]
+enum LogbookCommand {
+    /// Record an entry: `gkgw logbook add --kind waste_fed --waste household --kg 120`.
+    Add {
+        /// waste_fed, water_added, digestate_out, cylinders_filled, cylinders_dispatched,
+        /// lab_ph, lab_fos_tac or note.
+        #[arg(long)]
+        kind: String,
+        #[command(flatten)]
+        values: LogbookValues,
+    },
+    /// List entries (current revisions; --history for every revision, withdrawn ones too).
+    List {
+        /// From this time (RFC 3339), inclusive; default: the first entry.
+        #[arg(long)]
+        from: Option<String>,
+        /// Up to this time (RFC 3339), exclusive; default: the last entry.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        history: bool,
+    },
+    /// Correct an entry (within the edit window): the values given replace the current ones.
+    Revise {
+        entry: i64,
+        #[command(flatten)]
+        values: LogbookValues,
+    },
+    /// Withdraw an entry (within the edit window); it stays in the history.
+    Withdraw {
+        entry: i64,
+        #[arg(long)]
+        reason: String,
+        /// Who (default: $USER, else "technician").
+        #[arg(long)]
+        by: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -484,11 +587,54 @@ async fn main() -> ExitCode {
         }
         Command::Load(a) => load(a).await,
         Command::Modbus(c) => modbus(c).await,
+        Command::Logbook(a) => return logbook(a).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn logbook(a: LogbookArgs) -> ExitCode {
+    use gkgw::web::logbook_cli::{self as cli, Request};
+    let cfg = match load_config(&a.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let req = match a.command {
+        LogbookCommand::Add { kind, values } => Request::Add {
+            kind,
+            values: values.values(),
+            at: values.at.clone(),
+            note: values.note.clone(),
+            by: values.by(),
+        },
+        LogbookCommand::List { from, to, history } => Request::List { from, to, history },
+        LogbookCommand::Revise { entry, values } => Request::Revise {
+            entry,
+            values: values.values(),
+            at: values.at.clone(),
+            note: values.note.clone(),
+            by: values.by(),
+        },
+        LogbookCommand::Withdraw { entry, reason, by } => Request::Withdraw {
+            entry,
+            reason,
+            by: by.unwrap_or_else(cli::default_by),
+        },
+    };
+    match cli::run(cli::connect_addr(cfg.http.listen), &req).await {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for l in e.lines() {
+                eprintln!("error: {l}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -22,6 +22,9 @@
 //!                         store.db (segments) ── committed: watch<last id>
 //!                                            │   durable consumers, each with its own cursor:
 //!                                            └──▶ influx writer ──HTTP──▶ InfluxDB 1.x/2.x/3.x, VictoriaMetrics
+//!                                                   ▲ second cursor influx.logbook: logbook rows
+//!  POST /api/logbook, gkgw logbook ──▶ web ──store::Handle<Logbook>──▶ store.db logbook table
+//!                                      └─ logbook_changed: watch<last row id> (never full) ─┘
 //!  web: /, /healthz, /metrics (metrics::Registry), /api/status (store, devices, clock)
 //! ```
 //! Shutdown: cancel `sources` (the broker's connections and the Modbus pollers end and drop
@@ -401,6 +404,33 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         sinks_cancel.clone(),
     ));
 
+    // The logbook: its own connection (web writes; SQLite serialises them with the committer's,
+    // busy_timeout waits). `logbook_changed`: watch, keeps only the newest row id, never full.
+    let logbook = store::Handle::new(
+        store::logbook::Logbook::open(
+            &db,
+            Duration::from_secs(config.logbook.edit_window_hours * 3600),
+        )
+        .with_context(|| format!("cannot open the logbook in {}", db.display()))?,
+    );
+    let (logbook_changed, logbook_rx) = watch::channel(0i64);
+    if config.influx.enabled {
+        let w =
+            sinks::influx::Writer::new(&config.influx, &config.site.id, influx_metrics.clone())?;
+        let reader = store::Handle::new(store::Reader::open(&db)?);
+        let book = store::Handle::new(store::logbook::Logbook::open(
+            &db,
+            Duration::from_secs(config.logbook.edit_window_hours * 3600),
+        )?);
+        sinks.spawn(sinks::influx::run_logbook(
+            w,
+            reader,
+            book,
+            logbook_rx,
+            sinks_cancel.clone(),
+        ));
+    }
+
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
@@ -435,6 +465,8 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
             store::Reader::open(&db)?,
             store::windows::Windows::open(&db)?,
         )),
+        logbook,
+        logbook_changed,
     });
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
 

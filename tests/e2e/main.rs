@@ -9,4 +9,5 @@ mod faults;
 mod history;
 mod ingest;
 mod live;
+mod logbook;
 mod modbus;

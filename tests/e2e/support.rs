@@ -575,13 +575,11 @@ impl Gateway {
     pub fn wait_drained(&self, timeout: Duration) {
         wait_until("the influx backlog to drain", timeout, || {
             let s = self.status();
-            s["consumers"]
-                .as_array()
-                .is_some_and(|c| {
-                    c.iter()
-                        .filter(|c| c["name"] == "influx")
-                        .all(|c| c["backlog"] == 0)
-                })
+            s["consumers"].as_array().is_some_and(|c| {
+                c.iter()
+                    .filter(|c| c["name"] == "influx")
+                    .all(|c| c["backlog"] == 0)
+            })
         });
     }
 }

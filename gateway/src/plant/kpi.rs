@@ -84,14 +84,45 @@ pub enum Waste {
     Agricultural,
 }
 
-impl fmt::Display for Waste {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Waste {
+    /// Every kind, in the order the logbook lists them.
+    pub const ALL: [Waste; 4] = [
+        Waste::Household,
+        Waste::Market,
+        Waste::Animal,
+        Waste::Agricultural,
+    ];
+
+    /// The name the logbook, the config and the API use (`household`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
             Waste::Household => "household",
             Waste::Market => "market",
             Waste::Animal => "animal",
             Waste::Agricultural => "agricultural",
-        })
+        }
+    }
+}
+
+/// The name of a kind of waste is not one of [`Waste::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not one of household, market, animal, agricultural")]
+pub struct UnknownWaste(pub String);
+
+impl std::str::FromStr for Waste {
+    type Err = UnknownWaste;
+
+    fn from_str(s: &str) -> Result<Waste, UnknownWaste> {
+        Waste::ALL
+            .into_iter()
+            .find(|w| w.as_str() == s)
+            .ok_or_else(|| UnknownWaste(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Waste {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -429,6 +460,18 @@ mod tests {
     }
 
     use Missing::*;
+
+    #[test]
+    fn waste_names_round_trip() {
+        for w in Waste::ALL {
+            assert_eq!(w.as_str().parse::<Waste>(), Ok(w));
+            assert_eq!(w.to_string(), w.as_str());
+        }
+        assert_eq!(
+            "leaves".parse::<Waste>().map_err(|e| e.to_string()),
+            Err("\"leaves\" is not one of household, market, animal, agricultural".to_owned())
+        );
+    }
 
     #[test]
     fn atmospheric_pressure_follows_the_standard_atmosphere() {

@@ -21,10 +21,15 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{read_secret, Influx, INFLUX_PASSWORD, INFLUX_TOKEN};
+use crate::logbook::Entry;
 use crate::metrics::{Counter, Registry};
+use crate::store::logbook::Logbook;
 use crate::store::{Handle, Reader};
 
 pub const CONSUMER: &str = "influx";
+/// The name the logbook consumer's quarantined lines are kept under; its cursor is
+/// `store::logbook::cursor_name(CONSUMER)` (`influx.logbook`).
+pub const LOGBOOK_QUARANTINE: &str = "influx.logbook";
 
 /// What the InfluxDB writer counts. Registered whether or not InfluxDB is enabled, so the
 /// dashboards see zeros rather than nothing.
@@ -260,6 +265,7 @@ impl Writer {
         reader: &Handle<Reader>,
         lines: &[(i64, String)],
         cancel: &CancellationToken,
+        consumer: &'static str,
     ) -> bool {
         let mut pending: Vec<&[(i64, String)]> = vec![lines];
         let mut backoff = Duration::from_millis(self.cfg.min_backoff_ms);
@@ -279,7 +285,7 @@ impl Writer {
                         tracing::warn!(reading = id, error = %msg, line = line.trim_end(), "influx rejected a line: quarantined");
                         let (id, line, why) = (*id, line.trim_end().to_owned(), msg.clone());
                         let quarantined = reader
-                            .run(move |r| r.quarantine(CONSUMER, id, &line, &why))
+                            .run(move |r| r.quarantine(consumer, id, &line, &why))
                             .await;
                         if let Err(e) = quarantined {
                             tracing::error!(error = %e, "cannot quarantine; will retry");
@@ -377,7 +383,7 @@ pub async fn run(
                 lines.push((s.id, text.clone()));
             }
         }
-        if !writer.deliver(&reader, &lines, &cancel).await {
+        if !writer.deliver(&reader, &lines, &cancel, CONSUMER).await {
             break;
         }
         cursor = last_id;
@@ -387,6 +393,92 @@ pub async fn run(
         pending_since = None;
     }
     tracing::info!(cursor, "influx writer stopped");
+}
+
+/// The lines for one logbook revision: its own, and when it moved the entry to another time or
+/// kind of waste, the previous revision's point marked withdrawn (InfluxDB keys a point by
+/// series and time, so the old one would otherwise stay and be counted twice).
+fn logbook_lines(site: &str, e: &Entry, previous: Option<&Entry>, out: &mut Vec<(i64, String)>) {
+    let mut text = String::new();
+    if let Some(p) = previous {
+        if (p.at_ns, p.values.fields().waste) != (e.at_ns, e.values.fields().waste) {
+            let gone = Entry {
+                revision: e.revision,
+                withdrawn: true,
+                reason: Some(format!("moved by revision {}", e.revision)),
+                ..p.clone()
+            };
+            crate::line_protocol::encode_entry(&mut text, site, &gone);
+            out.push((e.id, std::mem::take(&mut text)));
+        }
+    }
+    crate::line_protocol::encode_entry(&mut text, site, e);
+    out.push((e.id, text));
+}
+
+/// The logbook consumer: the same delivery rules as the readings' (cursor advanced only after a
+/// 2xx, rejected lines quarantined), over the logbook's row ids with its own cursor. Woken by
+/// `changed` (the web server sends the row id of each revision it writes) and every 30 s.
+pub async fn run_logbook(
+    writer: Writer,
+    reader: Handle<Reader>,
+    book: Handle<Logbook>,
+    mut changed: watch::Receiver<i64>,
+    cancel: CancellationToken,
+) {
+    let mut cursor = book.run(|b| b.cursor(CONSUMER)).await.unwrap_or(0);
+    let batch = writer.cfg.batch_size;
+    loop {
+        changed.borrow_and_update();
+        let read = book
+            .run(
+                move |b| -> crate::store::logbook::Result<Vec<(Entry, Option<Entry>)>> {
+                    let mut out = Vec::new();
+                    for e in b.after(cursor, batch)? {
+                        let previous = match e.revision {
+                            1 => None,
+                            n => b.revision(e.entry, n - 1)?,
+                        };
+                        out.push((e, previous));
+                    }
+                    Ok(out)
+                },
+            )
+            .await;
+        let rows = match read {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "influx writer cannot read the logbook");
+                if !sleep_or_cancel(Duration::from_secs(5), &cancel).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some(last_id) = rows.last().map(|(e, _)| e.id) else {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            }
+            continue;
+        };
+        let mut lines = Vec::with_capacity(rows.len());
+        for (e, previous) in &rows {
+            logbook_lines(&writer.site, e, previous.as_ref(), &mut lines);
+        }
+        if !writer
+            .deliver(&reader, &lines, &cancel, LOGBOOK_QUARANTINE)
+            .await
+        {
+            break;
+        }
+        cursor = last_id;
+        if let Err(e) = book.run(move |b| b.set_cursor(CONSUMER, cursor)).await {
+            tracing::error!(error = %e, "cannot persist the influx logbook cursor; entries will be re-sent");
+        }
+    }
+    tracing::info!(cursor, "influx logbook writer stopped");
 }
 
 #[cfg(test)]
@@ -414,5 +506,56 @@ mod tests {
         );
         check(401, None, Outcome::Retry(None, "http 401: body".into()));
         check(404, None, Outcome::Retry(None, "http 404: body".into()));
+    }
+
+    #[test]
+    fn a_revision_that_moves_an_entry_withdraws_the_old_point() {
+        use crate::logbook::Values;
+        use crate::plant::kpi::Waste;
+        let first = Entry {
+            id: 1,
+            entry: 1,
+            revision: 1,
+            values: Values::WasteFed {
+                waste: Waste::Market,
+                kg: 10.0,
+            },
+            at_ns: 100,
+            by: "a".into(),
+            recorded_ns: 0,
+            first_recorded_ns: 0,
+            note: None,
+            withdrawn: false,
+            reason: None,
+        };
+        let lines = |e: &Entry, p: Option<&Entry>| {
+            let mut out = Vec::new();
+            logbook_lines("s", e, p, &mut out);
+            out
+        };
+        let kg_only = Entry {
+            id: 2,
+            revision: 2,
+            values: Values::WasteFed {
+                waste: Waste::Market,
+                kg: 12.0,
+            },
+            ..first.clone()
+        };
+        assert_eq!(
+            lines(&kg_only, Some(&first)),
+            vec![(2, "logbook,kind=waste_fed,site=s,waste=market by=\"a\",entry=1i,kg=12,revision=2i,withdrawn=false 100\n".to_owned())]
+        );
+        let moved = Entry {
+            at_ns: 200,
+            ..kg_only
+        };
+        assert_eq!(
+            lines(&moved, Some(&first)),
+            vec![
+                (2, "logbook,kind=waste_fed,site=s,waste=market by=\"a\",entry=1i,kg=10,reason=\"moved by revision 2\",revision=2i,withdrawn=true 100\n".to_owned()),
+                (2, "logbook,kind=waste_fed,site=s,waste=market by=\"a\",entry=1i,kg=12,revision=2i,withdrawn=false 200\n".to_owned()),
+            ]
+        );
     }
 }

@@ -17,6 +17,8 @@
 //! - `meta(key, value)`: counters that must survive restarts (readings evicted or downsampled
 //!   by the quota, the aggregator's watermark).
 //! - `windows`, `agg_series`, `agg_latest`: the aggregator's, see [`windows`].
+//! - `logbook(...)`: the plant logbook's revisions, appended only (triggers refuse `UPDATE` and
+//!   `DELETE`); its format and read API are in [`logbook`].
 //!
 //! # Guarantees
 //! - A reading is *accepted* when the transaction containing it has committed. Only then are
@@ -30,7 +32,7 @@
 //!   with exactly the committed transactions.
 //!
 //! Architecture invariant: only this module knows SQL; one [`Writer`] (one thread) writes
-//! readings; each consumer has its own [`Reader`] connection; async code reaches them only
+//! readings, one [`logbook::Logbook`] connection writes the logbook; each consumer has its own [`Reader`] connection; async code reaches them only
 //! through a [`Handle`] (the blocking pool).
 
 pub mod codec;
@@ -38,6 +40,7 @@ pub mod committer;
 pub mod gauges;
 mod handle;
 pub mod lock;
+pub mod logbook;
 pub mod windows;
 
 pub use handle::Handle;
@@ -72,6 +75,10 @@ CREATE TABLE IF NOT EXISTS names(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQ
 CREATE TABLE IF NOT EXISTS cursors(consumer TEXT PRIMARY KEY, position INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine(id INTEGER PRIMARY KEY, consumer TEXT NOT NULL, reading_id INTEGER NOT NULL, line TEXT NOT NULL, error TEXT NOT NULL, at_ns INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS logbook(id INTEGER PRIMARY KEY, entry INTEGER NOT NULL, revision INTEGER NOT NULL, kind TEXT NOT NULL, at_ns INTEGER NOT NULL, recorded_ns INTEGER NOT NULL, \"by\" TEXT NOT NULL, withdrawn INTEGER NOT NULL, body TEXT NOT NULL, UNIQUE(entry, revision));
+CREATE INDEX IF NOT EXISTS logbook_at ON logbook(at_ns);
+CREATE TRIGGER IF NOT EXISTS logbook_never_updated BEFORE UPDATE ON logbook BEGIN SELECT RAISE(ABORT, 'logbook rows are never changed: add a revision'); END;
+CREATE TRIGGER IF NOT EXISTS logbook_never_deleted BEFORE DELETE ON logbook BEGIN SELECT RAISE(ABORT, 'logbook rows are never changed or deleted: withdraw the entry'); END;
 ";
 
 /// Readings per segment table, as a power of two.
@@ -257,10 +264,12 @@ impl Writer {
         migrate_single_table(&conn, bits)?;
         let tables: std::collections::BTreeSet<i64> = segments(&conn)?.into_iter().collect();
         // Never reuse an id: continue after the highest one in any segment or cursor.
-        let mut last: i64 =
-            conn.query_row("SELECT COALESCE(MAX(position), 0) FROM cursors", [], |r| {
-                r.get(0)
-            })?;
+        // Logbook cursors count logbook rows, not readings: left out.
+        let mut last: i64 = conn.query_row(
+            "SELECT COALESCE(MAX(position), 0) FROM cursors WHERE consumer NOT LIKE ?1",
+            [format!("%{}", logbook::CURSOR_SUFFIX)],
+            |r| r.get(0),
+        )?;
         if let Some(k) = tables.last() {
             let max: Option<i64> = conn.query_row(
                 &format!("SELECT MAX(id) FROM {}", segment_table(*k)),
@@ -1040,5 +1049,26 @@ mod tests {
             .raw_range("gas_meter", "zz", "credit_kg", 0, 1000)
             .expect("none")
             .is_empty());
+    }
+
+    #[test]
+    fn the_logbook_table_refuses_updates_and_deletes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = Writer::open(&db_path(dir.path())).expect("open");
+        w.conn
+            .execute(
+                "INSERT INTO logbook(id, entry, revision, kind, at_ns, recorded_ns, \"by\", withdrawn, body) VALUES (1, 1, 1, 'note', 0, 0, 'a', 0, '{\"text\":\"x\"}')",
+                [],
+            )
+            .expect("insert");
+        for sql in ["UPDATE logbook SET body = '{}'", "DELETE FROM logbook"] {
+            let e = w.conn.execute(sql, []).expect_err("refused");
+            assert!(e.to_string().contains("never changed"), "{sql}: {e}");
+        }
+        let n: i64 = w
+            .conn
+            .query_row("SELECT COUNT(*) FROM logbook", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 1);
     }
 }

@@ -1,11 +1,14 @@
 //! The local web server: a plain status page, `/healthz`, `/metrics`, `/api/status`, the live
-//! stream `/api/live` (`live.rs`) and the history `/api/history` (`history.rs`).
+//! stream `/api/live` (`live.rs`), the history `/api/history` (`history.rs`) and the logbook
+//! `/api/logbook` (`logbook.rs`; its command-line client `gkgw logbook` is `logbook_cli.rs`).
 //!
 //! Architecture invariant: this is the only module that knows HTTP routes and JSON DTOs; the
 //! DTOs below are the boundary types and nothing else in the crate is `Serialize`.
 
 mod history;
 mod live;
+pub mod logbook;
+pub mod logbook_cli;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +16,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +50,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The history's store connections (raw log and windows), on the blocking pool.
     pub history: crate::store::Handle<(crate::store::Reader, crate::store::windows::Windows)>,
+    /// The logbook's own store connection (its writes serialise with the readings' in SQLite).
+    pub logbook: crate::store::Handle<crate::store::logbook::Logbook>,
+    /// Told the row id of every revision written, to wake the logbook's durable consumers.
+    pub logbook_changed: tokio::sync::watch::Sender<i64>,
 }
 
 #[derive(Serialize)]
@@ -434,6 +441,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/status", get(api_status))
         .route("/api/live", get(live::live))
         .route("/api/history", get(history::history))
+        .route("/api/logbook", get(logbook::list).post(logbook::add))
+        .route("/api/logbook/{entry}/revise", post(logbook::revise))
+        .route("/api/logbook/{entry}/withdraw", post(logbook::withdraw))
         .with_state(state)
 }
 
