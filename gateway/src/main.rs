@@ -57,6 +57,10 @@ struct LogbookArgs {
     /// The gateway's TOML configuration (for http.listen).
     #[arg(long, short, default_value = "/etc/gkgw/gateway.toml", global = true)]
     config: PathBuf,
+    /// The gateway's HTTP address instead of the config's http.listen (e.g. `gkgw demo`'s
+    /// 127.0.0.1:8080, which has no config file).
+    #[arg(long, global = true)]
+    gateway: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: LogbookCommand,
 }
@@ -600,9 +604,12 @@ async fn main() -> ExitCode {
 
 async fn logbook(a: LogbookArgs) -> ExitCode {
     use gkgw::web::logbook_cli::{self as cli, Request};
-    let cfg = match load_config(&a.config) {
-        Ok(c) => c,
-        Err(code) => return code,
+    let addr = match a.gateway {
+        Some(addr) => addr,
+        None => match load_config(&a.config) {
+            Ok(c) => cli::connect_addr(c.http.listen),
+            Err(code) => return code,
+        },
     };
     let req = match a.command {
         LogbookCommand::Add { kind, values } => Request::Add {
@@ -626,7 +633,7 @@ async fn logbook(a: LogbookArgs) -> ExitCode {
             by: by.unwrap_or_else(cli::default_by),
         },
     };
-    match cli::run(cli::connect_addr(cfg.http.listen), &req).await {
+    match cli::run(addr, &req).await {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS

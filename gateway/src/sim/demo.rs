@@ -105,10 +105,21 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
             "demo: simulated history written into the windows"
         );
     }
+    {
+        let (db, days) = (crate::store::db_path(&state_dir), opts.history_days);
+        let n = tokio::task::spawn_blocking(move || {
+            super::history::feed_logbook(&db, days, crate::clock::wall_ns())
+        })
+        .await??;
+        tracing::info!(
+            entries = n,
+            "demo: the kitchen's logbook (feeding at 08:00 and 16:00, lab, cylinders)"
+        );
+    }
     let gw = crate::topology::start_resolved(resolved, crate::clock::Clock::system()).await?;
     let mqtt = gw.mqtt_addrs[0];
     let mut banner = format!(
-        "Green Kitchen Gateway demo\n  status page:  http://{}/   (metrics: /metrics, health: /healthz, live readings: /api/live)\n  history:      http://{}/api/history?quantity=digester.pressure&instance=digester-1&points=100\n  MQTT broker:  {mqtt} with {} simulated meters, each with its own account ({}); anonymous clients are read-only\n  state dir:    {}\n",
+        "Green Kitchen Gateway demo\n  status page:  http://{}/   (metrics: /metrics, health: /healthz, live readings: /api/live, logbook: /api/logbook)\n  history:      http://{}/api/history?quantity=digester.pressure&instance=digester-1&points=100\n  MQTT broker:  {mqtt} with {} simulated meters, each with its own account ({}); anonymous clients are read-only\n  state dir:    {}\n",
         gw.http_addr,
         gw.http_addr,
         opts.meters,
@@ -121,6 +132,10 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
             p.addr, p.addr
         ));
     }
+    banner.push_str(&format!(
+        "  try:          gkgw logbook --gateway {} list    (or add --kind waste_fed --waste household --kg 120)\n",
+        gw.http_addr
+    ));
     banner.push_str(&format!(
         "  try:          mosquitto_sub -h {} -p {} -t 'meters/#' -v\n  Ctrl-C stops the demo; everything received is committed first.\n",
         mqtt.ip(),

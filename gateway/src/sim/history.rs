@@ -183,3 +183,87 @@ pub fn prefill(
     }
     Ok(folded)
 }
+
+/// The demo's logbook: the kitchen's day, for today and each pre-filled day: waste fed at
+/// 08:00 and 16:00 (Africa/Nairobi), water with the morning feed, cylinders filled at 17:00, a
+/// lab pH every day at 10:00 and FOS/TAC every third day. Only entries before `now_ns`.
+pub fn feed_logbook(db: &Path, days: u32, now_ns: i64) -> anyhow::Result<usize> {
+    use crate::logbook::{NewEntry, Values};
+    use crate::plant::kpi::Waste;
+    const H: i64 = 3_600_000_000_000;
+    let mut book =
+        crate::store::logbook::Logbook::open(db, std::time::Duration::from_secs(86_400))?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    // Local midnight (UTC+3) of today.
+    let today = (now_ns + 3 * H).div_euclid(24 * H) * 24 * H - 3 * H;
+    let mut n = 0;
+    for d in (0..=i64::from(days)).rev() {
+        let day = today - d * 24 * H;
+        let mut entries = vec![
+            (
+                8 * H,
+                Values::WasteFed {
+                    waste: Waste::Household,
+                    kg: rng.gen_range(60.0..90.0_f64).round(),
+                },
+            ),
+            (
+                8 * H,
+                Values::WasteFed {
+                    waste: Waste::Market,
+                    kg: rng.gen_range(30.0..50.0_f64).round(),
+                },
+            ),
+            (8 * H + H / 4, Values::WaterAdded { litres: 100.0 }),
+            (
+                10 * H,
+                Values::LabPh {
+                    ph: (rng.gen_range(6.9..7.3_f64) * 10.0).round() / 10.0,
+                },
+            ),
+            (
+                16 * H,
+                Values::WasteFed {
+                    waste: Waste::Household,
+                    kg: rng.gen_range(50.0..80.0_f64).round(),
+                },
+            ),
+            (
+                16 * H,
+                Values::WasteFed {
+                    waste: Waste::Animal,
+                    kg: rng.gen_range(20.0..40.0_f64).round(),
+                },
+            ),
+            (
+                17 * H,
+                Values::CylindersFilled {
+                    count: rng.gen_range(2..5),
+                },
+            ),
+        ];
+        if d % 3 == 0 {
+            entries.push((
+                10 * H,
+                Values::LabFosTac {
+                    ratio: (rng.gen_range(0.2..0.35_f64) * 100.0).round() / 100.0,
+                },
+            ));
+        }
+        for (offset, values) in entries {
+            let at_ns = day + offset;
+            if at_ns > now_ns {
+                continue;
+            }
+            book.add(&NewEntry {
+                values,
+                at_ns,
+                by: "demo".into(),
+                recorded_ns: at_ns,
+                note: None,
+            })?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
