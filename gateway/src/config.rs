@@ -70,7 +70,7 @@ pub struct History {
 impl Default for History {
     fn default() -> History {
         History {
-            interval_ms: 10_000,
+            interval_ms: 60_000,
             minute_days: 30,
             hour_days: 5 * 365,
         }

@@ -89,7 +89,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
-            interval: Duration::from_secs(10),
+            interval: Duration::from_secs(60),
             minute_retention: Duration::from_secs(30 * 86_400),
             hour_retention: Duration::from_secs(5 * 365 * 86_400),
         }
