@@ -46,9 +46,12 @@ fn an_influxdb_outage_loses_nothing_and_duplicates_nothing() {
         Duration::from_secs(10),
         || gw.metric("gkgw_influx_write_errors_total") >= 1.0,
     );
-    let backlog = gw.status()["consumers"][0]["backlog"]
-        .as_i64()
-        .expect("backlog");
+    let status = gw.status();
+    let backlog = status["consumers"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "influx"))
+        .and_then(|c| c["backlog"].as_i64())
+        .expect("the influx consumer's backlog");
     assert_eq!(
         backlog, 300,
         "everything published during the outage waits in the store"
