@@ -21,7 +21,9 @@
 //!                                            ▼
 //!                         store.db (segments) ── committed: watch<last id>
 //!                                            │   durable consumers, each with its own cursor:
-//!                                            └──▶ influx writer ──HTTP──▶ InfluxDB 1.x/2.x/3.x, VictoriaMetrics
+//!                                            ├──▶ influx writer ──HTTP──▶ InfluxDB 1.x/2.x/3.x, VictoriaMetrics
+//!                                            └──▶ aggregator ──▶ windows ──▶ kpi writer (each completed
+//!                                                 hour/day, marks in meta) ──HTTP──▶ InfluxDB `kpi`
 //!  web: /, /healthz, /metrics (metrics::Registry), /api/status (store, devices, clock)
 //! ```
 //! Shutdown: cancel `sources` (the broker's connections and the Modbus pollers end and drop
@@ -402,6 +404,29 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         sinks_cancel.clone(),
     ));
 
+    let kpi_engine = crate::aggregate::kpi::Engine::new(
+        config.site.kpi_parameters(),
+        config.site.timezone.clone(),
+        config.site.compressor_meter.clone(),
+    );
+    // The KPI writer: each completed hour and local day to InfluxDB (sinks/kpi.rs), once the
+    // aggregator's grace and interval have passed; its marks in the store's meta.
+    if config.influx.enabled {
+        let w =
+            sinks::influx::Writer::new(&config.influx, &config.site.id, influx_metrics.clone())?;
+        sinks.spawn(sinks::kpi::run(
+            w,
+            store::Handle::new(store::Reader::open(&db)?),
+            store::Handle::new(store::windows::Windows::open(&db)?),
+            kpi_engine.clone(),
+            clock.clone(),
+            Duration::from_nanos(crate::aggregate::window::GRACE_NS as u64)
+                + Duration::from_millis(config.history.interval_ms)
+                + Duration::from_secs(60),
+            sinks_cancel.clone(),
+        ));
+    }
+
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
@@ -436,6 +461,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
             store::Reader::open(&db)?,
             store::windows::Windows::open(&db)?,
         )),
+        kpi: kpi_engine.clone(),
     });
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
 

@@ -27,7 +27,7 @@
 //! so an hour's ratio of gas to feed means nothing (plant/kpi.rs's module doc).
 //!
 //! **Revisions.** The figures are recomputed from the windows each time they are asked for, so a
-//! late reading that revised a window is in the next answer; [`crate::aggregate::kpi_influx`]
+//! late reading that revised a window is in the next answer; the KPI writer (`sinks/kpi.rs`)
 //! rewrites the periods whose windows changed after it wrote them.
 //!
 //! Architecture invariant: no SQL (reads go through [`Windows`]), no clock and no config parsing:

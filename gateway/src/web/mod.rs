@@ -1,10 +1,12 @@
 //! The local web server: a plain status page, `/healthz`, `/metrics`, `/api/status`, the live
-//! stream `/api/live` (`live.rs`) and the history `/api/history` (`history.rs`).
+//! stream `/api/live` (`live.rs`), the history `/api/history` (`history.rs`) and the plant
+//! figures `/api/kpi` (`kpi.rs`).
 //!
 //! Architecture invariant: this is the only module that knows HTTP routes and JSON DTOs; the
 //! DTOs below are the boundary types and nothing else in the crate is `Serialize`.
 
 mod history;
+mod kpi;
 mod live;
 
 use std::net::SocketAddr;
@@ -47,6 +49,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The history's store connections (raw log and windows), on the blocking pool.
     pub history: crate::store::Handle<(crate::store::Reader, crate::store::windows::Windows)>,
+    /// The KPI engine (the site's parameters and time zone); `/api/kpi` runs it on `history`.
+    pub kpi: crate::aggregate::kpi::Engine,
 }
 
 #[derive(Serialize)]
@@ -428,6 +432,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/status", get(api_status))
         .route("/api/live", get(live::live))
         .route("/api/history", get(history::history))
+        .route("/api/kpi", get(kpi::kpi))
         .with_state(state)
 }
 
