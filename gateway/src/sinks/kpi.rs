@@ -15,7 +15,7 @@
 //! grace and interval, so its windows hold the hour's readings); a local day right after its
 //! last hour. Nothing is written while the clock is unsynchronised (a wrong clock would move the
 //! mark to a wrong time). On the first start it begins at the oldest hour window of the last
-//! 7 days (so `gkgw demo --history-days` shows up), and writes at most a week of hours per round.
+//! 7 days (a store with history gets its past week), and writes at most a week of hours per round.
 //!
 //! **Revisions.** Each round also asks for the hour windows of the last 7 days changed by a
 //! reading after `kpi_influx_changed` (a late reading revised them: one range scan of the
