@@ -97,6 +97,62 @@ pub struct Plant {
 pub struct Site {
     /// Site id: the `site` tag on every point and the gateway id upstream.
     pub id: String,
+    /// The site's time zone: KPI days are its local days (`plant::zone`).
+    pub timezone: crate::plant::zone::Zone,
+    /// Metres above sea level: gives the atmospheric pressure of the normal gas volume.
+    pub altitude_m: Option<f64>,
+    /// Digester working volume, m³.
+    pub digester_m3: Option<f64>,
+    /// Gas meter volume per pulse, m³.
+    pub gas_meter_pulse_m3: f64,
+    /// Density of the fed waste, kg/m³ (kg fed → slurry m³ for the retention time).
+    pub feed_kg_per_m3: f64,
+    /// The instance (device) of `power.energy_import` that meters the compressor; unset: every
+    /// instance of it, summed.
+    pub compressor_meter: Option<String>,
+    /// Volatile solids as a fraction of the fresh mass fed, per kind of waste.
+    pub vs_fraction: VsFraction,
+}
+
+/// `[site.vs_fraction]`: see [`crate::plant::kpi::FeedFractions`] (unsourced working defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VsFraction {
+    pub household: f64,
+    pub market: f64,
+    pub animal: f64,
+    pub agricultural: f64,
+}
+
+impl Default for VsFraction {
+    fn default() -> VsFraction {
+        let f = crate::plant::kpi::FeedFractions::default();
+        VsFraction {
+            household: f.household,
+            market: f.market,
+            animal: f.animal,
+            agricultural: f.agricultural,
+        }
+    }
+}
+
+impl Site {
+    /// What the KPI formulas need to know about the site.
+    pub fn kpi_parameters(&self) -> crate::plant::kpi::SiteParameters {
+        let v = self.vs_fraction;
+        crate::plant::kpi::SiteParameters {
+            altitude_m: self.altitude_m,
+            digester_m3: self.digester_m3,
+            pulse_m3: self.gas_meter_pulse_m3,
+            feed_kg_per_m3: self.feed_kg_per_m3,
+            vs: crate::plant::kpi::FeedFractions {
+                household: v.household,
+                market: v.market,
+                animal: v.animal,
+                agricultural: v.agricultural,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -666,6 +722,13 @@ impl Default for Site {
     fn default() -> Site {
         Site {
             id: "site-001".into(),
+            timezone: crate::plant::zone::Zone::default(),
+            altitude_m: None,
+            digester_m3: None,
+            gas_meter_pulse_m3: 0.01,
+            feed_kg_per_m3: 1000.0,
+            compressor_meter: None,
+            vs_fraction: VsFraction::default(),
         }
     }
 }
@@ -837,6 +900,7 @@ impl Config {
                 ),
             );
         }
+        self.validate_site(file)?;
         if self.store.commit_interval_ms == 0 || self.store.commit_interval_ms > 10_000 {
             return bad(
                 "store.commit_interval_ms",
@@ -955,6 +1019,61 @@ impl Config {
 }
 
 impl Config {
+    fn validate_site(&self, file: &str) -> Result<(), Error> {
+        let bad = |key: &'static str, message: String| {
+            Err(Error::Invalid {
+                file: file.to_owned(),
+                key,
+                message,
+            })
+        };
+        let s = &self.site;
+        if let Some(h) = s.altitude_m {
+            if !(h.is_finite() && (-500.0..=11_000.0).contains(&h)) {
+                return bad(
+                    "site.altitude_m",
+                    format!("{h}: expected -500 to 11000 metres"),
+                );
+            }
+        }
+        if let Some(v) = s.digester_m3 {
+            if !(v.is_finite() && v > 0.0) {
+                return bad("site.digester_m3", format!("{v}: expected more than 0 m³"));
+            }
+        }
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !positive(s.gas_meter_pulse_m3) {
+            return bad(
+                "site.gas_meter_pulse_m3",
+                format!("{}: expected more than 0 m³", s.gas_meter_pulse_m3),
+            );
+        }
+        if !positive(s.feed_kg_per_m3) {
+            return bad(
+                "site.feed_kg_per_m3",
+                format!("{}: expected more than 0 kg/m³", s.feed_kg_per_m3),
+            );
+        }
+        if s.compressor_meter.as_deref() == Some("") {
+            return bad(
+                "site.compressor_meter",
+                "expected a device name, or leave it out".into(),
+            );
+        }
+        let v = s.vs_fraction;
+        for (key, f) in [
+            ("site.vs_fraction.household", v.household),
+            ("site.vs_fraction.market", v.market),
+            ("site.vs_fraction.animal", v.animal),
+            ("site.vs_fraction.agricultural", v.agricultural),
+        ] {
+            if !(f.is_finite() && f > 0.0 && f <= 1.0) {
+                return bad(key, format!("{f}: expected a fraction above 0, at most 1"));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_modbus(&self, file: &str) -> Result<(), Error> {
         let bad = |key: &'static str, message: String| {
             Err(Error::Invalid {
@@ -1133,6 +1252,35 @@ mod tests {
             "[site]\nid = \"my site\"\n",
             "gw.toml: site.id: \"my site\" must be non-empty letters, digits, '-', '_' or '.'",
         );
+        check(
+            "[site]\ntimezone = \"Europe/Paris\"\n",
+            &format!(
+                "gw.toml: site.timezone: {} (line 2, column 12)",
+                crate::plant::zone::Zone::parse("Europe/Paris").expect_err("refused")
+            ),
+        );
+        check(
+            "[site]\ndigester_m3 = 0.0\n",
+            "gw.toml: site.digester_m3: 0: expected more than 0 m³",
+        );
+        check(
+            "[site.vs_fraction]\nmarket = 1.5\n",
+            "gw.toml: site.vs_fraction.market: 1.5: expected a fraction above 0, at most 1",
+        );
+        check(
+            "[site]\naltitude_m = 20000.0\n",
+            "gw.toml: site.altitude_m: 20000: expected -500 to 11000 metres",
+        );
+        let site = Config::parse(
+            "gw.toml",
+            "[site]\ntimezone = \"Africa/Kigali\"\naltitude_m = 1550.0\ndigester_m3 = 40.0\n",
+        )
+        .expect("parses")
+        .site;
+        assert_eq!(site.timezone.offset_s(), 7200);
+        let p = site.kpi_parameters();
+        assert_eq!((p.altitude_m, p.digester_m3), (Some(1550.0), Some(40.0)));
+        assert_eq!(p.vs, crate::plant::kpi::FeedFractions::default());
         check(
             "[store\n",
             "gw.toml: (top level): invalid table header\nexpected `.`, `]` (line 1, column 7)",

@@ -21,11 +21,16 @@
 //!                                            ▼
 //!                         store.db (segments) ── committed: watch<last id>
 //!                                            │   durable consumers, each with its own cursor:
+//!                                            ├──▶ aggregator (every history.interval_ms, ≤ 1 000 readings a
+//!                                            │    step): windows + counters' latest + watermark + cursor
+//!                                            │    in ONE transaction ──▶ store.db windows (1m 30 d, 1h 5 y)
 //!                                            └──▶ influx writer ──HTTP──▶ InfluxDB 1.x/2.x/3.x, VictoriaMetrics
 //!                                                   ▲ second cursor influx.logbook: logbook rows
 //!  POST /api/logbook, gkgw logbook ──▶ web ──store::Handle<Logbook>──▶ store.db logbook table
 //!                                      └─ logbook_changed: watch<last row id> (never full) ─┘
-//!  web: /, /healthz, /metrics (metrics::Registry), /api/status (store, devices, clock)
+//!  (aggregator's windows) ──▶ kpi writer (each completed hour/day, marks in meta) ──HTTP──▶ InfluxDB `kpi`
+//!  web: /, /healthz, /metrics (metrics::Registry), /api/status (store, devices, clock),
+//!       /api/live, /api/history (raw log or windows, by span), /api/kpi
 //! ```
 //! Shutdown: cancel `sources` (the broker's connections and the Modbus pollers end and drop
 //! their senders) → the committer drains the channel, commits, and ends → cancel `sinks` (they
@@ -430,6 +435,34 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
             sinks_cancel.clone(),
         ));
     }
+    let kpi_engine = crate::aggregate::kpi::Engine::new(
+        config.site.kpi_parameters(),
+        config.site.timezone.clone(),
+        config.site.compressor_meter.clone(),
+    );
+    // The KPI writer: each completed hour and local day to InfluxDB (sinks/kpi.rs), once the
+    // aggregator's grace and interval have passed; its marks in the store's meta.
+    if config.influx.enabled {
+        let w =
+            sinks::influx::Writer::new(&config.influx, &config.site.id, influx_metrics.clone())?;
+        sinks.spawn(sinks::kpi::run(
+            w,
+            store::Handle::new(store::Reader::open(&db)?),
+            store::Handle::new((
+                store::windows::Windows::open(&db)?,
+                store::logbook::Logbook::open(
+                    &db,
+                    Duration::from_secs(config.logbook.edit_window_hours * 3600),
+                )?,
+            )),
+            kpi_engine.clone(),
+            clock.clone(),
+            Duration::from_nanos(crate::aggregate::window::GRACE_NS as u64)
+                + Duration::from_millis(config.history.interval_ms)
+                + Duration::from_secs(60),
+            sinks_cancel.clone(),
+        ));
+    }
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -467,6 +500,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         )),
         logbook,
         logbook_changed,
+        kpi: kpi_engine.clone(),
     });
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
 

@@ -286,7 +286,11 @@ fn demo_plant_is_polled_over_modbus_into_influxdb() {
                         v["results"][0]["error"].is_null() && v["error"].is_null(),
                         "{t}: {v}"
                     );
-                    influx_has_value(&v)
+                    // The KPI writer writes a period once it has ended (a day at local
+                    // midnight, an hour an hour and a few minutes after its start): within this
+                    // test's minutes only the query's validity can be checked. The points'
+                    // format is checked by sinks/kpi.rs's encode test.
+                    t.query.contains("FROM \"kpi\"") || influx_has_value(&v)
                 }
                 Language::PromQl => {
                     let v = vm.query(&t.query);

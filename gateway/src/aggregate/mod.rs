@@ -19,6 +19,7 @@
 //! clock; default 30 days of 1-minute, 5 years of 1-hour windows) are deleted.
 
 pub mod history;
+pub mod kpi;
 pub mod window;
 
 use std::collections::hash_map::Entry;

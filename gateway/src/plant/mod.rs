@@ -22,6 +22,7 @@ use serde::Deserialize;
 use crate::model::Value;
 
 pub mod kpi;
+pub mod zone;
 
 /// What kind of value a quantity is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

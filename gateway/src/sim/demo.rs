@@ -37,6 +37,10 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     };
     let mut config = Config::default();
     config.site.id = "demo-site".into();
+    // The simulated plant is a 1,550 m highland site with a 40 m³ digester (docs/kpi.md), so
+    // the demo's KPIs have their site parameters.
+    config.site.altitude_m = Some(1550.0);
+    config.site.digester_m3 = Some(40.0);
     config.store.state_dir = state_dir.clone();
     config.broker.listen = opts.mqtt;
     config.broker.allow_anonymous = true;

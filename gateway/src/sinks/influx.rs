@@ -125,6 +125,13 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// The `site` tag of every point.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+}
+
+impl Writer {
     pub fn new(cfg: &Influx, site: &str, metrics: Arc<Metrics>) -> Result<Writer, Error> {
         let base = cfg.url.trim_end_matches('/');
         let mut url = reqwest::Url::parse(&format!(
@@ -258,9 +265,10 @@ impl Writer {
         }
     }
 
-    /// Delivers `lines` in order; rejected single lines are quarantined. Returns false if
+    /// Delivers `lines` (reading id, line) in order; rejected single lines are quarantined
+    /// under their id (0 for lines that are no reading, the KPI points). Returns false if
     /// cancelled before everything was delivered (the cursor must then stay where it was).
-    async fn deliver(
+    pub(crate) async fn deliver(
         &self,
         reader: &Handle<Reader>,
         lines: &[(i64, String)],

@@ -2,3 +2,4 @@
 //! it only after its destination has accepted the data.
 
 pub mod influx;
+pub mod kpi;

@@ -275,6 +275,52 @@ impl Windows {
         Ok(out)
     }
 
+    /// A mark the KPI writer keeps in `meta` (`sinks/kpi.rs`), if set.
+    pub fn mark(&self, key: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Sets marks in `meta`, all in one transaction.
+    pub fn set_marks(&self, marks: &[(&str, i64)]) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        for (key, value) in marks {
+            tx.execute(
+                "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+                params![key, value],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The aggregator's cursor: every reading up to this id is in the windows.
+    pub fn aggregated_through(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT position FROM cursors WHERE consumer = ?1",
+                [crate::aggregate::CONSUMER],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// The starts of the hour windows in `[from_ns, to_ns)` that a reading after `after_id`
+    /// changed (late readings), oldest first. A range scan of the primary key.
+    pub fn hours_changed_after(&self, after_id: i64, from_ns: i64, to_ns: i64) -> Result<Vec<i64>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT DISTINCT start FROM windows WHERE width = ?1 AND start >= ?2 AND start < ?3 AND changed > ?4 ORDER BY start",
+        )?;
+        let rows = st.query_map(params![Width::Hour.secs(), from_ns, to_ns, after_id], |r| {
+            r.get(0)
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     /// The oldest window start kept at `width`, if any.
     pub fn oldest(&self, width: Width) -> Result<Option<i64>> {
         Ok(self.conn.query_row(

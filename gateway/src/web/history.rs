@@ -65,7 +65,7 @@ struct HistoryDto {
 }
 
 /// A time as RFC 3339 or Unix milliseconds.
-fn parse_time(key: &str, s: &str) -> Result<i64, String> {
+pub(super) fn parse_time(key: &str, s: &str) -> Result<i64, String> {
     if let Ok(ms) = s.parse::<i64>() {
         return ms
             .checked_mul(1_000_000)
@@ -77,7 +77,7 @@ fn parse_time(key: &str, s: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("{key}: {s:?} is neither RFC 3339 (2026-12-01T08:00:00+03:00) nor Unix milliseconds"))
 }
 
-fn bad_request(message: String) -> Response {
+pub(super) fn bad_request(message: String) -> Response {
     (
         StatusCode::BAD_REQUEST,
         Json(serde_json::json!({ "error": message })),

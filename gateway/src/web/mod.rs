@@ -1,11 +1,13 @@
 //! The local web server: a plain status page, `/healthz`, `/metrics`, `/api/status`, the live
-//! stream `/api/live` (`live.rs`), the history `/api/history` (`history.rs`) and the logbook
-//! `/api/logbook` (`logbook.rs`; its command-line client `gkgw logbook` is `logbook_cli.rs`).
+//! stream `/api/live` (`live.rs`), the history `/api/history` (`history.rs`), the plant
+//! figures `/api/kpi` (`kpi.rs`) and the logbook `/api/logbook` (`logbook.rs`; its command-line
+//! client `gkgw logbook` is `logbook_cli.rs`).
 //!
 //! Architecture invariant: this is the only module that knows HTTP routes and JSON DTOs; the
 //! DTOs below are the boundary types and nothing else in the crate is `Serialize`.
 
 mod history;
+mod kpi;
 mod live;
 pub mod logbook;
 pub mod logbook_cli;
@@ -54,6 +56,8 @@ pub struct AppState {
     pub logbook: crate::store::Handle<crate::store::logbook::Logbook>,
     /// Told the row id of every revision written, to wake the logbook's durable consumers.
     pub logbook_changed: tokio::sync::watch::Sender<i64>,
+    /// The KPI engine (the site's parameters and time zone); `/api/kpi` runs it on `history`.
+    pub kpi: crate::aggregate::kpi::Engine,
 }
 
 #[derive(Serialize)]
@@ -444,6 +448,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/logbook", get(logbook::list).post(logbook::add))
         .route("/api/logbook/{entry}/revise", post(logbook::revise))
         .route("/api/logbook/{entry}/withdraw", post(logbook::withdraw))
+        .route("/api/kpi", get(kpi::kpi))
         .with_state(state)
 }
 
