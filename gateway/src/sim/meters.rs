@@ -28,7 +28,7 @@ pub(crate) fn start_total(index: usize) -> f64 {
 /// The gas (kg/h) or electricity (kWh/h) a simulated meter uses at an hour of day, on average,
 /// in real time (the live demo meters run 60 times faster).
 pub(crate) fn use_per_hour(gas: bool, hour: f64) -> f64 {
-    (if gas { 0.6 } else { 1.5 }) * meal_factor(hour)
+    (if gas { 0.25 } else { 1.5 }) * meal_factor(hour)
 }
 
 /// The simulated state of one meter; `step` advances it by one reporting interval.
