@@ -494,6 +494,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         plant: plant.clone(),
         live: live.clone(),
         shutdown: sinks_cancel.clone(),
+        aggregate_interval: Duration::from_millis(config.history.interval_ms),
         history: store::Handle::new((
             store::Reader::open(&db)?,
             store::windows::Windows::open(&db)?,

@@ -111,8 +111,8 @@ pub struct Aggregator {
     dirty: BTreeSet<WindowKey>,
     dirty_latest: BTreeSet<i64>,
     new_series: Vec<(i64, SeriesKey)>,
-    /// (measurement, field) → (quantity, counter), or `None` when it is not aggregated.
-    kinds: HashMap<(Arc<str>, String), Option<Aggregated>>,
+    /// measurement → field → (quantity, counter), or `None` when it is not aggregated.
+    kinds: HashMap<Arc<str>, HashMap<String, Option<Aggregated>>>,
     /// Late readings (minute windows revised) and counter resets folded since the last commit.
     pub late: u64,
     pub resets: u64,
@@ -149,8 +149,8 @@ impl Aggregator {
     }
 
     fn kind(&mut self, measurement: &Arc<str>, field: &str) -> Option<Aggregated> {
-        let key = (measurement.clone(), field.to_owned());
-        if let Some(k) = self.kinds.get(&key) {
+        // Looked up per field of every reading: no allocation once a name is known.
+        if let Some(k) = self.kinds.get(measurement).and_then(|f| f.get(field)) {
             return k.clone();
         }
         let k = self
@@ -161,8 +161,17 @@ impl Aggregator {
                 Kind::Counter => Some((Arc::from(q.name.as_str()), true)),
                 _ => None,
             });
-        self.kinds.insert(key, k.clone());
+        self.kinds
+            .entry(measurement.clone())
+            .or_default()
+            .insert(field.to_owned(), k.clone());
         k
+    }
+
+    /// Back to the state the store holds (after a failed commit), keeping the plant.
+    pub fn reload(&mut self, windows: &Windows) -> store::Result<()> {
+        *self = Aggregator::load(windows, self.plant.clone())?;
+        Ok(())
     }
 
     fn series_id(&mut self, key: SeriesKey) -> i64 {
@@ -276,7 +285,6 @@ pub struct Worker {
     reader: Reader,
     windows: Windows,
     agg: Aggregator,
-    plant: Arc<Plant>,
     settings: Settings,
     last_retention: Option<std::time::Instant>,
 }
@@ -289,13 +297,12 @@ impl Worker {
     ) -> store::Result<Worker> {
         let reader = Reader::open(path)?;
         let windows = Windows::open(path)?;
-        let agg = Aggregator::load(&windows, plant.clone())?;
+        let agg = Aggregator::load(&windows, plant)?;
         Ok(Worker {
             metrics: Metrics::default(),
             reader,
             windows,
             agg,
-            plant,
             settings,
             last_retention: None,
         })
@@ -332,7 +339,7 @@ impl Worker {
             Err(e) => {
                 self.metrics.errors.inc();
                 // Back to the committed state: the same readings are folded again next time.
-                self.agg = Aggregator::load(&self.windows, self.plant.clone())?;
+                self.agg.reload(&self.windows)?;
                 Err(e)
             }
         }

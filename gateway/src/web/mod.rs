@@ -50,6 +50,8 @@ pub struct AppState {
     pub live: tokio::sync::broadcast::Sender<Arc<crate::model::Reading>>,
     /// Ends open live streams at shutdown (they would otherwise hold the server open).
     pub shutdown: CancellationToken,
+    /// How often the aggregator runs (`history.interval_ms`): its backlog is that old by design.
+    pub aggregate_interval: std::time::Duration,
     /// The history's store connections (raw log and windows), on the blocking pool.
     pub history: crate::store::Handle<(crate::store::Reader, crate::store::windows::Windows)>,
     /// The logbook's own store connection (its writes serialise with the readings' in SQLite).
@@ -107,6 +109,10 @@ struct ConsumerDto {
     position: i64,
     backlog: i64,
     oldest_unsent_age_s: Option<f64>,
+    /// How far behind the consumer is by design (the aggregator takes what was committed once
+    /// per `history.interval_ms`): added to the lag limit.
+    #[serde(skip)]
+    cadence_s: f64,
 }
 
 #[derive(Serialize)]
@@ -210,7 +216,8 @@ fn assess(
         }
     }
     for c in consumers {
-        if let Some(age) = c.oldest_unsent_age_s.filter(|a| *a > CONSUMER_LAG_LIMIT_S) {
+        let limit = CONSUMER_LAG_LIMIT_S + c.cadence_s;
+        if let Some(age) = c.oldest_unsent_age_s.filter(|a| *a > limit) {
             reasons.push(format!(
                 "consumer {} is not delivering: {} readings unsent, the oldest {age:.0} s old",
                 c.name, c.backlog
@@ -238,10 +245,15 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
         .consumers
         .into_iter()
         .map(|c| ConsumerDto {
-            name: c.name,
             position: c.position,
             backlog: c.backlog,
             oldest_unsent_age_s: c.oldest_unsent_ts_ns.map(|t| (now - t) as f64 / 1e9),
+            cadence_s: if c.name == crate::aggregate::CONSUMER {
+                s.aggregate_interval.as_secs_f64()
+            } else {
+                0.0
+            },
+            name: c.name,
         })
         .collect();
     let modbus: Vec<ModbusDeviceDto> = devices
@@ -507,6 +519,7 @@ mod tests {
                 position: 0,
                 backlog: *backlog,
                 oldest_unsent_age_s: *age,
+                cadence_s: if *n == "aggregate" { 60.0 } else { 0.0 },
             })
             .collect();
         let (health, reasons) = assess(store_failing, &devices, &consumers);
