@@ -3,6 +3,7 @@
 //! Start with ARCHITECTURE.md at the repository root; [`topology`] wires every part together.
 
 pub mod aggregate;
+pub mod alarm;
 pub mod broker;
 pub mod clock;
 pub mod config;
