@@ -12,7 +12,10 @@ use serde::Deserialize;
 
 /// The commented default configuration, printed by `gkgw generate-config`. A test checks that it
 /// parses to exactly `Config::default()`.
-pub const DEFAULT_TOML: &str = include_str!("default-config.toml");
+pub const DEFAULT_TOML: &str = concat!(
+    include_str!("default-config.toml"),
+    include_str!("alarm/default-rules.toml")
+);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -53,6 +56,7 @@ pub struct Config {
     pub plant: Plant,
     pub history: History,
     pub logbook: Logbook,
+    pub alarms: crate::alarm::Config,
 }
 
 /// The aggregator's windows (`aggregate`): how often it runs and how long windows are kept.

@@ -95,6 +95,36 @@ pub fn encode(out: &mut String, site: &str, r: &Reading) -> bool {
 /// (waste fed) `waste`, fields for its values plus `entry`, `revision`, `withdrawn`, `by` and
 /// `note`/`reason` where present, timestamp = the time the entry refers to (`at`). A later
 /// revision of the same entry with the same `at` and waste overwrites the point in InfluxDB.
+/// One alarm transition as the point `alarm` (tags rule, instance, severity, site; the
+/// sequence number is a field, so a re-sent event overwrites itself).
+pub fn encode_alarm(out: &mut String, site: &str, e: &crate::alarm::Event) {
+    out.push_str("alarm,instance=");
+    escape(out, &e.instance, KEY);
+    out.push_str(",rule=");
+    escape(out, &e.rule, KEY);
+    out.push_str(",severity=");
+    escape(out, e.severity.as_str(), KEY);
+    if !site.is_empty() {
+        out.push_str(",site=");
+        escape(out, site, KEY);
+    }
+    out.push_str(" action=");
+    push_value(out, &Value::Str(e.action.as_str().into()));
+    out.push_str(",state=");
+    push_value(out, &Value::Str(e.state.as_str().into()));
+    let _ = write!(out, ",seq={}i,shelved={}", e.seq, e.shelved);
+    if let Some(v) = e.value.filter(|v| v.is_finite()) {
+        let _ = write!(out, ",value={v}");
+    }
+    for (k, v) in [("by", &e.by), ("note", &e.note)] {
+        if let Some(v) = v {
+            let _ = write!(out, ",{k}=");
+            push_value(out, &Value::Str(v.clone()));
+        }
+    }
+    let _ = writeln!(out, " {}", e.ts_ns);
+}
+
 pub fn encode_entry(out: &mut String, site: &str, e: &crate::logbook::Entry) {
     let f = e.values.fields();
     out.push_str("logbook,kind=");

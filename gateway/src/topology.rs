@@ -65,10 +65,14 @@ pub struct Resolved {
     pub plant: Arc<Plant>,
     pub mqtt: mqtt::Rules,
     pub modbus: Vec<modbus::BusSpec>,
+    /// The alarm rules, checked against the catalogue (empty when alarms are disabled).
+    pub alarm_rules: Vec<crate::alarm::rules::Rule>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
+    #[error("{file}: {message}")]
+    Alarms { file: String, message: String },
     #[error("{file}: {source}")]
     Plant {
         file: String,
@@ -95,11 +99,23 @@ pub fn resolve(config: Config) -> Result<Resolved, ResolveError> {
         Plant::new(plant::Catalogue::with_site(&config.plant.quantity).map_err(plant_err)?);
     let modbus = modbus::resolve(file, &config.modbus, &mut plant)?;
     let rules = mqtt::Rules::bind(&config.mqtt, plant).map_err(plant_err)?;
+    let alarm_rules = if config.alarms.enabled {
+        let catalogue = &rules.plant().catalogue;
+        crate::alarm::rules::compile(&config.alarms, &|q| catalogue.get(q).is_some()).map_err(
+            |message| ResolveError::Alarms {
+                file: file.to_owned(),
+                message,
+            },
+        )?
+    } else {
+        Vec::new()
+    };
     Ok(Resolved {
         config,
         plant: rules.plant().clone(),
         mqtt: rules,
         modbus,
+        alarm_rules,
     })
 }
 
@@ -177,6 +193,42 @@ pub fn describe(r: &Resolved) -> String {
     } else {
         let _ = writeln!(s, "  (none: readings are pruned once committed)");
     }
+    if c.alarms.enabled {
+        let meter = r
+            .alarm_rules
+            .iter()
+            .filter(|a| a.name.starts_with("meter_"))
+            .count();
+        let _ = writeln!(
+            s,
+            "alarms: {} rules ({} site and safety rules, {meter} applied to every meter; stale after {} s, devices offline after {} s){}",
+            r.alarm_rules.len(),
+            r.alarm_rules.len() - meter,
+            c.alarms.stale_s,
+            c.alarms.offline_s,
+            if c.alarms.mqtt { ", published on alarms/{rule}" } else { "" }
+        );
+        for a in &r.alarm_rules {
+            if a.name.starts_with("meter_") {
+                continue;
+            }
+            let _ = writeln!(s, "  {} ({}): {}", a.name, a.severity.as_str(), a.message);
+        }
+        for o in &c.alarms.output {
+            let _ = writeln!(
+                s,
+                "  output {}: alarms of severity {} or worse, until {}",
+                o.output,
+                o.min_severity.as_str(),
+                match o.until {
+                    crate::alarm::rules::Until::Acknowledged => "acknowledged",
+                    crate::alarm::rules::Until::Cleared => "cleared",
+                }
+            );
+        }
+    } else {
+        let _ = writeln!(s, "alarms: disabled");
+    }
     let _ = writeln!(s, "http: {}", c.http.listen);
     let _ = writeln!(s, "\nplant ({} bindings):", r.plant.bindings().len());
     s.push_str(&r.plant.table());
@@ -221,6 +273,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         plant,
         mqtt: rules,
         modbus,
+        alarm_rules,
     } = resolved;
     if !clock.now().synced {
         tracing::warn!("the clock is not synchronised (adjtimex): readings stamped now are marked clock_unsynced and re-stamped when it steps");
@@ -277,6 +330,8 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
     let (acks_tx, acks_rx) = mpsc::channel::<Vec<AckRequest>>(1024);
     let (committed_tx, committed_rx) = watch::channel(0i64);
     let (live, _) = broadcast::channel::<Arc<Reading>>(crate::intake::LIVE_CAPACITY);
+    // The alarm engine's receiver exists before any source starts, so it sees every reading.
+    let alarm_live = config.alarms.enabled.then(|| live.subscribe());
     let intake = crate::intake::Intake::with_counter(
         readings_tx,
         live.clone(),
@@ -431,10 +486,86 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
             w,
             reader,
             book,
-            logbook_rx,
+            logbook_rx.clone(),
             sinks_cancel.clone(),
         ));
     }
+    // The alarm engine: off the live stream (before the commit), its state and events in the
+    // store by its persister (alarm/task.rs). Requests from the web: mpsc REQUESTS_CAPACITY
+    // (64); full → 503 at once.
+    let alarms = match alarm_live {
+        Some(live_rx) => {
+            let store = store::Handle::new(
+                store::alarms::Alarms::open(&db)
+                    .with_context(|| format!("cannot open the alarms in {}", db.display()))?,
+            );
+            let (saved, next_seq) = store.run(|a| a.load()).await?;
+            let mut engine = crate::alarm::Engine::new(
+                alarm_rules,
+                config.alarms.output.clone(),
+                config.alarms.max_shelve_hours,
+                i64::from(config.site.timezone.offset_s()),
+                next_seq,
+            );
+            let now = clock.now().ts_ns;
+            let restored = saved.len();
+            engine.restore(now, saved);
+            for b in plant.bindings() {
+                if let plant::Instance::Device(d) = &b.instance {
+                    if b.source.starts_with("modbus") {
+                        engine.expect_device(now, d);
+                    }
+                }
+            }
+            if restored > 0 {
+                tracing::warn!(
+                    alarms = restored,
+                    "alarms restored from the store: not normal before the restart, still not"
+                );
+            }
+            let (requests_tx, requests_rx) = mpsc::channel(crate::alarm::task::REQUESTS_CAPACITY);
+            let snapshot = Arc::new(std::sync::Mutex::new(
+                crate::alarm::task::Snapshot::default(),
+            ));
+            let metrics = Arc::new(crate::alarm::task::Metrics::register(&mut registry));
+            sinks.spawn(crate::alarm::task::run(
+                crate::alarm::task::Parts {
+                    engine,
+                    plant: plant.clone(),
+                    live: live_rx,
+                    requests: requests_rx,
+                    snapshot: snapshot.clone(),
+                    drive: None,
+                    hub: config.alarms.mqtt.then(|| hub.clone()),
+                    clock: clock.clone(),
+                    store: store.clone(),
+                    logbook: Some((logbook.clone(), logbook_rx.clone())),
+                    metrics,
+                },
+                sinks_cancel.clone(),
+            ));
+            if config.influx.enabled {
+                let w = sinks::influx::Writer::new(
+                    &config.influx,
+                    &config.site.id,
+                    influx_metrics.clone(),
+                )?;
+                sinks.spawn(sinks::influx::run_alarms(
+                    w,
+                    store::Handle::new(store::Reader::open(&db)?),
+                    store::Handle::new(store::alarms::Alarms::open(&db)?),
+                    sinks_cancel.clone(),
+                ));
+            }
+            Some(crate::alarm::task::Handle {
+                snapshot,
+                requests: requests_tx,
+                store: store::Handle::new(store::alarms::Alarms::open(&db)?),
+                max_shelve_hours: config.alarms.max_shelve_hours,
+            })
+        }
+        None => None,
+    };
     let kpi_engine = crate::aggregate::kpi::Engine::new(
         config.site.kpi_parameters(),
         config.site.timezone.clone(),
@@ -502,6 +633,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         logbook,
         logbook_changed,
         kpi: kpi_engine.clone(),
+        alarms,
     });
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
 

@@ -802,6 +802,34 @@ impl Engine {
             .collect()
     }
 
+    /// The wall clock stepped by `delta` ns: every time the engine keeps moves with it, so
+    /// durations (delays, stale and offline times, rate windows, shelves) are unchanged.
+    pub fn shift(&mut self, delta: i64) {
+        for a in self.alarms.values_mut() {
+            a.raw_since += delta;
+            a.since_ns += delta;
+            if let Some(u) = a.shelved_until.as_mut() {
+                *u += delta;
+            }
+        }
+        for t in self.tracks.values_mut() {
+            t.first_seen += delta;
+            if let Some(g) = t.last_good.as_mut() {
+                *g += delta;
+            }
+        }
+        for d in self.devices.values_mut() {
+            d.0 += delta;
+        }
+        for b in self.rates.values_mut() {
+            let width = b.width;
+            for k in b.buckets.iter_mut() {
+                k.t_sum += delta as f64 / 1e9 * f64::from(k.n);
+                k.idx += delta.div_euclid(width);
+            }
+        }
+    }
+
     /// The next sequence number.
     pub fn next_seq(&self) -> u64 {
         self.seq

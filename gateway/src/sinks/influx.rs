@@ -30,6 +30,8 @@ pub const CONSUMER: &str = "influx";
 /// The name the logbook consumer's quarantined lines are kept under; its cursor is
 /// `store::logbook::cursor_name(CONSUMER)` (`influx.logbook`).
 pub const LOGBOOK_QUARANTINE: &str = "influx.logbook";
+/// The consumer name quarantined alarm lines are kept under (their id is the event's `seq`).
+pub const ALARMS_QUARANTINE: &str = "influx.alarms";
 
 /// What the InfluxDB writer counts. Registered whether or not InfluxDB is enabled, so the
 /// dashboards see zeros rather than nothing.
@@ -487,6 +489,57 @@ pub async fn run_logbook(
         }
     }
     tracing::info!(cursor, "influx logbook writer stopped");
+}
+
+/// The alarm events' consumer: the same delivery rules as the readings', over the events'
+/// sequence numbers, its position in the store's meta (`influx_alarms_seq`). Woken every 2 s
+/// (alarms are few; the store keeps them, so nothing is lost while InfluxDB is away).
+pub async fn run_alarms(
+    writer: Writer,
+    reader: Handle<Reader>,
+    alarms: Handle<crate::store::alarms::Alarms>,
+    cancel: CancellationToken,
+) {
+    let mut cursor = alarms.run(|a| a.cursor()).await.unwrap_or(0);
+    let batch = writer.cfg.batch_size;
+    loop {
+        let read = alarms.run(move |a| a.after(cursor, batch)).await;
+        let events = match read {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "influx writer cannot read the alarm events");
+                if !sleep_or_cancel(Duration::from_secs(5), &cancel).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some(last) = events.last().map(|e| e.seq) else {
+            if !sleep_or_cancel(Duration::from_secs(2), &cancel).await {
+                break;
+            }
+            continue;
+        };
+        let lines: Vec<(i64, String)> = events
+            .iter()
+            .map(|e| {
+                let mut text = String::new();
+                crate::line_protocol::encode_alarm(&mut text, &writer.site, e);
+                (e.seq as i64, text)
+            })
+            .collect();
+        if !writer
+            .deliver(&reader, &lines, &cancel, ALARMS_QUARANTINE)
+            .await
+        {
+            break;
+        }
+        cursor = last;
+        if let Err(e) = alarms.run(move |a| a.set_cursor(cursor)).await {
+            tracing::error!(error = %e, "cannot persist the influx alarms cursor; events will be re-sent");
+        }
+    }
+    tracing::info!(cursor, "influx alarm writer stopped");
 }
 
 #[cfg(test)]

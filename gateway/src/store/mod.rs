@@ -35,6 +35,7 @@
 //! readings, one [`logbook::Logbook`] connection writes the logbook; each consumer has its own [`Reader`] connection; async code reaches them only
 //! through a [`Handle`] (the blocking pool).
 
+pub mod alarms;
 pub mod codec;
 pub mod committer;
 pub mod gauges;

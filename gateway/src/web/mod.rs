@@ -6,6 +6,7 @@
 //! Architecture invariant: this is the only module that knows HTTP routes and JSON DTOs; the
 //! DTOs below are the boundary types and nothing else in the crate is `Serialize`.
 
+pub mod alarms;
 mod history;
 mod kpi;
 mod live;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub logbook_changed: tokio::sync::watch::Sender<i64>,
     /// The KPI engine (the site's parameters and time zone); `/api/kpi` runs it on `history`.
     pub kpi: crate::aggregate::kpi::Engine,
+    /// The alarm engine's snapshot, its request channel and its store (None: disabled).
+    pub alarms: Option<crate::alarm::task::Handle>,
 }
 
 #[derive(Serialize)]
@@ -163,6 +166,28 @@ struct StatusDto {
     consumers: Vec<ConsumerDto>,
     modbus: Vec<ModbusDeviceDto>,
     clock: ClockDto,
+    /// Alarms not in the normal state, worst first (`/api/alarms` has the details).
+    alarms: Vec<AlarmDto>,
+    /// GPIO outputs the alarms drive, and whether they demand them on.
+    alarm_outputs: Vec<AlarmOutputDto>,
+}
+
+#[derive(Serialize)]
+struct AlarmDto {
+    id: String,
+    severity: &'static str,
+    state: &'static str,
+    shelved: bool,
+    silenced: bool,
+    suppressed: bool,
+    since: String,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct AlarmOutputDto {
+    output: String,
+    on: bool,
 }
 
 /// A consumer further behind than this is not delivering (InfluxDB down or refusing): with the
@@ -272,6 +297,11 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
         })
         .collect();
     let (health, health_reasons) = assess(!s.health.healthy(), &modbus, &consumers);
+    let alarm_snapshot = s
+        .alarms
+        .as_ref()
+        .map(crate::alarm::task::Handle::snapshot)
+        .unwrap_or_default();
     StatusDto {
         version: env!("CARGO_PKG_VERSION"),
         site: s.site.clone(),
@@ -297,6 +327,28 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
         consumers,
         modbus,
         clock: ClockDto::of(&clock),
+        alarms: alarm_snapshot
+            .alarms
+            .iter()
+            .map(|a| AlarmDto {
+                id: a.id.clone(),
+                severity: a.severity.as_str(),
+                state: a.state.as_str(),
+                shelved: a.shelved_until.is_some(),
+                silenced: a.silenced,
+                suppressed: a.suppressed,
+                since: rfc3339(a.since_ns),
+                message: a.message.clone(),
+            })
+            .collect(),
+        alarm_outputs: alarm_snapshot
+            .outputs
+            .iter()
+            .map(|(n, on)| AlarmOutputDto {
+                output: n.clone(),
+                on: *on,
+            })
+            .collect(),
     }
 }
 
@@ -351,6 +403,41 @@ async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
             )
         },
     );
+    if d.alarms.is_empty() {
+        row("Alarms", "none".into());
+    }
+    for a in &d.alarms {
+        let mut flags = vec![a.state.replace('_', " ")];
+        for (on, what) in [
+            (a.shelved, "shelved"),
+            (a.silenced, "silenced"),
+            (a.suppressed, "suppressed: stale input"),
+        ] {
+            if on {
+                flags.push(what.to_owned());
+            }
+        }
+        row(
+            &format!("Alarm ({})", a.severity.to_uppercase()),
+            format!(
+                "{}: {} [{}] since {}",
+                a.id,
+                a.message,
+                flags.join(", "),
+                a.since
+            ),
+        );
+    }
+    if !d.alarm_outputs.is_empty() {
+        row(
+            "Alarm outputs",
+            d.alarm_outputs
+                .iter()
+                .map(|o| format!("{} {}", o.output, if o.on { "ON" } else { "off" }))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
     row("MQTT listeners", d.mqtt_listeners.join(", "));
     row("MQTT clients connected", d.mqtt_connections.to_string());
     row("MQTT messages received", d.mqtt_messages.to_string());
@@ -461,6 +548,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/logbook/{entry}/revise", post(logbook::revise))
         .route("/api/logbook/{entry}/withdraw", post(logbook::withdraw))
         .route("/api/kpi", get(kpi::kpi))
+        .route("/api/alarms", get(alarms::list))
+        .route("/api/alarms/silence", post(alarms::silence_all))
+        .route("/api/alarms/{id}", get(alarms::one))
+        .route("/api/alarms/{id}/{action}", post(alarms::operate))
         .with_state(state)
 }
 
@@ -469,9 +560,12 @@ pub async fn serve(
     state: Arc<AppState>,
     cancel: CancellationToken,
 ) {
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await;
+    let result = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { cancel.cancelled().await })
+    .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "http server stopped");
     }

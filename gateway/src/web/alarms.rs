@@ -1,0 +1,278 @@
+//! The alarms over HTTP: the hooks the dashboard and the uplink use.
+//!
+//! - `GET /api/alarms?limit=100` → `{"active":[…],"outputs":[{"output","on"}],"recent":[…]}`:
+//!   every alarm not in the normal state (or shelved, or suppressed), worst first, and the
+//!   newest transitions from the store (newest first).
+//! - `GET /api/alarms/{id}` → `{"alarm":{…}|null,"history":[…]}`: one alarm (`{rule}:{instance}`)
+//!   and its transitions.
+//! - `POST /api/alarms/{id}/ack|reset|shelve|unshelve|silence` with `{"by":"amina","note":"…"}`
+//!   (and `"minutes": 60` for shelve) → 200 `{"events":[…],"alarm":{…}}`; 404 no such alarm,
+//!   409 not possible in its state (already acknowledged, still present, not latched …), 400 a
+//!   bad body, 503 the engine is busy.
+//! - `POST /api/alarms/silence` silences every active alarm's outputs.
+//!
+//! **Loopback only, no login yet.** The state-changing routes answer 403 to any client not on
+//! loopback; the dashboard issue adds sessions and role checks (manager and up) and takes `by`
+//! from the session instead of the body.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value as JsonValue};
+
+use super::AppState;
+use crate::alarm::task::{Handle, Request};
+use crate::alarm::{Event, Op, OpError, View};
+
+/// Who an action without `by` is recorded as.
+pub const DEFAULT_BY: &str = "local";
+
+pub fn event_json(e: &Event) -> JsonValue {
+    serde_json::from_str(&crate::alarm::task::message(e)).unwrap_or(JsonValue::Null)
+}
+
+pub fn view_json(v: &View) -> JsonValue {
+    json!({
+        "id": v.id,
+        "rule": &*v.rule,
+        "instance": &*v.instance,
+        "severity": v.severity.as_str(),
+        "state": v.state.as_str(),
+        "latched": v.latched,
+        "shelved_until": v.shelved_until.map(super::rfc3339),
+        "silenced": v.silenced,
+        "suppressed": v.suppressed,
+        "condition": v.condition,
+        "since": super::rfc3339(v.since_ns),
+        "value": v.value.filter(|x| x.is_finite()),
+        "message": v.message,
+        "quantity": v.quantity,
+    })
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn engine(s: &AppState) -> Result<&Handle, Response> {
+    s.alarms.as_ref().ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            "alarms are disabled ([alarms] enabled = false)",
+        )
+    })
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<usize>,
+}
+
+pub async fn list(State(s): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Response {
+    let h = match engine(&s) {
+        Ok(h) => h.clone(),
+        Err(r) => return r,
+    };
+    let snap = h.snapshot();
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let recent = h.store.run(move |a| a.recent(None, limit)).await;
+    let recent = match recent {
+        Ok(r) => r.iter().map(event_json).collect::<Vec<_>>(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the alarm history");
+            Vec::new()
+        }
+    };
+    Json(json!({
+        "active": snap.alarms.iter().map(view_json).collect::<Vec<_>>(),
+        "outputs": snap.outputs.iter().map(|(n, on)| json!({"output": n, "on": on})).collect::<Vec<_>>(),
+        "recent": recent,
+        "next_seq": snap.next_seq,
+    }))
+    .into_response()
+}
+
+pub async fn one(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let h = match engine(&s) {
+        Ok(h) => h.clone(),
+        Err(r) => return r,
+    };
+    let Some((rule, instance)) = id
+        .split_once(':')
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no alarm {id}: ids are rule:instance"),
+        );
+    };
+    let alarm = h.snapshot().alarms.into_iter().find(|a| a.id == id);
+    let history = h
+        .store
+        .run(move |a| a.recent(Some((&rule, &instance)), 200))
+        .await
+        .unwrap_or_default();
+    if alarm.is_none() && history.is_empty() {
+        return error(StatusCode::NOT_FOUND, format!("no alarm {id}"));
+    }
+    Json(json!({
+        "alarm": alarm.as_ref().map(view_json),
+        "history": history.iter().map(event_json).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    #[serde(default)]
+    by: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default)]
+    minutes: Option<f64>,
+}
+
+fn body(bytes: &Bytes) -> Result<Body, Response> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Body::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| error(StatusCode::BAD_REQUEST, format!("body: {e}")))
+}
+
+fn loopback(addr: &SocketAddr) -> Result<(), Response> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::FORBIDDEN,
+            "alarm actions are only accepted from the gateway itself (loopback) until dashboard logins exist",
+        ))
+    }
+}
+
+pub async fn operate(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path((id, action)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Response {
+    if let Err(r) = loopback(&addr) {
+        return r;
+    }
+    let h = match engine(&s) {
+        Ok(h) => h.clone(),
+        Err(r) => return r,
+    };
+    let b = match body(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let op = match action.as_str() {
+        "ack" | "acknowledge" => Op::Acknowledge,
+        "reset" => Op::Reset,
+        "unshelve" => Op::Unshelve,
+        "silence" => Op::Silence,
+        "shelve" => match b.minutes {
+            Some(m) if m.is_finite() && m > 0.0 => Op::Shelve((m * 60e9) as i64),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "shelve needs \"minutes\" (1 to {})",
+                        h.max_shelve_hours * 60
+                    ),
+                )
+            }
+        },
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no action {other:?}: ack, reset, shelve, unshelve, silence"),
+            )
+        }
+    };
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let req = Request::Operate {
+        id: id.clone(),
+        op,
+        by: b
+            .by
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_BY.into()),
+        note: b.note.unwrap_or_default(),
+        reply,
+    };
+    if h.requests.try_send(req).is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the alarm engine is busy; try again",
+        );
+    }
+    match rx.await {
+        Ok(Ok(events)) => {
+            let alarm = h.snapshot().alarms.into_iter().find(|a| a.id == id);
+            Json(json!({
+                "events": events.iter().map(event_json).collect::<Vec<_>>(),
+                "alarm": alarm.as_ref().map(view_json),
+            }))
+            .into_response()
+        }
+        Ok(Err(e @ OpError::Unknown(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Ok(Err(e @ OpError::ShelveTooLong(_))) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Ok(Err(e)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the alarm engine is stopping",
+        ),
+    }
+}
+
+pub async fn silence_all(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    bytes: Bytes,
+) -> Response {
+    if let Err(r) = loopback(&addr) {
+        return r;
+    }
+    let h = match engine(&s) {
+        Ok(h) => h.clone(),
+        Err(r) => return r,
+    };
+    let b = match body(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let req = Request::SilenceAll {
+        by: b
+            .by
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_BY.into()),
+        note: b.note.unwrap_or_default(),
+        reply,
+    };
+    if h.requests.try_send(req).is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the alarm engine is busy; try again",
+        );
+    }
+    match rx.await {
+        Ok(events) => Json(json!({
+            "events": events.iter().map(event_json).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the alarm engine is stopping",
+        ),
+    }
+}
