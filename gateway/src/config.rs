@@ -56,8 +56,11 @@ pub struct Config {
     pub plant: Plant,
     pub history: History,
     pub logbook: Logbook,
-    pub alarms: crate::alarm::Config,
+    pub alarms: AlarmsConfig,
 }
+
+/// `[alarms]`: see `alarm::rules`.
+pub type AlarmsConfig = crate::alarm::Config;
 
 /// The aggregator's windows (`aggregate`): how often it runs and how long windows are kept.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

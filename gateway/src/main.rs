@@ -338,6 +338,10 @@ struct DemoArgs {
     /// No simulated plant faults (gas analyser silences, compressor lockouts).
     #[arg(long)]
     no_faults: bool,
+    /// Start a plant fault at once (20 s after the start), to watch its alarms raise, be
+    /// acknowledged and clear within a few minutes: leak, souring or overpressure.
+    #[arg(long, value_parser = ["leak", "souring", "overpressure"])]
+    scenario: Option<String>,
     /// Pre-fill this many days of simulated history (in the windows) before starting (at most 60).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=60))]
     history_days: u32,
@@ -676,6 +680,7 @@ async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         influx,
         plant: (!a.no_plant).then_some(a.plant),
         plant_faults: !a.no_faults,
+        scenario: a.scenario.as_deref().and_then(gkgw::sim::plant::Scenario::parse),
     };
     gkgw::sim::demo::run(opts, shutdown_on_signal()).await
 }
@@ -793,7 +798,7 @@ async fn modbus(c: ModbusCommand) -> anyhow::Result<()> {
         }
         ModbusCommand::ServeDemo { listen, no_faults } => {
             let cancel = shutdown_on_signal();
-            let plant = gkgw::sim::plant::start(listen, !no_faults, cancel.clone()).await?;
+            let plant = gkgw::sim::plant::start(listen, !no_faults, None, cancel.clone()).await?;
             println!("demo plant on {} (units 1 digester, 2 energy meter, 3 compressor, 4 gas analyser); Ctrl-C stops", plant.addr);
             cancel.cancelled().await;
         }

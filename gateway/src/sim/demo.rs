@@ -24,6 +24,49 @@ pub struct Options {
     pub plant_faults: bool,
     /// Days of simulated history written into the windows before the start.
     pub history_days: u32,
+    /// A plant fault to start at once.
+    pub scenario: Option<super::plant::Scenario>,
+}
+
+/// The demo plant runs [`super::plant::SPEED`] times faster than the wall clock, so the
+/// process rules' delays and rate windows are that much shorter (and a rate's limit, per wall
+/// hour, that much larger); the stale and offline times are about communication and stay.
+/// The buzzer sounds for alarms until acknowledged, the beacon for warnings until cleared; the
+/// leak rule reads the gas flow of the outlet meter (`gas-meter`, GPIO pulses), as on a site
+/// whose digester has no flow meter of its own.
+fn demo_alarms(a: &mut crate::config::AlarmsConfig) {
+    let speed = super::plant::SPEED;
+    let scale = |c: &mut crate::alarm::rules::ConditionConfig| {
+        if let Some(w) = c.window_s.as_mut() {
+            *w = ((*w as f64 / speed).round() as u64).max(10);
+        }
+        for r in [&mut c.rate_above, &mut c.rate_below].into_iter().flatten() {
+            *r *= speed;
+        }
+    };
+    for r in &mut a.rule {
+        r.on_delay_s /= speed;
+        r.off_delay_s /= speed;
+        scale(&mut r.condition);
+        for c in &mut r.and {
+            scale(c);
+            if r.name == "leak" && c.quantity == "gas.flow" {
+                c.instance = Some("gas-meter".into());
+            }
+        }
+    }
+    a.output = vec![
+        crate::alarm::rules::OutputConfig {
+            output: "buzzer".into(),
+            min_severity: crate::alarm::Severity::Alarm,
+            until: crate::alarm::rules::Until::Acknowledged,
+        },
+        crate::alarm::rules::OutputConfig {
+            output: "beacon".into(),
+            min_severity: crate::alarm::Severity::Warning,
+            until: crate::alarm::rules::Until::Cleared,
+        },
+    ];
 }
 
 pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -46,6 +89,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     config.broker.allow_anonymous = true;
     config.broker.credentials_file = state_dir.join("meters.toml");
     config.http.listen = opts.http;
+    demo_alarms(&mut config.alarms);
     if let Some(i) = opts.influx {
         config.influx = i;
     }
@@ -61,7 +105,13 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
             anyhow::bail!("--plant {addr}: the simulated plant only listens on loopback")
         }
         Some(addr) => {
-            let plant = super::plant::start(addr, opts.plant_faults, plant_cancel.clone()).await?;
+            let plant = super::plant::start(
+                addr,
+                opts.plant_faults,
+                opts.scenario,
+                plant_cancel.clone(),
+            )
+            .await?;
             let (bus, devices) = plant.config();
             config.modbus.buses.push(bus);
             config.modbus.devices.extend(devices);

@@ -38,6 +38,8 @@ use crate::sources::modbus::{
 
 /// Plant time per wall-clock time for the gas holder, counters and compressor.
 pub const SPEED: f64 = 60.0;
+/// `--scenario` starts this long after the plant (the gateway has seen normal readings first).
+pub const SCENARIO_DELAY: Duration = Duration::from_secs(20);
 /// No simulated fault before this much time has passed.
 const FAULT_GRACE: Duration = Duration::from_secs(180);
 
@@ -214,6 +216,43 @@ impl tokio_modbus::server::Service for Registers {
     }
 }
 
+/// A fault episode the demo plant plays (now and then with faults on, or at once with
+/// `gkgw demo --scenario`), each lasting [`SCENARIO_PLANT_S`] of plant time (a few minutes of
+/// wall time), for the alarms to raise, be acknowledged and clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// The gas holder leaks while nobody cooks and the compressor is off: pressure falls with
+    /// no gas through the meter.
+    Leak,
+    /// Over-feeding: the methanogens fall behind, CH4 and pH drop, then recover.
+    Souring,
+    /// The compressor locks out and the kitchen is closed: the holder fills past its design
+    /// pressure.
+    Overpressure,
+}
+
+impl Scenario {
+    pub fn parse(s: &str) -> Option<Scenario> {
+        Some(match s {
+            "leak" => Scenario::Leak,
+            "souring" => Scenario::Souring,
+            "overpressure" => Scenario::Overpressure,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scenario::Leak => "leak",
+            Scenario::Souring => "souring",
+            Scenario::Overpressure => "overpressure",
+        }
+    }
+}
+
+/// Plant seconds a scenario lasts (at [`SPEED`], three wall minutes).
+pub const SCENARIO_PLANT_S: f64 = 3.0 * 3600.0;
+
 /// Kitchen gas use in m³/h (plant time) at an hour of day: three meals, a pilot flame between.
 pub fn kitchen_use(hour: f64) -> f64 {
     match hour {
@@ -240,6 +279,12 @@ pub struct Physics {
     pub outlet_c: f64,
     pub energy_kwh: f64,
     pub slurry_c: f64,
+    /// Plant seconds left in a leak (gas lost from the holder, kitchen closed).
+    pub leak: f64,
+    /// Plant seconds left in an overpressure episode (compressor locked, kitchen closed).
+    pub overpressure: f64,
+    /// Gas through the outlet meter (kitchen and compressor) in the last step, m³/h.
+    pub outlet_flow: f64,
 }
 
 impl Default for Physics {
@@ -256,6 +301,9 @@ impl Default for Physics {
             outlet_c: 25.0,
             energy_kwh: 312.4,
             slurry_c: 30.0,
+            leak: 0.0,
+            overpressure: 0.0,
+            outlet_flow: 0.0,
         }
     }
 }
@@ -273,16 +321,52 @@ impl Physics {
         1.2 * temp * health
     }
 
+    /// Starts a scenario now.
+    pub fn start(&mut self, s: Scenario) {
+        match s {
+            Scenario::Leak => self.leak = SCENARIO_PLANT_S,
+            Scenario::Souring => self.souring = SCENARIO_PLANT_S,
+            Scenario::Overpressure => {
+                self.overpressure = SCENARIO_PLANT_S;
+                self.lockout = self.lockout.max(SCENARIO_PLANT_S);
+            }
+        }
+    }
+
+    /// The scenario playing now, if any.
+    pub fn scenario(&self) -> Option<Scenario> {
+        if self.leak > 0.0 {
+            Some(Scenario::Leak)
+        } else if self.overpressure > 0.0 {
+            Some(Scenario::Overpressure)
+        } else if self.souring > 0.0 {
+            Some(Scenario::Souring)
+        } else {
+            None
+        }
+    }
+
     /// Advances `dt` of plant time at hour of day `hour`; `fault` decides rare events.
     pub fn step(&mut self, dt: f64, hour: f64, faults: bool, rng: &mut impl Rng) {
         let h = dt / 3600.0;
+        // Now and then a leak or an overpressure (about once in two plant days each).
+        if faults && self.scenario().is_none() {
+            if rng.gen_bool((dt / 172_800.0).min(1.0)) {
+                self.start(Scenario::Leak);
+            } else if rng.gen_bool((dt / 172_800.0).min(1.0)) {
+                self.start(Scenario::Overpressure);
+            }
+        }
+        self.leak = (self.leak - dt).max(0.0);
+        self.overpressure = (self.overpressure - dt).max(0.0);
+        let closed = self.leak > 0.0 || self.overpressure > 0.0;
         self.slurry_c = 30.0
             + 2.5 * (std::f64::consts::TAU * (hour - 9.0) / 24.0).sin()
             + rng.gen_range(-0.05..0.05);
         // Compressor: hysteresis on holder pressure, unless locked out.
         let p = self.pressure();
         self.lockout = (self.lockout - dt).max(0.0);
-        if self.lockout > 0.0 {
+        if self.lockout > 0.0 || self.leak > 0.0 {
             self.compressor_on = false;
         } else if p > 30.0 {
             self.compressor_on = true;
@@ -295,8 +379,11 @@ impl Physics {
         }
         let produced = self.production() * h;
         let compressed = if self.compressor_on { 3.0 * h } else { 0.0 };
+        let kitchen = if closed { 0.0 } else { kitchen_use(hour) * h };
+        let leaked = if self.leak > 0.0 { 3.0 * h } else { 0.0 };
         self.produced_litres += produced * 1000.0;
-        self.stored = (self.stored + produced - kitchen_use(hour) * h - compressed)
+        self.outlet_flow = (kitchen + compressed) / h.max(1e-9);
+        self.stored = (self.stored + produced - kitchen - compressed - leaked)
             .clamp(0.0, self.capacity * 1.15);
         // Compressor outlet warms while running, cools towards ambient otherwise.
         let target = if self.compressor_on { 55.0 } else { 25.0 };
@@ -394,6 +481,8 @@ fn publish(units: &mut BTreeMap<u8, Unit>, s: &Physics, rng: &mut impl Rng) {
 /// A running demo plant.
 pub struct Plant {
     pub addr: SocketAddr,
+    /// The physical state, stepped once a wall second (the demo's simulated GPIO reads it).
+    pub physics: Arc<Mutex<Physics>>,
 }
 
 impl Plant {
@@ -422,9 +511,11 @@ impl Plant {
 
 /// Starts the plant's Modbus TCP server on `listen` and its simulation; both stop on `cancel`.
 /// `faults` enables the rare simulated faults (after a grace period).
+/// `scenario` starts once, [`SCENARIO_DELAY`] after the start.
 pub async fn start(
     listen: SocketAddr,
     faults: bool,
+    scenario: Option<Scenario>,
     cancel: CancellationToken,
 ) -> anyhow::Result<Plant> {
     let mut units = BTreeMap::new();
@@ -432,8 +523,10 @@ pub async fn start(
         units.insert(unit, Unit::new(builtin_profile(profile)?));
     }
     let mut rng = rand::rngs::StdRng::from_entropy();
-    let mut physics = Physics::default();
-    publish(&mut units, &physics, &mut rng);
+    let physics = Arc::new(Mutex::new(Physics::default()));
+    if let Ok(p) = physics.lock() {
+        publish(&mut units, &p, &mut rng);
+    }
     let registers = Registers(Arc::new(Mutex::new(units)));
 
     let listener = TcpListener::bind(listen).await?;
@@ -459,8 +552,10 @@ pub async fn start(
         }
     });
 
+    let shared = physics.clone();
     tokio::spawn(async move {
         let started = Instant::now();
+        let mut scenario = scenario;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -468,11 +563,26 @@ pub async fn start(
                 _ = tick.tick() => {}
             }
             let faults = faults && started.elapsed() > FAULT_GRACE;
+            let Ok(mut physics) = shared.lock() else {
+                break;
+            };
+            let before = physics.scenario();
+            if started.elapsed() >= SCENARIO_DELAY {
+                if let Some(s) = scenario.take() {
+                    physics.start(s);
+                }
+            }
             physics.step(SPEED, super::eat_hour(), faults, &mut rng);
+            match (before, physics.scenario()) {
+                (None, Some(s)) => tracing::info!(scenario = s.as_str(), "demo plant: scenario starts"),
+                (Some(s), None) => tracing::info!(scenario = s.as_str(), "demo plant: scenario over, back to normal"),
+                _ => {}
+            }
             let Ok(mut units) = registers.0.lock() else {
                 break;
             };
             publish(&mut units, &physics, &mut rng);
+            drop(physics);
             // Now and then the gas analyser stops answering for half a minute.
             if faults && rng.gen_bool(1.0 / 900.0) {
                 if let Some(u) = units.get_mut(&GAS_ANALYSER) {
@@ -482,7 +592,7 @@ pub async fn start(
             }
         }
     });
-    Ok(Plant { addr })
+    Ok(Plant { addr, physics })
 }
 
 #[cfg(test)]
