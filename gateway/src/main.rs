@@ -680,7 +680,10 @@ async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         influx,
         plant: (!a.no_plant).then_some(a.plant),
         plant_faults: !a.no_faults,
-        scenario: a.scenario.as_deref().and_then(gkgw::sim::plant::Scenario::parse),
+        scenario: a
+            .scenario
+            .as_deref()
+            .and_then(gkgw::sim::plant::Scenario::parse),
     };
     gkgw::sim::demo::run(opts, shutdown_on_signal()).await
 }

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod alarms;
 mod broker;
 mod cli;
 mod clock;

@@ -940,12 +940,12 @@ impl Engine {
                 Test::Is(words) => {
                     let text = match (&t.text, t.value) {
                         (Some(s), _) => s.clone(),
-                        (None, Some(v)) if v == 0.0 => "false".into(),
-                        (None, Some(v)) if v == 1.0 => "true".into(),
+                        (None, Some(0.0)) => "false".into(),
+                        (None, Some(1.0)) => "true".into(),
                         (None, Some(v)) => v.to_string(),
                         (None, None) => return Verdict::Unknown,
                     };
-                    (words.iter().any(|w| *w == text), t.value)
+                    (words.contains(&text), t.value)
                 }
                 Test::DailyIncreaseAbove(l) => match (t.value, t.day_start) {
                     (Some(v), Some(s)) => {

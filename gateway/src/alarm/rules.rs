@@ -434,6 +434,7 @@ fn offline_rule(name: &str, severity: Severity, after_s: u64, meters: bool, mess
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one line per built-in meter rule reads best
 fn simple(
     name: &str,
     severity: Severity,

@@ -61,6 +61,9 @@ impl Metrics {
     }
 }
 
+/// The events of an operation, and the alarm after them (None: back to normal, forgotten).
+pub type OperateReply = Result<(Vec<Event>, Option<View>), OpError>;
+
 /// What an operator asks for.
 pub enum Request {
     Operate {
@@ -68,7 +71,8 @@ pub enum Request {
         op: Op,
         by: String,
         note: String,
-        reply: oneshot::Sender<Result<Vec<Event>, OpError>>,
+        /// The events, and the alarm after them (None: back to normal and forgotten).
+        reply: oneshot::Sender<OperateReply>,
     },
     SilenceAll {
         by: String,
@@ -182,6 +186,7 @@ pub async fn run(mut p: Parts, cancel: CancellationToken) {
     publish_snapshot(&p);
     loop {
         let mut events = Vec::new();
+        let mut ticked = false;
         tokio::select! {
             _ = cancel.cancelled() => break,
             r = p.live.recv() => match r {
@@ -213,7 +218,7 @@ pub async fn run(mut p: Parts, cancel: CancellationToken) {
                         if let Ok(evs) = &r {
                             events.extend(evs.iter().cloned());
                         }
-                        let _ = reply.send(r);
+                        let _ = reply.send(r.map(|evs| (evs, p.engine.get(&id))));
                     }
                     Request::SilenceAll { by, note, reply } => {
                         let evs = p.engine.silence_all(now, &by, &note);
@@ -229,6 +234,7 @@ pub async fn run(mut p: Parts, cancel: CancellationToken) {
                     p.engine.shift(step);
                 }
                 events.extend(p.engine.tick(now));
+                ticked = true;
             }
             Ok(()) = async {
                 match logbook_rx.as_mut() {
@@ -242,7 +248,13 @@ pub async fn run(mut p: Parts, cancel: CancellationToken) {
                 }
             }
         }
+        let changed = !events.is_empty();
         act(&mut p, events, &unsaved, &wake);
+        // Conditions and values change without a transition: the web's view is refreshed
+        // once a second anyway.
+        if ticked && !changed {
+            publish_snapshot(&p);
+        }
     }
     wake.notify_one();
     let _ = tokio::time::timeout(Duration::from_secs(5), persister).await;

@@ -105,13 +105,9 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
             anyhow::bail!("--plant {addr}: the simulated plant only listens on loopback")
         }
         Some(addr) => {
-            let plant = super::plant::start(
-                addr,
-                opts.plant_faults,
-                opts.scenario,
-                plant_cancel.clone(),
-            )
-            .await?;
+            let plant =
+                super::plant::start(addr, opts.plant_faults, opts.scenario, plant_cancel.clone())
+                    .await?;
             let (bus, devices) = plant.config();
             config.modbus.buses.push(bus);
             config.modbus.devices.extend(devices);

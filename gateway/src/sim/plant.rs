@@ -574,8 +574,13 @@ pub async fn start(
             }
             physics.step(SPEED, super::eat_hour(), faults, &mut rng);
             match (before, physics.scenario()) {
-                (None, Some(s)) => tracing::info!(scenario = s.as_str(), "demo plant: scenario starts"),
-                (Some(s), None) => tracing::info!(scenario = s.as_str(), "demo plant: scenario over, back to normal"),
+                (None, Some(s)) => {
+                    tracing::info!(scenario = s.as_str(), "demo plant: scenario starts")
+                }
+                (Some(s), None) => tracing::info!(
+                    scenario = s.as_str(),
+                    "demo plant: scenario over, back to normal"
+                ),
                 _ => {}
             }
             let Ok(mut units) = registers.0.lock() else {

@@ -15,6 +15,9 @@
 //! loopback; the dashboard issue adds sessions and role checks (manager and up) and takes `by`
 //! from the session instead of the body.
 
+// The helpers return axum responses as errors, which handlers return as they are.
+#![allow(clippy::result_large_err)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -216,8 +219,9 @@ pub async fn operate(
         );
     }
     match rx.await {
-        Ok(Ok(events)) => {
-            let alarm = h.snapshot().alarms.into_iter().find(|a| a.id == id);
+        Ok(Ok((events, alarm))) => {
+            let alarm = alarm
+                .filter(|a| a.state != crate::alarm::State::Normal || a.shelved_until.is_some());
             Json(json!({
                 "events": events.iter().map(event_json).collect::<Vec<_>>(),
                 "alarm": alarm.as_ref().map(view_json),
