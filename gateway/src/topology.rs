@@ -4,7 +4,7 @@
 //!  meters ──MQTT 3.1.1──▶ broker: one task per connection (login gate, ACL per account)
 //!    ▲  ▲                   │ publish → mqtt::Ingest::parse (quantities from plant::Rules), in that task
 //!    │  │                   ▼
-//!    │  │               intake ──▶ live: broadcast 1024 ──▶ web live view (alarms next); lagging
+//!    │  │               intake ──▶ live: broadcast 1024 ──▶ web live view, alarm engine; lagging
 //!    │  │                 ▲   │    receivers skip the oldest; sees readings BEFORE the commit
 //!    │  │                 │   ▼
 //!    │  │                 │  readings: mpsc, store.channel_capacity (4 096); full → the source
@@ -29,8 +29,12 @@
 //!  POST /api/logbook, gkgw logbook ──▶ web ──store::Handle<Logbook>──▶ store.db logbook table
 //!                                      └─ logbook_changed: watch<last row id> (never full) ─┘
 //!  (aggregator's windows) ──▶ kpi writer (each completed hour/day, marks in meta) ──HTTP──▶ InfluxDB `kpi`
+//!  live ──▶ alarm task: engine (pure) + 1 s tick ──▶ GPIO outputs (buzzer, beacon), alarms/{rule} on the broker,
+//!             ▲  requests: mpsc 64 (full → 503)         the log, then the persister ──▶ store.db alarm_events/alarm_state
+//!             │  logbook_changed (lab results)             (retried while the store refuses) ──▶ influx writer `alarm`
+//!  POST /api/alarms/{id}/ack|reset|shelve|silence (loopback only until logins)
 //!  web: /, /healthz, /metrics (metrics::Registry), /api/status (store, devices, clock),
-//!       /api/live, /api/history (raw log or windows, by span), /api/kpi
+//!       /api/live, /api/history (raw log or windows, by span), /api/kpi, /api/alarms
 //! ```
 //! Shutdown: cancel `sources` (the broker's connections and the Modbus pollers end and drop
 //! their senders) → the committer drains the channel, commits, and ends → cancel `sinks` (they
