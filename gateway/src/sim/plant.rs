@@ -391,9 +391,19 @@ fn publish(units: &mut BTreeMap<u8, Unit>, s: &Physics, rng: &mut impl Rng) {
     }
 }
 
+/// What the simulated GPIO lines follow (`sim::demo` drives the sim chip from it): the
+/// kitchen's gas use in m³/h of plant time and the compressor's run contact.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GpioView {
+    pub kitchen_m3h: f64,
+    pub compressor_on: bool,
+}
+
 /// A running demo plant.
 pub struct Plant {
     pub addr: SocketAddr,
+    /// Updated on every step of the physics (once a wall second).
+    pub gpio: tokio::sync::watch::Receiver<GpioView>,
 }
 
 impl Plant {
@@ -435,6 +445,7 @@ pub async fn start(
     let mut physics = Physics::default();
     publish(&mut units, &physics, &mut rng);
     let registers = Registers(Arc::new(Mutex::new(units)));
+    let (gpio_tx, gpio_rx) = tokio::sync::watch::channel(GpioView::default());
 
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
@@ -468,7 +479,12 @@ pub async fn start(
                 _ = tick.tick() => {}
             }
             let faults = faults && started.elapsed() > FAULT_GRACE;
-            physics.step(SPEED, super::eat_hour(), faults, &mut rng);
+            let hour = super::eat_hour();
+            physics.step(SPEED, hour, faults, &mut rng);
+            gpio_tx.send_replace(GpioView {
+                kitchen_m3h: kitchen_use(hour),
+                compressor_on: physics.compressor_on,
+            });
             let Ok(mut units) = registers.0.lock() else {
                 break;
             };
@@ -482,7 +498,10 @@ pub async fn start(
             }
         }
     });
-    Ok(Plant { addr })
+    Ok(Plant {
+        addr,
+        gpio: gpio_rx,
+    })
 }
 
 #[cfg(test)]

@@ -685,6 +685,71 @@ impl Reader {
         Ok(out)
     }
 
+    /// The newest good value of `field` of the series `measurement` at `device` in the raw
+    /// log, with its timestamp (a source's persisted counter: the GPIO pulse total, run
+    /// hours). Segments are searched newest first, rows by id descending; `None` when the raw
+    /// readings are gone (the quota: then ask the windows' `agg_latest`).
+    pub fn latest(
+        &mut self,
+        measurement: &str,
+        device: &str,
+        field: &str,
+    ) -> Result<Option<(i64, f64)>> {
+        self.reload_interning()?;
+        let sids: Vec<i64> = self
+            .series
+            .iter()
+            .filter(|(_, s)| &*s.measurement == measurement && &*s.device == device)
+            .map(|(id, _)| *id)
+            .collect();
+        let Some(name_id) = self
+            .names
+            .iter()
+            .find(|(_, n)| *n == field)
+            .map(|(id, _)| *id as u64)
+        else {
+            return Ok(None);
+        };
+        if sids.is_empty() {
+            return Ok(None);
+        }
+        let list = sids
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let tx = self.conn.unchecked_transaction()?;
+        let mut ks = segments(&tx)?;
+        ks.reverse();
+        let mut found = None;
+        'segments: for k in ks {
+            let mut st = tx.prepare(&format!(
+                "SELECT id, ts, fields FROM {} WHERE series IN ({list}) ORDER BY id DESC",
+                segment_table(k)
+            ))?;
+            let mut rows = st.query([])?;
+            while let Some(row) = rows.next()? {
+                let (id, ts, blob): (i64, i64, Vec<u8>) = (row.get(0)?, row.get(1)?, row.get(2)?);
+                let fields =
+                    codec::decode(&blob).map_err(|source| Error::Corrupt { id, source })?;
+                for (n, v) in fields {
+                    if n != name_id {
+                        continue;
+                    }
+                    let value = match v {
+                        Value::Float(f) if f.is_finite() => f,
+                        Value::Int(i) => i as f64,
+                        _ => continue,
+                    };
+                    found = Some((ts, value));
+                    break 'segments;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(found)
+    }
+
     /// The timestamp of the oldest raw reading kept (from the oldest segment).
     pub fn oldest_raw_ts(&self) -> Result<Option<i64>> {
         let tx = self.conn.unchecked_transaction()?;

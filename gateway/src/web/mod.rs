@@ -60,6 +60,18 @@ pub struct AppState {
     pub logbook_changed: tokio::sync::watch::Sender<i64>,
     /// The KPI engine (the site's parameters and time zone); `/api/kpi` runs it on `history`.
     pub kpi: crate::aggregate::kpi::Engine,
+    /// The GPIO outputs (buzzer, beacon, relays): their demanded and current states.
+    pub gpio: crate::gpio::Outputs,
+}
+
+#[derive(Serialize)]
+struct GpioOutputDto {
+    name: String,
+    /// What the alarm engine asks for.
+    demanded: bool,
+    /// The line's logical level now (a pulsed output blinks while demanded).
+    level: bool,
+    mode: &'static str,
 }
 
 #[derive(Serialize)]
@@ -163,6 +175,7 @@ struct StatusDto {
     consumers: Vec<ConsumerDto>,
     modbus: Vec<ModbusDeviceDto>,
     clock: ClockDto,
+    gpio: Vec<GpioOutputDto>,
 }
 
 /// A consumer further behind than this is not delivering (InfluxDB down or refusing): with the
@@ -297,6 +310,20 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
         consumers,
         modbus,
         clock: ClockDto::of(&clock),
+        gpio: s
+            .gpio
+            .snapshot()
+            .into_iter()
+            .map(|o| GpioOutputDto {
+                name: o.name,
+                demanded: o.demanded,
+                level: o.level,
+                mode: match o.mode {
+                    crate::config::OutputMode::Steady => "steady",
+                    crate::config::OutputMode::Pulsed => "pulsed",
+                },
+            })
+            .collect(),
     }
 }
 
@@ -428,6 +455,13 @@ async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
                 format!("{stale}{}", values.join(" · ")),
             );
         }
+    }
+    for o in &d.gpio {
+        let on = |b: bool| if b { "ON" } else { "off" };
+        row(
+            &format!("GPIO output {}", o.name),
+            format!("{} ({}, demanded {})", on(o.level), o.mode, on(o.demanded)),
+        );
     }
     for c in &d.consumers {
         row(
