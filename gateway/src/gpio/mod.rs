@@ -413,7 +413,16 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
+    /// Polls `f` every 5 ms until it holds (10 s at most).
+    async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < until, "{what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
     async fn a_steady_output_follows_the_demand_and_a_pulsed_one_blinks_while_demanded() {
         let mut sim = sim::Sim::default();
         let lines = vec![
@@ -436,22 +445,20 @@ mod tests {
         outputs.set("buzzer", true);
         outputs.set("beacon", true);
         outputs.set("siren", true); // unknown: ignored
-        let mut beacon_levels = Vec::new();
-        for _ in 0..6 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        eventually("the buzzer on", || sim.get("buzzer") == Some(true)).await;
+        // The beacon blinks: on, off, on again, while the buzzer stays on.
+        for level in [true, false, true, false] {
+            eventually("the beacon blinks", || sim.get("beacon") == Some(level)).await;
             assert_eq!(sim.get("buzzer"), Some(true));
-            beacon_levels.push(sim.get("beacon").expect("beacon"));
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(beacon_levels, [true, false, true, false, true, false]);
         let snap = outputs.snapshot();
-        assert!(snap[0].demanded && snap[1].demanded && snap[1].level);
+        assert!(snap.iter().all(|o| o.demanded), "{snap:?}");
+        assert_eq!(snap[0].mode, OutputMode::Pulsed);
         outputs.set("beacon", false);
         outputs.set("buzzer", false);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(sim.get("beacon"), Some(false));
-        assert_eq!(sim.get("buzzer"), Some(false));
-        assert_eq!(sim.outputs_line(), "beacon=0 buzzer=0");
+        eventually("both off", || sim.outputs_line() == "beacon=0 buzzer=0").await;
+        let snap = outputs.snapshot();
+        assert!(snap.iter().all(|o| !o.demanded && !o.level), "{snap:?}");
         cancel.cancel();
         for t in tasks {
             t.await.expect("driver");
