@@ -1499,6 +1499,52 @@ mod tests {
     }
 
     #[test]
+    fn gpio_and_onewire_mistakes_name_the_key() {
+        let pulse = |extra: &str| {
+            format!("[[gpio.input]]\nname = \"gas-meter\"\nline = 17\nkind = \"pulse\"\n{extra}")
+        };
+        check(
+            &format!("{}{}", pulse(""), pulse("")),
+            "gw.toml: gpio.input.name: \"gas-meter\" is used twice",
+        );
+        check(
+            &pulse("pulse_m3 = 0.0\n"),
+            "gw.toml: gpio.input.pulse_m3: pulse input \"gas-meter\": needs a weight above 0 m³ per pulse (pulse_m3, or site.gas_meter_pulse_m3)",
+        );
+        check(
+            "[gpio]\nbackend = \"pigpio\"\n",
+            "gw.toml: gpio.backend: unknown variant `pigpio`, expected one of `cdev`, `rppal`, `sim` (line 2, column 11)",
+        );
+        check(
+            "[[gpio.input]]\nname = \"door\"\nline = 4\nkind = \"contact\"\n",
+            "gw.toml: gpio.input.quantity: contact input \"door\": needs the state quantity it feeds, e.g. quantity = \"compressor.status.running\"",
+        );
+        check(
+            &format!("{}[[gpio.output]]\nname = \"buzzer\"\nline = 17\n", pulse("")),
+            "gw.toml: gpio.output.line: output \"buzzer\": line 17 is already used",
+        );
+        check(
+            "[[gpio.output]]\nname = \"beacon\"\nline = 2\nmode = \"pulsed\"\non_ms = 0\n",
+            "gw.toml: gpio.output.on_ms: pulsed output \"beacon\": on_ms and off_ms must be at least 1",
+        );
+        check(
+            "[gpio]\nsim_socket = \"/tmp/s\"\n",
+            "gw.toml: gpio.sim_socket: only with backend = \"sim\" or fallback = \"sim\"",
+        );
+        check(
+            "[[onewire.sensor]]\nid = \"3a-00001\"\nquantity = \"digester.temperature\"\ninstance = \"d1\"\n",
+            "gw.toml: onewire.sensor.id: \"3a-00001\": family 3a is not a thermometer (10, 22, 28, 3b, 42)",
+        );
+        check(
+            "[[gpio.input]]\nname = \"m\"\nline = 1\nkind = \"pulse\"\nweight = 1\n",
+            "gw.toml: gpio.input[0].weight: unknown field `weight`, expected one of `name`, `line`, `chip`, `kind`, `debounce_ms`, `active_low`, `bias`, `pulse_m3`, `quantity`, `report_ms`, `flow_window_s` (line 5, column 1)",
+        );
+        let c = Config::parse("gw.toml", &pulse("")).expect("valid");
+        assert_eq!(c.gpio.inputs[0].debounce_ms, 10);
+        assert_eq!(c.gpio.inputs[0].report_ms, 10_000);
+    }
+
+    #[test]
     fn modbus_mistakes_name_the_key() {
         let bus =
             "[[modbus.bus]]\nname = \"rs485\"\ntransport = \"rtu\"\nport = \"/dev/ttyUSB0\"\n";
