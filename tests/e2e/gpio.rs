@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::support::{http, wait_until, Gateway};
 
+
 /// Sends one command line to the sim socket; returns the reply line.
 fn sim(socket: &Path, command: &str) -> String {
     let mut s = UnixStream::connect(socket).expect("connect to the gpio sim socket");
@@ -51,15 +52,19 @@ fn committed(g: &Gateway, quantity: &str, instance: &str) -> (Option<f64>, u64) 
 }
 
 fn wait_total(g: &Gateway, expected: f64) {
-    wait_until(
-        &format!("gas.volume at gas-meter committed as {expected} m³"),
-        Duration::from_secs(60),
-        || {
-            committed(g, "gas.volume", "gas-meter")
-                .0
-                .is_some_and(|v| (v - expected).abs() < 1e-9)
-        },
-    );
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (last, _) = committed(g, "gas.volume", "gas-meter");
+        if last.is_some_and(|v| (v - expected).abs() < 1e-9) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "gas.volume at gas-meter is {last:?}, not {expected} m³, after 60 s:\n{}",
+            g.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

@@ -455,6 +455,19 @@ fn readings(plan: &InputPlan, values: Values, stamp: crate::clock::Stamp) -> Vec
     by_measurement.into_values().collect()
 }
 
+/// Feeds every edge already in the channel to `counter`; true when the level changed.
+fn take_queued(
+    edges: &mut mpsc::Receiver<EdgeEvent>,
+    counter: &mut Counter,
+    ns: &impl Fn(Instant) -> u64,
+) -> bool {
+    let mut changed = false;
+    while let Ok(e) = edges.try_recv() {
+        changed |= counter.on_edge(e.edge, e.seqno, ns(e.at));
+    }
+    changed
+}
+
 /// What one input's task is given.
 pub struct Task {
     pub plan: InputPlan,
@@ -549,9 +562,9 @@ pub async fn run_input(t: Task, intake: Intake, clock: Arc<Clock>, cancel: Cance
             _ = cancel.cancelled() => break,
             e = edges.recv(), if open => match e {
                 Some(e) => {
-                    if counter.on_edge(e.edge, e.seqno, ns(e.at)) && contact {
-                        report_now = true;
-                    }
+                    let mut changed = counter.on_edge(e.edge, e.seqno, ns(e.at));
+                    changed |= take_queued(&mut edges, &mut counter, &ns);
+                    report_now |= changed && contact;
                 }
                 None => {
                     tracing::error!(input = %c.name, "gpio: the input line closed; its last state is kept");
@@ -559,7 +572,11 @@ pub async fn run_input(t: Task, intake: Intake, clock: Arc<Clock>, cancel: Cance
                 }
             },
             _ = tokio::time::sleep_until(wake) => {
-                if counter.on_time(ns(Instant::now())) && contact {
+                // Edges already queued happened before now: they go first, or a bounce
+                // still in the queue would look like a stable level.
+                let mut changed = take_queued(&mut edges, &mut counter, &ns);
+                changed |= counter.on_time(ns(Instant::now()));
+                if changed && contact {
                     report_now = true;
                 }
                 if tokio::time::Instant::now() >= next_report {
