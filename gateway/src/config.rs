@@ -1272,7 +1272,9 @@ impl Config {
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         };
         let g = &self.gpio;
-        if g.sim_socket.is_some() && g.backend != GpioBackend::Sim && g.fallback != GpioFallback::Sim
+        if g.sim_socket.is_some()
+            && g.backend != GpioBackend::Sim
+            && g.fallback != GpioFallback::Sim
         {
             return bad(
                 "gpio.sim_socket",
@@ -1286,7 +1288,10 @@ impl Config {
             if !tag_ok(&inp.name) {
                 return bad(
                     "gpio.input.name",
-                    format!("input {i}: {:?} must be non-empty letters, digits, '-', '_' or '.'", inp.name),
+                    format!(
+                        "input {i}: {:?} must be non-empty letters, digits, '-', '_' or '.'",
+                        inp.name
+                    ),
                 );
             }
             if !names.insert(inp.name.as_str()) {
@@ -1365,7 +1370,10 @@ impl Config {
             if o.mode == OutputMode::Pulsed && (o.on_ms == 0 || o.off_ms == 0) {
                 return bad(
                     "gpio.output.on_ms",
-                    format!("pulsed output {:?}: on_ms and off_ms must be at least 1", o.name),
+                    format!(
+                        "pulsed output {:?}: on_ms and off_ms must be at least 1",
+                        o.name
+                    ),
                 );
             }
         }
@@ -1391,13 +1399,19 @@ impl Config {
             if !["10", "22", "28", "3b", "42"].contains(&family) {
                 return bad(
                     "onewire.sensor.id",
-                    format!("{:?}: family {family} is not a thermometer (10, 22, 28, 3b, 42)", s.id),
+                    format!(
+                        "{:?}: family {family} is not a thermometer (10, 22, 28, 3b, 42)",
+                        s.id
+                    ),
                 );
             }
             if !tag_ok(&s.instance) {
                 return bad(
                     "onewire.sensor.instance",
-                    format!("sensor {:?}: {:?} must be non-empty letters, digits, '-', '_' or '.'", s.id, s.instance),
+                    format!(
+                        "sensor {:?}: {:?} must be non-empty letters, digits, '-', '_' or '.'",
+                        s.id, s.instance
+                    ),
                 );
             }
         }
@@ -1520,7 +1534,10 @@ mod tests {
             "gw.toml: gpio.input.quantity: contact input \"door\": needs the state quantity it feeds, e.g. quantity = \"compressor.status.running\"",
         );
         check(
-            &format!("{}[[gpio.output]]\nname = \"buzzer\"\nline = 17\n", pulse("")),
+            &format!(
+                "{}[[gpio.output]]\nname = \"buzzer\"\nline = 17\n",
+                pulse("")
+            ),
             "gw.toml: gpio.output.line: output \"buzzer\": line 17 is already used",
         );
         check(

@@ -337,7 +337,12 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
     // GPIO: every line opened now, so a missing chip stops the start-up here, naming the line.
     let gpio_lines = crate::gpio::open(&config.gpio)?;
     if !gpio_lines.inputs.is_empty() || !gpio_lines.outputs.is_empty() {
-        tracing::info!(backend = gpio_lines.backend, inputs = gpio_lines.inputs.len(), outputs = gpio_lines.outputs.len(), "gpio lines open");
+        tracing::info!(
+            backend = gpio_lines.backend,
+            inputs = gpio_lines.inputs.len(),
+            outputs = gpio_lines.outputs.len(),
+            "gpio lines open"
+        );
     }
     // Each input counts on from its last committed total (sources/gpio.rs, "Persistence").
     let mut gpio_recovered = Vec::new();

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use crate::support::{http, wait_until, Gateway};
 
-
 /// Sends one command line to the sim socket; returns the reply line.
 fn sim(socket: &Path, command: &str) -> String {
     let mut s = UnixStream::connect(socket).expect("connect to the gpio sim socket");
@@ -76,10 +75,15 @@ fn pulses_with_bounce_are_counted_once_and_the_total_survives_sigkill() {
         socket.display()
     );
     let mut g = Gateway::start(&extra, &[]);
-    wait_until("the sim socket", Duration::from_secs(10), || socket.exists());
+    wait_until("the sim socket", Duration::from_secs(10), || {
+        socket.exists()
+    });
     assert_eq!(sim(&socket, "pulse gas-meter 120 bounce 3"), "ok 120");
     wait_total(&g, 1.20);
-    assert_eq!(g.metric("gkgw_gpio_pulses_total{input=\"gas-meter\"}"), 120.0);
+    assert_eq!(
+        g.metric("gkgw_gpio_pulses_total{input=\"gas-meter\"}"),
+        120.0
+    );
     assert_eq!(
         g.metric("gkgw_gpio_bounces_filtered_total{input=\"gas-meter\"}"),
         120.0 * 2.0 * 3.0 * 2.0,
@@ -132,7 +136,10 @@ fn ds18b20_files_give_good_and_bad_readings() {
         std::fs::create_dir_all(w1.join(id)).expect("mkdir");
         std::fs::write(w1.join(id).join("w1_slave"), body).expect("write");
     }
-    let mut extra = format!("[onewire]\ndir = \"{}\"\ninterval_ms = 1000\n", w1.display());
+    let mut extra = format!(
+        "[onewire]\ndir = \"{}\"\ninterval_ms = 1000\n",
+        w1.display()
+    );
     for i in 1..=4 {
         extra.push_str(&format!(
             "[[onewire.sensor]]\nid = \"28-00000000000{i}\"\nquantity = \"digester.temperature\"\ninstance = \"t{i}\"\n"
@@ -143,10 +150,14 @@ fn ds18b20_files_give_good_and_bad_readings() {
         committed(&g, "digester.temperature", "t1").0 == Some(23.125)
     });
     for t in ["t2", "t3", "t4"] {
-        wait_until(&format!("bad readings of {t}"), Duration::from_secs(30), || {
-            let (last, bad) = committed(&g, "digester.temperature", t);
-            last.is_none() && bad >= 2
-        });
+        wait_until(
+            &format!("bad readings of {t}"),
+            Duration::from_secs(30),
+            || {
+                let (last, bad) = committed(&g, "digester.temperature", t);
+                last.is_none() && bad >= 2
+            },
+        );
     }
     let (_, bad) = committed(&g, "digester.temperature", "t1");
     assert_eq!(bad, 0, "the good sensor has no bad reading");

@@ -106,7 +106,12 @@ mod tests {
     #[test]
     fn a_burst_with_contact_bounce_is_one_change_per_transition() {
         // Clean: close at 0, open at 50.
-        check(10, &[(true, 0), (false, 50)], 100, &[(true, 0), (false, 50)]);
+        check(
+            10,
+            &[(true, 0), (false, 50)],
+            100,
+            &[(true, 0), (false, 50)],
+        );
         // Close with three bounces inside 10 ms, open with two.
         check(
             10,
@@ -132,7 +137,12 @@ mod tests {
         // Not yet stable long enough at the end: still pending.
         check(10, &[(true, 0)], 9, &[]);
         // Period 0: every edge counts.
-        check(0, &[(true, 0), (false, 1), (true, 2)], 3, &[(true, 0), (false, 1), (true, 2)]);
+        check(
+            0,
+            &[(true, 0), (false, 1), (true, 2)],
+            3,
+            &[(true, 0), (false, 1), (true, 2)],
+        );
     }
 
     #[test]

@@ -331,7 +331,8 @@ impl Outputs {
     pub fn set(&self, name: &str, on: bool) {
         match self.by_name.get(name) {
             Some(o) => {
-                o.demanded.send_if_modified(|d| std::mem::replace(d, on) != on);
+                o.demanded
+                    .send_if_modified(|d| std::mem::replace(d, on) != on);
             }
             None => tracing::warn!(output = name, "gpio: no such output; ignored"),
         }
@@ -428,11 +429,13 @@ mod tests {
         let lines = vec![
             (
                 spec("buzzer", OutputMode::Steady),
-                sim.output(&spec("buzzer", OutputMode::Steady)).expect("open"),
+                sim.output(&spec("buzzer", OutputMode::Steady))
+                    .expect("open"),
             ),
             (
                 spec("beacon", OutputMode::Pulsed),
-                sim.output(&spec("beacon", OutputMode::Pulsed)).expect("open"),
+                sim.output(&spec("beacon", OutputMode::Pulsed))
+                    .expect("open"),
             ),
         ];
         let (outputs, drivers) = Outputs::new(lines);

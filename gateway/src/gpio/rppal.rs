@@ -23,10 +23,12 @@ pub struct Rppal {
 impl Rppal {
     /// Fails off a Pi (`UnknownModel`) or without access to `/dev/gpiomem`.
     pub fn new() -> Result<Rppal, Error> {
-        Gpio::new().map(|gpio| Rppal { gpio }).map_err(|e| Error::Line {
-            name: "rppal".into(),
-            reason: e.to_string(),
-        })
+        Gpio::new()
+            .map(|gpio| Rppal { gpio })
+            .map_err(|e| Error::Line {
+                name: "rppal".into(),
+                reason: e.to_string(),
+            })
     }
 }
 

@@ -144,7 +144,13 @@ pub enum SimError {
 
 impl Sim {
     /// Sets the line to `level` at `at` (an edge when it changes), and `bounce` reversals after.
-    fn transition(&self, name: &str, level: bool, at: Instant, bounce: u32) -> Result<(), SimError> {
+    fn transition(
+        &self,
+        name: &str,
+        level: bool,
+        at: Instant,
+        bounce: u32,
+    ) -> Result<(), SimError> {
         let mut chip = self.chip.lock().map_err(|_| SimError::Unavailable)?;
         let start = chip.start;
         let input = chip
@@ -341,7 +347,13 @@ mod tests {
         assert_eq!(sim.command("set m 1").await, "ok");
         assert!(line.level().expect("level"));
         assert!(sim.command("set x 1").await.starts_with("error: no input"));
-        assert!(sim.command("get buzzer").await.starts_with("error: no output"));
-        assert!(sim.command("frobnicate").await.starts_with("error: expected"));
+        assert!(sim
+            .command("get buzzer")
+            .await
+            .starts_with("error: no output"));
+        assert!(sim
+            .command("frobnicate")
+            .await
+            .starts_with("error: expected"));
     }
 }

@@ -203,9 +203,21 @@ impl Collector for Stats {
     fn collect(&self, out: &mut Encoder) {
         type Get = fn(&InputStats) -> &AtomicU64;
         let families: [(&'static str, &str, Get); 3] = [
-            ("gkgw_gpio_pulses_total", "Debounced pulses counted per GPIO pulse input.", |s| &s.pulses),
-            ("gkgw_gpio_missed_edges_total", "Edges missed per GPIO input (gaps in the line's sequence numbers).", |s| &s.missed_edges),
-            ("gkgw_gpio_bounces_filtered_total", "Edges filtered as contact bounce per GPIO input (software debounce).", |s| &s.bounces),
+            (
+                "gkgw_gpio_pulses_total",
+                "Debounced pulses counted per GPIO pulse input.",
+                |s| &s.pulses,
+            ),
+            (
+                "gkgw_gpio_missed_edges_total",
+                "Edges missed per GPIO input (gaps in the line's sequence numbers).",
+                |s| &s.missed_edges,
+            ),
+            (
+                "gkgw_gpio_bounces_filtered_total",
+                "Edges filtered as contact bounce per GPIO input (software debounce).",
+                |s| &s.bounces,
+            ),
         ];
         for (name, help, get) in families {
             let mut f = out.family(name, help, Kind::Counter);
@@ -247,8 +259,15 @@ enum State {
 /// What an input reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Values {
-    Pulse { total_m3: f64, flow_m3h: f64 },
-    Contact { active: bool, run_hours: f64, starts: f64 },
+    Pulse {
+        total_m3: f64,
+        flow_m3h: f64,
+    },
+    Contact {
+        active: bool,
+        run_hours: f64,
+        starts: f64,
+    },
 }
 
 fn round(v: f64, decimals: i32) -> f64 {
@@ -650,7 +669,12 @@ mod tests {
     fn sequence_gaps_are_missed_edges() {
         // Seqnos 1, 2, then 5 (3 and 4 missed), then 6.
         check_pulses(
-            &[(true, 1, 0), (false, 2, 50), (true, 5, 100), (false, 6, 150)],
+            &[
+                (true, 1, 0),
+                (false, 2, 50),
+                (true, 5, 100),
+                (false, 6, 150),
+            ],
             300,
             (2, 2, 0),
         );
@@ -774,7 +798,9 @@ mod tests {
             }
             f => panic!("{f:?}"),
         }
-        assert!(matches!(&plans[1].feeds, Feeds::Contact { state, .. } if state.1 == "status_running"));
+        assert!(
+            matches!(&plans[1].feeds, Feeds::Contact { state, .. } if state.1 == "status_running")
+        );
         let err = resolved(
             "[[gpio.input]]\nname = \"door\"\nline = 4\nkind = \"contact\"\nquantity = \"digester.ph\"\n",
         )

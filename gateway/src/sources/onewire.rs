@@ -305,9 +305,18 @@ mod tests {
         use crate::model::{Quality, Value};
         let dir = tempfile::tempdir().expect("tempdir");
         for (id, body) in [
-            ("28-000000000001", "72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t=23125\n"),
-            ("28-000000000002", "72 01 4b 46 7f ff 0e 10 57 : crc=12 NO\n72 01 4b 46 7f ff 0e 10 57 t=23125\n"),
-            ("28-000000000003", "50 05 4b 46 7f ff 0c 10 1c : crc=1c YES\n50 05 4b 46 7f ff 0c 10 1c t=85000\n"),
+            (
+                "28-000000000001",
+                "72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t=23125\n",
+            ),
+            (
+                "28-000000000002",
+                "72 01 4b 46 7f ff 0e 10 57 : crc=12 NO\n72 01 4b 46 7f ff 0e 10 57 t=23125\n",
+            ),
+            (
+                "28-000000000003",
+                "50 05 4b 46 7f ff 0c 10 1c : crc=1c YES\n50 05 4b 46 7f ff 0c 10 1c t=85000\n",
+            ),
         ] {
             std::fs::create_dir_all(dir.path().join(id)).expect("mkdir");
             std::fs::write(dir.path().join(id).join("w1_slave"), body).expect("write");
@@ -334,7 +343,10 @@ mod tests {
         assert_eq!(
             got,
             [
-                (Quality::Good, vec![("temperature_c".to_owned(), Value::Float(23.125))]),
+                (
+                    Quality::Good,
+                    vec![("temperature_c".to_owned(), Value::Float(23.125))]
+                ),
                 (Quality::Bad, q("crc_error")),
                 (Quality::Bad, q("power_on_value")),
                 (Quality::Bad, q("missing")),
