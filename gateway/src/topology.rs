@@ -171,9 +171,9 @@ pub fn describe(r: &Resolved) -> String {
     if !c.gpio.inputs.is_empty() || !c.gpio.outputs.is_empty() {
         let _ = writeln!(
             s,
-            "  gpio backend {:?} (fallback {:?}{})",
-            c.gpio.backend,
-            c.gpio.fallback,
+            "  gpio backend {} (fallback {}{})",
+            format!("{:?}", c.gpio.backend).to_lowercase(),
+            format!("{:?}", c.gpio.fallback).to_lowercase(),
             c.gpio
                 .sim_socket
                 .as_ref()
@@ -276,7 +276,7 @@ pub struct Gateway {
     pub gpio: crate::gpio::Outputs,
     /// The simulated GPIO chip, when `[gpio] backend = "sim"` (or the fallback) is in use: the
     /// demo drives its inputs and reads its outputs through it.
-    pub gpio_sim: Option<crate::gpio::sim::Sim>,
+    pub gpio_sim: Option<crate::gpio::simulator::Sim>,
     _lock: store::lock::StateLock,
     sources_cancel: CancellationToken,
     sinks_cancel: CancellationToken,
@@ -489,7 +489,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         ));
     }
     if let (Some(sim), Some(path)) = (&gpio_sim, &config.gpio.sim_socket) {
-        sources.spawn(crate::gpio::sim::serve(
+        sources.spawn(crate::gpio::simulator::serve(
             sim.clone(),
             path.clone(),
             sources_cancel.clone(),

@@ -6,7 +6,7 @@
 //!   and a per-line sequence number on every edge.
 //! - [`rppal`]: a Raspberry Pi through `rppal` (its own debounce; one OS thread per pin for
 //!   interrupts); off a Pi it fails with `UnknownModel`, reported as the line not opening.
-//! - [`sim`]: a simulated chip for `gkgw demo` and tests: an in-process handle ([`sim::Sim`])
+//! - [`simulator`]: a simulated chip for `gkgw demo` and tests: an in-process handle ([`simulator::Sim`])
 //!   and, when `[gpio] sim_socket` is set, a Unix socket with text commands. Its edges come
 //!   undebounced (bounce is simulated), so the input source debounces them itself
 //!   ([`debounce::Debouncer`]) with the kernel's semantics.
@@ -23,7 +23,7 @@
 pub mod cdev;
 pub mod debounce;
 pub mod rppal;
-pub mod sim;
+pub mod simulator;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -141,7 +141,7 @@ pub struct Lines {
     pub inputs: Vec<(InputSpec, Box<dyn InputLine>, mpsc::Receiver<EdgeEvent>)>,
     pub outputs: Vec<(OutputSpec, Box<dyn OutputLine>)>,
     /// The simulated chip, when the sim backend is in use.
-    pub sim: Option<sim::Sim>,
+    pub sim: Option<simulator::Sim>,
 }
 
 /// The line specs of `[gpio]`, with their config keys.
@@ -210,7 +210,7 @@ pub fn open(g: &config::Gpio) -> Result<Lines, Error> {
     let (inputs, outputs) = specs(g);
     let configured: Result<Lines, Error> = match g.backend {
         GpioBackend::Sim => {
-            let s = sim::Sim::default();
+            let s = simulator::Sim::default();
             let mut b = s.clone();
             open_all(&mut b, &inputs, &outputs).map(|mut l| {
                 l.sim = Some(s);
@@ -233,7 +233,7 @@ pub fn open(g: &config::Gpio) -> Result<Lines, Error> {
         Ok(l) => Ok(l),
         Err(e) if g.fallback == GpioFallback::Sim => {
             tracing::warn!(error = %e, "gpio: the configured backend cannot open its lines; SIMULATING every GPIO line instead (gpio.fallback = \"sim\"): no real input is counted and no real output is driven");
-            let s = sim::Sim::default();
+            let s = simulator::Sim::default();
             let mut b = s.clone();
             let mut l = open_all(&mut b, &inputs, &outputs)?;
             l.sim = Some(s);
@@ -254,7 +254,7 @@ fn rppal_open_error(e: Error, inputs: &[InputSpec], outputs: &[OutputSpec]) -> E
                 .unwrap_or_default();
             Error::Open {
                 key,
-                chip: "rppal".into(),
+                chip: "the Raspberry Pi GPIO (rppal), BCM".into(),
                 line,
                 reason,
             }
@@ -425,7 +425,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_steady_output_follows_the_demand_and_a_pulsed_one_blinks_while_demanded() {
-        let mut sim = sim::Sim::default();
+        let mut sim = simulator::Sim::default();
         let lines = vec![
             (
                 spec("buzzer", OutputMode::Steady),

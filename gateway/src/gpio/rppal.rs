@@ -62,7 +62,7 @@ impl OutputLine for Out {
 fn open_err(key: &str, line: u32, e: impl std::fmt::Display) -> Error {
     Error::Open {
         key: key.to_owned(),
-        chip: "rppal".into(),
+        chip: "the Raspberry Pi GPIO (rppal), BCM".into(),
         line,
         reason: e.to_string(),
     }

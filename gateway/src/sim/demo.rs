@@ -230,9 +230,10 @@ fn demo_gpio() -> crate::config::Gpio {
 /// faster than the wall clock ([`super::plant::SPEED`]), so one wall second is a plant
 /// minute: 2.4 m³/h at dinner is 0.04 m³, 4 pulses of 0.01 m³ a wall second (the pilot
 /// flame's 0.15 m³/h one pulse every 4 s). The counted total is the plant's gas, in plant
-/// time. Each pulse bounces once at each edge, which the input's debounce filters.
+/// time, and its `gas.flow` (pulses per wall hour) is 60× the plant's m³/h. Each pulse bounces
+/// once at each edge, which the input's debounce filters.
 async fn drive_gpio(
-    sim: crate::gpio::sim::Sim,
+    sim: crate::gpio::simulator::Sim,
     view: tokio::sync::watch::Receiver<super::plant::GpioView>,
     cancel: CancellationToken,
 ) {
