@@ -472,7 +472,10 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         .zip(gpio_recovered)
         .zip(gpio_lines.inputs)
     {
-        let stats = Arc::new(crate::sources::gpio::InputStats::default());
+        let stats = Arc::new(crate::sources::gpio::InputStats {
+            pulse_input: matches!(plan.feeds, crate::sources::gpio::Feeds::Pulse { .. }),
+            ..Default::default()
+        });
         gpio_stats.insert(plan.config.name.clone(), stats.clone());
         sources.spawn(crate::sources::gpio::run_input(
             crate::sources::gpio::Task {

@@ -190,6 +190,8 @@ pub fn recover(
 /// One input's counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct InputStats {
+    /// A pulse input (only those have `gkgw_gpio_pulses_total`).
+    pub pulse_input: bool,
     pub pulses: AtomicU64,
     pub missed_edges: AtomicU64,
     pub bounces: AtomicU64,
@@ -222,6 +224,9 @@ impl Collector for Stats {
         for (name, help, get) in families {
             let mut f = out.family(name, help, Kind::Counter);
             for (input, s) in self.0.iter() {
+                if name == "gkgw_gpio_pulses_total" && !s.pulse_input {
+                    continue;
+                }
                 f.sample(&[("input", input)], get(s).load(Ordering::Relaxed));
             }
         }

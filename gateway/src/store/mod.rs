@@ -963,6 +963,46 @@ mod tests {
         }
     }
 
+    /// A source's persisted total: the newest good value of one field of one series, across
+    /// segments, by log order; other series, other fields and bad values are skipped.
+    #[test]
+    fn latest_is_the_newest_good_value_of_a_series_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = db_path(dir.path());
+        let mut w = Writer::open_with_segment_bits(&path, 2).expect("open");
+        let mut r = Reader::open(&path).expect("reader");
+        assert_eq!(
+            r.latest("gas_meter", "a", "credit_kg").expect("latest"),
+            None
+        );
+        let batch: Vec<_> = (0..10).map(|i| reading("a", i, i as f64)).collect();
+        w.append(&batch).expect("append");
+        w.append(&[reading("b", 20, 99.0)]).expect("append");
+        let mut bad = reading("a", 30, 0.0);
+        bad.fields = vec![(
+            "credit_kg_quality".into(),
+            Value::Str("out_of_range".into()),
+        )];
+        w.append(&[bad]).expect("append");
+        assert_eq!(
+            r.latest("gas_meter", "a", "credit_kg").expect("latest"),
+            Some((9, 9.0))
+        );
+        assert_eq!(
+            r.latest("gas_meter", "b", "credit_kg").expect("latest"),
+            Some((20, 99.0))
+        );
+        assert_eq!(
+            r.latest("gas_meter", "a", "valve").expect("latest"),
+            None,
+            "text"
+        );
+        assert_eq!(
+            r.latest("gas_meter", "c", "credit_kg").expect("latest"),
+            None
+        );
+    }
+
     #[test]
     fn committed_readings_survive_reopen_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
