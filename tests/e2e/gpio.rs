@@ -115,6 +115,43 @@ fn pulses_with_bounce_are_counted_once_and_the_total_survives_sigkill() {
     );
 }
 
+/// A contact's state, run hours and starts: reported on a change, persisted like the total.
+#[test]
+fn a_contact_counts_its_starts_across_a_sigkill() {
+    let aux = tempfile::tempdir().expect("tempdir");
+    let socket = aux.path().join("gpio.sock");
+    let extra = format!(
+        "[gpio]\nbackend = \"sim\"\nsim_socket = \"{}\"\n[[gpio.input]]\nname = \"compressor\"\nline = 27\nkind = \"contact\"\nquantity = \"compressor.status.running\"\ndebounce_ms = 5\nreport_ms = 500\n",
+        socket.display()
+    );
+    let mut g = Gateway::start(&extra, &[]);
+    let starts = |g: &Gateway, n: f64| {
+        wait_until(
+            &format!("contact.starts at compressor committed as {n}"),
+            Duration::from_secs(60),
+            || committed(g, "contact.starts", "compressor").0 == Some(n),
+        )
+    };
+    wait_until("the sim socket", Duration::from_secs(10), || {
+        UnixStream::connect(&socket).is_ok()
+    });
+    assert_eq!(sim(&socket, "set compressor 1"), "ok");
+    starts(&g, 1.0);
+    assert_eq!(sim(&socket, "set compressor 0"), "ok");
+    wait_until("run hours above 0", Duration::from_secs(30), || {
+        committed(&g, "contact.run_hours", "compressor")
+            .0
+            .is_some_and(|h| h > 0.0)
+    });
+    g.proc.as_mut().expect("running").kill9();
+    g.restart();
+    wait_until("the sim socket again", Duration::from_secs(10), || {
+        UnixStream::connect(&socket).is_ok()
+    });
+    assert_eq!(sim(&socket, "set compressor 1"), "ok");
+    starts(&g, 2.0);
+}
+
 #[test]
 fn ds18b20_files_give_good_and_bad_readings() {
     let aux = tempfile::tempdir().expect("tempdir");
