@@ -57,6 +57,189 @@ pub struct Config {
     pub history: History,
     pub logbook: Logbook,
     pub alarms: AlarmsConfig,
+    pub gpio: Gpio,
+    pub onewire: OneWire,
+}
+
+/// `[gpio]`: digital inputs (pulse counters, contacts) and outputs (buzzer, beacon, relay)
+/// through one backend (`gpio` module).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gpio {
+    /// Which GPIO driver: the Linux character device (any board), rppal (a Raspberry Pi), or
+    /// a simulated chip (the demo and tests).
+    pub backend: GpioBackend,
+    /// The GPIO chip of lines that name none (cdev).
+    pub chip: PathBuf,
+    /// What to do when the configured backend cannot open a line: `none` refuses to start,
+    /// `sim` simulates the lines instead (with a warning).
+    pub fallback: GpioFallback,
+    /// With the sim backend: a Unix socket taking text commands (`pulse LINE N [bounce K]`,
+    /// `set LINE 0|1`, `get OUTPUT`, `outputs`), for black-box tests.
+    pub sim_socket: Option<PathBuf>,
+    #[serde(rename = "input")]
+    pub inputs: Vec<GpioInput>,
+    #[serde(rename = "output")]
+    pub outputs: Vec<GpioOutput>,
+}
+
+impl Default for Gpio {
+    fn default() -> Gpio {
+        Gpio {
+            backend: GpioBackend::Cdev,
+            chip: "/dev/gpiochip0".into(),
+            fallback: GpioFallback::None,
+            sim_socket: None,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpioBackend {
+    Cdev,
+    Rppal,
+    Sim,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpioFallback {
+    None,
+    Sim,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    /// A counter's reed contact: each closing is a pulse of `pulse_m3` (gas.volume, gas.flow).
+    Pulse,
+    /// A contact whose state is a quantity (compressor running, pressure switch, door).
+    Contact,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Bias {
+    #[default]
+    None,
+    PullUp,
+    PullDown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputMode {
+    /// The line is on while demanded.
+    #[default]
+    Steady,
+    /// The line blinks (`on_ms` on, `off_ms` off) while demanded.
+    Pulsed,
+}
+
+/// `[[gpio.input]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpioInput {
+    /// The `device` tag (instance) of its readings.
+    pub name: String,
+    /// The line's offset on its chip (the BCM number on a Pi).
+    pub line: u32,
+    /// The chip (cdev); default `gpio.chip`.
+    #[serde(default)]
+    pub chip: Option<PathBuf>,
+    pub kind: InputKind,
+    /// A change counts once the line has been stable this long (the kernel's debounce with
+    /// cdev and rppal, the gateway's own with sim).
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+    /// The line is active (closed contact, pulse) when low.
+    #[serde(default)]
+    pub active_low: bool,
+    #[serde(default)]
+    pub bias: Bias,
+    /// Pulse: m³ per pulse; default `site.gas_meter_pulse_m3`.
+    #[serde(default)]
+    pub pulse_m3: Option<f64>,
+    /// Contact: the state quantity it feeds (e.g. `compressor.status.running`).
+    #[serde(default)]
+    pub quantity: Option<String>,
+    /// Report the state this often when it changed (a contact also at once on a change), and
+    /// at least every 60 s anyway.
+    #[serde(default = "default_gpio_report_ms")]
+    pub report_ms: u64,
+    /// Pulse: gas.flow is derived from the pulses of this window; 0 with fewer than two in it.
+    #[serde(default = "default_flow_window_s")]
+    pub flow_window_s: u64,
+}
+
+fn default_debounce_ms() -> u64 {
+    10
+}
+fn default_gpio_report_ms() -> u64 {
+    10_000
+}
+fn default_flow_window_s() -> u64 {
+    300
+}
+
+/// `[[gpio.output]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpioOutput {
+    pub name: String,
+    pub line: u32,
+    #[serde(default)]
+    pub chip: Option<PathBuf>,
+    #[serde(default)]
+    pub mode: OutputMode,
+    #[serde(default = "default_blink_ms")]
+    pub on_ms: u64,
+    #[serde(default = "default_blink_ms")]
+    pub off_ms: u64,
+    /// The load is on when the line is low (many relay boards).
+    #[serde(default)]
+    pub active_low: bool,
+}
+
+fn default_blink_ms() -> u64 {
+    500
+}
+
+/// `[onewire]`: DS18B20-family thermometers through the kernel's `w1` sysfs files.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OneWire {
+    /// The `w1` devices directory.
+    pub dir: PathBuf,
+    /// How often every sensor is read (each read takes the driver ~750 ms per sensor).
+    pub interval_ms: u64,
+    #[serde(rename = "sensor")]
+    pub sensors: Vec<OneWireSensor>,
+}
+
+impl Default for OneWire {
+    fn default() -> OneWire {
+        OneWire {
+            dir: "/sys/bus/w1/devices".into(),
+            interval_ms: 60_000,
+            sensors: Vec::new(),
+        }
+    }
+}
+
+/// `[[onewire.sensor]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OneWireSensor {
+    /// The sensor's directory name, `28-0316a2796eff`.
+    pub id: String,
+    /// A temperature quantity in °C (e.g. `digester.temperature`).
+    pub quantity: String,
+    /// The `device` tag of its readings (e.g. `digester-1`).
+    pub instance: String,
 }
 
 /// `[alarms]`: see `alarm::rules`.
@@ -970,6 +1153,8 @@ impl Config {
             );
         }
         self.validate_modbus(file)?;
+        self.validate_gpio(file)?;
+        self.validate_alarms(file)?;
         if self.influx.enabled {
             let i = &self.influx;
             if !(i.url.starts_with("http://") || i.url.starts_with("https://"))
@@ -1081,6 +1266,209 @@ impl Config {
         Ok(())
     }
 
+    fn validate_alarms(&self, file: &str) -> Result<(), Error> {
+        let a = &self.alarms;
+        let bad = |key: &'static str, message: String| {
+            Err(Error::Invalid {
+                file: file.to_owned(),
+                key,
+                message,
+            })
+        };
+        if a.max_shelve_hours == 0 || a.max_shelve_hours > 24 * 30 {
+            return bad("alarms.max_shelve_hours", "expected 1 to 720 hours".into());
+        }
+        if a.stale_s == 0 {
+            return bad(
+                "alarms.stale_s",
+                "expected at least 1 s (a rule that should never be stale says stale_s = 0 itself)"
+                    .into(),
+            );
+        }
+        for (i, o) in a.output.iter().enumerate() {
+            if !self.gpio.outputs.iter().any(|g| g.name == o.output) {
+                return bad(
+                    "alarms.output",
+                    format!(
+                        "output {i}: {:?} is not a [[gpio.output]] name ({})",
+                        o.output,
+                        if self.gpio.outputs.is_empty() {
+                            "there are none".to_owned()
+                        } else {
+                            self.gpio
+                                .outputs
+                                .iter()
+                                .map(|g| g.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_gpio(&self, file: &str) -> Result<(), Error> {
+        let bad = |key: &'static str, message: String| {
+            Err(Error::Invalid {
+                file: file.to_owned(),
+                key,
+                message,
+            })
+        };
+        let tag_ok = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        let g = &self.gpio;
+        if g.sim_socket.is_some()
+            && g.backend != GpioBackend::Sim
+            && g.fallback != GpioFallback::Sim
+        {
+            return bad(
+                "gpio.sim_socket",
+                "only with backend = \"sim\" or fallback = \"sim\"".into(),
+            );
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut lines = std::collections::BTreeSet::new();
+        let chip_of = |c: &Option<PathBuf>| c.clone().unwrap_or_else(|| g.chip.clone());
+        for (i, inp) in g.inputs.iter().enumerate() {
+            if !tag_ok(&inp.name) {
+                return bad(
+                    "gpio.input.name",
+                    format!(
+                        "input {i}: {:?} must be non-empty letters, digits, '-', '_' or '.'",
+                        inp.name
+                    ),
+                );
+            }
+            if !names.insert(inp.name.as_str()) {
+                return bad("gpio.input.name", format!("{:?} is used twice", inp.name));
+            }
+            if !lines.insert((chip_of(&inp.chip), inp.line)) {
+                return bad(
+                    "gpio.input.line",
+                    format!("input {:?}: line {} is used twice", inp.name, inp.line),
+                );
+            }
+            if inp.debounce_ms > 1_000 {
+                return bad(
+                    "gpio.input.debounce_ms",
+                    format!("input {:?}: expected 0 to 1000 ms", inp.name),
+                );
+            }
+            if !(100..=60_000).contains(&inp.report_ms) {
+                return bad(
+                    "gpio.input.report_ms",
+                    format!("input {:?}: expected 100 to 60000 ms", inp.name),
+                );
+            }
+            match inp.kind {
+                InputKind::Pulse => {
+                    let w = inp.pulse_m3.unwrap_or(self.site.gas_meter_pulse_m3);
+                    if !(w.is_finite() && w > 0.0) {
+                        return bad(
+                            "gpio.input.pulse_m3",
+                            format!("pulse input {:?}: needs a weight above 0 m³ per pulse (pulse_m3, or site.gas_meter_pulse_m3)", inp.name),
+                        );
+                    }
+                    if inp.quantity.is_some() {
+                        return bad(
+                            "gpio.input.quantity",
+                            format!("pulse input {:?}: feeds gas.volume and gas.flow; quantity is for contacts", inp.name),
+                        );
+                    }
+                    if !(1..=3_600).contains(&inp.flow_window_s) {
+                        return bad(
+                            "gpio.input.flow_window_s",
+                            format!("input {:?}: expected 1 to 3600 s", inp.name),
+                        );
+                    }
+                }
+                InputKind::Contact => {
+                    if inp.quantity.is_none() {
+                        return bad(
+                            "gpio.input.quantity",
+                            format!("contact input {:?}: needs the state quantity it feeds, e.g. quantity = \"compressor.status.running\"", inp.name),
+                        );
+                    }
+                    if inp.pulse_m3.is_some() {
+                        return bad(
+                            "gpio.input.pulse_m3",
+                            format!("contact input {:?}: pulse_m3 is for pulse inputs", inp.name),
+                        );
+                    }
+                }
+            }
+        }
+        let mut outs = std::collections::BTreeSet::new();
+        for o in &g.outputs {
+            if o.name.is_empty() || !outs.insert(o.name.as_str()) {
+                return bad(
+                    "gpio.output.name",
+                    format!("{:?} is empty or used twice", o.name),
+                );
+            }
+            if !lines.insert((chip_of(&o.chip), o.line)) {
+                return bad(
+                    "gpio.output.line",
+                    format!("output {:?}: line {} is already used", o.name, o.line),
+                );
+            }
+            if o.mode == OutputMode::Pulsed && (o.on_ms == 0 || o.off_ms == 0) {
+                return bad(
+                    "gpio.output.on_ms",
+                    format!(
+                        "pulsed output {:?}: on_ms and off_ms must be at least 1",
+                        o.name
+                    ),
+                );
+            }
+        }
+        let w = &self.onewire;
+        if !(1_000..=86_400_000).contains(&w.interval_ms) {
+            return bad(
+                "onewire.interval_ms",
+                "expected 1000 to 86400000 milliseconds".into(),
+            );
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for s in &w.sensors {
+            if !ids.insert(s.id.as_str()) {
+                return bad("onewire.sensor.id", format!("{:?} is used twice", s.id));
+            }
+            let family = s.id.split('-').next().unwrap_or("");
+            if !s.id.contains('-') || s.id.contains('/') || s.id.contains("..") {
+                return bad(
+                    "onewire.sensor.id",
+                    format!("{:?}: expected a w1 device name like 28-0316a2796eff", s.id),
+                );
+            }
+            if !["10", "22", "28", "3b", "42"].contains(&family) {
+                return bad(
+                    "onewire.sensor.id",
+                    format!(
+                        "{:?}: family {family} is not a thermometer (10, 22, 28, 3b, 42)",
+                        s.id
+                    ),
+                );
+            }
+            if !tag_ok(&s.instance) {
+                return bad(
+                    "onewire.sensor.instance",
+                    format!(
+                        "sensor {:?}: {:?} must be non-empty letters, digits, '-', '_' or '.'",
+                        s.id, s.instance
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn validate_modbus(&self, file: &str) -> Result<(), Error> {
         let bad = |key: &'static str, message: String| {
             Err(Error::Invalid {
@@ -1173,6 +1561,55 @@ mod tests {
         );
         let c = Config::parse("gw.toml", "[logbook]\nedit_window_hours = 48\n").expect("valid");
         assert_eq!(c.logbook.edit_window_hours, 48);
+    }
+
+    #[test]
+    fn gpio_and_onewire_mistakes_name_the_key() {
+        let pulse = |extra: &str| {
+            format!("[[gpio.input]]\nname = \"gas-meter\"\nline = 17\nkind = \"pulse\"\n{extra}")
+        };
+        check(
+            &format!("{}{}", pulse(""), pulse("")),
+            "gw.toml: gpio.input.name: \"gas-meter\" is used twice",
+        );
+        check(
+            &pulse("pulse_m3 = 0.0\n"),
+            "gw.toml: gpio.input.pulse_m3: pulse input \"gas-meter\": needs a weight above 0 m³ per pulse (pulse_m3, or site.gas_meter_pulse_m3)",
+        );
+        check(
+            "[gpio]\nbackend = \"pigpio\"\n",
+            "gw.toml: gpio.backend: unknown variant `pigpio`, expected one of `cdev`, `rppal`, `sim` (line 2, column 11)",
+        );
+        check(
+            "[[gpio.input]]\nname = \"door\"\nline = 4\nkind = \"contact\"\n",
+            "gw.toml: gpio.input.quantity: contact input \"door\": needs the state quantity it feeds, e.g. quantity = \"compressor.status.running\"",
+        );
+        check(
+            &format!(
+                "{}[[gpio.output]]\nname = \"buzzer\"\nline = 17\n",
+                pulse("")
+            ),
+            "gw.toml: gpio.output.line: output \"buzzer\": line 17 is already used",
+        );
+        check(
+            "[[gpio.output]]\nname = \"beacon\"\nline = 2\nmode = \"pulsed\"\non_ms = 0\n",
+            "gw.toml: gpio.output.on_ms: pulsed output \"beacon\": on_ms and off_ms must be at least 1",
+        );
+        check(
+            "[gpio]\nsim_socket = \"/tmp/s\"\n",
+            "gw.toml: gpio.sim_socket: only with backend = \"sim\" or fallback = \"sim\"",
+        );
+        check(
+            "[[onewire.sensor]]\nid = \"3a-00001\"\nquantity = \"digester.temperature\"\ninstance = \"d1\"\n",
+            "gw.toml: onewire.sensor.id: \"3a-00001\": family 3a is not a thermometer (10, 22, 28, 3b, 42)",
+        );
+        check(
+            "[[gpio.input]]\nname = \"m\"\nline = 1\nkind = \"pulse\"\nweight = 1\n",
+            "gw.toml: gpio.input[0].weight: unknown field `weight`, expected one of `name`, `line`, `chip`, `kind`, `debounce_ms`, `active_low`, `bias`, `pulse_m3`, `quantity`, `report_ms`, `flow_window_s` (line 5, column 1)",
+        );
+        let c = Config::parse("gw.toml", &pulse("")).expect("valid");
+        assert_eq!(c.gpio.inputs[0].debounce_ms, 10);
+        assert_eq!(c.gpio.inputs[0].report_ms, 10_000);
     }
 
     #[test]

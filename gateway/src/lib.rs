@@ -8,6 +8,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod gpio;
 pub mod intake;
 pub mod line_protocol;
 pub mod logbook;

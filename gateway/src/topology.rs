@@ -26,6 +26,11 @@
 //!                                            │    in ONE transaction ──▶ store.db windows (1m 30 d, 1h 5 y)
 //!                                            └──▶ influx writer ──HTTP──▶ InfluxDB 1.x/2.x/3.x, VictoriaMetrics
 //!                                                   ▲ second cursor influx.logbook: logbook rows
+//!  GPIO inputs: backend thread per line ──edges: mpsc 1024/line (full → dropped, a seqno gap = missed)──▶
+//!    one task per input (debounce, pulse count / contact) ──Intake::offer + spill 10 000──▶ intake
+//!  1-Wire: one task, sensors read on the blocking pool every onewire.interval_ms ──offer + spill──▶ intake
+//!  gpio::Outputs (alarm engine, demo) ──watch per output (newest demand only, never full)──▶
+//!    one driver task per output (steady / pulsed) ──▶ GPIO line
 //!  POST /api/logbook, gkgw logbook ──▶ web ──store::Handle<Logbook>──▶ store.db logbook table
 //!                                      └─ logbook_changed: watch<last row id> (never full) ─┘
 //!  (aggregator's windows) ──▶ kpi writer (each completed hour/day, marks in meta) ──HTTP──▶ InfluxDB `kpi`
@@ -71,6 +76,10 @@ pub struct Resolved {
     pub modbus: Vec<modbus::BusSpec>,
     /// The alarm rules, checked against the catalogue (empty when alarms are disabled).
     pub alarm_rules: Vec<crate::alarm::rules::Rule>,
+    /// `[[gpio.input]]`, bound.
+    pub gpio: Vec<crate::sources::gpio::InputPlan>,
+    /// `[[onewire.sensor]]`, bound.
+    pub onewire: Vec<crate::sources::onewire::SensorPlan>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +111,9 @@ pub fn resolve(config: Config) -> Result<Resolved, ResolveError> {
     let mut plant =
         Plant::new(plant::Catalogue::with_site(&config.plant.quantity).map_err(plant_err)?);
     let modbus = modbus::resolve(file, &config.modbus, &mut plant)?;
+    let gpio = crate::sources::gpio::resolve(&config, &mut plant).map_err(plant_err)?;
+    let onewire =
+        crate::sources::onewire::resolve(&config.onewire, &mut plant).map_err(plant_err)?;
     let rules = mqtt::Rules::bind(&config.mqtt, plant).map_err(plant_err)?;
     let alarm_rules = if config.alarms.enabled {
         let catalogue = &rules.plant().catalogue;
@@ -120,6 +132,8 @@ pub fn resolve(config: Config) -> Result<Resolved, ResolveError> {
         mqtt: rules,
         modbus,
         alarm_rules,
+        gpio,
+        onewire,
     })
 }
 
@@ -173,6 +187,70 @@ pub fn describe(r: &Resolved) -> String {
                 p.fields.len()
             );
         }
+    }
+    if !c.gpio.inputs.is_empty() || !c.gpio.outputs.is_empty() {
+        let _ = writeln!(
+            s,
+            "  gpio backend {} (fallback {}{})",
+            format!("{:?}", c.gpio.backend).to_lowercase(),
+            format!("{:?}", c.gpio.fallback).to_lowercase(),
+            c.gpio
+                .sim_socket
+                .as_ref()
+                .map_or(String::new(), |p| format!(", sim socket {}", p.display()))
+        );
+    }
+    for p in &r.gpio {
+        let i = &p.config;
+        let chip = i.chip.as_ref().unwrap_or(&c.gpio.chip);
+        let what = match &p.feeds {
+            crate::sources::gpio::Feeds::Pulse { weight_m3, .. } => {
+                format!("pulse × {weight_m3} m³ -> gas.volume, gas.flow")
+            }
+            crate::sources::gpio::Feeds::Contact { .. } => format!(
+                "contact -> {}, contact.run_hours, contact.starts",
+                i.quantity.as_deref().unwrap_or("")
+            ),
+        };
+        let _ = writeln!(
+            s,
+            "  gpio input {}: {} line {}, {what}, debounce {} ms, report {} ms{}",
+            i.name,
+            chip.display(),
+            i.line,
+            i.debounce_ms,
+            i.report_ms,
+            if i.active_low { ", active low" } else { "" }
+        );
+    }
+    for o in &c.gpio.outputs {
+        let chip = o.chip.as_ref().unwrap_or(&c.gpio.chip);
+        let mode = match o.mode {
+            crate::config::OutputMode::Steady => "steady".to_owned(),
+            crate::config::OutputMode::Pulsed => {
+                format!("pulsed {}/{} ms", o.on_ms, o.off_ms)
+            }
+        };
+        let _ = writeln!(
+            s,
+            "  gpio output {}: {} line {}, {mode}{}",
+            o.name,
+            chip.display(),
+            o.line,
+            if o.active_low { ", active low" } else { "" }
+        );
+    }
+    for w in &r.onewire {
+        let _ = writeln!(
+            s,
+            "  1-wire {} under {} -> {}.{} at {}, every {} ms",
+            w.id,
+            c.onewire.dir.display(),
+            w.names.0,
+            w.names.1,
+            w.instance,
+            c.onewire.interval_ms
+        );
     }
     let _ = writeln!(
         s,
@@ -250,6 +328,11 @@ pub struct Gateway {
     pub hub: Arc<broker::Hub>,
     /// The Modbus buses' command inboxes, by device name (for the web and the uplink).
     pub modbus: modbus::Buses,
+    /// The GPIO outputs' demanded states (for the alarm engine and the status page).
+    pub gpio: crate::gpio::Outputs,
+    /// The simulated GPIO chip, when `[gpio] backend = "sim"` (or the fallback) is in use: the
+    /// demo drives its inputs and reads its outputs through it.
+    pub gpio_sim: Option<crate::gpio::simulator::Sim>,
     _lock: store::lock::StateLock,
     sources_cancel: CancellationToken,
     sinks_cancel: CancellationToken,
@@ -278,6 +361,8 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         mqtt: rules,
         modbus,
         alarm_rules,
+        gpio: gpio_inputs,
+        onewire,
     } = resolved;
     if !clock.now().synced {
         tracing::warn!("the clock is not synchronised (adjtimex): readings stamped now are marked clock_unsynced and re-stamped when it steps");
@@ -305,6 +390,30 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
     let mut writer = store::Writer::open(&db)
         .with_context(|| format!("cannot open the store {}", db.display()))?;
     writer.register_consumers(&consumers)?;
+
+    // GPIO: every line opened now, so a missing chip stops the start-up here, naming the line.
+    let gpio_lines = crate::gpio::open(&config.gpio)?;
+    if !gpio_lines.inputs.is_empty() || !gpio_lines.outputs.is_empty() {
+        tracing::info!(
+            backend = gpio_lines.backend,
+            inputs = gpio_lines.inputs.len(),
+            outputs = gpio_lines.outputs.len(),
+            "gpio lines open"
+        );
+    }
+    // Each input counts on from its last committed total (sources/gpio.rs, "Persistence").
+    let mut gpio_recovered = Vec::new();
+    if !gpio_inputs.is_empty() {
+        let mut raw = store::Reader::open(&db)?;
+        let windows = store::windows::Windows::open(&db)?;
+        for p in &gpio_inputs {
+            gpio_recovered.push(
+                crate::sources::gpio::recover(p, &mut raw, &windows).with_context(|| {
+                    format!("cannot recover the totals of {} from the store", p.key)
+                })?,
+            );
+        }
+    }
 
     // Broker accounts and the login gate.
     let creds_file = config.broker.credentials_file.clone();
@@ -410,7 +519,62 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         ));
     }
     let modbus_buses = modbus::Buses::new(inboxes);
+
+    // One task per GPIO input; its edges come from the backend over mpsc gpio::EDGE_CAPACITY
+    // (1024) per line (full → the backend drops the edge; the seqno gap counts it as missed);
+    // its readings go through Intake::offer with a spill, so it never waits on the store.
+    let mut gpio_stats = std::collections::BTreeMap::new();
+    let software_debounce = gpio_lines.software_debounce;
+    let gpio_sim = gpio_lines.sim.clone();
+    for ((plan, recovered), (_, line, edges)) in gpio_inputs
+        .into_iter()
+        .zip(gpio_recovered)
+        .zip(gpio_lines.inputs)
+    {
+        let stats = Arc::new(crate::sources::gpio::InputStats {
+            pulse_input: matches!(plan.feeds, crate::sources::gpio::Feeds::Pulse { .. }),
+            ..Default::default()
+        });
+        gpio_stats.insert(plan.config.name.clone(), stats.clone());
+        sources.spawn(crate::sources::gpio::run_input(
+            crate::sources::gpio::Task {
+                plan,
+                line,
+                edges,
+                software_debounce,
+                recovered,
+                stats,
+            },
+            intake.clone(),
+            clock.clone(),
+            sources_cancel.clone(),
+        ));
+    }
+    if let (Some(sim), Some(path)) = (&gpio_sim, &config.gpio.sim_socket) {
+        sources.spawn(crate::gpio::simulator::serve(
+            sim.clone(),
+            path.clone(),
+            sources_cancel.clone(),
+        ));
+    }
+    // 1-Wire: one task for the bus (reads on the blocking pool, offers with a spill).
+    if !onewire.is_empty() {
+        sources.spawn(crate::sources::onewire::run(
+            config.onewire.dir.clone(),
+            onewire,
+            Duration::from_millis(config.onewire.interval_ms),
+            intake.clone(),
+            clock.clone(),
+            sources_cancel.clone(),
+        ));
+    }
     drop(intake);
+    // GPIO outputs: the demand is a watch per output (the newest demand only, never full);
+    // one driver task each, stopped with the sinks (after the sources and the committer).
+    let (gpio_outputs, drivers) = crate::gpio::Outputs::new(gpio_lines.outputs);
+    for d in drivers {
+        sinks.spawn(crate::gpio::drive(d, sinks_cancel.clone()));
+    }
 
     let committer = tokio::spawn(committer::run(
         store::Handle::new(writer),
@@ -516,7 +680,10 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
             engine.restore(now, saved);
             for b in plant.bindings() {
                 if let plant::Instance::Device(d) = &b.instance {
-                    if b.source.starts_with("modbus") {
+                    if ["modbus", "gpio", "1-wire"]
+                        .iter()
+                        .any(|k| b.source.starts_with(k))
+                    {
                         engine.expect_device(now, d);
                     }
                 }
@@ -539,7 +706,10 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
                     live: live_rx,
                     requests: requests_rx,
                     snapshot: snapshot.clone(),
-                    drive: None,
+                    drive: Some({
+                        let o = gpio_outputs.clone();
+                        Arc::new(move |n: &str, on| o.set(n, on))
+                    }),
                     hub: config.alarms.mqtt.then(|| hub.clone()),
                     clock: clock.clone(),
                     store: store.clone(),
@@ -614,6 +784,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
     ));
     registry.register(health.clone());
     registry.register(clock.clone());
+    registry.register(crate::sources::gpio::Stats(Arc::new(gpio_stats)));
     let state = Arc::new(web::AppState {
         registry,
         health: health.clone(),
@@ -638,6 +809,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         logbook_changed,
         kpi: kpi_engine.clone(),
         alarms,
+        gpio: gpio_outputs.clone(),
     });
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
 
@@ -647,6 +819,8 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         plant,
         hub,
         modbus: modbus_buses,
+        gpio: gpio_outputs,
+        gpio_sim,
         _lock: lock,
         http_addr,
         health,

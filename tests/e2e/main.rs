@@ -7,6 +7,7 @@ mod broker;
 mod cli;
 mod clock;
 mod faults;
+mod gpio;
 mod history;
 mod ingest;
 mod live;

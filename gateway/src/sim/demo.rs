@@ -99,6 +99,9 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
             opts.mqtt
         );
     }
+    // Simulated GPIO: the kitchen's gas meter (a reed contact, 0.01 m³ a pulse), the
+    // compressor's run contact, a buzzer and a beacon for the alarms.
+    config.gpio = demo_gpio();
     let plant_cancel = CancellationToken::new();
     let plant = match opts.plant {
         Some(addr) if !addr.ip().is_loopback() => {
@@ -176,6 +179,9 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         state_dir.join("meters.toml").display(),
         state_dir.display()
     );
+    banner.push_str(
+        "  GPIO (sim):   input gas-meter (line 17, pulses of 0.01 m³ from the kitchen's gas use, plant time 60x), input compressor-run (line 27, the compressor's run contact), outputs buzzer (line 22, steady) and beacon (line 23, pulsed); see the status page\n",
+    );
     if let Some(p) = &plant {
         banner.push_str(&format!(
             "  Modbus plant: {} (units 1 digester, 2 energy meter, 3 compressor, 4 gas analyser)\n  try:          gkgw modbus poll --tcp {} --unit 1 --profile demo-digester\n",
@@ -208,6 +214,9 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
             meters_cancel.clone(),
         ));
     }
+    if let (Some(sim), Some(p)) = (gw.gpio_sim.clone(), &plant) {
+        meters.spawn(drive_gpio(sim, p.gpio.clone(), meters_cancel.clone()));
+    }
     meters.close();
     shutdown.cancelled().await;
     meters_cancel.cancel();
@@ -215,4 +224,81 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     gw.stop(Duration::from_secs(10)).await;
     plant_cancel.cancel();
     Ok(())
+}
+
+/// The demo's `[gpio]`: the sim backend with the kitchen's gas meter, the compressor's run
+/// contact, a buzzer and a beacon.
+fn demo_gpio() -> crate::config::Gpio {
+    use crate::config::{Bias, GpioBackend, GpioInput, GpioOutput, InputKind, OutputMode};
+    let input = |name: &str, line, kind, quantity: Option<&str>| GpioInput {
+        name: name.into(),
+        line,
+        chip: None,
+        kind,
+        debounce_ms: 10,
+        active_low: false,
+        bias: Bias::None,
+        pulse_m3: None,
+        quantity: quantity.map(Into::into),
+        report_ms: 10_000,
+        flow_window_s: 20,
+    };
+    let output = |name: &str, line, mode| GpioOutput {
+        name: name.into(),
+        line,
+        chip: None,
+        mode,
+        on_ms: 500,
+        off_ms: 500,
+        active_low: false,
+    };
+    crate::config::Gpio {
+        backend: GpioBackend::Sim,
+        inputs: vec![
+            input("gas-meter", 17, InputKind::Pulse, None),
+            input(
+                "compressor-run",
+                27,
+                InputKind::Contact,
+                Some("compressor.status.running"),
+            ),
+        ],
+        outputs: vec![
+            output("buzzer", 22, OutputMode::Steady),
+            output("beacon", 23, OutputMode::Pulsed),
+        ],
+        ..crate::config::Gpio::default()
+    }
+}
+
+/// Drives the simulated GPIO from the plant, once a wall second: the compressor's contact
+/// follows `compressor_on`; the gas meter at the digester's outlet pulses for the gas the
+/// kitchen and the compressor draw (nothing in a leak: the gas escapes before the meter). The plant runs 60×
+/// faster than the wall clock ([`super::plant::SPEED`]), so one wall second is a plant
+/// minute: 2.4 m³/h at dinner is 0.04 m³, 4 pulses of 0.01 m³ a wall second (the pilot
+/// flame's 0.15 m³/h one pulse every 4 s). The counted total is the plant's gas, in plant
+/// time, and its `gas.flow` (pulses per wall hour) is 60× the plant's m³/h. Each pulse bounces
+/// once at each edge, which the input's debounce filters.
+async fn drive_gpio(
+    sim: crate::gpio::simulator::Sim,
+    view: tokio::sync::watch::Receiver<super::plant::GpioView>,
+    cancel: CancellationToken,
+) {
+    const PULSE_M3: f64 = 0.01;
+    let mut owed = 0.0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let v = *view.borrow();
+        let _ = sim.set("compressor-run", v.compressor_on);
+        owed += v.outlet_m3h * super::plant::SPEED / 3600.0 / PULSE_M3;
+        let n = owed.floor();
+        owed -= n;
+        if n >= 1.0 {
+            let _ = sim.pulse("gas-meter", n as u32, 1).await;
+        }
+    }
 }

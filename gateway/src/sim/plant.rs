@@ -478,11 +478,21 @@ fn publish(units: &mut BTreeMap<u8, Unit>, s: &Physics, rng: &mut impl Rng) {
     }
 }
 
+/// What the simulated GPIO lines follow (`sim::demo` drives the sim chip from it): the gas
+/// through the digester's outlet meter (the kitchen's and the compressor's) in m³/h of plant
+/// time, and the compressor's run contact.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GpioView {
+    /// Gas through the outlet meter (kitchen and compressor), m³/h of plant time.
+    pub outlet_m3h: f64,
+    pub compressor_on: bool,
+}
+
 /// A running demo plant.
 pub struct Plant {
     pub addr: SocketAddr,
-    /// The physical state, stepped once a wall second (the demo's simulated GPIO reads it).
-    pub physics: Arc<Mutex<Physics>>,
+    /// Updated on every step of the physics (once a wall second).
+    pub gpio: tokio::sync::watch::Receiver<GpioView>,
 }
 
 impl Plant {
@@ -528,6 +538,7 @@ pub async fn start(
         publish(&mut units, &p, &mut rng);
     }
     let registers = Registers(Arc::new(Mutex::new(units)));
+    let (gpio_tx, gpio_rx) = tokio::sync::watch::channel(GpioView::default());
 
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
@@ -583,6 +594,10 @@ pub async fn start(
                 ),
                 _ => {}
             }
+            gpio_tx.send_replace(GpioView {
+                outlet_m3h: physics.outlet_flow,
+                compressor_on: physics.compressor_on,
+            });
             let Ok(mut units) = registers.0.lock() else {
                 break;
             };
@@ -597,7 +612,10 @@ pub async fn start(
             }
         }
     });
-    Ok(Plant { addr, physics })
+    Ok(Plant {
+        addr,
+        gpio: gpio_rx,
+    })
 }
 
 #[cfg(test)]

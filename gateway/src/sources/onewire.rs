@@ -1,6 +1,10 @@
-//! 1-Wire temperature sensors (DS18B20 and its family) through the Linux `w1` sysfs files
-//! (issue 11, in progress: the reading and checking of the files is built and tested; the
-//! source task, its config and its quantity bindings are not wired yet).
+//! 1-Wire temperature sensors (DS18B20 and its family) through the Linux `w1` sysfs files:
+//! `[onewire]` binds each `[[onewire.sensor]]` id to a °C quantity at an instance
+//! ([`resolve`]); [`run`], one task for the bus, reads every sensor each `interval_ms` on the
+//! blocking pool (the driver converts on read, ~750 ms a sensor) and offers one reading per
+//! sensor to the intake (with a spill, like the Modbus pollers). A bad read is a reading with
+//! `{field}_quality` = [`Bad::as_str`] and `Quality::Bad`, never a value; a sensor whose
+//! directory is missing is a bad reading `missing`, logged once (and again when it is back).
 //!
 //! The kernel's `w1_therm` driver gives each sensor a directory
 //! `/sys/bus/w1/devices/<family>-<serial>/` whose `w1_slave` file holds two lines:
@@ -113,6 +117,147 @@ pub fn read(file: &Path) -> Result<f64, Bad> {
     }
 }
 
+/// One resolved `[[onewire.sensor]]`.
+#[derive(Debug, Clone)]
+pub struct SensorPlan {
+    pub id: String,
+    pub instance: String,
+    /// Stored name (measurement, field).
+    pub names: (String, String),
+}
+
+/// Binds every sensor to its quantity (in °C) at its instance.
+pub fn resolve(
+    c: &crate::config::OneWire,
+    plant: &mut crate::plant::Plant,
+) -> Result<Vec<SensorPlan>, crate::plant::Error> {
+    let mut out = Vec::new();
+    for (i, s) in c.sensors.iter().enumerate() {
+        let b = plant.bind(
+            &format!("onewire.sensor[{i}].quantity"),
+            &s.quantity,
+            crate::plant::Instance::Device(s.instance.clone()),
+            format!("1-wire {}", s.id),
+            "°C",
+            format!("{} ms", c.interval_ms),
+        )?;
+        out.push(SensorPlan {
+            id: s.id.clone(),
+            instance: s.instance.clone(),
+            names: (b.measurement.clone(), b.field.clone()),
+        });
+    }
+    Ok(out)
+}
+
+/// Why a sensor gave no temperature this time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// Its directory is not under the devices directory (unplugged, or never there).
+    Missing,
+    Bad(Bad),
+}
+
+impl Failure {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Failure::Missing => "missing",
+            Failure::Bad(b) => b.as_str(),
+        }
+    }
+}
+
+/// Reads every sensor of `plans` under `dir` (blocking: the driver converts on read).
+pub fn read_all(dir: &Path, plans: &[SensorPlan]) -> Vec<Result<f64, Failure>> {
+    plans
+        .iter()
+        .map(|p| {
+            let sensor = dir.join(&p.id);
+            if !sensor.is_dir() {
+                return Err(Failure::Missing);
+            }
+            read(&sensor.join("w1_slave")).map_err(Failure::Bad)
+        })
+        .collect()
+}
+
+/// One sensor's reading: its value, or `{field}_quality` and `Quality::Bad`.
+pub fn reading_of(
+    plan: &SensorPlan,
+    result: &Result<f64, Failure>,
+    stamp: crate::clock::Stamp,
+) -> crate::model::Reading {
+    use crate::model::{Quality, Reading, Series, Value};
+    let (m, f) = &plan.names;
+    let (quality, field) = match result {
+        Ok(t) => (Quality::Good, (f.clone(), Value::Float(*t))),
+        Err(e) => (
+            Quality::Bad,
+            (format!("{f}_quality"), Value::Str(e.as_str().into())),
+        ),
+    };
+    Reading {
+        series: Series::new(m.as_str(), plan.instance.as_str()),
+        ts_ns: stamp.ts_ns,
+        quality: stamp.quality(quality),
+        fields: vec![field],
+        ack: None,
+        receipt: None,
+    }
+}
+
+/// The 1-Wire task: every `interval`, all sensors read on the blocking pool, then their
+/// readings offered to the intake. Ends on `cancel` (the readings in its spill are drained).
+pub async fn run(
+    dir: PathBuf,
+    plans: Vec<SensorPlan>,
+    interval: std::time::Duration,
+    intake: crate::intake::Intake,
+    clock: std::sync::Arc<crate::clock::Clock>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut spill = crate::intake::Spill::default();
+    let mut missing = vec![false; plans.len()];
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let plans = std::sync::Arc::new(plans);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let (d, p) = (dir.clone(), plans.clone());
+        let results = match tokio::task::spawn_blocking(move || read_all(&d, &p)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "1-wire: the read task failed");
+                continue;
+            }
+        };
+        for (i, (plan, result)) in plans.iter().zip(&results).enumerate() {
+            let now_missing = matches!(result, Err(Failure::Missing));
+            if now_missing != missing[i] {
+                if now_missing {
+                    tracing::warn!(sensor = %plan.id, dir = %dir.display(), "1-wire: sensor missing (unplugged? its readings are bad `missing` until it is back)");
+                } else {
+                    tracing::info!(sensor = %plan.id, "1-wire: sensor back");
+                }
+                missing[i] = now_missing;
+            }
+            if let Err(Failure::Bad(b)) = result {
+                tracing::debug!(sensor = %plan.id, error = %b, "1-wire: bad reading");
+            }
+            if intake
+                .offer(reading_of(plan, result, clock.now()), &mut spill)
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+    let _ = intake.drain(&mut spill).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +296,62 @@ mod tests {
             parse_w1_slave("00 : crc=00 YES\n00 t=warm\n"),
             Err(Bad::Malformed(_))
         ));
+    }
+
+    /// Through the source's reading: good, CRC failure, 85 °C power-on and a missing sensor,
+    /// each one reading; the bad ones carry `{field}_quality`, never a value.
+    #[test]
+    fn the_source_turns_a_sysfs_like_directory_into_good_and_bad_readings() {
+        use crate::model::{Quality, Value};
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (id, body) in [
+            (
+                "28-000000000001",
+                "72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t=23125\n",
+            ),
+            (
+                "28-000000000002",
+                "72 01 4b 46 7f ff 0e 10 57 : crc=12 NO\n72 01 4b 46 7f ff 0e 10 57 t=23125\n",
+            ),
+            (
+                "28-000000000003",
+                "50 05 4b 46 7f ff 0c 10 1c : crc=1c YES\n50 05 4b 46 7f ff 0c 10 1c t=85000\n",
+            ),
+        ] {
+            std::fs::create_dir_all(dir.path().join(id)).expect("mkdir");
+            std::fs::write(dir.path().join(id).join("w1_slave"), body).expect("write");
+        }
+        let plans: Vec<SensorPlan> = (1..=4)
+            .map(|i| SensorPlan {
+                id: format!("28-00000000000{i}"),
+                instance: format!("digester-{i}"),
+                names: ("digester".into(), "temperature_c".into()),
+            })
+            .collect();
+        let results = read_all(dir.path(), &plans);
+        let stamp = crate::clock::Stamp::new(1_700_000_000_000_000_000, true);
+        let got: Vec<(Quality, Vec<(String, Value)>)> = plans
+            .iter()
+            .zip(&results)
+            .map(|(p, r)| {
+                let r = reading_of(p, r, stamp);
+                assert_eq!(&*r.series.measurement, "digester");
+                (r.quality, r.fields)
+            })
+            .collect();
+        let q = |s: &str| vec![("temperature_c_quality".to_owned(), Value::Str(s.into()))];
+        assert_eq!(
+            got,
+            [
+                (
+                    Quality::Good,
+                    vec![("temperature_c".to_owned(), Value::Float(23.125))]
+                ),
+                (Quality::Bad, q("crc_error")),
+                (Quality::Bad, q("power_on_value")),
+                (Quality::Bad, q("missing")),
+            ]
+        );
     }
 
     #[test]

@@ -686,6 +686,71 @@ impl Reader {
         Ok(out)
     }
 
+    /// The newest good value of `field` of the series `measurement` at `device` in the raw
+    /// log, with its timestamp (a source's persisted counter: the GPIO pulse total, run
+    /// hours). Segments are searched newest first, rows by id descending; `None` when the raw
+    /// readings are gone (the quota: then ask the windows' `agg_latest`).
+    pub fn latest(
+        &mut self,
+        measurement: &str,
+        device: &str,
+        field: &str,
+    ) -> Result<Option<(i64, f64)>> {
+        self.reload_interning()?;
+        let sids: Vec<i64> = self
+            .series
+            .iter()
+            .filter(|(_, s)| &*s.measurement == measurement && &*s.device == device)
+            .map(|(id, _)| *id)
+            .collect();
+        let Some(name_id) = self
+            .names
+            .iter()
+            .find(|(_, n)| *n == field)
+            .map(|(id, _)| *id as u64)
+        else {
+            return Ok(None);
+        };
+        if sids.is_empty() {
+            return Ok(None);
+        }
+        let list = sids
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let tx = self.conn.unchecked_transaction()?;
+        let mut ks = segments(&tx)?;
+        ks.reverse();
+        let mut found = None;
+        'segments: for k in ks {
+            let mut st = tx.prepare(&format!(
+                "SELECT id, ts, fields FROM {} WHERE series IN ({list}) ORDER BY id DESC",
+                segment_table(k)
+            ))?;
+            let mut rows = st.query([])?;
+            while let Some(row) = rows.next()? {
+                let (id, ts, blob): (i64, i64, Vec<u8>) = (row.get(0)?, row.get(1)?, row.get(2)?);
+                let fields =
+                    codec::decode(&blob).map_err(|source| Error::Corrupt { id, source })?;
+                for (n, v) in fields {
+                    if n != name_id {
+                        continue;
+                    }
+                    let value = match v {
+                        Value::Float(f) if f.is_finite() => f,
+                        Value::Int(i) => i as f64,
+                        _ => continue,
+                    };
+                    found = Some((ts, value));
+                    break 'segments;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(found)
+    }
+
     /// The timestamp of the oldest raw reading kept (from the oldest segment).
     pub fn oldest_raw_ts(&self) -> Result<Option<i64>> {
         let tx = self.conn.unchecked_transaction()?;
@@ -897,6 +962,46 @@ mod tests {
             ack: None,
             receipt: None,
         }
+    }
+
+    /// A source's persisted total: the newest good value of one field of one series, across
+    /// segments, by log order; other series, other fields and bad values are skipped.
+    #[test]
+    fn latest_is_the_newest_good_value_of_a_series_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = db_path(dir.path());
+        let mut w = Writer::open_with_segment_bits(&path, 2).expect("open");
+        let mut r = Reader::open(&path).expect("reader");
+        assert_eq!(
+            r.latest("gas_meter", "a", "credit_kg").expect("latest"),
+            None
+        );
+        let batch: Vec<_> = (0..10).map(|i| reading("a", i, i as f64)).collect();
+        w.append(&batch).expect("append");
+        w.append(&[reading("b", 20, 99.0)]).expect("append");
+        let mut bad = reading("a", 30, 0.0);
+        bad.fields = vec![(
+            "credit_kg_quality".into(),
+            Value::Str("out_of_range".into()),
+        )];
+        w.append(&[bad]).expect("append");
+        assert_eq!(
+            r.latest("gas_meter", "a", "credit_kg").expect("latest"),
+            Some((9, 9.0))
+        );
+        assert_eq!(
+            r.latest("gas_meter", "b", "credit_kg").expect("latest"),
+            Some((20, 99.0))
+        );
+        assert_eq!(
+            r.latest("gas_meter", "a", "valve").expect("latest"),
+            None,
+            "text"
+        );
+        assert_eq!(
+            r.latest("gas_meter", "c", "credit_kg").expect("latest"),
+            None
+        );
     }
 
     #[test]

@@ -229,6 +229,20 @@ impl Windows {
     }
 
     /// The instances that have windows of `quantity`, sorted.
+    /// A counter's latest good value as the aggregator last folded it (`agg_latest`), with its
+    /// timestamp: what a source recovers its persisted total from once the raw readings were
+    /// downsampled away.
+    pub fn latest(&self, quantity: &str, instance: &str) -> Result<Option<(i64, f64)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT l.ts, l.value FROM agg_latest l JOIN agg_series s ON s.id = l.series WHERE s.quantity = ?1 AND s.instance = ?2",
+                params![quantity, instance],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
     pub fn instances(&self, quantity: &str) -> Result<Vec<String>> {
         let mut st = self.conn.prepare_cached(
             "SELECT instance FROM agg_series WHERE quantity = ?1 ORDER BY instance",

@@ -63,6 +63,18 @@ pub struct AppState {
     pub kpi: crate::aggregate::kpi::Engine,
     /// The alarm engine's snapshot, its request channel and its store (None: disabled).
     pub alarms: Option<crate::alarm::task::Handle>,
+    /// The GPIO outputs (buzzer, beacon, relays): their demanded and current states.
+    pub gpio: crate::gpio::Outputs,
+}
+
+#[derive(Serialize)]
+struct GpioOutputDto {
+    name: String,
+    /// What the alarm engine asks for.
+    demanded: bool,
+    /// The line's logical level now (a pulsed output blinks while demanded).
+    level: bool,
+    mode: &'static str,
 }
 
 #[derive(Serialize)]
@@ -166,6 +178,7 @@ struct StatusDto {
     consumers: Vec<ConsumerDto>,
     modbus: Vec<ModbusDeviceDto>,
     clock: ClockDto,
+    gpio: Vec<GpioOutputDto>,
     /// Alarms not in the normal state, worst first (`/api/alarms` has the details).
     alarms: Vec<AlarmDto>,
     /// GPIO outputs the alarms drive, and whether they demand them on.
@@ -327,6 +340,20 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
         consumers,
         modbus,
         clock: ClockDto::of(&clock),
+        gpio: s
+            .gpio
+            .snapshot()
+            .into_iter()
+            .map(|o| GpioOutputDto {
+                name: o.name,
+                demanded: o.demanded,
+                level: o.level,
+                mode: match o.mode {
+                    crate::config::OutputMode::Steady => "steady",
+                    crate::config::OutputMode::Pulsed => "pulsed",
+                },
+            })
+            .collect(),
         alarms: alarm_snapshot
             .alarms
             .iter()
@@ -515,6 +542,13 @@ async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
                 format!("{stale}{}", values.join(" · ")),
             );
         }
+    }
+    for o in &d.gpio {
+        let on = |b: bool| if b { "ON" } else { "off" };
+        row(
+            &format!("GPIO output {}", o.name),
+            format!("{} ({}, demanded {})", on(o.level), o.mode, on(o.demanded)),
+        );
     }
     for c in &d.consumers {
         row(
