@@ -13,3 +13,4 @@ mod ingest;
 mod live;
 mod logbook;
 mod modbus;
+mod scenarios;

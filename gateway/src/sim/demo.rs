@@ -180,7 +180,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         state_dir.display()
     );
     banner.push_str(
-        "  GPIO (sim):   input gas-meter (line 17, pulses of 0.01 m³ from the kitchen's gas use, plant time 60x), input compressor-run (line 27, the compressor's run contact), outputs buzzer (line 22, steady) and beacon (line 23, pulsed); see the status page\n",
+        "  GPIO (sim):   input gas-meter (line 17, pulses of 0.01 m³ of the gas leaving the digester, plant time 60x), input compressor-run (line 27, the compressor's run contact), outputs buzzer (line 22, steady: alarms until acknowledged) and beacon (line 23, pulsed: warnings and worse until cleared); see the status page\n",
     );
     if let Some(p) = &plant {
         banner.push_str(&format!(
@@ -189,11 +189,20 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         ));
     }
     banner.push_str(&format!(
+        "  alarms:       http://{}/api/alarms   (acknowledge: curl -X POST http://{}/api/alarms/RULE:INSTANCE/ack -d '{{\"by\":\"me\"}}'){}\n",
+        gw.http_addr,
+        gw.http_addr,
+        match opts.scenario {
+            Some(s) => format!("; scenario {} starts in 20 s", s.as_str()),
+            None => "; try --scenario leak|souring|overpressure".into(),
+        }
+    ));
+    banner.push_str(&format!(
         "  try:          gkgw logbook --gateway {} list    (or add --kind waste_fed --waste household --kg 120)\n",
         gw.http_addr
     ));
     banner.push_str(&format!(
-        "  try:          mosquitto_sub -h {} -p {} -t 'meters/#' -v\n  Ctrl-C stops the demo; everything received is committed first.\n",
+        "  try:          mosquitto_sub -h {} -p {} -t 'meters/#' -t 'alarms/#' -v\n  Ctrl-C stops the demo; everything received is committed first.\n",
         mqtt.ip(),
         mqtt.port()
     ));
