@@ -58,7 +58,8 @@ async fn run(n: usize) -> anyhow::Result<()> {
     let text = format!(
         "[store]\nstate_dir = \"{}\"\n[broker]\nlisten = \"127.0.0.1:0\"\ncredentials_file = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
          [[mqtt.topics]]\nfilter = \"kitchen/ch4\"\nformat = \"number\"\nquantity = \"kitchen.ch4_lel\"\ndevice = \"kitchen\"\npublishers = [\"KS-1\"]\n\
-         [alarms]\noffline_s = 0\n[alarms.meter]\nenabled = false\n\
+         [gpio]\nbackend = \"sim\"\n[[gpio.output]]\nname = \"buzzer\"\nline = 22\n\
+         [alarms]\noffline_s = 0\n[alarms.meter]\nenabled = false\n[[alarms.output]]\noutput = \"buzzer\"\nmin_severity = \"critical\"\n\
          [[alarms.rule]]\nname = \"kitchen_methane\"\nseverity = \"critical\"\nquantity = \"kitchen.ch4_lel\"\nabove = 40.0\nstale_s = 0\n",
         dir.path().display(),
         creds.display()
@@ -66,6 +67,26 @@ async fn run(n: usize) -> anyhow::Result<()> {
     let config = gkgw::config::Config::parse("bench.toml", &text)?;
     let gw = gkgw::topology::start(config).await?;
     let addr = gw.mqtt_addrs[0];
+
+    // The buzzer's line level, watched from a thread of its own (every 20 µs).
+    let outputs = gw.gpio.clone();
+    let (gpio_tx, mut gpio_rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, bool)>();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    std::thread::spawn(move || {
+        let mut last = false;
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            let level = outputs
+                .snapshot()
+                .iter()
+                .any(|o| o.name == "buzzer" && o.level);
+            if level != last {
+                last = level;
+                let _ = gpio_tx.send((Instant::now(), level));
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
+    });
 
     let mut o = MqttOptions::new("bench", addr.ip().to_string(), addr.port());
     o.set_credentials("bench", "watch-password");
@@ -99,6 +120,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let mut mqtt = Vec::with_capacity(n * 2);
+    let mut gpio = Vec::with_capacity(n * 2);
     for i in 0..n * 2 {
         let (value, action) = if i % 2 == 0 {
             (50.0, "raised")
@@ -118,8 +140,15 @@ async fn run(n: usize) -> anyhow::Result<()> {
                 break;
             }
         }
+        let (t, level) = tokio::time::timeout(Duration::from_secs(10), gpio_rx.recv())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("gpio watcher gone"))?;
+        anyhow::ensure!(level == (i % 2 == 0), "buzzer level {level} after {action}");
+        gpio.push(t - t0);
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     report("reading -> alarms/{rule} at a subscriber", mqtt);
+    report("reading -> GPIO output line (simulated backend)", gpio);
     gw.stop(Duration::from_secs(10)).await;
     Ok(())
 }
