@@ -333,3 +333,59 @@ fn the_alarm_fires_with_the_store_read_only() {
         },
     );
 }
+
+/// A FOS/TAC lab result entered in the logbook raises `fos_tac_high` at instance `lab` (a
+/// manual value, never stale); its withdrawal brings the previous result back, which clears
+/// it. Every transition reaches InfluxDB as measurement `alarm`, with its sequence number.
+#[test]
+fn lab_results_from_the_logbook_raise_alarms_that_reach_influxdb() {
+    let influx = Influx1::start();
+    let rules = format!(
+        "[[alarms.rule]]\nname = \"fos_tac_high\"\nseverity = \"warning\"\nquantity = \"digester.fos_tac\"\nabove = 0.4\nstale_s = 0\n\
+         [influx]\nenabled = true\nurl = \"{}\"\nversion = 1\ndatabase = \"gkgw\"\nflush_interval_ms = 200\nmin_backoff_ms = 100\nmax_backoff_ms = 1000\n",
+        influx.url()
+    );
+    let (gw, _) = start(&rules);
+    let url = format!("http://127.0.0.1:{}/api/logbook", gw.http_port);
+    let entry = |ratio: f64, minutes_ago: i64| {
+        let at = chrono::Utc::now() - chrono::Duration::minutes(minutes_ago);
+        let body = format!(
+            r#"{{"kind":"lab_fos_tac","ratio":{ratio},"at":"{}","by":"lab"}}"#,
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        let (code, text) = http("POST", &url, Some(&body));
+        assert_eq!(code, 201, "{text}");
+        serde_json::from_str::<serde_json::Value>(&text).expect("json")["entry"]
+            .as_i64()
+            .expect("entry id")
+    };
+    entry(0.3, 60);
+    let id = "fos_tac_high:lab";
+    let high = entry(0.45, 5);
+    wait_until("fos_tac_high raised", Duration::from_secs(10), || {
+        active(&gw, id).is_some_and(|a| a["state"] == "active_unacknowledged" && a["value"] == 0.45)
+    });
+    let (code, text) = http(
+        "POST",
+        &format!("{url}/{high}/withdraw"),
+        Some(r#"{"by":"lab","reason":"sample mixed up"}"#),
+    );
+    assert_eq!(code, 201, "{text}");
+    wait_until("cleared on the previous result", Duration::from_secs(10), || {
+        active(&gw, id).is_some_and(|a| a["state"] == "cleared_unacknowledged")
+    });
+    wait_until("both transitions in InfluxDB", Duration::from_secs(20), || {
+        influx
+            .rows("SELECT action, seq, value FROM alarm WHERE rule = 'fos_tac_high'")
+            .len()
+            == 2
+    });
+    let rows = influx.rows("SELECT action, seq, value, instance, severity FROM alarm");
+    assert_eq!(rows[0][1], "raised");
+    assert_eq!(rows[0][2], 1);
+    assert_eq!(rows[0][3], 0.45);
+    assert_eq!(rows[0][4], "lab");
+    assert_eq!(rows[0][5], "warning");
+    assert_eq!(rows[1][1], "cleared");
+    assert_eq!(rows[1][2], 2);
+}
