@@ -294,7 +294,14 @@ pub fn describe(r: &Resolved) -> String {
             if a.name.starts_with("meter_") {
                 continue;
             }
-            let _ = writeln!(s, "  {} ({}): {}", a.name, a.severity.as_str(), a.message);
+            let _ = writeln!(
+                s,
+                "  {} ({}): {}: {}",
+                a.name,
+                a.severity.as_str(),
+                a.describe(),
+                a.message
+            );
         }
         for o in &c.alarms.output {
             let _ = writeln!(

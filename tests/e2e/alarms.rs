@@ -371,15 +371,21 @@ fn lab_results_from_the_logbook_raise_alarms_that_reach_influxdb() {
         Some(r#"{"by":"lab","reason":"sample mixed up"}"#),
     );
     assert_eq!(code, 201, "{text}");
-    wait_until("cleared on the previous result", Duration::from_secs(10), || {
-        active(&gw, id).is_some_and(|a| a["state"] == "cleared_unacknowledged")
-    });
-    wait_until("both transitions in InfluxDB", Duration::from_secs(20), || {
-        influx
-            .rows("SELECT action, seq, value FROM alarm WHERE rule = 'fos_tac_high'")
-            .len()
-            == 2
-    });
+    wait_until(
+        "cleared on the previous result",
+        Duration::from_secs(10),
+        || active(&gw, id).is_some_and(|a| a["state"] == "cleared_unacknowledged"),
+    );
+    wait_until(
+        "both transitions in InfluxDB",
+        Duration::from_secs(20),
+        || {
+            influx
+                .rows("SELECT action, seq, value FROM alarm WHERE rule = 'fos_tac_high'")
+                .len()
+                == 2
+        },
+    );
     let rows = influx.rows("SELECT action, seq, value, instance, severity FROM alarm");
     assert_eq!(rows[0][1], "raised");
     assert_eq!(rows[0][2], 1);

@@ -282,6 +282,85 @@ pub struct Rule {
     pub offline_ns: i64,
 }
 
+impl Condition {
+    /// For people: `digester.pressure > 53 (deadband 3)`, `gas.flow at gas-meter < 0.01`.
+    pub fn describe(&self) -> String {
+        let at = self
+            .instance
+            .as_deref()
+            .map(|i| format!(" at {i}"))
+            .unwrap_or_default();
+        let per = |per_s: f64| match per_s {
+            60.0 => "minute",
+            86_400.0 => "day",
+            _ => "hour",
+        };
+        let test = match &self.test {
+            Test::Above(v) => format!("> {v}"),
+            Test::Below(v) => format!("< {v}"),
+            Test::RateAbove {
+                per_s,
+                limit,
+                window_ns,
+            }
+            | Test::RateBelow {
+                per_s,
+                limit,
+                window_ns,
+            } => {
+                let above = matches!(self.test, Test::RateAbove { .. });
+                let how = match (above, *limit < 0.0) {
+                    (true, false) => "rising faster than",
+                    (true, true) => "falling slower than",
+                    (false, true) => "falling faster than",
+                    (false, false) => "rising slower than",
+                };
+                format!(
+                    "{how} {} per {} over {} s",
+                    limit.abs(),
+                    per(*per_s),
+                    window_ns / S
+                )
+            }
+            Test::Is(w) => format!("is {}", w.join(" or ")),
+            Test::DailyIncreaseAbove(v) => format!("up by more than {v} today"),
+        };
+        let db = if self.deadband > 0.0 {
+            format!(" (deadband {})", self.deadband)
+        } else {
+            String::new()
+        };
+        format!("{}{at} {test}{db}", self.quantity)
+    }
+}
+
+impl Rule {
+    /// The conditions and delays, for `gkgw check`.
+    pub fn describe(&self) -> String {
+        let mut s = self
+            .conditions
+            .iter()
+            .map(Condition::describe)
+            .collect::<Vec<_>>()
+            .join(" and ");
+        if let Scope::Offline { .. } = self.scope {
+            s = format!("nothing received for {} s", self.offline_ns / S);
+        }
+        for (what, ns) in [
+            ("on-delay", self.on_delay_ns),
+            ("off-delay", self.off_delay_ns),
+        ] {
+            if ns > 0 {
+                s.push_str(&format!(", {what} {} s", ns as f64 / 1e9));
+            }
+        }
+        if self.latched {
+            s.push_str(", latched");
+        }
+        s
+    }
+}
+
 const S: i64 = 1_000_000_000;
 
 fn compile_condition(c: &ConditionConfig, stale_s: u64, key: &str) -> Result<Condition, String> {

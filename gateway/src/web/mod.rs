@@ -455,16 +455,6 @@ async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
             ),
         );
     }
-    if !d.alarm_outputs.is_empty() {
-        row(
-            "Alarm outputs",
-            d.alarm_outputs
-                .iter()
-                .map(|o| format!("{} {}", o.output, if o.on { "ON" } else { "off" }))
-                .collect::<Vec<_>>()
-                .join(", "),
-        );
-    }
     row("MQTT listeners", d.mqtt_listeners.join(", "));
     row("MQTT clients connected", d.mqtt_connections.to_string());
     row("MQTT messages received", d.mqtt_messages.to_string());
