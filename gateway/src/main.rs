@@ -360,6 +360,15 @@ struct DemoArgs {
     /// InfluxDB 2.x/3.x token, read from this file.
     #[arg(long)]
     influx_token_file: Option<PathBuf>,
+    /// Send the demo's batches to this platform endpoint (https://…, or http:// on loopback).
+    #[arg(long)]
+    uplink: Option<String>,
+    /// The uplink's bearer token, read from this file.
+    #[arg(long, requires = "uplink")]
+    uplink_token_file: Option<PathBuf>,
+    /// A CA certificate (PEM) the platform's server is verified with.
+    #[arg(long, requires = "uplink")]
+    uplink_ca_file: Option<PathBuf>,
 }
 
 /// Where the accounts file is: `--credentials`, or `broker.credentials_file` of `--config`.
@@ -684,6 +693,14 @@ async fn demo(a: DemoArgs) -> anyhow::Result<()> {
             .scenario
             .as_deref()
             .and_then(gkgw::sim::plant::Scenario::parse),
+        uplink: a.uplink.map(|url| gkgw::uplink::Config {
+            enabled: true,
+            url,
+            token_file: a.uplink_token_file,
+            ca_file: a.uplink_ca_file,
+            gateway: "demo-gw".into(),
+            ..gkgw::uplink::Config::default()
+        }),
     };
     gkgw::sim::demo::run(opts, shutdown_on_signal()).await
 }

@@ -776,6 +776,42 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         ));
     }
 
+    // The uplink: a builder (batches into the outbox, one transaction each) and a sender
+    // (oldest first, at most uplink.max_batches_per_s), each on its own store connection;
+    // `built`: Notify, never full.
+    let uplink_status = if config.uplink.enabled {
+        let metrics = Arc::new(crate::uplink::Metrics::register(&mut registry));
+        let status = crate::uplink::SharedStatus::default();
+        status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .url = config.uplink.url.clone();
+        let built = Arc::new(tokio::sync::Notify::new());
+        let sender = crate::uplink::http::Sender::new(&config.uplink, &config.site.id)?;
+        sinks.spawn(crate::uplink::run_builder(
+            store::Handle::new(store::outbox::Outbox::open(&db)?),
+            config.uplink.clone(),
+            config.site.id.clone(),
+            clock.clone(),
+            metrics.clone(),
+            built.clone(),
+            sinks_cancel.clone(),
+        ));
+        sinks.spawn(crate::uplink::http::run(
+            sender,
+            store::Handle::new(store::outbox::Outbox::open(&db)?),
+            None,
+            metrics,
+            status.clone(),
+            clock.clone(),
+            built,
+            sinks_cancel.clone(),
+        ));
+        Some(status)
+    } else {
+        None
+    };
+
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
@@ -816,6 +852,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         logbook_changed,
         kpi: kpi_engine.clone(),
         alarms,
+        uplink: uplink_status,
         gpio: gpio_outputs.clone(),
     });
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));

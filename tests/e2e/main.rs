@@ -14,3 +14,4 @@ mod live;
 mod logbook;
 mod modbus;
 mod scenarios;
+mod uplink;

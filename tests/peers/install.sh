@@ -79,14 +79,15 @@ done
 # --- Python packages ---------------------------------------------------------
 PYMODBUS_VERSION=3.16.1
 PYSERIAL_VERSION=3.5
-py_check="import sys, paho.mqtt, pymodbus, serial
+# jsonschema: the test receiver of the uplink (tests/peers/platform.py) validates every batch.
+py_check="import sys, paho.mqtt, pymodbus, serial, jsonschema
 sys.exit(pymodbus.__version__ != '$PYMODBUS_VERSION' or serial.__version__ != '$PYSERIAL_VERSION')"
 if python3 -c "$py_check" >/dev/null 2>&1; then
     log "python packages already present"
 else
-    log "installing python packages: paho-mqtt pymodbus==$PYMODBUS_VERSION pyserial==$PYSERIAL_VERSION"
+    log "installing python packages: paho-mqtt pymodbus==$PYMODBUS_VERSION pyserial==$PYSERIAL_VERSION jsonschema"
     python3 -m pip install --quiet --disable-pip-version-check \
-        --root-user-action=ignore paho-mqtt \
+        --root-user-action=ignore paho-mqtt jsonschema \
         "pymodbus==$PYMODBUS_VERSION" "pyserial==$PYSERIAL_VERSION"
     python3 -c "$py_check"
 fi
