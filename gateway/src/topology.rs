@@ -787,7 +787,6 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .url = config.uplink.url.clone();
         let built = Arc::new(tokio::sync::Notify::new());
-        let sender = crate::uplink::http::Sender::new(&config.uplink, &config.site.id)?;
         sinks.spawn(crate::uplink::run_builder(
             store::Handle::new(store::outbox::Outbox::open(&db)?),
             config.uplink.clone(),
@@ -797,16 +796,32 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
             built.clone(),
             sinks_cancel.clone(),
         ));
-        sinks.spawn(crate::uplink::http::run(
-            sender,
-            store::Handle::new(store::outbox::Outbox::open(&db)?),
-            None,
-            metrics,
-            status.clone(),
-            clock.clone(),
-            built,
-            sinks_cancel.clone(),
-        ));
+        let outbox = store::Handle::new(store::outbox::Outbox::open(&db)?);
+        if config.uplink.is_mqtt() {
+            sinks.spawn(crate::uplink::mqtt::run(
+                config.uplink.clone(),
+                config.site.id.clone(),
+                outbox,
+                None,
+                metrics,
+                status.clone(),
+                clock.clone(),
+                built,
+                sinks_cancel.clone(),
+            ));
+        } else {
+            let sender = crate::uplink::http::Sender::new(&config.uplink, &config.site.id)?;
+            sinks.spawn(crate::uplink::http::run(
+                sender,
+                outbox,
+                None,
+                metrics,
+                status.clone(),
+                clock.clone(),
+                built,
+                sinks_cancel.clone(),
+            ));
+        }
         Some(status)
     } else {
         None
