@@ -238,6 +238,12 @@ fn a_day_of_data_with_the_platform_down_arrives_complete_once_and_in_order() {
     let windows = check_complete(&p);
     check_day(&windows, 1440);
     assert!(gw.status()["uplink"]["last_success"].as_str().is_some());
+    let stats = p.stats();
+    assert!(
+        stats["gzipped"].as_u64().unwrap_or(0) >= 2,
+        "bodies are gzipped: {stats}"
+    );
+    assert!(stats["wire_bytes"].as_u64() < stats["json_bytes"].as_u64());
 }
 
 /// SIGKILL of the gateway while it drains a backlog, three times: nothing is missing after the

@@ -143,6 +143,19 @@ class Handler(BaseHTTPRequestHandler):
                         state[k] = c[k]
                 state["commands"].extend(c.get("commands", []))
             return self.reply(200, {"ok": True})
+        if self.path.startswith("/api/v2/write") or self.path.startswith("/write"):
+            # An InfluxDB stand-in for measurements: counts the raw line protocol, keeps nothing.
+            raw = self.read_body()
+            if self.headers.get("Content-Encoding") == "gzip":
+                import gzip
+                raw = gzip.decompress(raw)
+            with lock:
+                state["line_protocol_bytes"] = state.get("line_protocol_bytes", 0) + len(raw)
+                state["line_protocol_lines"] = state.get("line_protocol_lines", 0) + raw.count(b"\n")
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.path != "/batches":
             return self.reply(404, {"error": "no such path"})
         with lock:
@@ -155,6 +168,17 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(2)
             return
         raw = self.read_body()
+        if self.headers.get("Content-Encoding") == "gzip":
+            import gzip
+            with lock:
+                state["gzipped"] = state.get("gzipped", 0) + 1
+                state["wire_bytes"] = state.get("wire_bytes", 0) + len(raw)
+            raw = gzip.decompress(raw)
+        else:
+            with lock:
+                state["wire_bytes"] = state.get("wire_bytes", 0) + len(raw)
+        with lock:
+            state["json_bytes"] = state.get("json_bytes", 0) + len(raw)
         if mode == "hang":
             time.sleep(hang_s)
             return self.reply(500, {"error": "hung"})

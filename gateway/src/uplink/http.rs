@@ -1,5 +1,6 @@
-//! The HTTPS transport: `POST {url}` with the batch as JSON, `Authorization: Bearer {token}`
-//! (from `token_file`), `Idempotency-Key: {site}/{gateway}/{seq}` (also in the body).
+//! The HTTPS transport: `POST {url}` with the batch as JSON (gzip-compressed with
+//! `Content-Encoding: gzip` unless `gzip = false`), `Authorization: Bearer {token}` (from
+//! `token_file`), `Idempotency-Key: {site}/{gateway}/{seq}` (also in the body).
 //!
 //! - 2xx confirms: the batch leaves the outbox. The response body may carry commands for the
 //!   meters (`{"commands": ["<compact JWS>", …]}`), handed to the command relay.
@@ -108,8 +109,20 @@ impl Sender {
             .client
             .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("Idempotency-Key", key)
-            .body(p.body.clone());
+            .header("Idempotency-Key", key);
+        req = if self.cfg.gzip {
+            use std::io::Write as _;
+            let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let body = z.write_all(&p.body).and_then(|()| z.finish());
+            match body {
+                Ok(b) => req
+                    .header(reqwest::header::CONTENT_ENCODING, "gzip")
+                    .body(b),
+                Err(_) => req.body(p.body.clone()),
+            }
+        } else {
+            req.body(p.body.clone())
+        };
         if let Some(a) = &self.auth {
             req = req.header(reqwest::header::AUTHORIZATION, a.clone());
         }

@@ -51,6 +51,8 @@ pub struct Config {
     pub max_batches_per_s: f64,
     /// Whole-request timeout (ms).
     pub timeout_ms: u64,
+    /// HTTPS: send the body gzip-compressed (`Content-Encoding: gzip`; JSON shrinks ~10×).
+    pub gzip: bool,
     /// Retry backoff (with jitter) starts here and doubles up to `max_backoff_ms`.
     pub min_backoff_ms: u64,
     pub max_backoff_ms: u64,
@@ -72,6 +74,7 @@ impl Default for Config {
             max_batch_bytes: 256 * 1024,
             max_batches_per_s: 2.0,
             timeout_ms: 30_000,
+            gzip: true,
             min_backoff_ms: 1_000,
             max_backoff_ms: 300_000,
             backfill_hours: 24,

@@ -8,6 +8,7 @@
 //!   disconnect the batch not yet acknowledged is published again from the outbox (same body,
 //!   same idempotency key), so what rumqttc keeps or drops across reconnects does not matter
 //!   (CRATES.md: a clean session drops in-flight messages).
+//! - The payload is the batch's JSON, uncompressed (brokers and their tools show it as is).
 //! - The user name is the gateway id, the password the token of `token_file`; `mqtts://` uses
 //!   rustls with the web roots or `ca_file`.
 
