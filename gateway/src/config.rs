@@ -59,6 +59,31 @@ pub struct Config {
     pub alarms: AlarmsConfig,
     pub gpio: Gpio,
     pub onewire: OneWire,
+    pub commands: Commands,
+}
+
+/// `[commands]`: signed commands from the central platform to the meters (`commands` module).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Commands {
+    /// The platform's Ed25519 public key: a PEM (`-----BEGIN PUBLIC KEY-----`) or a JWK
+    /// (`{"kty":"OKP","crv":"Ed25519","x":…}`). Unset: commands are disabled and each one is
+    /// refused as `no_platform_key`.
+    pub platform_key_file: Option<PathBuf>,
+    /// Seconds between two sends of a command its meter has not answered.
+    pub retry_s: u64,
+    /// How far in our future a command's `iat` may be (the platform's clock against ours).
+    pub max_clock_skew_s: u64,
+}
+
+impl Default for Commands {
+    fn default() -> Commands {
+        Commands {
+            platform_key_file: None,
+            retry_s: 10,
+            max_clock_skew_s: 300,
+        }
+    }
 }
 
 /// `[gpio]`: digital inputs (pulse counters, contacts) and outputs (buzzer, beacon, relay)
@@ -1091,6 +1116,7 @@ impl Config {
             );
         }
         self.validate_site(file)?;
+        self.validate_commands(file)?;
         if self.store.commit_interval_ms == 0 || self.store.commit_interval_ms > 10_000 {
             return bad(
                 "store.commit_interval_ms",
@@ -1211,6 +1237,32 @@ impl Config {
 }
 
 impl Config {
+    fn validate_commands(&self, file: &str) -> Result<(), Error> {
+        let bad = |key: &'static str, message: String| {
+            Err(Error::Invalid {
+                file: file.to_owned(),
+                key,
+                message,
+            })
+        };
+        let c = &self.commands;
+        if c.retry_s == 0 || c.retry_s > 3600 {
+            return bad("commands.retry_s", "expected 1 to 3600 seconds".into());
+        }
+        if c.max_clock_skew_s > 86_400 {
+            return bad(
+                "commands.max_clock_skew_s",
+                "expected 0 to 86400 seconds".into(),
+            );
+        }
+        if let Some(f) = &c.platform_key_file {
+            if let Err(e) = load_platform_key(f) {
+                return bad("commands.platform_key_file", e);
+            }
+        }
+        Ok(())
+    }
+
     fn validate_site(&self, file: &str) -> Result<(), Error> {
         let bad = |key: &'static str, message: String| {
             Err(Error::Invalid {
@@ -1519,6 +1571,15 @@ impl Config {
 pub const INFLUX_PASSWORD: &str = "the InfluxDB password file";
 /// What `influx.token_file` holds, for error messages.
 pub const INFLUX_TOKEN: &str = "the InfluxDB token file";
+
+/// Reads and parses the platform's public key (`commands.platform_key_file`); the error
+/// names the file.
+pub fn load_platform_key(path: &Path) -> Result<crate::commands::PublicKey, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the platform key {}: {e}", path.display()))?;
+    crate::commands::PublicKey::parse(&text)
+        .map_err(|e| format!("{}: not an Ed25519 public key: {e}", path.display()))
+}
 
 /// Reads a secret from a file (systemd credential or 0600 file), trimming the trailing newline.
 pub fn read_secret(path: &Path) -> std::io::Result<String> {

@@ -340,6 +340,8 @@ pub struct Gateway {
     /// The simulated GPIO chip, when `[gpio] backend = "sim"` (or the fallback) is in use: the
     /// demo drives its inputs and reads its outputs through it.
     pub gpio_sim: Option<crate::gpio::simulator::Sim>,
+    /// Platform commands: the uplink's transports submit through it.
+    pub commands: crate::commands::Handle,
     _lock: store::lock::StateLock,
     sources_cancel: CancellationToken,
     sinks_cancel: CancellationToken,
@@ -467,6 +469,37 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
     let sinks = TaskTracker::new();
 
     let hub = Arc::new(broker::Hub::new(broker_metrics.clone()));
+
+    // Platform commands (commands/mod.rs has their diagram): requests mpsc 64 (full → the
+    // submitter waits), meter answers mpsc 1 024 from the ingest (full → dropped, counted;
+    // the command is resent). The relay has its own store connection; the handle another.
+    let commands_metrics = Arc::new(crate::commands::Metrics::register(&mut registry));
+    let commands = crate::commands::build(
+        crate::commands::Settings {
+            key: match &config.commands.platform_key_file {
+                Some(f) => Some(
+                    crate::config::load_platform_key(f)
+                        .map_err(|e| anyhow::anyhow!("commands.platform_key_file: {e}"))?,
+                ),
+                None => None,
+            },
+            retry: Duration::from_secs(config.commands.retry_s),
+            max_clock_skew_s: i64::try_from(config.commands.max_clock_skew_s).unwrap_or(300),
+        },
+        clock.clone(),
+        verifier.clone(),
+        store::Handle::new(store::commands::Commands::open(&db)?),
+        store::commands::Commands::open(&db)?,
+        hub.clone(),
+        commands_metrics,
+    )?;
+    if config.commands.platform_key_file.is_none() {
+        tracing::info!("no commands.platform_key_file: platform commands are refused");
+    }
+    let command_acks = commands.acks.clone();
+    let commands_handle = commands.handle.clone();
+    sinks.spawn(commands.relay.run(sinks_cancel.clone()));
+
     let commit_now = Arc::new(tokio::sync::Notify::new());
     let acl = broker::Acl::new(mqtt::publish_rules(&config.mqtt));
     let gate = Arc::new(broker::auth::Gate::new(
@@ -489,12 +522,10 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
             gate: gate.clone(),
             acl,
             hub: hub.clone(),
-            inbound: Arc::new(mqtt::Ingest::new(
-                rules,
-                intake.clone(),
-                mqtt_metrics.clone(),
-                clock.clone(),
-            )),
+            inbound: Arc::new(
+                mqtt::Ingest::new(rules, intake.clone(), mqtt_metrics.clone(), clock.clone())
+                    .with_command_acks(Arc::new(command_acks)),
+            ),
             metrics: broker_metrics.clone(),
         },
         &sources,
@@ -817,6 +848,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         kpi: kpi_engine.clone(),
         alarms,
         gpio: gpio_outputs.clone(),
+        commands: commands_handle.clone(),
     });
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
 
@@ -828,6 +860,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         modbus: modbus_buses,
         gpio: gpio_outputs,
         gpio_sim,
+        commands: commands_handle,
         _lock: lock,
         http_addr,
         health,

@@ -5,6 +5,7 @@ mod support;
 mod alarms;
 mod broker;
 mod cli;
+mod commands;
 mod clock;
 mod faults;
 mod gpio;
