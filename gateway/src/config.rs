@@ -1611,6 +1611,51 @@ mod tests {
     }
 
     #[test]
+    fn commands_mistakes_name_the_key() {
+        check(
+            "[commands]\nretry_s = 0\n",
+            "gw.toml: commands.retry_s: expected 1 to 3600 seconds",
+        );
+        check(
+            "[commands]\nmax_clock_skew_s = 100000\n",
+            "gw.toml: commands.max_clock_skew_s: expected 0 to 86400 seconds",
+        );
+        let err = Config::parse(
+            "gw.toml",
+            "[commands]\nplatform_key_file = \"/nonexistent/key.pem\"\n",
+        )
+        .expect_err("no such file")
+        .to_string();
+        assert!(
+            err.starts_with("gw.toml: commands.platform_key_file: cannot read the platform key /nonexistent/key.pem"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bad = dir.path().join("key.pem");
+        std::fs::write(&bad, "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n")
+            .expect("write");
+        let err = Config::parse(
+            "gw.toml",
+            &format!("[commands]\nplatform_key_file = \"{}\"\n", bad.display()),
+        )
+        .expect_err("not a key")
+        .to_string();
+        assert!(err.contains("not an Ed25519 public key"), "{err}");
+        let good = dir.path().join("key.jwk");
+        std::fs::write(
+            &good,
+            r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#,
+        )
+        .expect("write");
+        let c = Config::parse(
+            "gw.toml",
+            &format!("[commands]\nplatform_key_file = \"{}\"\nretry_s = 2\n", good.display()),
+        )
+        .expect("valid");
+        assert_eq!(c.commands.retry_s, 2);
+    }
+
+    #[test]
     fn logbook_window_is_checked() {
         check(
             "[logbook]\nedit_window_hours = 0\n",

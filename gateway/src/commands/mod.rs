@@ -456,3 +456,192 @@ pub fn build(
         relay,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::hub::{Link, Outbound, QUEUE};
+    use crate::sources::mqtt::CommandAcks as _;
+
+    const NOW_S: i64 = 1_796_184_000;
+
+    struct Rig {
+        handle: Handle,
+        acks: AckSender,
+        hub: Arc<crate::broker::Hub>,
+        time: Arc<crate::clock::FakeTime>,
+        cancel: tokio_util::sync::CancellationToken,
+        key: ed25519_dalek::SigningKey,
+        _dir: tempfile::TempDir,
+        db: std::path::PathBuf,
+    }
+
+    fn rig_on(dir: tempfile::TempDir, with_key: bool) -> Rig {
+        let db = dir.path().join("store.db");
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let time = crate::clock::FakeTime::new(NOW_S * 1_000_000_000, true);
+        let clock = Clock::new(time.clone());
+        let mut file = crate::credentials::CredentialsFile::default();
+        file.meters.insert(
+            "GM-0001".into(),
+            crate::credentials::MeterEntry {
+                password_hash: String::new(),
+            },
+        );
+        let hub = Arc::new(crate::broker::Hub::new(Arc::default()));
+        let metrics = Arc::new(Metrics::register(&mut Registry::default()));
+        let parts = build(
+            Settings {
+                key: with_key
+                    .then(|| PublicKey::parse(&jws::public_pem(&key)).expect("key")),
+                retry: std::time::Duration::from_millis(100),
+                max_clock_skew_s: 300,
+            },
+            clock,
+            Verifier::new(file),
+            store::Handle::new(store::commands::Commands::open(&db).expect("store")),
+            store::commands::Commands::open(&db).expect("store"),
+            hub.clone(),
+            metrics,
+        )
+        .expect("built");
+        let cancel = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(parts.relay.run(cancel.clone()));
+        Rig {
+            handle: parts.handle,
+            acks: parts.acks,
+            hub,
+            time,
+            cancel,
+            key,
+            _dir: dir,
+            db,
+        }
+    }
+
+    impl Rig {
+        fn sign(&self, id: &str, meter: &str, iat: i64, exp: i64) -> String {
+            let p = serde_json::json!({"id": id, "meter": meter, "kind": "top_up",
+                "args": {"amount": 1.5, "unit": "kg"}, "iat": iat, "exp": exp});
+            jws::sign(&self.key, None, p.to_string().as_bytes())
+        }
+
+        async fn submit(&self, jws: String) -> (Outcome, Option<Reason>) {
+            let s = self.handle.submit(jws, "test").await;
+            (s.outcome, s.reason)
+        }
+
+        fn events(&self) -> Vec<(Option<String>, Outcome, Option<Reason>)> {
+            let c = store::commands::Commands::open(&self.db).expect("open");
+            c.outcomes_after(0, 100)
+                .expect("events")
+                .into_iter()
+                .map(|e| (e.id, e.outcome, e.reason))
+                .collect()
+        }
+    }
+
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn a_command_is_checked_stored_relayed_and_answered_once() {
+        let r = rig_on(tempfile::tempdir().expect("tempdir"), true);
+        let meter: Arc<str> = Arc::from("GM-0001");
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        r.hub.attach_meter(&meter, Link { id: 1, tx }, true);
+        r.hub
+            .set_filters(Some(&meter), 1, &["meters/GM-0001/cmd".into()], true);
+        let good = r.sign("c-1", "GM-0001", NOW_S, NOW_S + 60);
+        assert_eq!(r.submit(good.clone()).await, (Outcome::Delivered, None));
+        let Some(Outbound::Publish { topic, payload }) = rx.recv().await else {
+            panic!("no command published");
+        };
+        assert_eq!(&*topic, "meters/GM-0001/cmd");
+        let v: serde_json::Value = serde_json::from_slice(&payload).expect("json");
+        assert_eq!(v["id"], "c-1");
+        assert_eq!(v["args"]["amount"], 1.5);
+        assert_eq!(r.handle.pending(), 1);
+        // Refusals: none of them is published.
+        let refused = [
+            (good.clone(), Reason::Replayed),
+            (r.sign("c-2", "GM-0404", NOW_S, NOW_S + 60), Reason::UnknownMeter),
+            (r.sign("c-3", "GM-0001", NOW_S - 120, NOW_S - 60), Reason::Expired),
+            (r.sign("c-4", "GM-0001", NOW_S + 301, NOW_S + 900), Reason::NotYetValid),
+            ("a.b".to_owned(), Reason::Unsigned),
+        ];
+        for (jws, reason) in refused {
+            assert_eq!(r.submit(jws).await, (Outcome::Refused, Some(reason)));
+        }
+        // An answer from another meter, or for another id, changes nothing.
+        r.acks.ack("GM-0002", Bytes::from_static(br#"{"id":"c-1","result":"applied"}"#));
+        r.acks.ack("GM-0001", Bytes::from_static(br#"{"id":"c-9","result":"applied"}"#));
+        r.acks.ack("GM-0001", Bytes::from_static(b"not json"));
+        // Resent until answered: only c-1 reaches the meter.
+        let again = rx.recv().await;
+        assert!(
+            matches!(&again, Some(Outbound::Publish { topic, .. }) if &**topic == "meters/GM-0001/cmd"),
+            "{again:?}"
+        );
+        r.acks.ack(
+            "GM-0001",
+            Bytes::from_static(br#"{"id":"c-1","result":"applied","detail":"ok","credit":4.5}"#),
+        );
+        until("applied", || r.handle.pending() == 0).await;
+        while let Ok(m) = rx.try_recv() {
+            let Outbound::Publish { payload, .. } = m else {
+                continue;
+            };
+            assert!(String::from_utf8_lossy(&payload).contains("\"c-1\""));
+        }
+        let events = r.events();
+        let outcomes: Vec<Outcome> = events.iter().map(|e| e.1).collect();
+        use Outcome::*;
+        assert_eq!(
+            outcomes,
+            [Accepted, Delivered, Refused, Refused, Refused, Refused, Refused, Applied]
+        );
+        assert_eq!(events[2], (Some("c-1".into()), Refused, Some(Reason::Replayed)));
+        assert_eq!(events[6], (None, Refused, Some(Reason::Unsigned)));
+        assert_eq!(r.handle.status().last.map(|l| l.outcome), Some(Applied));
+        r.cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn open_commands_survive_a_restart_and_expire() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_owned();
+        let r = rig_on(dir, true);
+        let cmd = r.sign("c-1", "GM-0001", NOW_S, NOW_S + 60);
+        assert_eq!(r.submit(cmd.clone()).await, (Outcome::Accepted, None));
+        r.cancel.cancel();
+        let Rig { _dir: dir, .. } = r;
+        assert_eq!(dir.path(), path);
+        let r = rig_on(dir, true);
+        assert_eq!(r.handle.pending(), 1, "loaded from the store");
+        assert_eq!(r.submit(cmd).await, (Outcome::Refused, Some(Reason::Replayed)));
+        r.time.advance(61 * 1_000_000_000);
+        until("expired", || r.handle.pending() == 0).await;
+        assert_eq!(r.events().last().map(|e| e.1), Some(Outcome::Expired));
+        r.cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn without_a_key_everything_is_refused() {
+        let r = rig_on(tempfile::tempdir().expect("tempdir"), false);
+        let cmd = r.sign("c-1", "GM-0001", NOW_S, NOW_S + 60);
+        assert_eq!(
+            r.submit(cmd).await,
+            (Outcome::Refused, Some(Reason::NoPlatformKey))
+        );
+        assert!(!r.handle.status().enabled);
+        r.cancel.cancel();
+    }
+}

@@ -267,6 +267,25 @@ mod tests {
     }
 
     #[test]
+    fn the_docs_examples_parse() {
+        let doc = include_str!("../../../docs/uplink.md");
+        let section = doc
+            .split("\n## Commands")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("docs/uplink.md has a Commands section");
+        let examples: Vec<&str> = section
+            .split("```json\n")
+            .skip(1)
+            .filter_map(|b| b.split("\n```").next())
+            .collect();
+        assert!(examples.len() >= 3);
+        for e in examples {
+            assert!(parse(e.as_bytes()).is_ok(), "{e}");
+        }
+    }
+
+    #[test]
     fn expiry_and_issue_time() {
         let c = parse(cmd("valve", r#"{"state":"open"}"#).as_bytes()).expect("valid");
         assert_eq!(check_time(&c, c.iat, true, 300), Ok(()));

@@ -1122,4 +1122,13 @@ field = "watts"
             ])
         );
     }
+
+    #[test]
+    fn answers_to_commands_are_recognised_by_their_topic() {
+        assert_eq!(cmd_ack_meter("meters/GM-0001/cmd/ack"), Some("GM-0001"));
+        assert_eq!(cmd_ack_meter("meters/GM-0001/cmd"), None);
+        assert_eq!(cmd_ack_meter("meters/GM-0001/state"), None);
+        assert_eq!(cmd_ack_meter("meters/a/b/cmd/ack"), None);
+        assert_eq!(cmd_ack_meter("sensors/x/cmd/ack"), None);
+    }
 }
