@@ -1,5 +1,5 @@
 //! Signed platform commands through the real binary: the platform's side (key pair, EdDSA JWS)
-//! and a meter that takes commands are tests/peers/platform.py (Python `cryptography` and
+//! and a meter that takes commands are tests/peers/command_peer.py (Python `cryptography` and
 //! paho-mqtt, independent of the gateway's code). Commands are submitted on the local
 //! `POST /api/commands`, the entry point the uplink's transports share (`commands::Handle`).
 
@@ -62,7 +62,7 @@ impl Platform {
 
 fn platform(args: &[&str]) -> std::process::Output {
     let out = Command::new("python3")
-        .arg(repo_root().join("tests/peers/platform.py"))
+        .arg(repo_root().join("tests/peers/command_peer.py"))
         .args(args)
         .output()
         .expect("python3 runs");
@@ -137,9 +137,9 @@ fn wait_outcome(gw: &Gateway, id: &str, want: &str, timeout: Duration) -> Value 
     );
 }
 
-/// A meter (platform.py meter) that logs every command it receives and answers it.
+/// A meter (command_peer.py meter) that logs every command it receives and answers it.
 struct TestMeter {
-    proc: Proc,
+    _proc: Proc,
     log: PathBuf,
 }
 
@@ -147,9 +147,9 @@ impl TestMeter {
     fn start(gw: &Gateway, id: &str, dir: &Path) -> TestMeter {
         let log = dir.join(format!("{id}.commands"));
         let proc = Proc::spawn(
-            "platform.py meter",
+            "command_peer.py meter",
             Command::new("python3")
-                .arg(repo_root().join("tests/peers/platform.py"))
+                .arg(repo_root().join("tests/peers/command_peer.py"))
                 .args([
                     "meter",
                     "--port",
@@ -162,7 +162,7 @@ impl TestMeter {
                 ])
                 .arg(&log),
         );
-        let m = TestMeter { proc, log };
+        let m = TestMeter { _proc: proc, log };
         wait_until(&format!("{id} subscribed"), Duration::from_secs(15), || {
             m.lines().iter().any(|l| l["subscribed"] == true)
         });

@@ -296,9 +296,7 @@ impl Handle {
         let v = jws::verify(jws, key).map_err(|r| (None, r))?;
         let cmd = payload::parse(&v.payload).map_err(|r| (None, r))?;
         let now_s = now.ts_ns.div_euclid(1_000_000_000);
-        if let Err(r) =
-            payload::check_time(&cmd, now_s, now.synced, self.inner.settings.max_clock_skew_s)
-        {
+        if let Err(r) = payload::check_time(&cmd, now_s, self.inner.settings.max_clock_skew_s) {
             return Err((Some(cmd), r));
         }
         if !self.inner.meters.is_meter(&cmd.meter) {

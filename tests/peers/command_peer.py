@@ -2,14 +2,14 @@
 """The central platform's side of gkgw's signed commands, for the black-box tests, written
 with Python's `cryptography` (an implementation independent of the gateway's ed25519-dalek).
 
-  platform.py keygen DIR                 writes DIR/platform.pem (PKCS#8) and DIR/platform.pub.pem (SPKI)
-  platform.py sign KEY.pem PAYLOAD_JSON [--header JSON] [--raw]
+  command_peer.py keygen DIR                 writes DIR/platform.pem (PKCS#8) and DIR/platform.pub.pem (SPKI)
+  command_peer.py sign KEY.pem PAYLOAD_JSON [--header JSON] [--raw]
       prints the compact JWS of PAYLOAD_JSON with header {"alg":"EdDSA"} (or --header);
       with --raw the payload is signed as the given bytes, not re-serialised
 
 Also a meter that takes commands:
 
-  platform.py meter --port P --user ID --password PW --log FILE [--reject]
+  command_peer.py meter --port P --user ID --password PW --log FILE [--reject]
       subscribes to meters/ID/cmd, appends every command it receives to FILE (one JSON line,
       flushed), answers meters/ID/cmd/ack {"id","result":"applied"|"rejected","detail","credit"};
       runs until SIGTERM
