@@ -1632,8 +1632,11 @@ mod tests {
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let bad = dir.path().join("key.pem");
-        std::fs::write(&bad, "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n")
-            .expect("write");
+        std::fs::write(
+            &bad,
+            "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n",
+        )
+        .expect("write");
         let err = Config::parse(
             "gw.toml",
             &format!("[commands]\nplatform_key_file = \"{}\"\n", bad.display()),
@@ -1649,7 +1652,10 @@ mod tests {
         .expect("write");
         let c = Config::parse(
             "gw.toml",
-            &format!("[commands]\nplatform_key_file = \"{}\"\nretry_s = 2\n", good.display()),
+            &format!(
+                "[commands]\nplatform_key_file = \"{}\"\nretry_s = 2\n",
+                good.display()
+            ),
         )
         .expect("valid");
         assert_eq!(c.commands.retry_s, 2);

@@ -55,8 +55,8 @@ enum Command {
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Platform commands: development and test tools.
-    #[command(subcommand)]
-    Command(CommandCommand),
+    #[command(name = "command", subcommand)]
+    Commands(CommandCommand),
 }
 
 #[derive(Subcommand)]
@@ -682,7 +682,7 @@ async fn main() -> ExitCode {
                 Err(e) => Err(e.into()),
             }
         }
-        Command::Command(CommandCommand::Sign {
+        Command::Commands(CommandCommand::Sign {
             key,
             meter,
             kind,
@@ -700,7 +700,7 @@ async fn main() -> ExitCode {
             kid,
         })
         .map(|jws| println!("{jws}")),
-        Command::Command(CommandCommand::Keygen { private, public }) => {
+        Command::Commands(CommandCommand::Keygen { private, public }) => {
             gkgw::commands::dev::keygen(&private, &public)
         }
     };

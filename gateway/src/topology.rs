@@ -38,6 +38,10 @@
 //!             ▲  requests: mpsc 64 (full → 503)         the log, then the persister ──▶ store.db alarm_events/alarm_state
 //!             │  logbook_changed (lab results)             (retried while the store refuses) ──▶ influx writer `alarm`
 //!  POST /api/alarms/{id}/ack|reset|shelve|silence (loopback only until logins)
+//!  platform commands (uplink, POST /api/commands) ──commands::Handle::submit: JWS EdDSA, payload, exp/iat, meter
+//!    account; refused → audit row, counted──▶ requests: mpsc 64 (full → the submitter waits) ──▶ relay task:
+//!    replay check + store (store.db commands/command_events) ──▶ meters/{id}/cmd via the hub, resent every retry_s
+//!    ◀── meters/{id}/cmd/ack: Ingest ──acks: mpsc 1024 (full → dropped, counted; resent, re-answered)──┘
 //!  web: /, /healthz, /metrics (metrics::Registry), /api/status (store, devices, clock),
 //!       /api/live, /api/history (raw log or windows, by span), /api/kpi, /api/alarms
 //! ```

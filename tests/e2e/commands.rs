@@ -87,7 +87,13 @@ fn command(id: &str, meter: &str, kind: &str, args: Value, ttl: i64) -> Value {
 }
 
 fn top_up(id: &str, meter: &str) -> Value {
-    command(id, meter, "top_up", json!({"amount": 2.5, "unit": "kg"}), 600)
+    command(
+        id,
+        meter,
+        "top_up",
+        json!({"amount": 2.5, "unit": "kg"}),
+        600,
+    )
 }
 
 /// POSTs one command; returns its result `{id, outcome, reason}`.
@@ -238,10 +244,7 @@ fn a_signed_top_up_reaches_the_meter_and_its_outcome_comes_back() {
             .any(|l| l.contains("top-1") && l.contains("applied") && l.contains("GM-0001")),
         "{table}"
     );
-    assert_eq!(
-        gw.metric("gkgw_commands_total{outcome=\"applied\"}"),
-        1.0
-    );
+    assert_eq!(gw.metric("gkgw_commands_total{outcome=\"applied\"}"), 1.0);
     assert_eq!(gw.metric("gkgw_commands_pending"), 0.0);
     let s = gw.status();
     assert_eq!(s["commands"]["enabled"], true);
@@ -318,7 +321,9 @@ fn bad_commands_are_refused_counted_reported_and_never_reach_a_meter() {
     ] {
         let want = cases.iter().filter(|(r, _)| *r == reason).count() as f64;
         assert_eq!(
-            gw.metric(&format!("gkgw_commands_refused_total{{reason=\"{reason}\"}}")),
+            gw.metric(&format!(
+                "gkgw_commands_refused_total{{reason=\"{reason}\"}}"
+            )),
             want,
             "{reason}"
         );
@@ -353,7 +358,10 @@ fn without_a_platform_key_every_command_is_refused() {
     assert_eq!(r["reason"], "no_platform_key", "{r}");
     assert_eq!(gw.status()["commands"]["enabled"], false);
     let table = audit_list(&gw);
-    assert!(table.contains("no_platform_key") && table.contains("commands disabled"), "{table}");
+    assert!(
+        table.contains("no_platform_key") && table.contains("commands disabled"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -378,7 +386,10 @@ fn an_offline_meter_gets_its_command_when_it_connects_and_one_that_expires_first
     submit(&gw, &p.sign(&top_up("after-1", "GM-0003")));
     wait_outcome(&gw, "after-1", "applied", Duration::from_secs(20));
     let ids = late.received();
-    assert!(!ids.is_empty() && ids.iter().all(|i| i == "after-1"), "{ids:?}");
+    assert!(
+        !ids.is_empty() && ids.iter().all(|i| i == "after-1"),
+        "{ids:?}"
+    );
 }
 
 #[test]

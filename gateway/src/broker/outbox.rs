@@ -40,9 +40,7 @@ pub fn cmd_ack_topic(meter_id: &str) -> String {
 
 /// `{"id":…,"kind":…,"args":{…},"exp":…}`: a verified command as its meter receives it.
 pub fn cmd_payload(id: &str, kind: &str, args: &serde_json::Value, exp: i64) -> Bytes {
-    Bytes::from(
-        serde_json::json!({"id": id, "kind": kind, "args": args, "exp": exp}).to_string(),
-    )
+    Bytes::from(serde_json::json!({"id": id, "kind": kind, "args": args, "exp": exp}).to_string())
 }
 
 /// Publishes the acks the committer hands over, until its sender closes. Never blocks on a

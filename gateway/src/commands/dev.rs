@@ -26,8 +26,7 @@ pub fn sign_file(a: &SignArgs) -> anyhow::Result<String> {
         .with_context(|| format!("cannot read {}", a.key.display()))?;
     let key = jws::parse_signing_key(&text)
         .with_context(|| format!("{}: not an Ed25519 private key", a.key.display()))?;
-    let args: serde_json::Value =
-        serde_json::from_str(&a.args).context("--args: not JSON")?;
+    let args: serde_json::Value = serde_json::from_str(&a.args).context("--args: not JSON")?;
     let now_ns = crate::clock::wall_ns();
     let now = now_ns.div_euclid(1_000_000_000);
     let payload = serde_json::json!({
@@ -38,7 +37,11 @@ pub fn sign_file(a: &SignArgs) -> anyhow::Result<String> {
         "iat": now,
         "exp": now + a.ttl,
     });
-    Ok(jws::sign(&key, a.kid.as_deref(), payload.to_string().as_bytes()))
+    Ok(jws::sign(
+        &key,
+        a.kid.as_deref(),
+        payload.to_string().as_bytes(),
+    ))
 }
 
 /// Writes a new key pair: the private key as PKCS#8 PEM (mode 0600), the public one as SPKI PEM.

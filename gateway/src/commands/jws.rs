@@ -116,7 +116,10 @@ impl PublicKey {
             let j = jwk(text)?;
             (b64_32(&j.x, "x")?, j.kid)
         } else {
-            (key_bytes(&pem_body(text, "PUBLIC KEY")?, &SPKI_PREFIX)?, None)
+            (
+                key_bytes(&pem_body(text, "PUBLIC KEY")?, &SPKI_PREFIX)?,
+                None,
+            )
         };
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::Invalid)?;
         Ok(PublicKey { key, kid })
@@ -198,7 +201,8 @@ pub struct Verified {
 pub fn verify(compact: &str, key: &PublicKey) -> Result<Verified, Reason> {
     let compact = compact.trim();
     let mut parts = compact.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Reason::Unsigned);
     };
@@ -313,9 +317,17 @@ mod tests {
         check("not a jws", &key, Err(Reason::Unsigned));
         check("", &key, Err(Reason::Unsigned));
         check(&format!("{h}!.{p}.{s}"), &key, Err(Reason::Malformed));
-        check(&format!("{}.{p}.{s}", b64("[1]")), &key, Err(Reason::Malformed));
+        check(
+            &format!("{}.{p}.{s}", b64("[1]")),
+            &key,
+            Err(Reason::Malformed),
+        );
         check(&format!("{h}.{p}.{s}="), &key, Err(Reason::BadSignature));
-        check(&format!("{h}.{p}.{}", &s[..40]), &key, Err(Reason::BadSignature));
+        check(
+            &format!("{h}.{p}.{}", &s[..40]),
+            &key,
+            Err(Reason::BadSignature),
+        );
         let crit = format!(
             "{}.{p}.{s}",
             b64(r#"{"alg":"EdDSA","crit":["exp"],"exp":1}"#)
@@ -326,7 +338,11 @@ mod tests {
         let input = format!("{h}.!!");
         use ed25519_dalek::Signer as _;
         let sig = URL_SAFE_NO_PAD.encode(k.sign(input.as_bytes()).to_bytes());
-        check(&format!("{input}.{sig}"), &other_key(), Err(Reason::Malformed));
+        check(
+            &format!("{input}.{sig}"),
+            &other_key(),
+            Err(Reason::Malformed),
+        );
     }
 
     #[test]
@@ -339,19 +355,22 @@ mod tests {
         .expect("jwk");
         check(&sign(&k, Some("p1"), b"{}"), &key, Ok("{}"));
         check(&sign(&k, None, b"{}"), &key, Ok("{}"));
-        check(&sign(&k, Some("p2"), b"{}"), &key, Err(Reason::BadSignature));
+        check(
+            &sign(&k, Some("p2"), b"{}"),
+            &key,
+            Err(Reason::BadSignature),
+        );
     }
 
     #[test]
     fn key_files() {
         let k = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
         let pem = public_pem(&k);
-        assert_eq!(
-            PublicKey::parse(&pem).expect("pem").key,
-            k.verifying_key()
-        );
+        assert_eq!(PublicKey::parse(&pem).expect("pem").key, k.verifying_key());
         assert!(matches!(
-            PublicKey::parse("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----"),
+            PublicKey::parse(
+                "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----"
+            ),
             Err(KeyError::NotEd25519)
         ));
         // An RSA/P-256 SPKI has another prefix.
@@ -361,7 +380,10 @@ mod tests {
             PublicKey::parse(r#"{"kty":"EC","crv":"P-256","x":"AA"}"#),
             Err(KeyError::Jwk(_))
         ));
-        assert!(matches!(PublicKey::parse("hello"), Err(KeyError::Format(_))));
+        assert!(matches!(
+            PublicKey::parse("hello"),
+            Err(KeyError::Format(_))
+        ));
         let mut der = PKCS8_PREFIX.to_vec();
         der.extend_from_slice(&[3; 32]);
         let private = format!(

@@ -307,10 +307,7 @@ impl Handle {
 
     async fn refuse(&self, cmd: Option<&Command>, reason: Reason, via: &'static str) -> Submitted {
         let id = cmd.map(|c| c.id.clone());
-        let (meter, kind) = (
-            cmd.map(|c| c.meter.clone()),
-            cmd.map(|c| c.kind.as_str()),
-        );
+        let (meter, kind) = (cmd.map(|c| c.meter.clone()), cmd.map(|c| c.kind.as_str()));
         tracing::warn!(reason = reason.as_str(), id = ?id, meter = ?meter, via, "platform command refused");
         let ts = self.inner.clock.now().ts_ns;
         let (id2, via2) = (id.clone(), via);
@@ -340,7 +337,13 @@ impl Handle {
     }
 
     /// Counts an outcome and keeps it as the newest.
-    pub(crate) fn note(&self, id: Option<String>, outcome: Outcome, reason: Option<Reason>, ts_ns: i64) {
+    pub(crate) fn note(
+        &self,
+        id: Option<String>,
+        outcome: Outcome,
+        reason: Option<Reason>,
+        ts_ns: i64,
+    ) {
         self.inner.metrics.outcomes.inc(outcome);
         if let Some(r) = reason {
             self.inner.metrics.refused.inc(r);
@@ -490,8 +493,7 @@ mod tests {
         let metrics = Arc::new(Metrics::register(&mut Registry::default()));
         let parts = build(
             Settings {
-                key: with_key
-                    .then(|| PublicKey::parse(&jws::public_pem(&key)).expect("key")),
+                key: with_key.then(|| PublicKey::parse(&jws::public_pem(&key)).expect("key")),
                 retry: std::time::Duration::from_millis(100),
                 max_clock_skew_s: 300,
             },
@@ -570,17 +572,32 @@ mod tests {
         // Refusals: none of them is published.
         let refused = [
             (good.clone(), Reason::Replayed),
-            (r.sign("c-2", "GM-0404", NOW_S, NOW_S + 60), Reason::UnknownMeter),
-            (r.sign("c-3", "GM-0001", NOW_S - 120, NOW_S - 60), Reason::Expired),
-            (r.sign("c-4", "GM-0001", NOW_S + 301, NOW_S + 900), Reason::NotYetValid),
+            (
+                r.sign("c-2", "GM-0404", NOW_S, NOW_S + 60),
+                Reason::UnknownMeter,
+            ),
+            (
+                r.sign("c-3", "GM-0001", NOW_S - 120, NOW_S - 60),
+                Reason::Expired,
+            ),
+            (
+                r.sign("c-4", "GM-0001", NOW_S + 301, NOW_S + 900),
+                Reason::NotYetValid,
+            ),
             ("a.b".to_owned(), Reason::Unsigned),
         ];
         for (jws, reason) in refused {
             assert_eq!(r.submit(jws).await, (Outcome::Refused, Some(reason)));
         }
         // An answer from another meter, or for another id, changes nothing.
-        r.acks.ack("GM-0002", Bytes::from_static(br#"{"id":"c-1","result":"applied"}"#));
-        r.acks.ack("GM-0001", Bytes::from_static(br#"{"id":"c-9","result":"applied"}"#));
+        r.acks.ack(
+            "GM-0002",
+            Bytes::from_static(br#"{"id":"c-1","result":"applied"}"#),
+        );
+        r.acks.ack(
+            "GM-0001",
+            Bytes::from_static(br#"{"id":"c-9","result":"applied"}"#),
+        );
         r.acks.ack("GM-0001", Bytes::from_static(b"not json"));
         // Resent until answered: only c-1 reaches the meter.
         let again = rx.recv().await;
@@ -606,7 +623,10 @@ mod tests {
             outcomes,
             [Accepted, Delivered, Refused, Refused, Refused, Refused, Refused, Applied]
         );
-        assert_eq!(events[2], (Some("c-1".into()), Refused, Some(Reason::Replayed)));
+        assert_eq!(
+            events[2],
+            (Some("c-1".into()), Refused, Some(Reason::Replayed))
+        );
         assert_eq!(events[6], (None, Refused, Some(Reason::Unsigned)));
         assert_eq!(r.handle.status().last.map(|l| l.outcome), Some(Applied));
         r.cancel.cancel();
@@ -624,7 +644,10 @@ mod tests {
         assert_eq!(dir.path(), path);
         let r = rig_on(dir, true);
         assert_eq!(r.handle.pending(), 1, "loaded from the store");
-        assert_eq!(r.submit(cmd).await, (Outcome::Refused, Some(Reason::Replayed)));
+        assert_eq!(
+            r.submit(cmd).await,
+            (Outcome::Refused, Some(Reason::Replayed))
+        );
         r.time.advance(61 * 1_000_000_000);
         until("expired", || r.handle.pending() == 0).await;
         assert_eq!(r.events().last().map(|e| e.1), Some(Outcome::Expired));

@@ -214,7 +214,10 @@ mod tests {
         check(&cmd("top_up", r#"{"token":"123 456 789"}"#), Ok(TopUp));
         check(&cmd("top_up", r#"{"amount":2.5,"unit":"kg"}"#), Ok(TopUp));
         check(
-            &cmd("top_up", r#"{"amount":10,"unit":"kWh","transaction":"tx-9"}"#),
+            &cmd(
+                "top_up",
+                r#"{"amount":10,"unit":"kWh","transaction":"tx-9"}"#,
+            ),
             Ok(TopUp),
         );
         check(&cmd("top_up", r#"{}"#), Err(M));
@@ -222,7 +225,10 @@ mod tests {
         check(&cmd("top_up", r#"{"amount":-1,"unit":"kg"}"#), Err(M));
         check(&cmd("top_up", r#"{"amount":"2","unit":"kg"}"#), Err(M));
         check(&cmd("top_up", r#"{"amount":2,"unit":"litre"}"#), Err(M));
-        check(&cmd("top_up", r#"{"token":"1","amount":2,"unit":"kg"}"#), Err(M));
+        check(
+            &cmd("top_up", r#"{"token":"1","amount":2,"unit":"kg"}"#),
+            Err(M),
+        );
         check(&cmd("top_up", r#"{"token":""}"#), Err(M));
         check(&cmd("top_up", r#"{"token":"a\nb"}"#), Err(M));
         check(&cmd("top_up", r#"{"token":"1","unit":"kg"}"#), Err(M));
@@ -237,8 +243,14 @@ mod tests {
             &cmd("tariff", r#"{"price":120,"currency":"KES","unit":"kg"}"#),
             Ok(Tariff),
         );
-        check(&cmd("tariff", r#"{"price":120,"currency":"kes","unit":"kg"}"#), Err(M));
-        check(&cmd("tariff", r#"{"price":-1,"currency":"KES","unit":"kg"}"#), Err(M));
+        check(
+            &cmd("tariff", r#"{"price":120,"currency":"kes","unit":"kg"}"#),
+            Err(M),
+        );
+        check(
+            &cmd("tariff", r#"{"price":-1,"currency":"KES","unit":"kg"}"#),
+            Err(M),
+        );
         check(&cmd("tariff", r#"{"currency":"KES","unit":"kg"}"#), Err(M));
         check(&cmd("time_sync", r#"{}"#), Ok(TimeSync));
         check(&cmd("time_sync", r#"null"#), Ok(TimeSync));
@@ -259,13 +271,19 @@ mod tests {
         check(&good.replace(r#""id":"c-1""#, r#""id":"""#), Err(M));
         check(&good.replace(r#""id":"c-1""#, r#""id":"a/b""#), Err(M));
         check(&good.replace(r#""id":"c-1""#, r#""id":7"#), Err(M));
-        check(&good.replace(r#""meter":"GM-0001""#, r#""meter":"GM/+""#), Err(M));
+        check(
+            &good.replace(r#""meter":"GM-0001""#, r#""meter":"GM/+""#),
+            Err(M),
+        );
         check(&good.replace(r#","iat":1795340000"#, ""), Err(M));
         check(&good.replace("1795343600", "1795340000"), Err(M));
         check(&good.replace("1795343600", "1795343600.5"), Err(M));
         check(&good.replace("1795343600", "\"1795343600\""), Err(M));
         // Extra JWT claims are ignored.
-        check(&good.replace("{\"id\"", "{\"iss\":\"platform\",\"id\""), Ok(Kind::Valve));
+        check(
+            &good.replace("{\"id\"", "{\"iss\":\"platform\",\"id\""),
+            Ok(Kind::Valve),
+        );
     }
 
     #[test]

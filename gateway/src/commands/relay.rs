@@ -2,8 +2,8 @@
 //!
 //! *Invariant: a command reaches `meters/{id}/cmd` only from here, and only after
 //! [`super::Handle::submit`] verified it and [`Relay::accept`] stored it as not replayed
-//! (`grep -rn 'cmd_topic(' gateway/src` finds its definition in broker/outbox.rs and the one
-//! call below).*
+//! (`grep -rn 'cmd_topic(' gateway/src` finds its definition and unit test in
+//! broker/outbox.rs and the one call below).*
 //!
 //! Each open command is published to its meter at once, then every `commands.retry_s` until
 //! the meter answers on `meters/{id}/cmd/ack` or `exp` passes (`expired`). The first time the
@@ -21,9 +21,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Command, Handle, Outcome, Reason, Submitted};
-use crate::metrics::LabelValue as _;
 use crate::broker::{outbox, Hub};
 use crate::clock::Clock;
+use crate::metrics::LabelValue as _;
 use crate::store::commands::{Accepted, Commands, NewEvent, ToAccept};
 use crate::store::Handle as StoreHandle;
 
@@ -137,13 +137,25 @@ impl Relay {
         }
     }
 
-    fn now_ns(&self) -> i64 {
+    fn clock_ns(&self) -> i64 {
         self.clock.now().ts_ns
     }
 
-    async fn record(&self, outcome: Outcome, id: &str, o: &Open, detail: Option<String>, credit: Option<f64>) {
-        let ts = self.now_ns();
-        let (id2, meter, kind, via) = (id.to_owned(), o.meter.clone(), o.kind.clone(), o.via.clone());
+    async fn record(
+        &self,
+        outcome: Outcome,
+        id: &str,
+        o: &Open,
+        detail: Option<String>,
+        credit: Option<f64>,
+    ) {
+        let ts = self.clock_ns();
+        let (id2, meter, kind, via) = (
+            id.to_owned(),
+            o.meter.clone(),
+            o.kind.clone(),
+            o.via.clone(),
+        );
         let r = self
             .store
             .run(move |s| {
@@ -170,9 +182,14 @@ impl Relay {
 
     /// Stores a verified command unless its id was seen, then sends it.
     async fn accept(&mut self, c: Command, jws: &str, via: &'static str) -> Submitted {
-        let ts = self.now_ns();
+        let ts = self.clock_ns();
         let args = c.args.to_string();
-        let (id, meter, kind, jws_owned) = (c.id.clone(), c.meter.clone(), c.kind.as_str(), jws.to_owned());
+        let (id, meter, kind, jws_owned) = (
+            c.id.clone(),
+            c.meter.clone(),
+            c.kind.as_str(),
+            jws.to_owned(),
+        );
         let (iat, exp) = (c.iat, c.exp);
         let stored = self
             .store
@@ -195,17 +212,28 @@ impl Relay {
         match stored {
             Err(e) => {
                 tracing::error!(error = %e, id = ?c.id, "cannot store a platform command: refused as unavailable");
-                self.handle.note(Some(c.id.clone()), Outcome::Refused, Some(Reason::Unavailable), ts);
+                self.handle.note(
+                    Some(c.id.clone()),
+                    Outcome::Refused,
+                    Some(Reason::Unavailable),
+                    ts,
+                );
                 Submitted::refused(Some(c.id), Reason::Unavailable)
             }
             Ok(Accepted::Replayed(_)) => {
                 tracing::warn!(id = ?c.id, meter = ?c.meter, via, "platform command refused: replayed");
-                self.handle.note(Some(c.id.clone()), Outcome::Refused, Some(Reason::Replayed), ts);
+                self.handle.note(
+                    Some(c.id.clone()),
+                    Outcome::Refused,
+                    Some(Reason::Replayed),
+                    ts,
+                );
                 Submitted::refused(Some(c.id), Reason::Replayed)
             }
             Ok(Accepted::New(_)) => {
                 tracing::info!(id = ?c.id, meter = ?c.meter, kind = c.kind.as_str(), via, "platform command accepted");
-                self.handle.note(Some(c.id.clone()), Outcome::Accepted, None, ts);
+                self.handle
+                    .note(Some(c.id.clone()), Outcome::Accepted, None, ts);
                 let o = Open {
                     payload: message(&c.id, c.kind.as_str(), &c.args, c.exp),
                     meter: c.meter,
@@ -220,7 +248,11 @@ impl Relay {
                 let delivered = self.send(&c.id).await;
                 Submitted {
                     id: Some(c.id),
-                    outcome: if delivered { Outcome::Delivered } else { Outcome::Accepted },
+                    outcome: if delivered {
+                        Outcome::Delivered
+                    } else {
+                        Outcome::Accepted
+                    },
                     reason: None,
                 }
             }
@@ -247,7 +279,7 @@ impl Relay {
     }
 
     async fn on_tick(&mut self) {
-        let now_s = self.now_ns().div_euclid(1_000_000_000);
+        let now_s = self.clock_ns().div_euclid(1_000_000_000);
         let expired: Vec<String> = self
             .open
             .iter()
@@ -288,7 +320,7 @@ impl Relay {
             }
         };
         // Only the meter the command was for can answer it; a late duplicate finds nothing.
-        if !self.open.get(&p.id).is_some_and(|o| o.meter == a.meter) {
+        if self.open.get(&p.id).is_none_or(|o| o.meter != a.meter) {
             self.handle.inner.metrics.acks_ignored.inc();
             tracing::debug!(meter = ?a.meter, id = ?p.id, "answer for no open command of this meter ignored");
             return;
@@ -298,8 +330,14 @@ impl Relay {
         };
         let detail = p.detail.map(|d| d.chars().take(256).collect::<String>());
         tracing::info!(id = ?p.id, meter = ?o.meter, outcome = outcome.as_str(), detail = ?detail, "platform command answered by the meter");
-        self.record(outcome, &p.id, &o, detail, p.credit.filter(|c| c.is_finite()))
-            .await;
+        self.record(
+            outcome,
+            &p.id,
+            &o,
+            detail,
+            p.credit.filter(|c| c.is_finite()),
+        )
+        .await;
         self.handle.set_pending(self.open.len());
     }
 }

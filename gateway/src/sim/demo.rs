@@ -207,7 +207,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     ));
     banner.push_str(&match &opts.platform_key {
         Some(k) => format!(
-            "  commands:     signed with the private key of {} (a development signer: gkgw command sign --key PRIVATE.pem --meter GM-0001 --kind top_up --args '{{\"amount\":2,\"unit\":\"kg\"}}' | curl --data-binary @- http://{}/api/commands); gkgw audit list --gateway {}\n",
+            "  commands:     accepted when signed with the private key of the public key {} (a development signer: gkgw command sign --key PRIVATE.pem --meter GM-0001 --kind top_up --args '{{\"amount\":2,\"unit\":\"kg\"}}' | curl --data-binary @- http://{}/api/commands); gkgw audit list --gateway {}\n",
             k.display(),
             gw.http_addr,
             gw.http_addr

@@ -78,7 +78,10 @@ impl SimMeter {
         let state = args.get("state").and_then(|s| s.as_str());
         let result: Result<String, String> = match v.get("kind").and_then(|k| k.as_str()) {
             Some("top_up") => {
-                let add = match (args.get("amount").and_then(|a| a.as_f64()), args.get("token")) {
+                let add = match (
+                    args.get("amount").and_then(|a| a.as_f64()),
+                    args.get("token"),
+                ) {
                     (Some(a), _) => a,
                     (None, Some(_)) => TOKEN_CREDIT,
                     _ => 0.0,
@@ -100,7 +103,10 @@ impl SimMeter {
                 }
                 Some("closed") => {
                     self.shut = self.gas;
-                    Ok(format!("{} closed", if self.gas { "valve" } else { "relay" }))
+                    Ok(format!(
+                        "{} closed",
+                        if self.gas { "valve" } else { "relay" }
+                    ))
                 }
                 _ => Err("state must be open or closed".into()),
             },
@@ -149,7 +155,11 @@ impl SimMeter {
                 self.seq,
                 self.cumulative,
                 self.credit,
-                if self.credit > 0.0 && !self.shut { "open" } else { "closed" },
+                if self.credit > 0.0 && !self.shut {
+                    "open"
+                } else {
+                    "closed"
+                },
                 self.battery,
                 self.rssi
             )
@@ -160,7 +170,11 @@ impl SimMeter {
                 self.seq,
                 self.cumulative,
                 self.credit,
-                if self.credit > 0.0 && !self.shut { "closed" } else { "open" },
+                if self.credit > 0.0 && !self.shut {
+                    "closed"
+                } else {
+                    "open"
+                },
                 self.rssi
             )
         };
@@ -295,7 +309,11 @@ mod tests {
         assert_eq!(a["id"], "c1");
         assert_eq!(a["result"], "applied");
         assert!((gas.credit - before - 2.0).abs() < 1e-9);
-        assert_eq!(ack(gas.command(top_up)), a, "a resend is answered, not re-applied");
+        assert_eq!(
+            ack(gas.command(top_up)),
+            a,
+            "a resend is answered, not re-applied"
+        );
         assert!((gas.credit - before - 2.0).abs() < 1e-9);
         let token = br#"{"id":"c2","kind":"top_up","args":{"token":"123456789"},"exp":9}"#;
         assert_eq!(ack(gas.command(token))["result"], "applied");

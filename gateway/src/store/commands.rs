@@ -319,7 +319,10 @@ mod tests {
         assert!(c.open_commands().expect("open").is_empty());
         drop(c);
         let mut c = Commands::open(&db).expect("reopen");
-        assert_eq!(c.accept(&cmd("a"), 13).expect("again"), Accepted::Replayed(4));
+        assert_eq!(
+            c.accept(&cmd("a"), 13).expect("again"),
+            Accepted::Replayed(4)
+        );
         c.record(
             Outcome::Refused,
             &NewEvent {
@@ -346,9 +349,16 @@ mod tests {
         assert_eq!(c.outcomes_after(3, 1).expect("page")[0].row, 4);
         let recent = c.recent(10).expect("recent");
         assert_eq!(recent.len(), 1);
-        assert_eq!(recent[0].last, Outcome::Applied, "a replay does not change it");
+        assert_eq!(
+            recent[0].last,
+            Outcome::Applied,
+            "a replay does not change it"
+        );
         assert_eq!(recent[0].credit, Some(3.5));
-        assert!(c.conn.execute("UPDATE command_events SET outcome = 'applied'", []).is_err());
+        assert!(c
+            .conn
+            .execute("UPDATE command_events SET outcome = 'applied'", [])
+            .is_err());
         assert!(c.conn.execute("DELETE FROM command_events", []).is_err());
         assert!(c.conn.execute("DELETE FROM commands", []).is_err());
     }
