@@ -322,6 +322,22 @@ pub fn describe(r: &Resolved) -> String {
     } else {
         let _ = writeln!(s, "alarms: disabled");
     }
+    match &c.commands.platform_key_file {
+        Some(f) => {
+            let _ = writeln!(
+                s,
+                "commands: signed by the platform key {}, resent every {} s until answered or expired",
+                f.display(),
+                c.commands.retry_s
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "commands: disabled (no commands.platform_key_file): each is refused"
+            );
+        }
+    }
     let _ = writeln!(s, "http: {}", c.http.listen);
     let _ = writeln!(s, "\nplant ({} bindings):", r.plant.bindings().len());
     s.push_str(&r.plant.table());
