@@ -239,3 +239,19 @@ pub async fn list(State(s): State<Arc<AppState>>, Query(q): Query<ListQuery>) ->
 pub fn is_final(outcome: &str) -> bool {
     Outcome::parse(outcome).is_some_and(Outcome::is_final)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_clients_may_submit() {
+        let ok = |a: &str| loopback(&a.parse().expect("address")).is_ok();
+        assert!(ok("127.0.0.1:5000"));
+        assert!(ok("[::1]:5000"));
+        assert!(!ok("192.168.1.20:5000"));
+        assert!(!ok("[fe80::1]:5000"));
+        let r = loopback(&"10.0.0.2:1".parse().expect("address")).expect_err("refused");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+}
