@@ -246,6 +246,12 @@ fn a_signed_top_up_reaches_the_meter_and_its_outcome_comes_back() {
     );
     assert_eq!(gw.metric("gkgw_commands_total{outcome=\"applied\"}"), 1.0);
     assert_eq!(gw.metric("gkgw_commands_pending"), 0.0);
+    // The meter's answer went to the relay, not to the readings' parser.
+    assert_eq!(
+        gw.metric("gkgw_readings_rejected_total{reason=\"unknown_topic\"}"),
+        0.0
+    );
+    assert_eq!(gw.metric("gkgw_mqtt_messages_total"), 0.0);
     let s = gw.status();
     assert_eq!(s["commands"]["enabled"], true);
     assert_eq!(s["commands"]["pending"], 0);
