@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as JsonValue;
 
 use super::{rfc3339, AppState};
-use crate::commands::{Outcome, Submitted};
+use crate::commands::Submitted;
 use crate::metrics::LabelValue as _;
 use crate::store::commands::{Event, Stored};
 
@@ -233,11 +233,6 @@ pub async fn list(State(s): State<Arc<AppState>>, Query(q): Query<ListQuery>) ->
             format!("cannot read the command log: {e}"),
         ),
     }
-}
-
-/// Is this outcome final (for the CLI's table)?
-pub fn is_final(outcome: &str) -> bool {
-    Outcome::parse(outcome).is_some_and(Outcome::is_final)
 }
 
 #[cfg(test)]
