@@ -57,6 +57,7 @@ pub struct Config {
     pub history: History,
     pub logbook: Logbook,
     pub alarms: AlarmsConfig,
+    pub uplink: crate::uplink::Config,
     pub gpio: Gpio,
     pub onewire: OneWire,
     pub commands: Commands,
@@ -1181,6 +1182,13 @@ impl Config {
         self.validate_modbus(file)?;
         self.validate_gpio(file)?;
         self.validate_alarms(file)?;
+        if let Err((key, message)) = self.uplink.check() {
+            return Err(Error::Invalid {
+                file: file.to_owned(),
+                key,
+                message,
+            });
+        }
         if self.influx.enabled {
             let i = &self.influx;
             if !(i.url.starts_with("http://") || i.url.starts_with("https://"))

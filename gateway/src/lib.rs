@@ -22,6 +22,7 @@ pub mod sinks;
 pub mod sources;
 pub mod store;
 pub mod topology;
+pub mod uplink;
 pub mod web;
 
 pub use topology::run;

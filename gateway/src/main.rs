@@ -422,6 +422,15 @@ struct DemoArgs {
     /// InfluxDB 2.x/3.x token, read from this file.
     #[arg(long)]
     influx_token_file: Option<PathBuf>,
+    /// Send the demo's batches to this platform endpoint (https://…, or http:// on loopback).
+    #[arg(long)]
+    uplink: Option<String>,
+    /// The uplink's bearer token, read from this file.
+    #[arg(long, requires = "uplink")]
+    uplink_token_file: Option<PathBuf>,
+    /// A CA certificate (PEM) the platform's server is verified with.
+    #[arg(long, requires = "uplink")]
+    uplink_ca_file: Option<PathBuf>,
     /// The platform's Ed25519 public key (PEM or JWK file): commands signed with its private
     /// key are relayed to the simulated meters.
     #[arg(long)]
@@ -792,6 +801,14 @@ async fn demo(a: DemoArgs) -> anyhow::Result<()> {
             .scenario
             .as_deref()
             .and_then(gkgw::sim::plant::Scenario::parse),
+        uplink: a.uplink.map(|url| gkgw::uplink::Config {
+            enabled: true,
+            url,
+            token_file: a.uplink_token_file,
+            ca_file: a.uplink_ca_file,
+            gateway: "demo-gw".into(),
+            ..gkgw::uplink::Config::default()
+        }),
     };
     gkgw::sim::demo::run(opts, shutdown_on_signal()).await
 }

@@ -827,6 +827,53 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         ));
     }
 
+    // The uplink: a builder (batches into the outbox, one transaction each) and a sender
+    // (oldest first, at most uplink.max_batches_per_s), each on its own store connection;
+    // `built`: Notify, never full.
+    let uplink_status = if config.uplink.enabled {
+        let metrics = Arc::new(crate::uplink::Metrics::register(&mut registry));
+        let status = crate::uplink::SharedStatus::default();
+        status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .url = config.uplink.url.clone();
+        let built = Arc::new(tokio::sync::Notify::new());
+        let sender = crate::uplink::http::Sender::new(&config.uplink, &config.site.id)?;
+        sinks.spawn(crate::uplink::run_builder(
+            store::Handle::new(store::outbox::Outbox::open(&db)?),
+            config.uplink.clone(),
+            config.site.id.clone(),
+            clock.clone(),
+            metrics.clone(),
+            built.clone(),
+            sinks_cancel.clone(),
+        ));
+        // Commands in a response go to the command relay, in their order, on a task of the
+        // sinks' tracker (the sender does not wait for them; shutdown does).
+        let (relay, tracker) = (commands_handle.clone(), sinks.clone());
+        let to_relay: crate::uplink::http::Commands = Arc::new(move |cmds: Vec<String>| {
+            let relay = relay.clone();
+            tracker.spawn(async move {
+                for jws in cmds {
+                    relay.submit(jws, "https").await;
+                }
+            });
+        });
+        sinks.spawn(crate::uplink::http::run(
+            sender,
+            store::Handle::new(store::outbox::Outbox::open(&db)?),
+            Some(to_relay),
+            metrics,
+            status.clone(),
+            clock.clone(),
+            built,
+            sinks_cancel.clone(),
+        ));
+        Some(status)
+    } else {
+        None
+    };
+
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
@@ -867,6 +914,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         logbook_changed,
         kpi: kpi_engine.clone(),
         alarms,
+        uplink: uplink_status,
         gpio: gpio_outputs.clone(),
         commands: commands_handle.clone(),
     });

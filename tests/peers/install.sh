@@ -81,6 +81,9 @@ done
 # --- Python packages ---------------------------------------------------------
 PYMODBUS_VERSION=3.16.1
 PYSERIAL_VERSION=3.5
+# jsonschema: the test receiver of the uplink (tests/peers/platform.py) validates every batch,
+# and the docs' command examples are checked against docs/schema/command.schema.json;
+# cryptography: tests/peers/command_peer.py signs platform commands (Ed25519).
 py_check="import sys, paho.mqtt, pymodbus, serial, jsonschema, cryptography
 sys.exit(pymodbus.__version__ != '$PYMODBUS_VERSION' or serial.__version__ != '$PYSERIAL_VERSION')"
 if python3 -c "$py_check" >/dev/null 2>&1; then

@@ -31,7 +31,8 @@ def main():
     ap.add_argument("--acks-file")
     ap.add_argument("--pubacks-file", help="one 'meter seq' line per PUBACK received (QoS 1)")
     ap.add_argument("--wait-acks", type=float, default=10.0)
-    ap.add_argument("--ts-base", type=float, default=0.0, help="if set, ts = base + seq seconds (RFC 3339)")
+    ap.add_argument("--ts-base", type=float, default=0.0, help="if set, ts = base + seq × ts-step seconds (RFC 3339)")
+    ap.add_argument("--ts-step", type=float, default=1.0)
     ap.add_argument("--start-seq", type=int, default=1)
     ap.add_argument("--continuous", action="store_true")
     ap.add_argument("--keepalive", type=int, default=10)
@@ -106,7 +107,7 @@ def main():
         p = {"meter_id": meter, "seq": seq, "kind": "gas", "cum_kg": round(seq * 0.01, 3),
              "credit_kg": 5.0, "valve": "open", "battery_v": 3.8, "rssi": -70, "tamper": False}
         if a.ts_base:
-            t = a.ts_base + seq
+            t = a.ts_base + seq * a.ts_step
             p["ts"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % int(round((t % 1) * 1000))
         return json.dumps(p)
 

@@ -26,6 +26,8 @@ pub struct Options {
     pub history_days: u32,
     /// A plant fault to start at once.
     pub scenario: Option<super::plant::Scenario>,
+    /// Send batches to the platform.
+    pub uplink: Option<crate::uplink::Config>,
     /// The platform's public key (`--platform-key`): commands signed with it reach the meters.
     pub platform_key: Option<PathBuf>,
 }
@@ -96,6 +98,9 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     demo_alarms(&mut config.alarms);
     if let Some(i) = opts.influx {
         config.influx = i;
+    }
+    if let Some(u) = opts.uplink.clone() {
+        config.uplink = u;
     }
     if !opts.mqtt.ip().is_loopback() {
         anyhow::bail!(
@@ -201,6 +206,12 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
             None => "; try --scenario leak|souring|overpressure".into(),
         }
     ));
+    if let Some(u) = &opts.uplink {
+        banner.push_str(&format!(
+            "  uplink:       batches every {} s to {} (state: /api/status \"uplink\")\n",
+            u.window_s, u.url
+        ));
+    }
     banner.push_str(&format!(
         "  try:          gkgw logbook --gateway {} list    (or add --kind waste_fed --waste household --kg 120)\n",
         gw.http_addr

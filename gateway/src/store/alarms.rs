@@ -55,6 +55,15 @@ fn event_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     })
 }
 
+/// Events after `seq`, oldest first, on any connection (the uplink's outbox).
+pub(super) fn events_after(conn: &Connection, seq: u64, limit: usize) -> Result<Vec<Event>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM alarm_events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+    ))?;
+    let rows = st.query_map(params![seq as i64, limit as i64], event_of)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 fn insert_events(tx: &rusqlite::Transaction<'_>, events: &[Event]) -> Result<()> {
     let mut ins = tx.prepare_cached(&format!(
         "INSERT OR IGNORE INTO alarm_events({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"

@@ -112,6 +112,24 @@ fn body(values: &Values, note: Option<&str>, reason: Option<&str>) -> String {
     Json::Object(m).to_string()
 }
 
+/// Revisions after row `id`, oldest first, on any connection (the uplink's outbox reads them
+/// inside its own transaction).
+pub(super) fn after_in(
+    conn: &rusqlite::Connection,
+    id: i64,
+    limit: usize,
+) -> super::Result<Vec<Entry>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM logbook l WHERE l.id > ?1 ORDER BY l.id LIMIT ?2"
+    ))?;
+    let rows = st.query_map(params![id, limit as i64], row)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(decode(r?).map_err(|e| super::Error::Logbook(e.to_string()))?);
+    }
+    Ok(out)
+}
+
 type Row = (i64, i64, i64, String, i64, i64, String, bool, String, i64);
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {

@@ -43,6 +43,7 @@ pub mod gauges;
 mod handle;
 pub mod lock;
 pub mod logbook;
+pub mod outbox;
 pub mod windows;
 
 pub use handle::Handle;
@@ -59,6 +60,8 @@ use crate::model::{Quality, Reading, Series, Value};
 pub enum Error {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("logbook: {0}")]
+    Logbook(String),
     #[error("corrupt record {id}: {source}")]
     Corrupt { id: i64, source: codec::DecodeError },
     #[error("record {id} refers to unknown {what} {ref_id}")]

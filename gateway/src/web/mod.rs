@@ -65,6 +65,8 @@ pub struct AppState {
     pub kpi: crate::aggregate::kpi::Engine,
     /// The alarm engine's snapshot, its request channel and its store (None: disabled).
     pub alarms: Option<crate::alarm::task::Handle>,
+    /// The uplink's state (None: no uplink configured).
+    pub uplink: Option<crate::uplink::SharedStatus>,
     /// The GPIO outputs (buzzer, beacon, relays): their demanded and current states.
     pub gpio: crate::gpio::Outputs,
     /// Platform commands: `/api/commands` submits through it and reads its audit log.
@@ -185,10 +187,30 @@ struct StatusDto {
     gpio: Vec<GpioOutputDto>,
     /// Alarms not in the normal state, worst first (`/api/alarms` has the details).
     alarms: Vec<AlarmDto>,
+    /// The uplink to the platform (absent when none is configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uplink: Option<UplinkDto>,
     /// GPIO outputs the alarms drive, and whether they demand them on.
     alarm_outputs: Vec<AlarmOutputDto>,
     /// Platform commands: enabled, pending, the newest outcome.
     commands: commands::StatusDto,
+}
+
+#[derive(Serialize)]
+struct UplinkDto {
+    url: String,
+    /// Batches waiting in the outbox, and their bytes.
+    backlog: u64,
+    backlog_bytes: u64,
+    /// When the oldest waiting batch was built, and its age.
+    oldest_unsent: Option<String>,
+    oldest_unsent_age_s: Option<f64>,
+    next_seq: u64,
+    last_success: Option<String>,
+    last_error: Option<String>,
+    last_error_at: Option<String>,
+    /// Batches the platform refused as invalid (kept, not resent).
+    rejected: u64,
 }
 
 #[derive(Serialize)]
@@ -321,7 +343,27 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
         .as_ref()
         .map(crate::alarm::task::Handle::snapshot)
         .unwrap_or_default();
+    let now_ns = crate::clock::wall_ns();
+    let uplink = s.uplink.as_ref().map(|u| {
+        let u = u
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        UplinkDto {
+            url: u.url,
+            backlog: u.backlog,
+            backlog_bytes: u.backlog_bytes,
+            oldest_unsent: u.oldest_unsent_ns.map(rfc3339),
+            oldest_unsent_age_s: u.oldest_unsent_ns.map(|t| (now_ns - t) as f64 / 1e9),
+            next_seq: u.next_seq,
+            last_success: u.last_success_ns.map(rfc3339),
+            last_error: u.last_error,
+            last_error_at: u.last_error_ns.map(rfc3339),
+            rejected: u.rejected,
+        }
+    });
     StatusDto {
+        uplink,
         version: env!("CARGO_PKG_VERSION"),
         site: s.site.clone(),
         healthy: health == Overall::Healthy,
@@ -459,6 +501,24 @@ async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
                 a.message,
                 flags.join(", "),
                 a.since
+            ),
+        );
+    }
+    if let Some(u) = &d.uplink {
+        row(
+            "Uplink",
+            format!(
+                "{} batches waiting ({:.1} KiB){}; last confirmed {}{}",
+                u.backlog,
+                u.backlog_bytes as f64 / 1024.0,
+                u.oldest_unsent_age_s
+                    .map(|a| format!(", oldest {a:.0} s old"))
+                    .unwrap_or_default(),
+                u.last_success.as_deref().unwrap_or("never"),
+                u.last_error
+                    .as_ref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
             ),
         );
     }

@@ -1,0 +1,338 @@
+//! The uplink against a stand-in for the platform (tests/peers/receiver.py: validates every
+//! batch against docs/schema/batch.schema.json, de-duplicates by idempotency key): a day of
+//! meter data with the platform down, then up; SIGKILL during uploads; a receiver that answers
+//! 500, 429 with Retry-After, hangs and closes mid-request.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+const TOKEN: &str = "platform-test-token-5e2a";
+
+struct Platform {
+    _proc: Proc,
+    port: u16,
+}
+
+impl Platform {
+    fn start() -> Platform {
+        let port = free_port();
+        let mut p = Proc::spawn(
+            "receiver.py",
+            Command::new("python3")
+                .arg(repo_root().join("tests/peers/receiver.py"))
+                .args(["--port", &port.to_string(), "--token", TOKEN, "--schema"])
+                .arg(repo_root().join("docs/schema/batch.schema.json"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        );
+        let out = p.child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line).expect("READY");
+        assert_eq!(
+            line.trim(),
+            "READY",
+            "receiver.py did not start (needs python3 jsonschema: tests/peers/install.sh)"
+        );
+        Platform { _proc: p, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/batches", self.port)
+    }
+
+    fn control(&self, body: &str) {
+        let (code, text) = http(
+            "POST",
+            &format!("http://127.0.0.1:{}/control", self.port),
+            Some(body),
+        );
+        assert_eq!(code, 200, "{text}");
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let (code, text) = http(
+            "GET",
+            &format!("http://127.0.0.1:{}/stats", self.port),
+            None,
+        );
+        assert_eq!(code, 200, "{text}");
+        serde_json::from_str(&text).expect("json")
+    }
+
+    fn batches(&self) -> Vec<serde_json::Value> {
+        let (code, text) = http(
+            "GET",
+            &format!("http://127.0.0.1:{}/batches", self.port),
+            None,
+        );
+        assert_eq!(code, 200);
+        serde_json::from_str(&text).expect("json")
+    }
+}
+
+fn config(p: &Platform, dir: &std::path::Path, extra: &str) -> String {
+    let token = dir.join("uplink-token");
+    std::fs::write(&token, format!("{TOKEN}\n")).expect("token file");
+    format!(
+        "[history]\ninterval_ms = 500\n[alarms]\nenabled = false\n\
+         [uplink]\nenabled = true\nurl = \"{}\"\ntoken_file = \"{}\"\ngateway = \"gw-test\"\nbackfill_hours = 100\nmin_backoff_ms = 100\nmax_backoff_ms = 400\n{extra}",
+        p.url(),
+        token.display()
+    )
+}
+
+/// `count` gas-meter readings one minute apart from the test's fixed base time, all acked.
+fn publish_day(gw: &Gateway, meter: &str, count: u64) {
+    let mut args = gw.paho_args(meter);
+    args.extend(
+        [
+            "--meters",
+            meter,
+            "--count",
+            &count.to_string(),
+            "--qos",
+            "1",
+            "--ts-base",
+            &ts_base().to_string(),
+            "--ts-step",
+            "60",
+            "--wait-acks",
+            "60",
+        ]
+        .map(String::from),
+    );
+    let (summary, code) = paho(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "every reading acked: {summary}");
+}
+
+/// Every batch the platform accepted: seq 1..=n in order, no conflicting duplicate, nothing
+/// invalid; returns the windows by (quantity, instance, start_ms) and how many times each came.
+fn check_complete(p: &Platform) -> BTreeMap<(String, String, i64), (serde_json::Value, usize)> {
+    let stats = p.stats();
+    assert_eq!(
+        stats["invalid"], 0,
+        "every batch valid: {:?}",
+        stats["errors"]
+    );
+    assert_eq!(stats["conflicts"], 0, "a resent batch has the same body");
+    let seqs: Vec<u64> = stats["seqs"]
+        .as_array()
+        .expect("seqs")
+        .iter()
+        .map(|s| s.as_u64().expect("u64"))
+        .collect();
+    let n = seqs.len() as u64;
+    assert!(n > 0);
+    assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "gapless, in order");
+    let mut windows = BTreeMap::new();
+    for b in p.batches() {
+        assert_eq!(b["site"], "test-site");
+        assert_eq!(b["gateway"], "gw-test");
+        for w in b["windows"].as_array().expect("windows") {
+            let key = (
+                w["quantity"].as_str().expect("q").to_owned(),
+                w["instance"].as_str().expect("i").to_owned(),
+                w["start_ms"].as_i64().expect("start"),
+            );
+            windows.entry(key).or_insert_with(|| (w.clone(), 0)).1 += 1;
+        }
+    }
+    windows
+}
+
+/// What a day of one-minute readings must give: every 5-minute span that ended before the
+/// aggregator's watermark (the last reading) minus its 2-minute grace, for the meter's four
+/// numeric quantities, once each; the gas used adds up to the meter's own count.
+fn check_day(windows: &BTreeMap<(String, String, i64), (serde_json::Value, usize)>, count: i64) {
+    let base_ms = ts_base() * 1000;
+    let last_ms = base_ms + count * 60_000;
+    let complete_until = (last_ms - 120_000).div_euclid(300_000) * 300_000;
+    let spans: BTreeSet<i64> = (1..=count)
+        .map(|s| (base_ms + s * 60_000).div_euclid(300_000) * 300_000)
+        .filter(|s| s + 300_000 <= complete_until)
+        .collect();
+    for q in [
+        "meter.gas_used",
+        "meter.credit",
+        "meter.battery",
+        "meter.rssi",
+    ] {
+        let got: BTreeSet<i64> = windows
+            .keys()
+            .filter(|(wq, i, _)| wq == q && i == "GM-0001")
+            .map(|(_, _, s)| *s)
+            .collect();
+        assert_eq!(got, spans, "{q}: every complete span, nothing else");
+    }
+    for ((q, _, s), (_, times)) in windows {
+        assert_eq!(*times, 1, "{q} {s}: exactly once");
+    }
+    // Readings in the complete spans: seq 1.. whose time is before complete_until; each adds
+    // 0.01 kg except the first (no earlier reading to count from).
+    let in_spans = (1..=count)
+        .filter(|s| base_ms + s * 60_000 < complete_until)
+        .count() as f64;
+    let used: f64 = windows
+        .iter()
+        .filter(|((q, _, _), _)| q == "meter.gas_used")
+        .map(|(_, (w, _))| w["delta"].as_f64().expect("delta"))
+        .sum();
+    assert!(
+        (used - 0.01 * (in_spans - 1.0)).abs() < 1e-6,
+        "used {used} of {in_spans} readings"
+    );
+}
+
+/// A simulated day with the platform down the whole time, then up: every window arrives,
+/// exactly once after de-duplication, in order, seq gapless.
+#[test]
+fn a_day_of_data_with_the_platform_down_arrives_complete_once_and_in_order() {
+    let p = Platform::start();
+    p.control(r#"{"mode": "down", "count": -1}"#);
+    let mut gw = Gateway::configure_only("", &["GM-0001"]);
+    let text = std::fs::read_to_string(&gw.config).expect("config");
+    std::fs::write(
+        &gw.config,
+        format!(
+            "{text}{}",
+            config(
+                &p,
+                gw.dir.path(),
+                "max_batch_bytes = 65536\nmax_batches_per_s = 20\n"
+            )
+        ),
+    )
+    .expect("config");
+    gw.restart();
+    publish_day(&gw, "GM-0001", 1440);
+    wait_until(
+        "batches wait in the outbox",
+        Duration::from_secs(60),
+        || {
+            gw.metric("gkgw_uplink_backlog_batches") >= 2.0
+                && gw.metric("gkgw_consumer_backlog{consumer=\"aggregate\"}") == 0.0
+        },
+    );
+    let status = gw.status();
+    assert!(
+        status["uplink"]["backlog"].as_u64().expect("backlog") >= 2,
+        "{}",
+        status["uplink"]
+    );
+    assert!(
+        status["uplink"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("503")),
+        "{}",
+        status["uplink"]
+    );
+    assert_eq!(p.stats()["accepted"], 0);
+    p.control(r#"{"mode": "ok"}"#);
+    wait_until("the backlog drained", Duration::from_secs(60), || {
+        gw.metric("gkgw_uplink_backlog_batches") == 0.0
+    });
+    let windows = check_complete(&p);
+    check_day(&windows, 1440);
+    assert!(gw.status()["uplink"]["last_success"].as_str().is_some());
+}
+
+/// SIGKILL of the gateway while it drains a backlog, three times: nothing is missing after the
+/// restarts, and a batch that came twice came with the same idempotency key and body.
+#[test]
+fn sigkill_during_uploads_loses_nothing_and_duplicates_only_by_key() {
+    let p = Platform::start();
+    p.control(r#"{"mode": "down", "count": -1}"#);
+    let mut gw = Gateway::configure_only("", &["GM-0001"]);
+    let text = std::fs::read_to_string(&gw.config).expect("config");
+    std::fs::write(
+        &gw.config,
+        format!(
+            "{text}{}",
+            config(
+                &p,
+                gw.dir.path(),
+                "max_batch_bytes = 8192\nmax_batches_per_s = 50\n"
+            )
+        ),
+    )
+    .expect("config");
+    gw.restart();
+    publish_day(&gw, "GM-0001", 720);
+    wait_until(
+        "batches wait in the outbox",
+        Duration::from_secs(60),
+        || {
+            gw.metric("gkgw_uplink_backlog_batches") >= 10.0
+                && gw.metric("gkgw_consumer_backlog{consumer=\"aggregate\"}") == 0.0
+        },
+    );
+    // Slow answers, so the kills land while batches are in flight.
+    p.control(r#"{"mode": "slow", "count": -1, "hang_s": 0.15}"#);
+    for round in 0..3 {
+        let before = p.stats()["requests"].as_u64().unwrap_or(0);
+        wait_until(
+            &format!("uploads under way ({round})"),
+            Duration::from_secs(30),
+            || p.stats()["requests"].as_u64().unwrap_or(0) >= before + 3,
+        );
+        gw.proc.as_mut().expect("running").kill9();
+        gw.restart();
+    }
+    p.control(r#"{"mode": "ok"}"#);
+    wait_until("the backlog drained", Duration::from_secs(90), || {
+        gw.metric("gkgw_uplink_backlog_batches") == 0.0
+    });
+    let windows = check_complete(&p);
+    check_day(&windows, 720);
+}
+
+/// 500 twice, 429 with Retry-After 2, a hang past the 1 s timeout, a connection closed
+/// mid-request, a 503: each is retried; the wait after the 429 is the Retry-After; everything
+/// arrives once.
+#[test]
+fn a_misbehaving_receiver_is_retried_and_its_retry_after_honoured() {
+    let p = Platform::start();
+    p.control(r#"{"script": ["500", "500", "429", "hang", "close", "down"], "retry_after": 2, "hang_s": 3}"#);
+    let mut gw = Gateway::configure_only("", &["GM-0001"]);
+    let text = std::fs::read_to_string(&gw.config).expect("config");
+    std::fs::write(
+        &gw.config,
+        format!("{text}{}", config(&p, gw.dir.path(), "timeout_ms = 1000\n")),
+    )
+    .expect("config");
+    gw.restart();
+    publish_day(&gw, "GM-0001", 60);
+    wait_until(
+        "delivered after the misbehaviour",
+        Duration::from_secs(60),
+        || {
+            p.stats()["accepted"].as_u64().unwrap_or(0) >= 1
+                && gw.metric("gkgw_uplink_backlog_batches") == 0.0
+        },
+    );
+    let stats = p.stats();
+    let served = stats["served"].as_array().expect("served");
+    let modes: Vec<&str> = served
+        .iter()
+        .map(|s| s[0].as_str().expect("mode"))
+        .collect();
+    assert_eq!(
+        &modes[..7],
+        ["500", "500", "429", "hang", "close", "down", "ok"],
+        "{modes:?}"
+    );
+    let t = |i: usize| served[i][1].as_f64().expect("time");
+    assert!(
+        t(3) - t(2) >= 1.9,
+        "Retry-After 2 s honoured: {:.2} s",
+        t(3) - t(2)
+    );
+    assert!(gw.metric("gkgw_uplink_errors_total") >= 6.0);
+    assert!(gw.metric("gkgw_uplink_throttled_total") >= 1.0);
+    let windows = check_complete(&p);
+    check_day(&windows, 60);
+}

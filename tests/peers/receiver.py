@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""A stand-in for the central platform's batch receiver (the platform is a Django service that
+does not exist as software here), for gkgw's black-box tests.
+
+  receiver.py --port P --schema docs/schema/batch.schema.json [--token T]
+
+POST /batches: checks the bearer token (401), that the body is JSON valid against the schema
+(422, counted as invalid) and that the Idempotency-Key header equals the body's key (422);
+de-duplicates by that key (a duplicate must have the very same body, else it is counted as a
+conflict) and answers 200 {"accepted": true, "duplicate": bool, "commands": [...]}.
+
+POST /control {"mode": "ok"|"500"|"429"|"hang"|"close"|"down"|"slow", "count": N (-1: until
+changed), "retry_after": S, "hang_s": S, "script": [modes...], "commands": [...]} makes the next
+N requests misbehave: 500, 429 with Retry-After, hang past the client's timeout, close the
+connection mid-request without answering, refuse (down: 503 without Retry-After), or answer
+normally after hang_s (slow). A script's modes are served first, one per request, in order.
+Queued commands ride on the next 200. /stats "served" lists [mode, arrival time] per request.
+
+GET /stats: {"requests", "accepted", "duplicates", "conflicts", "invalid", "unauthorized",
+"modes_served": {...}, "seqs": [...] in arrival order of first receipt};
+GET /batches: every accepted batch, in arrival order.
+Prints READY once serving.
+"""
+import argparse, json, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import jsonschema
+
+lock = threading.Lock()
+state = {
+    "mode": "ok", "count": 0, "retry_after": 1, "hang_s": 5.0, "commands": [],
+    "requests": 0, "accepted": 0, "duplicates": 0, "conflicts": 0, "invalid": 0,
+    "unauthorized": 0, "modes_served": {}, "seqs": [], "errors": [],
+    "script": [], "served": [],
+}
+batches = {}   # key -> body bytes
+order = []     # keys in order of first receipt
+
+
+def take_mode():
+    with lock:
+        if state["script"]:
+            m = state["script"].pop(0)
+            state["modes_served"][m] = state["modes_served"].get(m, 0) + 1
+            state["served"].append([m, time.time()])
+            return m, state["retry_after"], state["hang_s"]
+        m = state["mode"]
+        state["served"].append([m, time.time()])
+        if m != "ok" and state["count"] != -1:
+            state["count"] -= 1
+            if state["count"] <= 0:
+                state["mode"] = "ok"
+        state["modes_served"][m] = state["modes_served"].get(m, 0) + 1
+        return m, state["retry_after"], state["hang_s"]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def reply(self, code, obj, headers=()):
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in headers:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def read_body(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        return self.rfile.read(n)
+
+    def do_GET(self):
+        with lock:
+            if self.path == "/stats":
+                return self.reply(200, {k: v for k, v in state.items() if k not in ("commands",)})
+            if self.path == "/batches":
+                return self.reply(200, [json.loads(batches[k]) for k in order])
+        self.reply(404, {"error": "no such path"})
+
+    def do_POST(self):
+        if self.path == "/control":
+            c = json.loads(self.read_body() or b"{}")
+            with lock:
+                for k in ("mode", "count", "retry_after", "hang_s", "script"):
+                    if k in c:
+                        state[k] = c[k]
+                state["commands"].extend(c.get("commands", []))
+            return self.reply(200, {"ok": True})
+        if self.path != "/batches":
+            return self.reply(404, {"error": "no such path"})
+        with lock:
+            state["requests"] += 1
+        mode, retry_after, hang_s = take_mode()
+        if mode == "close":
+            # Read part of the request, then drop the connection without an answer.
+            self.rfile.read(10)
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        raw = self.read_body()
+        if mode == "hang":
+            time.sleep(hang_s)
+            return self.reply(500, {"error": "hung"})
+        if mode == "500":
+            return self.reply(500, {"error": "internal error (simulated)"})
+        if mode == "429":
+            return self.reply(429, {"error": "slow down"}, [("Retry-After", str(retry_after))])
+        if mode == "slow":
+            time.sleep(hang_s)
+        if mode == "down":
+            return self.reply(503, {"error": "down for maintenance"})
+        if args.token and self.headers.get("Authorization") != f"Bearer {args.token}":
+            with lock:
+                state["unauthorized"] += 1
+            return self.reply(401, {"error": "bad token"})
+        try:
+            body = json.loads(raw)
+            validator.validate(body)
+        except (ValueError, jsonschema.ValidationError) as e:
+            with lock:
+                state["invalid"] += 1
+                state["errors"].append(str(e)[:500])
+            return self.reply(422, {"error": str(e)[:500]})
+        key = self.headers.get("Idempotency-Key")
+        if key != body["idempotency_key"]:
+            with lock:
+                state["invalid"] += 1
+                state["errors"].append(f"header key {key!r} != body key {body['idempotency_key']!r}")
+            return self.reply(422, {"error": "Idempotency-Key header differs from the body"})
+        with lock:
+            dup = key in batches
+            if dup:
+                state["duplicates"] += 1
+                if batches[key] != raw:
+                    state["conflicts"] += 1
+            else:
+                batches[key] = raw
+                order.append(key)
+                state["accepted"] += 1
+                state["seqs"].append(body["seq"])
+            commands, state["commands"] = state["commands"], []
+        self.reply(200, {"accepted": True, "duplicate": dup, "commands": commands})
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--schema", required=True)
+    ap.add_argument("--token")
+    args = ap.parse_args()
+    schema = json.load(open(args.schema))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    srv.daemon_threads = True
+    print("READY", flush=True)
+    srv.serve_forever()
