@@ -467,3 +467,89 @@ print("ok")
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The uplink's HTTPS transport: commands in the platform's answer to a batch
+/// (tests/peers/receiver.py queues them) reach the meter; a badly signed one is refused there.
+#[test]
+fn commands_in_the_platforms_answer_to_a_batch_reach_the_meter() {
+    use std::io::{BufRead as _, BufReader};
+    let p = Platform::new();
+    let other = Platform::new();
+    let port = crate::support::free_port();
+    let mut receiver = Proc::spawn(
+        "receiver.py",
+        Command::new("python3")
+            .arg(repo_root().join("tests/peers/receiver.py"))
+            .args([
+                "--port",
+                &port.to_string(),
+                "--token",
+                "tok-cmd",
+                "--schema",
+            ])
+            .arg(repo_root().join("docs/schema/batch.schema.json"))
+            .stdout(std::process::Stdio::piped()),
+    );
+    let out = receiver.child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).expect("READY");
+    assert_eq!(line.trim(), "READY");
+    let keys = tempfile::tempdir().expect("tempdir");
+    let token = keys.path().join("token");
+    std::fs::write(&token, "tok-cmd\n").expect("token");
+    let gw = Gateway::start(
+        &format!(
+            "[history]\ninterval_ms = 500\n[alarms]\nenabled = false\n[uplink]\nenabled = true\nurl = \"http://127.0.0.1:{port}/batches\"\ntoken_file = \"{}\"\ngateway = \"gw-test\"\nbackfill_hours = 100\nmin_backoff_ms = 100\nmax_backoff_ms = 400\n{}",
+            token.display(),
+            p.config(1)
+        ),
+        &["GM-0001", "GM-0010"],
+    );
+    let meter = TestMeter::start(&gw, "GM-0001", gw.dir.path());
+    let queued = json!({"commands": [
+        p.sign(&top_up("via-https-1", "GM-0001")),
+        other.sign(&top_up("via-https-2", "GM-0001")),
+    ]});
+    let (code, text) = http(
+        "POST",
+        &format!("http://127.0.0.1:{port}/control"),
+        Some(&queued.to_string()),
+    );
+    assert_eq!(code, 200, "{text}");
+    // Readings from another meter, an hour back, so windows complete and a batch goes out.
+    let mut args = gw.paho_args("GM-0010");
+    args.extend(
+        [
+            "--meters",
+            "GM-0010",
+            "--count",
+            "30",
+            "--qos",
+            "1",
+            "--ts-base",
+            &(now_s() - 3600).to_string(),
+            "--ts-step",
+            "60",
+            "--wait-acks",
+            "30",
+        ]
+        .map(String::from),
+    );
+    let (summary, code) =
+        crate::support::paho(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{summary}");
+    let c = wait_outcome(&gw, "via-https-1", "applied", Duration::from_secs(60));
+    assert_eq!(c["via"], "https");
+    let events = list(&gw)["events"].clone();
+    assert!(
+        events
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["outcome"] == "refused"
+                && e["reason"] == "bad_signature"
+                && e["via"] == "https"),
+        "{events}"
+    );
+    assert!(!meter.received().contains(&"via-https-2".to_owned()));
+}
