@@ -81,7 +81,7 @@ done
 # --- Python packages ---------------------------------------------------------
 PYMODBUS_VERSION=3.16.1
 PYSERIAL_VERSION=3.5
-# jsonschema: the test receiver of the uplink (tests/peers/platform.py) validates every batch,
+# jsonschema: the test receiver of the uplink (tests/peers/receiver.py) validates every batch,
 # and the docs' command examples are checked against docs/schema/command.schema.json;
 # cryptography: tests/peers/command_peer.py signs platform commands (Ed25519).
 py_check="import sys, paho.mqtt, pymodbus, serial, jsonschema, cryptography
