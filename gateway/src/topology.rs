@@ -838,7 +838,6 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .url = config.uplink.url.clone();
         let built = Arc::new(tokio::sync::Notify::new());
-        let sender = crate::uplink::http::Sender::new(&config.uplink, &config.site.id)?;
         sinks.spawn(crate::uplink::run_builder(
             store::Handle::new(store::outbox::Outbox::open(&db)?),
             config.uplink.clone(),
@@ -848,27 +847,46 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
             built.clone(),
             sinks_cancel.clone(),
         ));
-        // Commands in a response go to the command relay, in their order, on a task of the
-        // sinks' tracker (the sender does not wait for them; shutdown does).
-        let (relay, tracker) = (commands_handle.clone(), sinks.clone());
-        let to_relay: crate::uplink::http::Commands = Arc::new(move |cmds: Vec<String>| {
-            let relay = relay.clone();
-            tracker.spawn(async move {
-                for jws in cmds {
-                    relay.submit(jws, "https").await;
-                }
-            });
-        });
-        sinks.spawn(crate::uplink::http::run(
-            sender,
-            store::Handle::new(store::outbox::Outbox::open(&db)?),
-            Some(to_relay),
-            metrics,
-            status.clone(),
-            clock.clone(),
-            built,
-            sinks_cancel.clone(),
-        ));
+        // Commands in an answer (HTTPS) or on gkgw/{site}/{gateway}/cmd (MQTT) go to the
+        // command relay, in their order, on a task of the sinks' tracker (the transport does
+        // not wait for them; shutdown does).
+        let to_relay = |via: &'static str| -> crate::uplink::http::Commands {
+            let (relay, tracker) = (commands_handle.clone(), sinks.clone());
+            Arc::new(move |cmds: Vec<String>| {
+                let relay = relay.clone();
+                tracker.spawn(async move {
+                    for jws in cmds {
+                        relay.submit(jws, via).await;
+                    }
+                });
+            })
+        };
+        let outbox = store::Handle::new(store::outbox::Outbox::open(&db)?);
+        if config.uplink.is_mqtt() {
+            sinks.spawn(crate::uplink::mqtt::run(
+                config.uplink.clone(),
+                config.site.id.clone(),
+                outbox,
+                Some(to_relay("mqtt")),
+                metrics,
+                status.clone(),
+                clock.clone(),
+                built,
+                sinks_cancel.clone(),
+            ));
+        } else {
+            let sender = crate::uplink::http::Sender::new(&config.uplink, &config.site.id)?;
+            sinks.spawn(crate::uplink::http::run(
+                sender,
+                outbox,
+                Some(to_relay("https")),
+                metrics,
+                status.clone(),
+                clock.clone(),
+                built,
+                sinks_cancel.clone(),
+            ));
+        }
         Some(status)
     } else {
         None

@@ -336,3 +336,115 @@ fn a_misbehaving_receiver_is_retried_and_its_retry_after_honoured() {
     let windows = check_complete(&p);
     check_day(&windows, 60);
 }
+
+/// Mosquitto with persistence (sessions and queued QoS 1 messages survive its restart).
+fn mosquitto(port: u16, dir: &std::path::Path) -> Proc {
+    // Started as root, mosquitto drops to its own user: let it write its database here.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\n",
+            dir.display()
+        ),
+    )
+    .expect("conf");
+    let p = Proc::spawn(
+        "mosquitto",
+        Command::new(require("mosquitto"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_until("mosquitto listening", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    p
+}
+
+/// The MQTT transport with the central broker (Mosquitto) down while a day of data comes in:
+/// the batches wait in the outbox; once the broker is back they are published with QoS 1, each
+/// confirmed by its PUBACK, and the platform's persistent subscription gets every one, once,
+/// in order.
+#[test]
+fn over_mqtt_a_day_with_the_broker_down_arrives_complete_once_and_in_order() {
+    let broker_dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut broker = mosquitto(port, broker_dir.path());
+    // The platform subscribes once with a persistent session, then the broker goes down.
+    let http_port = free_port();
+    let mut rp = Proc::spawn(
+        "receiver.py",
+        Command::new("python3")
+            .arg(repo_root().join("tests/peers/receiver.py"))
+            .args([
+                "--port",
+                &http_port.to_string(),
+                "--mqtt-port",
+                &port.to_string(),
+                "--schema",
+            ])
+            .arg(repo_root().join("docs/schema/batch.schema.json"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
+    let mut line = String::new();
+    BufReader::new(rp.child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("READY");
+    assert_eq!(line.trim(), "READY");
+    let p = Platform {
+        _proc: rp,
+        port: http_port,
+    };
+    broker.signal("TERM");
+    assert!(
+        broker.wait_timeout(Duration::from_secs(10)).is_some(),
+        "mosquitto stopped"
+    );
+
+    let mut gw = Gateway::configure_only("", &["GM-0001"]);
+    let text = std::fs::read_to_string(&gw.config).expect("config");
+    let cfg = config(
+        &p,
+        gw.dir.path(),
+        "max_batch_bytes = 65536\nmax_batches_per_s = 50\n",
+    )
+    .replace(&p.url(), &format!("mqtt://127.0.0.1:{port}"));
+    std::fs::write(&gw.config, format!("{text}{cfg}")).expect("config");
+    gw.restart();
+    publish_day(&gw, "GM-0001", 720);
+    wait_until(
+        "batches wait in the outbox",
+        Duration::from_secs(60),
+        || {
+            gw.metric("gkgw_uplink_backlog_batches") >= 1.0
+                && gw.metric("gkgw_consumer_backlog{consumer=\"aggregate\"}") == 0.0
+        },
+    );
+    assert!(gw.status()["uplink"]["last_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("mqtt")));
+    let _broker = mosquitto(port, broker_dir.path());
+    wait_until(
+        "the backlog drained over MQTT",
+        Duration::from_secs(60),
+        || gw.metric("gkgw_uplink_backlog_batches") == 0.0,
+    );
+    let built = gw.metric("gkgw_uplink_batches_built_total") as u64;
+    let mut last = serde_json::Value::Null;
+    let got_all = (0..300).any(|_| {
+        last = p.stats();
+        let done = last["accepted"].as_u64() == Some(built);
+        if !done {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        done
+    });
+    assert!(got_all, "built {built}, the platform has: {last}");
+    let windows = check_complete(&p);
+    check_day(&windows, 720);
+}

@@ -54,6 +54,58 @@ def take_mode():
         return m, state["retry_after"], state["hang_s"]
 
 
+def accept(raw, header_key):
+    """Validates and de-duplicates one batch; returns (error, duplicate, commands)."""
+    try:
+        body = json.loads(raw)
+        validator.validate(body)
+    except (ValueError, jsonschema.ValidationError) as e:
+        with lock:
+            state["invalid"] += 1
+            state["errors"].append(str(e)[:500])
+        return str(e)[:500], False, []
+    key = body["idempotency_key"]
+    if header_key is not None and header_key != key:
+        with lock:
+            state["invalid"] += 1
+            state["errors"].append(f"header key {header_key!r} != body key {key!r}")
+        return "Idempotency-Key header differs from the body", False, []
+    with lock:
+        dup = key in batches
+        if dup:
+            state["duplicates"] += 1
+            if batches[key] != raw:
+                state["conflicts"] += 1
+        else:
+            batches[key] = raw
+            order.append(key)
+            state["accepted"] += 1
+            state["seqs"].append(body["seq"])
+        commands, state["commands"] = state["commands"], []
+    return None, dup, commands
+
+
+def mqtt_receiver(port):
+    """Subscribes to gkgw/+/+/batch with a persistent session (QoS 1)."""
+    import paho.mqtt.client as mqtt
+    ready = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="platform", clean_session=False)
+    def on_connect(cl, u, flags, rc, props=None):
+        cl.subscribe("gkgw/+/+/batch", qos=1)
+    def on_subscribe(cl, u, mid, rcs, props=None):
+        ready.set()
+    def on_message(cl, u, m):
+        with lock:
+            state["requests"] += 1
+        accept(m.payload, None)
+    c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+    c.reconnect_delay_set(min_delay=1, max_delay=2)
+    c.connect("127.0.0.1", port, keepalive=10)
+    c.loop_start()
+    if not ready.wait(10):
+        sys.exit("no SUBACK from the broker")
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -118,32 +170,9 @@ class Handler(BaseHTTPRequestHandler):
             with lock:
                 state["unauthorized"] += 1
             return self.reply(401, {"error": "bad token"})
-        try:
-            body = json.loads(raw)
-            validator.validate(body)
-        except (ValueError, jsonschema.ValidationError) as e:
-            with lock:
-                state["invalid"] += 1
-                state["errors"].append(str(e)[:500])
-            return self.reply(422, {"error": str(e)[:500]})
-        key = self.headers.get("Idempotency-Key")
-        if key != body["idempotency_key"]:
-            with lock:
-                state["invalid"] += 1
-                state["errors"].append(f"header key {key!r} != body key {body['idempotency_key']!r}")
-            return self.reply(422, {"error": "Idempotency-Key header differs from the body"})
-        with lock:
-            dup = key in batches
-            if dup:
-                state["duplicates"] += 1
-                if batches[key] != raw:
-                    state["conflicts"] += 1
-            else:
-                batches[key] = raw
-                order.append(key)
-                state["accepted"] += 1
-                state["seqs"].append(body["seq"])
-            commands, state["commands"] = state["commands"], []
+        err, dup, commands = accept(raw, self.headers.get("Idempotency-Key"))
+        if err:
+            return self.reply(422, {"error": err})
         self.reply(200, {"accepted": True, "duplicate": dup, "commands": commands})
 
 
@@ -152,10 +181,13 @@ if __name__ == "__main__":
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--schema", required=True)
     ap.add_argument("--token")
+    ap.add_argument("--mqtt-port", type=int, help="also take batches from this MQTT broker")
     args = ap.parse_args()
     schema = json.load(open(args.schema))
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    if args.mqtt_port:
+        mqtt_receiver(args.mqtt_port)
     srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     srv.daemon_threads = True
     print("READY", flush=True)

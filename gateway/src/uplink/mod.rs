@@ -26,13 +26,15 @@ use crate::store::Handle;
 
 pub mod batch;
 pub mod http;
+pub mod mqtt;
 
 /// `[uplink]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub enabled: bool,
-    /// The platform's batch endpoint (https://…; http:// only for loopback tests).
+    /// The platform: `https://host/path` (HTTP POST) or `mqtts://host:port` (MQTT, batches on
+    /// `gkgw/{site}/{gateway}/batch`); http:// and mqtt:// only on loopback, for tests.
     pub url: String,
     /// The bearer token, read from this file (never from the config itself).
     pub token_file: Option<std::path::PathBuf>,
@@ -79,6 +81,11 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Whether the transport is MQTT (`mqtt://`, `mqtts://`).
+    pub fn is_mqtt(&self) -> bool {
+        self.url.starts_with("mqtt://") || self.url.starts_with("mqtts://")
+    }
+
     /// Cross-field checks; the error names the key.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         if !self.enabled {
@@ -86,16 +93,18 @@ impl Config {
         }
         let url = reqwest::Url::parse(&self.url)
             .map_err(|e| ("uplink.url", format!("{:?}: {e}", self.url)))?;
+        let loopback = url
+            .host_str()
+            .is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]");
         match url.scheme() {
-            "https" => {}
-            "http"
-                if url
-                    .host_str()
-                    .is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]") => {}
+            "https" | "mqtts" => {}
+            "http" | "mqtt" if loopback => {}
             s => {
                 return Err((
                     "uplink.url",
-                    format!("{s}:// is not allowed: https, or http on loopback for tests"),
+                    format!(
+                        "{s}:// is not allowed: https:// or mqtts:// (http:// and mqtt:// only on loopback, for tests)"
+                    ),
                 ))
             }
         }
