@@ -60,6 +60,31 @@ pub struct Config {
     pub uplink: crate::uplink::Config,
     pub gpio: Gpio,
     pub onewire: OneWire,
+    pub commands: Commands,
+}
+
+/// `[commands]`: signed commands from the central platform to the meters (`commands` module).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Commands {
+    /// The platform's Ed25519 public key: a PEM (`-----BEGIN PUBLIC KEY-----`) or a JWK
+    /// (`{"kty":"OKP","crv":"Ed25519","x":…}`). Unset: commands are disabled and each one is
+    /// refused as `no_platform_key`.
+    pub platform_key_file: Option<PathBuf>,
+    /// Seconds between two sends of a command its meter has not answered.
+    pub retry_s: u64,
+    /// How far in our future a command's `iat` may be (the platform's clock against ours).
+    pub max_clock_skew_s: u64,
+}
+
+impl Default for Commands {
+    fn default() -> Commands {
+        Commands {
+            platform_key_file: None,
+            retry_s: 10,
+            max_clock_skew_s: 300,
+        }
+    }
 }
 
 /// `[gpio]`: digital inputs (pulse counters, contacts) and outputs (buzzer, beacon, relay)
@@ -1092,6 +1117,7 @@ impl Config {
             );
         }
         self.validate_site(file)?;
+        self.validate_commands(file)?;
         if self.store.commit_interval_ms == 0 || self.store.commit_interval_ms > 10_000 {
             return bad(
                 "store.commit_interval_ms",
@@ -1219,6 +1245,32 @@ impl Config {
 }
 
 impl Config {
+    fn validate_commands(&self, file: &str) -> Result<(), Error> {
+        let bad = |key: &'static str, message: String| {
+            Err(Error::Invalid {
+                file: file.to_owned(),
+                key,
+                message,
+            })
+        };
+        let c = &self.commands;
+        if c.retry_s == 0 || c.retry_s > 3600 {
+            return bad("commands.retry_s", "expected 1 to 3600 seconds".into());
+        }
+        if c.max_clock_skew_s > 86_400 {
+            return bad(
+                "commands.max_clock_skew_s",
+                "expected 0 to 86400 seconds".into(),
+            );
+        }
+        if let Some(f) = &c.platform_key_file {
+            if let Err(e) = load_platform_key(f) {
+                return bad("commands.platform_key_file", e);
+            }
+        }
+        Ok(())
+    }
+
     fn validate_site(&self, file: &str) -> Result<(), Error> {
         let bad = |key: &'static str, message: String| {
             Err(Error::Invalid {
@@ -1528,6 +1580,15 @@ pub const INFLUX_PASSWORD: &str = "the InfluxDB password file";
 /// What `influx.token_file` holds, for error messages.
 pub const INFLUX_TOKEN: &str = "the InfluxDB token file";
 
+/// Reads and parses the platform's public key (`commands.platform_key_file`); the error
+/// names the file.
+pub fn load_platform_key(path: &Path) -> Result<crate::commands::PublicKey, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the platform key {}: {e}", path.display()))?;
+    crate::commands::PublicKey::parse(&text)
+        .map_err(|e| format!("{}: not an Ed25519 public key: {e}", path.display()))
+}
+
 /// Reads a secret from a file (systemd credential or 0600 file), trimming the trailing newline.
 pub fn read_secret(path: &Path) -> std::io::Result<String> {
     Ok(std::fs::read_to_string(path)?
@@ -1555,6 +1616,57 @@ mod tests {
             .expect_err("must be rejected")
             .to_string();
         assert_eq!(err, expected);
+    }
+
+    #[test]
+    fn commands_mistakes_name_the_key() {
+        check(
+            "[commands]\nretry_s = 0\n",
+            "gw.toml: commands.retry_s: expected 1 to 3600 seconds",
+        );
+        check(
+            "[commands]\nmax_clock_skew_s = 100000\n",
+            "gw.toml: commands.max_clock_skew_s: expected 0 to 86400 seconds",
+        );
+        let err = Config::parse(
+            "gw.toml",
+            "[commands]\nplatform_key_file = \"/nonexistent/key.pem\"\n",
+        )
+        .expect_err("no such file")
+        .to_string();
+        assert!(
+            err.starts_with("gw.toml: commands.platform_key_file: cannot read the platform key /nonexistent/key.pem"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bad = dir.path().join("key.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n",
+        )
+        .expect("write");
+        let err = Config::parse(
+            "gw.toml",
+            &format!("[commands]\nplatform_key_file = \"{}\"\n", bad.display()),
+        )
+        .expect_err("not a key")
+        .to_string();
+        assert!(err.contains("not an Ed25519 public key"), "{err}");
+        let good = dir.path().join("key.jwk");
+        std::fs::write(
+            &good,
+            r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#,
+        )
+        .expect("write");
+        let c = Config::parse(
+            "gw.toml",
+            &format!(
+                "[commands]\nplatform_key_file = \"{}\"\nretry_s = 2\n",
+                good.display()
+            ),
+        )
+        .expect("valid");
+        assert_eq!(c.commands.retry_s, 2);
     }
 
     #[test]

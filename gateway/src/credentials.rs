@@ -301,6 +301,13 @@ impl Verifier {
         self.accounts.read().map_or(0, |a| a.meters.len())
     }
 
+    /// Whether `id` is a meter account (the command relay sends only to meters).
+    pub fn is_meter(&self, id: &str) -> bool {
+        self.accounts
+            .read()
+            .is_ok_and(|a| a.meters.contains_key(id))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod alarm;
 pub mod broker;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod credentials;
 pub mod gpio;

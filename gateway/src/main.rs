@@ -50,6 +50,68 @@ enum Command {
     /// The plant logbook (waste fed, water, digestate, cylinders, lab results, notes), through
     /// the running gateway's HTTP API at the config's http.listen.
     Logbook(LogbookArgs),
+    /// The audit log (platform commands and their outcomes), through the running gateway's
+    /// HTTP API.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Platform commands: development and test tools.
+    #[command(name = "command", subcommand)]
+    Commands(CommandCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Print the newest events of the audit log: each command, its outcome, refusals.
+    List {
+        /// The gateway's TOML configuration (for http.listen).
+        #[arg(long, short, default_value = "/etc/gkgw/gateway.toml")]
+        config: PathBuf,
+        /// The gateway's HTTP address instead of the config's http.listen.
+        #[arg(long)]
+        gateway: Option<std::net::SocketAddr>,
+        /// How many events.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum CommandCommand {
+    /// DEVELOPMENT/TEST TOOL: sign a command as the platform would (EdDSA compact JWS) and
+    /// print it; the platform signs its own in production (docs/uplink.md, "Commands").
+    Sign {
+        /// The Ed25519 private key: PKCS#8 PEM (`openssl genpkey -algorithm ed25519`) or a JWK with d.
+        #[arg(long)]
+        key: PathBuf,
+        /// The meter's id.
+        #[arg(long)]
+        meter: String,
+        /// top_up, valve, relay, tariff or time_sync.
+        #[arg(long)]
+        kind: String,
+        /// The arguments as a JSON object, e.g. '{"amount":2,"unit":"kg"}'.
+        #[arg(long, default_value = "{}")]
+        args: String,
+        /// The command id (default: cmd-<unix time in ns>).
+        #[arg(long)]
+        id: Option<String>,
+        /// Seconds until it expires.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+        /// A kid for the JWS header.
+        #[arg(long)]
+        kid: Option<String>,
+    },
+    /// DEVELOPMENT/TEST TOOL: write a new Ed25519 key pair (PKCS#8 PEM and public PEM), for
+    /// `gkgw demo --platform-key` and `gkgw command sign`.
+    Keygen {
+        /// The private key file (written 0600).
+        #[arg(long)]
+        private: PathBuf,
+        /// The public key file.
+        #[arg(long)]
+        public: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -369,6 +431,10 @@ struct DemoArgs {
     /// A CA certificate (PEM) the platform's server is verified with.
     #[arg(long, requires = "uplink")]
     uplink_ca_file: Option<PathBuf>,
+    /// The platform's Ed25519 public key (PEM or JWK file): commands signed with its private
+    /// key are relayed to the simulated meters.
+    #[arg(long)]
+    platform_key: Option<PathBuf>,
 }
 
 /// Where the accounts file is: `--credentials`, or `broker.credentials_file` of `--config`.
@@ -605,6 +671,47 @@ async fn main() -> ExitCode {
         Command::Load(a) => load(a).await,
         Command::Modbus(c) => modbus(c).await,
         Command::Logbook(a) => return logbook(a).await,
+        Command::Audit(AuditCommand::List {
+            config,
+            gateway,
+            limit,
+        }) => {
+            let addr = match gateway {
+                Some(addr) => addr,
+                None => match load_config(&config) {
+                    Ok(c) => gkgw::web::logbook_cli::connect_addr(c.http.listen),
+                    Err(code) => return code,
+                },
+            };
+            match gkgw::web::audit_cli::list(addr, limit.max(1)).await {
+                Ok(out) => {
+                    print!("{out}");
+                    return ExitCode::SUCCESS;
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Commands(CommandCommand::Sign {
+            key,
+            meter,
+            kind,
+            args,
+            id,
+            ttl,
+            kid,
+        }) => gkgw::commands::dev::sign_file(&gkgw::commands::dev::SignArgs {
+            key,
+            meter,
+            kind,
+            args,
+            id,
+            ttl,
+            kid,
+        })
+        .map(|jws| println!("{jws}")),
+        Command::Commands(CommandCommand::Keygen { private, public }) => {
+            gkgw::commands::dev::keygen(&private, &public)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -689,6 +796,7 @@ async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         influx,
         plant: (!a.no_plant).then_some(a.plant),
         plant_faults: !a.no_faults,
+        platform_key: a.platform_key,
         scenario: a
             .scenario
             .as_deref()

@@ -38,6 +38,10 @@
 //!             ▲  requests: mpsc 64 (full → 503)         the log, then the persister ──▶ store.db alarm_events/alarm_state
 //!             │  logbook_changed (lab results)             (retried while the store refuses) ──▶ influx writer `alarm`
 //!  POST /api/alarms/{id}/ack|reset|shelve|silence (loopback only until logins)
+//!  platform commands (uplink, POST /api/commands) ──commands::Handle::submit: JWS EdDSA, payload, exp/iat, meter
+//!    account; refused → audit row, counted──▶ requests: mpsc 64 (full → the submitter waits) ──▶ relay task:
+//!    replay check + store (store.db commands/command_events) ──▶ meters/{id}/cmd via the hub, resent every retry_s
+//!    ◀── meters/{id}/cmd/ack: Ingest ──acks: mpsc 1024 (full → dropped, counted; resent, re-answered)──┘
 //!  web: /, /healthz, /metrics (metrics::Registry), /api/status (store, devices, clock),
 //!       /api/live, /api/history (raw log or windows, by span), /api/kpi, /api/alarms
 //! ```
@@ -318,6 +322,22 @@ pub fn describe(r: &Resolved) -> String {
     } else {
         let _ = writeln!(s, "alarms: disabled");
     }
+    match &c.commands.platform_key_file {
+        Some(f) => {
+            let _ = writeln!(
+                s,
+                "commands: signed by the platform key {}, resent every {} s until answered or expired",
+                f.display(),
+                c.commands.retry_s
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "commands: disabled (no commands.platform_key_file): each is refused"
+            );
+        }
+    }
     let _ = writeln!(s, "http: {}", c.http.listen);
     let _ = writeln!(s, "\nplant ({} bindings):", r.plant.bindings().len());
     s.push_str(&r.plant.table());
@@ -340,6 +360,8 @@ pub struct Gateway {
     /// The simulated GPIO chip, when `[gpio] backend = "sim"` (or the fallback) is in use: the
     /// demo drives its inputs and reads its outputs through it.
     pub gpio_sim: Option<crate::gpio::simulator::Sim>,
+    /// Platform commands: the uplink's transports submit through it.
+    pub commands: crate::commands::Handle,
     _lock: store::lock::StateLock,
     sources_cancel: CancellationToken,
     sinks_cancel: CancellationToken,
@@ -467,6 +489,37 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
     let sinks = TaskTracker::new();
 
     let hub = Arc::new(broker::Hub::new(broker_metrics.clone()));
+
+    // Platform commands (commands/mod.rs has their diagram): requests mpsc 64 (full → the
+    // submitter waits), meter answers mpsc 1 024 from the ingest (full → dropped, counted;
+    // the command is resent). The relay has its own store connection; the handle another.
+    let commands_metrics = Arc::new(crate::commands::Metrics::register(&mut registry));
+    let commands = crate::commands::build(
+        crate::commands::Settings {
+            key: match &config.commands.platform_key_file {
+                Some(f) => Some(
+                    crate::config::load_platform_key(f)
+                        .map_err(|e| anyhow::anyhow!("commands.platform_key_file: {e}"))?,
+                ),
+                None => None,
+            },
+            retry: Duration::from_secs(config.commands.retry_s),
+            max_clock_skew_s: i64::try_from(config.commands.max_clock_skew_s).unwrap_or(300),
+        },
+        clock.clone(),
+        verifier.clone(),
+        store::Handle::new(store::commands::Commands::open(&db)?),
+        store::commands::Commands::open(&db)?,
+        hub.clone(),
+        commands_metrics,
+    )?;
+    if config.commands.platform_key_file.is_none() {
+        tracing::info!("no commands.platform_key_file: platform commands are refused");
+    }
+    let command_acks = commands.acks.clone();
+    let commands_handle = commands.handle.clone();
+    sinks.spawn(commands.relay.run(sinks_cancel.clone()));
+
     let commit_now = Arc::new(tokio::sync::Notify::new());
     let acl = broker::Acl::new(mqtt::publish_rules(&config.mqtt));
     let gate = Arc::new(broker::auth::Gate::new(
@@ -489,12 +542,10 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
             gate: gate.clone(),
             acl,
             hub: hub.clone(),
-            inbound: Arc::new(mqtt::Ingest::new(
-                rules,
-                intake.clone(),
-                mqtt_metrics.clone(),
-                clock.clone(),
-            )),
+            inbound: Arc::new(
+                mqtt::Ingest::new(rules, intake.clone(), mqtt_metrics.clone(), clock.clone())
+                    .with_command_acks(Arc::new(command_acks)),
+            ),
             metrics: broker_metrics.clone(),
         },
         &sources,
@@ -796,13 +847,27 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
             built.clone(),
             sinks_cancel.clone(),
         ));
+        // Commands in an answer (HTTPS) or on gkgw/{site}/{gateway}/cmd (MQTT) go to the
+        // command relay, in their order, on a task of the sinks' tracker (the transport does
+        // not wait for them; shutdown does).
+        let to_relay = |via: &'static str| -> crate::uplink::http::Commands {
+            let (relay, tracker) = (commands_handle.clone(), sinks.clone());
+            Arc::new(move |cmds: Vec<String>| {
+                let relay = relay.clone();
+                tracker.spawn(async move {
+                    for jws in cmds {
+                        relay.submit(jws, via).await;
+                    }
+                });
+            })
+        };
         let outbox = store::Handle::new(store::outbox::Outbox::open(&db)?);
         if config.uplink.is_mqtt() {
             sinks.spawn(crate::uplink::mqtt::run(
                 config.uplink.clone(),
                 config.site.id.clone(),
                 outbox,
-                None,
+                Some(to_relay("mqtt")),
                 metrics,
                 status.clone(),
                 clock.clone(),
@@ -814,7 +879,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
             sinks.spawn(crate::uplink::http::run(
                 sender,
                 outbox,
-                None,
+                Some(to_relay("https")),
                 metrics,
                 status.clone(),
                 clock.clone(),
@@ -869,6 +934,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         alarms,
         uplink: uplink_status,
         gpio: gpio_outputs.clone(),
+        commands: commands_handle.clone(),
     });
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
 
@@ -880,6 +946,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         modbus: modbus_buses,
         gpio: gpio_outputs,
         gpio_sim,
+        commands: commands_handle,
         _lock: lock,
         http_addr,
         health,

@@ -6,6 +6,7 @@ mod alarms;
 mod broker;
 mod cli;
 mod clock;
+mod commands;
 mod contract;
 mod faults;
 mod gpio;

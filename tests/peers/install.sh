@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the real peers used by gkgw's integration tests:
 #   influxdb (Debian 1.6.7, provides influxd), victoria-metrics, mosquitto,
-#   mosquitto-clients, socat, curl, and python3 paho-mqtt + pymodbus + pyserial.
+#   mosquitto-clients, socat, curl, and python3 paho-mqtt + pymodbus + pyserial
+#   + jsonschema (the docs' examples against docs/schema) + cryptography (Ed25519
+#   signatures of platform commands).
 # pymodbus and pyserial are pinned (the Modbus peers are checked against these
 # versions: tests/peers/MODBUS.md); paho-mqtt is not.
 # Idempotent: installs only what is missing. Run as root (uses sudo otherwise); Debian 12.
@@ -79,15 +81,17 @@ done
 # --- Python packages ---------------------------------------------------------
 PYMODBUS_VERSION=3.16.1
 PYSERIAL_VERSION=3.5
-# jsonschema: the test receiver of the uplink (tests/peers/platform.py) validates every batch.
-py_check="import sys, paho.mqtt, pymodbus, serial, jsonschema
+# jsonschema: the test receiver of the uplink (tests/peers/receiver.py) validates every batch,
+# and the docs' command examples are checked against docs/schema/command.schema.json;
+# cryptography: tests/peers/command_peer.py signs platform commands (Ed25519).
+py_check="import sys, paho.mqtt, pymodbus, serial, jsonschema, cryptography
 sys.exit(pymodbus.__version__ != '$PYMODBUS_VERSION' or serial.__version__ != '$PYSERIAL_VERSION')"
 if python3 -c "$py_check" >/dev/null 2>&1; then
     log "python packages already present"
 else
-    log "installing python packages: paho-mqtt pymodbus==$PYMODBUS_VERSION pyserial==$PYSERIAL_VERSION jsonschema"
+    log "installing python packages: paho-mqtt jsonschema cryptography pymodbus==$PYMODBUS_VERSION pyserial==$PYSERIAL_VERSION"
     python3 -m pip install --quiet --disable-pip-version-check \
-        --root-user-action=ignore paho-mqtt jsonschema \
+        --root-user-action=ignore paho-mqtt jsonschema cryptography \
         "pymodbus==$PYMODBUS_VERSION" "pyserial==$PYSERIAL_VERSION"
     python3 -c "$py_check"
 fi

@@ -184,6 +184,8 @@ mod tests {
         check_pub(&a, "meters/GB-0002/state", false);
         check_pub(&a, "meters/GA-0001/ack", false);
         check_pub(&a, "meters/GA-0001/cmd", false);
+        check_pub(&a, "meters/GB-0002/cmd/ack", false);
+        check_pub(&a, "meters/GB-0002/cmd", false);
         check_pub(&a, "meters/GA-0001", false);
         check_pub(&a, "meters/+/state", false);
         check_pub(&a, "meters/GA-0001/#", false);
@@ -202,6 +204,8 @@ mod tests {
         check_sub(&a, "meters/GA-0001/ack", true);
         check_sub(&a, "meters/GA-0001/#", true);
         check_sub(&a, "meters/GA-0001/cmd", true);
+        check_sub(&a, "meters/GB-0002/cmd", false);
+        check_sub(&a, "meters/+/cmd", false);
         check_sub(&a, "meters/GB-0002/#", false);
         check_sub(&a, "meters/+/ack", false);
         check_sub(&a, "meters/#", false);

@@ -154,25 +154,38 @@ impl Hub {
 
     /// Delivers to every connection with a matching subscription.
     pub fn publish(&self, topic: &str, payload: Bytes) {
-        self.deliver(topic, payload, true);
+        let _ = self.deliver(topic, payload, true);
     }
 
-    fn deliver(&self, topic: &str, payload: Bytes, to_meter: bool) {
+    /// Delivers to the meter of `meters/{id}/…` only, never to watchers (a command may carry a
+    /// top-up token); answers whether the meter's connected session subscribes to `topic`
+    /// and its queue took the message (the command relay's `delivered`).
+    pub fn publish_to_meter(&self, topic: &str, payload: Bytes) -> bool {
+        self.deliver_to(topic, payload, true, false)
+    }
+
+    fn deliver(&self, topic: &str, payload: Bytes, to_meter: bool) -> bool {
+        self.deliver_to(topic, payload, to_meter, true)
+    }
+
+    fn deliver_to(&self, topic: &str, payload: Bytes, to_meter: bool, to_watchers: bool) -> bool {
         let inner = self.lock();
         let mut topic_arc: Option<Arc<str>> = None;
         let mut send = |link: &Link| {
             let t = topic_arc.get_or_insert_with(|| Arc::from(topic)).clone();
-            if link
+            let ok = link
                 .tx
                 .try_send(Outbound::Publish {
                     topic: t,
                     payload: payload.clone(),
                 })
-                .is_err()
-            {
+                .is_ok();
+            if !ok {
                 self.metrics.outbound_dropped.inc();
             }
+            ok
         };
+        let mut to_its_meter = false;
         if let Some(id) = topic
             .strip_prefix("meters/")
             .and_then(|r| r.split('/').next())
@@ -181,18 +194,19 @@ impl Hub {
             if let Some(s) = inner.meters.get(id) {
                 if let Some(link) = &s.conn {
                     if s.filters.iter().any(|f| topic_matches(f, topic)) {
-                        send(link);
+                        to_its_meter = send(link);
                     }
                 }
             }
         }
-        if self.watching.load(Relaxed) > 0 {
+        if to_watchers && self.watching.load(Relaxed) > 0 {
             for w in inner.watchers.values() {
                 if w.filters.iter().any(|f| topic_matches(f, topic)) {
                     send(&w.link);
                 }
             }
         }
+        to_its_meter
     }
 
     /// Whether any watcher is connected (publishes from meters are only copied when one is).
@@ -203,7 +217,7 @@ impl Hub {
     /// Delivers to matching watchers only (a meter's own connection sends its ack itself).
     pub fn publish_to_watchers(&self, topic: &str, payload: Bytes) {
         if self.has_watchers() {
-            self.deliver(topic, payload, false);
+            let _ = self.deliver(topic, payload, false);
         }
     }
 
@@ -261,6 +275,28 @@ mod tests {
             topics(&mut rw),
             ["meters/GA-0001/ack", "meters/GB-0002/ack"]
         );
+    }
+
+    #[test]
+    fn commands_reach_only_their_meter_never_a_watcher() {
+        let hub = Hub::new(Arc::default());
+        let a: Arc<str> = Arc::from("GA-0001");
+        let (la, mut ra) = link(1);
+        let (lw, mut rw) = link(3);
+        hub.attach_meter(&a, la, true);
+        hub.attach_watcher(lw);
+        hub.set_filters(None, 3, &["meters/#".into()], true);
+        assert!(
+            !hub.publish_to_meter("meters/GA-0001/cmd", Bytes::new()),
+            "not subscribed yet"
+        );
+        hub.set_filters(Some(&a), 1, &["meters/GA-0001/cmd".into()], true);
+        assert!(hub.publish_to_meter("meters/GA-0001/cmd", Bytes::new()));
+        assert!(!hub.publish_to_meter("meters/GB-0002/cmd", Bytes::new()));
+        assert_eq!(topics(&mut ra), ["meters/GA-0001/cmd"]);
+        assert!(topics(&mut rw).is_empty(), "a command may carry a token");
+        hub.detach_meter(&a, 1);
+        assert!(!hub.publish_to_meter("meters/GA-0001/cmd", Bytes::new()));
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Options {
     pub scenario: Option<super::plant::Scenario>,
     /// Send batches to the platform.
     pub uplink: Option<crate::uplink::Config>,
+    /// The platform's public key (`--platform-key`): commands signed with it reach the meters.
+    pub platform_key: Option<PathBuf>,
 }
 
 /// The demo plant runs [`super::plant::SPEED`] times faster than the wall clock, so the
@@ -91,6 +93,8 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     config.broker.allow_anonymous = true;
     config.broker.credentials_file = state_dir.join("meters.toml");
     config.http.listen = opts.http;
+    config.commands.platform_key_file = opts.platform_key.clone();
+    config.commands.retry_s = 5;
     demo_alarms(&mut config.alarms);
     if let Some(i) = opts.influx {
         config.influx = i;
@@ -212,6 +216,15 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         "  try:          gkgw logbook --gateway {} list    (or add --kind waste_fed --waste household --kg 120)\n",
         gw.http_addr
     ));
+    banner.push_str(&match &opts.platform_key {
+        Some(k) => format!(
+            "  commands:     accepted when signed with the private key of the public key {} (a development signer: gkgw command sign --key PRIVATE.pem --meter GM-0001 --kind top_up --args '{{\"amount\":2,\"unit\":\"kg\"}}' | curl --data-binary @- http://{}/api/commands); gkgw audit list --gateway {}\n",
+            k.display(),
+            gw.http_addr,
+            gw.http_addr
+        ),
+        None => "  commands:     off; try gkgw command keygen --private platform.pem --public platform.pub.pem, then gkgw demo --platform-key platform.pub.pem\n".to_owned(),
+    });
     banner.push_str(&format!(
         "  try:          mosquitto_sub -h {} -p {} -t 'meters/#' -t 'alarms/#' -v\n  Ctrl-C stops the demo; everything received is committed first.\n",
         mqtt.ip(),

@@ -1,5 +1,7 @@
 //! Simulated field meters: real MQTT clients (rumqttc) of the embedded broker, each logged in
-//! with its own account, reporting gas or electricity use shaped by meal times.
+//! with its own account, reporting gas or electricity use shaped by meal times. They take the
+//! platform's commands on `meters/{id}/cmd` (top-up, valve, relay, tariff, time sync) and
+//! answer on `meters/{id}/cmd/ack`; a command id seen before gets its first answer again.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -40,7 +42,14 @@ pub(crate) struct SimMeter {
     credit: f64,
     battery: f64,
     rssi: f64,
+    /// Closed by a command (valve or relay): no gas or power whatever the credit.
+    shut: bool,
+    /// The answers given, by command id (a resent command is answered again, not re-applied).
+    answered: std::collections::HashMap<String, String>,
 }
+
+/// The credit an OpenPAYGo/STS token is worth in the simulation (a real meter decodes it).
+pub const TOKEN_CREDIT: f64 = 5.0;
 
 impl SimMeter {
     fn new(index: usize, gas: bool, rng: &mut impl Rng) -> SimMeter {
@@ -52,7 +61,72 @@ impl SimMeter {
             credit: rng.gen_range(0.5..6.0),
             battery: rng.gen_range(3.6..4.1),
             rssi: rng.gen_range(-95.0..-60.0),
+            shut: false,
+            answered: std::collections::HashMap::new(),
         }
+    }
+
+    /// Applies a command from `meters/{id}/cmd` and returns the answer for
+    /// `meters/{id}/cmd/ack` (None: not a command at all).
+    pub(crate) fn command(&mut self, payload: &[u8]) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        let id = v.get("id")?.as_str()?.to_owned();
+        if let Some(a) = self.answered.get(&id) {
+            return Some(a.clone());
+        }
+        let args = v.get("args").cloned().unwrap_or_default();
+        let state = args.get("state").and_then(|s| s.as_str());
+        let result: Result<String, String> = match v.get("kind").and_then(|k| k.as_str()) {
+            Some("top_up") => {
+                let add = match (
+                    args.get("amount").and_then(|a| a.as_f64()),
+                    args.get("token"),
+                ) {
+                    (Some(a), _) => a,
+                    (None, Some(_)) => TOKEN_CREDIT,
+                    _ => 0.0,
+                };
+                if add > 0.0 {
+                    self.credit += add;
+                    Ok(format!("credited {add}"))
+                } else {
+                    Err("nothing to credit".into())
+                }
+            }
+            Some("valve") if !self.gas => Err("no valve: an electricity meter".into()),
+            Some("relay") if self.gas => Err("no relay: a gas meter".into()),
+            Some("valve" | "relay") => match state {
+                Some("open") => {
+                    // An open valve lets gas through; an open relay cuts the power.
+                    self.shut = !self.gas;
+                    Ok(format!("{} open", if self.gas { "valve" } else { "relay" }))
+                }
+                Some("closed") => {
+                    self.shut = self.gas;
+                    Ok(format!(
+                        "{} closed",
+                        if self.gas { "valve" } else { "relay" }
+                    ))
+                }
+                _ => Err("state must be open or closed".into()),
+            },
+            Some("tariff") => Ok("tariff set".into()),
+            Some("time_sync") => Ok("time set".into()),
+            _ => Err("unknown command".into()),
+        };
+        let (result, detail) = match result {
+            Ok(d) => ("applied", d),
+            Err(d) => ("rejected", d),
+        };
+        let answer = serde_json::json!({
+            "id": id,
+            "result": result,
+            "detail": detail,
+            "credit": (self.credit * 1000.0).round() / 1000.0,
+        })
+        .to_string();
+        self.answered.insert(id, answer.clone());
+        Some(answer)
     }
 
     /// The next state payload and, when credit just ran low, a `low_credit` event.
@@ -81,7 +155,11 @@ impl SimMeter {
                 self.seq,
                 self.cumulative,
                 self.credit,
-                if self.credit > 0.0 { "open" } else { "closed" },
+                if self.credit > 0.0 && !self.shut {
+                    "open"
+                } else {
+                    "closed"
+                },
                 self.battery,
                 self.rssi
             )
@@ -92,7 +170,11 @@ impl SimMeter {
                 self.seq,
                 self.cumulative,
                 self.credit,
-                if self.credit > 0.0 { "closed" } else { "open" },
+                if self.credit > 0.0 && !self.shut {
+                    "closed"
+                } else {
+                    "open"
+                },
                 self.rssi
             )
         };
@@ -133,6 +215,8 @@ pub async fn run_meter(
     opts.set_credentials(meter.id.clone(), password);
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
     let _ = client.try_subscribe(format!("meters/{}/ack", meter.id), QoS::AtLeastOnce);
+    let cmd_topic = format!("meters/{}/cmd", meter.id);
+    let _ = client.try_subscribe(cmd_topic.clone(), QoS::AtLeastOnce);
     // Spread the meters over the interval so they do not all report at once.
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + interval.mul_f64(rng.gen_range(0.0..1.0)),
@@ -150,7 +234,18 @@ pub async fn run_meter(
                 }
             }
             ev = eventloop.poll() => match ev {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => backoff = Duration::from_millis(200),
+                Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                    backoff = Duration::from_millis(200);
+                    if !c.session_present {
+                        let _ = client.try_subscribe(format!("meters/{}/ack", meter.id), QoS::AtLeastOnce);
+                        let _ = client.try_subscribe(cmd_topic.clone(), QoS::AtLeastOnce);
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic => {
+                    if let Some(answer) = meter.command(&p.payload) {
+                        let _ = client.try_publish(format!("{cmd_topic}/ack"), QoS::AtLeastOnce, false, answer);
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::debug!(meter = %meter.id, error = %e, "simulated meter reconnecting");
@@ -199,5 +294,36 @@ mod tests {
             }
             assert!(m.credit >= 0.0);
         }
+    }
+
+    #[test]
+    fn simulated_meters_apply_commands_once_and_answer() {
+        let mut rng = rand::thread_rng();
+        let mut gas = SimMeter::new(0, true, &mut rng);
+        let before = gas.credit;
+        let ack = |s: Option<String>| -> serde_json::Value {
+            serde_json::from_str(&s.expect("an answer")).expect("json")
+        };
+        let top_up = br#"{"id":"c1","kind":"top_up","args":{"amount":2,"unit":"kg"},"exp":9}"#;
+        let a = ack(gas.command(top_up));
+        assert_eq!(a["id"], "c1");
+        assert_eq!(a["result"], "applied");
+        assert!((gas.credit - before - 2.0).abs() < 1e-9);
+        assert_eq!(
+            ack(gas.command(top_up)),
+            a,
+            "a resend is answered, not re-applied"
+        );
+        assert!((gas.credit - before - 2.0).abs() < 1e-9);
+        let token = br#"{"id":"c2","kind":"top_up","args":{"token":"123456789"},"exp":9}"#;
+        assert_eq!(ack(gas.command(token))["result"], "applied");
+        assert!((gas.credit - before - 2.0 - TOKEN_CREDIT).abs() < 1e-9);
+        let close = br#"{"id":"c3","kind":"valve","args":{"state":"closed"},"exp":9}"#;
+        assert_eq!(ack(gas.command(close))["result"], "applied");
+        let (state, _) = gas.step(Duration::from_secs(1), &mut rng);
+        assert!(state.contains(r#""valve":"closed""#), "{state}");
+        let relay = br#"{"id":"c4","kind":"relay","args":{"state":"open"},"exp":9}"#;
+        assert_eq!(ack(gas.command(relay))["result"], "rejected");
+        assert!(gas.command(b"not json").is_none());
     }
 }

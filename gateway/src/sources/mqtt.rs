@@ -621,8 +621,24 @@ impl RateLimitedLog {
     }
 }
 
-/// The broker's [`crate::broker::Inbound`]: publishes become readings in the store's channel.
+/// Where a meter's answers to commands (`meters/{id}/cmd/ack`) go: the command relay
+/// (`commands::AckSender`), given to the [`Ingest`] in topology.rs. Must not block.
+pub trait CommandAcks: Send + Sync + 'static {
+    fn ack(&self, meter: &str, payload: Bytes);
+}
+
+/// The meter of a `meters/{id}/cmd/ack` topic.
+fn cmd_ack_meter(topic: &str) -> Option<&str> {
+    topic
+        .strip_prefix("meters/")?
+        .strip_suffix("/cmd/ack")
+        .filter(|m| !m.contains('/'))
+}
+
+/// The broker's [`crate::broker::Inbound`]: publishes become readings in the store's channel;
+/// answers to commands go to the command relay.
 pub struct Ingest {
+    acks: Option<Arc<dyn CommandAcks>>,
     rules: Rules,
     intake: crate::intake::Intake,
     metrics: Arc<Metrics>,
@@ -638,12 +654,21 @@ impl Ingest {
         clock: Arc<Clock>,
     ) -> Ingest {
         Ingest {
+            acks: None,
             rules,
             intake,
             metrics,
             clock,
             log: Mutex::default(),
         }
+    }
+}
+
+impl Ingest {
+    /// Hands `meters/{id}/cmd/ack` messages to `acks` instead of parsing them as readings.
+    pub fn with_command_acks(mut self, acks: Arc<dyn CommandAcks>) -> Ingest {
+        self.acks = Some(acks);
+        self
     }
 }
 
@@ -663,6 +688,16 @@ impl crate::broker::Inbound for Ingest {
         payload: Bytes,
         receipt: Option<Receipt>,
     ) {
+        if let (Some(acks), Some(meter)) = (&self.acks, cmd_ack_meter(topic)) {
+            // The ACL let only this meter publish here. Handed over at once (never waits on
+            // the relay; a full queue drops it, counted, and the command is resent), so the
+            // PUBACK goes now: a lost answer costs a resend, never a second application.
+            acks.ack(meter, payload);
+            if let Some(r) = receipt {
+                let _ = r.confirm(None);
+            }
+            return;
+        }
         self.metrics.messages.inc();
         match parse(&self.rules, topic, &payload, self.clock.now()) {
             Ok(mut readings) => {
@@ -1086,5 +1121,14 @@ field = "watts"
                 (NOW, Quality::ClockUnsynced)
             ])
         );
+    }
+
+    #[test]
+    fn answers_to_commands_are_recognised_by_their_topic() {
+        assert_eq!(cmd_ack_meter("meters/GM-0001/cmd/ack"), Some("GM-0001"));
+        assert_eq!(cmd_ack_meter("meters/GM-0001/cmd"), None);
+        assert_eq!(cmd_ack_meter("meters/GM-0001/state"), None);
+        assert_eq!(cmd_ack_meter("meters/a/b/cmd/ack"), None);
+        assert_eq!(cmd_ack_meter("sensors/x/cmd/ack"), None);
     }
 }

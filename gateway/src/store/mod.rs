@@ -37,6 +37,7 @@
 
 pub mod alarms;
 pub mod codec;
+pub mod commands;
 pub mod committer;
 pub mod gauges;
 mod handle;

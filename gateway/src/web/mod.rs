@@ -7,6 +7,8 @@
 //! DTOs below are the boundary types and nothing else in the crate is `Serialize`.
 
 pub mod alarms;
+pub mod audit_cli;
+pub mod commands;
 mod history;
 mod kpi;
 mod live;
@@ -67,6 +69,8 @@ pub struct AppState {
     pub uplink: Option<crate::uplink::SharedStatus>,
     /// The GPIO outputs (buzzer, beacon, relays): their demanded and current states.
     pub gpio: crate::gpio::Outputs,
+    /// Platform commands: `/api/commands` submits through it and reads its audit log.
+    pub commands: crate::commands::Handle,
 }
 
 #[derive(Serialize)]
@@ -188,6 +192,8 @@ struct StatusDto {
     uplink: Option<UplinkDto>,
     /// GPIO outputs the alarms drive, and whether they demand them on.
     alarm_outputs: Vec<AlarmOutputDto>,
+    /// Platform commands: enabled, pending, the newest outcome.
+    commands: commands::StatusDto,
 }
 
 #[derive(Serialize)]
@@ -418,6 +424,7 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
                 on: *on,
             })
             .collect(),
+        commands: commands::status(&s.commands),
     }
 }
 
@@ -636,6 +643,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/alarms/silence", post(alarms::silence_all))
         .route("/api/alarms/{id}", get(alarms::one))
         .route("/api/alarms/{id}/{action}", post(alarms::operate))
+        .route("/api/commands", get(commands::list).post(commands::submit))
         .with_state(state)
 }
 
