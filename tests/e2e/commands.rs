@@ -552,4 +552,40 @@ fn commands_in_the_platforms_answer_to_a_batch_reach_the_meter() {
         "{events}"
     );
     assert!(!meter.received().contains(&"via-https-2".to_owned()));
+    // The outcomes go back to the platform in later batches: the applied top-up and the
+    // refused forgery, each once.
+    let outcomes = || -> Vec<(String, String)> {
+        let (_, text) = http("GET", &format!("http://127.0.0.1:{port}/batches"), None);
+        let batches: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        batches
+            .as_array()
+            .map(|bs| {
+                bs.iter()
+                    .flat_map(|b| b["commands"].as_array().cloned().unwrap_or_default())
+                    .map(|c| {
+                        (
+                            c["outcome"].as_str().unwrap_or("").to_owned(),
+                            c["reason"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    crate::support::wait_until(
+        "the outcomes reach the platform",
+        Duration::from_secs(60),
+        || {
+            let o = outcomes();
+            o.iter().any(|(out, _)| out == "applied")
+                && o.iter()
+                    .any(|(out, why)| out == "refused" && why == "bad_signature")
+        },
+    );
+    let o = outcomes();
+    assert_eq!(
+        o.iter().filter(|(out, _)| out == "applied").count(),
+        1,
+        "{o:?}"
+    );
 }

@@ -85,6 +85,16 @@ pub struct Commands {
 
 const EVENT_COLUMNS: &str = "row, ts, id, meter, kind, outcome, reason, detail, credit, via";
 
+/// Events after `row`, oldest first, on any connection (the uplink's outbox reads them in its
+/// own transaction).
+pub(super) fn events_after_in(conn: &Connection, row: i64, limit: usize) -> Result<Vec<Event>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM command_events WHERE row > ?1 ORDER BY row LIMIT ?2"
+    ))?;
+    let rows = st.query_map(params![row, limit as i64], event_of)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 fn event_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     let outcome: String = r.get(5)?;
     let reason: Option<String> = r.get(6)?;

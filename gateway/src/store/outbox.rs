@@ -11,7 +11,8 @@
 //!   readings: `uplink_changed`, the aggregator's cursor at the last build), looked back
 //!   `lookback_ns`;
 //! - the **alarm events** after `uplink_alarm_seq`;
-//! - the **logbook** revisions after `uplink_logbook_id`.
+//! - the **logbook** revisions after `uplink_logbook_id`;
+//! - the **command outcomes** after `uplink_command_row`.
 //!
 //! Rows leave `outbox` only by [`Outbox::confirm`] (the platform said 2xx / PUBACK) or
 //! [`Outbox::reject`] (the platform refused it as invalid: kept in `outbox_rejected`).
@@ -51,11 +52,16 @@ pub struct Inputs {
     pub span: Option<(i64, i64)>,
     pub alarms: Vec<Event>,
     pub logbook: Vec<Entry>,
+    /// Command outcomes (accepted, delivered, applied, rejected, expired, refused).
+    pub commands: Vec<super::commands::Event>,
 }
 
 impl Inputs {
     pub fn is_empty(&self) -> bool {
-        self.windows.is_empty() && self.alarms.is_empty() && self.logbook.is_empty()
+        self.windows.is_empty()
+            && self.alarms.is_empty()
+            && self.logbook.is_empty()
+            && self.commands.is_empty()
     }
 }
 
@@ -124,6 +130,7 @@ impl Outbox {
         conn.execute_batch(super::SCHEMA)?;
         conn.execute_batch(super::windows::SCHEMA)?;
         conn.execute_batch(super::alarms::SCHEMA)?;
+        conn.execute_batch(super::commands::SCHEMA)?;
         conn.execute_batch(SCHEMA)?;
         Ok(Outbox { conn })
     }
@@ -160,6 +167,11 @@ impl Outbox {
             inputs.logbook = read_logbook(&tx, logbook_cursor)?;
             if let Some(last) = inputs.logbook.last() {
                 new_cursors.push(("uplink_logbook_id", last.id));
+            }
+            let command_cursor = meta(&tx, "uplink_command_row")?.unwrap_or(0);
+            inputs.commands = super::commands::events_after_in(&tx, command_cursor, 10_000)?;
+            if let Some(last) = inputs.commands.last() {
+                new_cursors.push(("uplink_command_row", last.row));
             }
             let watermark = meta(&tx, "agg_watermark")?.unwrap_or(i64::MIN);
             let span = plan.span_ns.max(MINUTE_NS);

@@ -65,6 +65,23 @@ fn window_json(w: &SpanWindow, span_s: u64) -> Json {
     Json::Object(m)
 }
 
+/// One command outcome (the gateway's audit log: `gkgw audit list`).
+fn command_json(e: &crate::store::commands::Event) -> Json {
+    use crate::metrics::LabelValue as _;
+    json!({
+        "row": e.row,
+        "time": rfc3339(e.ts_ns),
+        "id": e.id,
+        "meter": e.meter,
+        "kind": e.kind,
+        "outcome": e.outcome.as_str(),
+        "reason": e.reason.map(|r| r.as_str()),
+        "detail": e.detail,
+        "credit": e.credit.filter(|c| c.is_finite()),
+        "via": e.via,
+    })
+}
+
 /// Each meter's state and use, from its windows in this batch.
 fn meters_json(windows: &[SpanWindow]) -> Vec<Json> {
     use std::collections::BTreeMap;
@@ -166,6 +183,10 @@ pub fn assemble(h: &Header, inputs: &Inputs, first: u64, max_bytes: usize) -> Ve
         ),
     );
     extra.insert("meters".into(), Json::Array(meters_json(&inputs.windows)));
+    extra.insert(
+        "commands".into(),
+        Json::Array(inputs.commands.iter().map(command_json).collect()),
+    );
     if let Some((from, to)) = inputs.span {
         extra.insert(
             "span".into(),
@@ -187,7 +208,7 @@ pub fn assemble(h: &Header, inputs: &Inputs, first: u64, max_bytes: usize) -> Ve
                 extra.clone()
             } else {
                 let mut m = Map::new();
-                for k in ["alarms", "logbook", "meters"] {
+                for k in ["alarms", "logbook", "meters", "commands"] {
                     m.insert(k.into(), json!([]));
                 }
                 m
