@@ -589,3 +589,54 @@ fn commands_in_the_platforms_answer_to_a_batch_reach_the_meter() {
         "{o:?}"
     );
 }
+
+/// Commands over the MQTT uplink: the platform publishes a signed top-up on
+/// `gkgw/{site}/{gateway}/cmd` at the central broker (Mosquitto); the gateway's persistent
+/// session takes it, the meter applies it (`via` mqtt); an unsigned one on the same topic is
+/// refused and never reaches the meter.
+#[test]
+fn commands_over_the_mqtt_uplink_reach_the_meter_and_bad_ones_do_not() {
+    let p = Platform::new();
+    let broker_dir = tempfile::tempdir().expect("tempdir");
+    let port = crate::support::free_port();
+    let _broker = crate::uplink::mosquitto(port, broker_dir.path());
+    let gw = Gateway::start(
+        &format!(
+            "[alarms]\nenabled = false\n[uplink]\nenabled = true\nurl = \"mqtt://127.0.0.1:{port}\"\ngateway = \"gw-test\"\nmin_backoff_ms = 100\nmax_backoff_ms = 400\n{}",
+            p.config(1)
+        ),
+        &["GM-0001"],
+    );
+    let meter = TestMeter::start(&gw, "GM-0001", gw.dir.path());
+    let topic = "gkgw/test-site/gw-test/cmd";
+    let jws = p.sign(&top_up("via-mqtt-1", "GM-0001"));
+    // Until the gateway's session has subscribed, a command published to the broker finds no
+    // one: the platform resends (a copy that came twice is refused as replayed).
+    wait_until(
+        "the top-up arrives over MQTT",
+        Duration::from_secs(30),
+        || {
+            crate::support::mosquitto_pub(port, None, topic, 1, &jws);
+            std::thread::sleep(Duration::from_millis(500));
+            outcome(&gw, "via-mqtt-1").is_some()
+        },
+    );
+    let c = wait_outcome(&gw, "via-mqtt-1", "applied", Duration::from_secs(30));
+    assert_eq!(c["via"], "mqtt");
+    assert!(meter.received().contains(&"via-mqtt-1".to_owned()));
+    assert!(crate::support::mosquitto_pub(
+        port,
+        None,
+        topic,
+        1,
+        "eyJhbGciOiJub25lIn0.eyJpZCI6Im1xdHQtYmFkIn0."
+    ));
+    wait_until("the unsigned one refused", Duration::from_secs(10), || {
+        list(&gw)["events"].as_array().is_some_and(|es| {
+            es.iter().any(|e| {
+                e["outcome"] == "refused" && e["reason"] == "unsigned" && e["via"] == "mqtt"
+            })
+        })
+    });
+    assert!(!meter.received().contains(&"mqtt-bad".to_owned()));
+}

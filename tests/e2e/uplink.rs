@@ -344,7 +344,7 @@ fn a_misbehaving_receiver_is_retried_and_its_retry_after_honoured() {
 }
 
 /// Mosquitto with persistence (sessions and queued QoS 1 messages survive its restart).
-fn mosquitto(port: u16, dir: &std::path::Path) -> Proc {
+pub(crate) fn mosquitto(port: u16, dir: &std::path::Path) -> Proc {
     // Started as root, mosquitto drops to its own user: let it write its database here.
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
