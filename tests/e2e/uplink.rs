@@ -74,15 +74,24 @@ impl Platform {
     }
 }
 
-fn config(p: &Platform, dir: &std::path::Path, extra: &str) -> String {
-    let token = dir.join("uplink-token");
+/// A gateway with the meter GM-0001, its uplink to `url` (the bearer token in a file) and
+/// `extra` keys in `[uplink]`, started.
+fn gateway(url: &str, extra: &str) -> Gateway {
+    let mut gw = Gateway::configure_only("", &["GM-0001"]);
+    let token = gw.dir.path().join("uplink-token");
     std::fs::write(&token, format!("{TOKEN}\n")).expect("token file");
-    format!(
-        "[history]\ninterval_ms = 500\n[alarms]\nenabled = false\n\
-         [uplink]\nenabled = true\nurl = \"{}\"\ntoken_file = \"{}\"\ngateway = \"gw-test\"\nbackfill_hours = 100\nmin_backoff_ms = 100\nmax_backoff_ms = 400\n{extra}",
-        p.url(),
-        token.display()
+    let text = std::fs::read_to_string(&gw.config).expect("config");
+    std::fs::write(
+        &gw.config,
+        format!(
+            "{text}[history]\ninterval_ms = 500\n[alarms]\nenabled = false\n\
+             [uplink]\nenabled = true\nurl = \"{url}\"\ntoken_file = \"{}\"\ngateway = \"gw-test\"\nbackfill_hours = 100\nmin_backoff_ms = 100\nmax_backoff_ms = 400\n{extra}",
+            token.display()
+        ),
     )
+    .expect("config");
+    gw.restart();
+    gw
 }
 
 /// `count` gas-meter readings one minute apart from the test's fixed base time, all acked.
@@ -193,21 +202,10 @@ fn check_day(windows: &BTreeMap<(String, String, i64), (serde_json::Value, usize
 fn a_day_of_data_with_the_platform_down_arrives_complete_once_and_in_order() {
     let p = Platform::start();
     p.control(r#"{"mode": "down", "count": -1}"#);
-    let mut gw = Gateway::configure_only("", &["GM-0001"]);
-    let text = std::fs::read_to_string(&gw.config).expect("config");
-    std::fs::write(
-        &gw.config,
-        format!(
-            "{text}{}",
-            config(
-                &p,
-                gw.dir.path(),
-                "max_batch_bytes = 65536\nmax_batches_per_s = 20\n"
-            )
-        ),
-    )
-    .expect("config");
-    gw.restart();
+    let gw = gateway(
+        &p.url(),
+        "max_batch_bytes = 65536\nmax_batches_per_s = 20\n",
+    );
     publish_day(&gw, "GM-0001", 1440);
     wait_until(
         "batches wait in the outbox",
@@ -252,21 +250,7 @@ fn a_day_of_data_with_the_platform_down_arrives_complete_once_and_in_order() {
 fn sigkill_during_uploads_loses_nothing_and_duplicates_only_by_key() {
     let p = Platform::start();
     p.control(r#"{"mode": "down", "count": -1}"#);
-    let mut gw = Gateway::configure_only("", &["GM-0001"]);
-    let text = std::fs::read_to_string(&gw.config).expect("config");
-    std::fs::write(
-        &gw.config,
-        format!(
-            "{text}{}",
-            config(
-                &p,
-                gw.dir.path(),
-                "max_batch_bytes = 8192\nmax_batches_per_s = 50\n"
-            )
-        ),
-    )
-    .expect("config");
-    gw.restart();
+    let mut gw = gateway(&p.url(), "max_batch_bytes = 8192\nmax_batches_per_s = 50\n");
     publish_day(&gw, "GM-0001", 720);
     wait_until(
         "batches wait in the outbox",
@@ -303,14 +287,7 @@ fn sigkill_during_uploads_loses_nothing_and_duplicates_only_by_key() {
 fn a_misbehaving_receiver_is_retried_and_its_retry_after_honoured() {
     let p = Platform::start();
     p.control(r#"{"script": ["500", "500", "429", "hang", "close", "down"], "retry_after": 2, "hang_s": 3}"#);
-    let mut gw = Gateway::configure_only("", &["GM-0001"]);
-    let text = std::fs::read_to_string(&gw.config).expect("config");
-    std::fs::write(
-        &gw.config,
-        format!("{text}{}", config(&p, gw.dir.path(), "timeout_ms = 1000\n")),
-    )
-    .expect("config");
-    gw.restart();
+    let gw = gateway(&p.url(), "timeout_ms = 1000\n");
     publish_day(&gw, "GM-0001", 60);
     wait_until(
         "delivered after the misbehaviour",
@@ -412,16 +389,10 @@ fn over_mqtt_a_day_with_the_broker_down_arrives_complete_once_and_in_order() {
         "mosquitto stopped"
     );
 
-    let mut gw = Gateway::configure_only("", &["GM-0001"]);
-    let text = std::fs::read_to_string(&gw.config).expect("config");
-    let cfg = config(
-        &p,
-        gw.dir.path(),
+    let gw = gateway(
+        &format!("mqtt://127.0.0.1:{port}"),
         "max_batch_bytes = 65536\nmax_batches_per_s = 50\n",
-    )
-    .replace(&p.url(), &format!("mqtt://127.0.0.1:{port}"));
-    std::fs::write(&gw.config, format!("{text}{cfg}")).expect("config");
-    gw.restart();
+    );
     publish_day(&gw, "GM-0001", 720);
     wait_until(
         "batches wait in the outbox",

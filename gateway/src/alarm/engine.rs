@@ -212,6 +212,34 @@ struct Alarm {
 }
 
 impl Alarm {
+    /// A new alarm in the normal state, its conditions not holding.
+    fn normal(
+        kind: Kind,
+        key: &Key,
+        severity: Severity,
+        latched: bool,
+        conditions: usize,
+        now: i64,
+    ) -> Alarm {
+        Alarm {
+            kind,
+            rule: key.0.clone(),
+            instance: key.1.clone(),
+            severity,
+            latched,
+            active: false,
+            acked: true,
+            shelved_until: None,
+            silenced: false,
+            suppressed: false,
+            since_ns: now,
+            value: None,
+            raw: false,
+            raw_since: now,
+            held: vec![false; conditions],
+        }
+    }
+
     fn state(&self) -> State {
         match (self.active, self.acked) {
             (false, true) => State::Normal,
@@ -837,22 +865,15 @@ impl Engine {
 
     fn ensure(&mut self, i: usize, key: &Key, now: i64) {
         let r = &self.rules[i];
-        let a = self.alarms.entry(key.clone()).or_insert_with(|| Alarm {
-            kind: Kind::Rule(i),
-            rule: key.0.clone(),
-            instance: key.1.clone(),
-            severity: r.severity,
-            latched: r.latched,
-            active: false,
-            acked: true,
-            shelved_until: None,
-            silenced: false,
-            suppressed: false,
-            since_ns: now,
-            value: None,
-            raw: false,
-            raw_since: now,
-            held: vec![false; r.conditions.len()],
+        let a = self.alarms.entry(key.clone()).or_insert_with(|| {
+            Alarm::normal(
+                Kind::Rule(i),
+                key,
+                r.severity,
+                r.latched,
+                r.conditions.len(),
+                now,
+            )
         });
         // Two rules share a name (a meter's credit in kg or kWh): the one that matched owns it.
         if a.kind != Kind::Rule(i) {
@@ -1031,22 +1052,8 @@ impl Engine {
         if !stale && !self.alarms.contains_key(&key) {
             return;
         }
-        let a = self.alarms.entry(key.clone()).or_insert_with(|| Alarm {
-            kind: Kind::Stale(q.clone()),
-            rule: key.0.clone(),
-            instance: key.1.clone(),
-            severity: STALE_SEVERITY,
-            latched: false,
-            active: false,
-            acked: true,
-            shelved_until: None,
-            silenced: false,
-            suppressed: false,
-            since_ns: now,
-            value: None,
-            raw: false,
-            raw_since: now,
-            held: Vec::new(),
+        let a = self.alarms.entry(key.clone()).or_insert_with(|| {
+            Alarm::normal(Kind::Stale(q.clone()), &key, STALE_SEVERITY, false, 0, now)
         });
         a.value = t.value;
         if stale != a.raw {
@@ -1083,23 +1090,10 @@ impl Engine {
         if !offline && !self.alarms.contains_key(key) {
             return;
         }
-        let a = self.alarms.entry(key.clone()).or_insert_with(|| Alarm {
-            kind: Kind::Rule(i),
-            rule: key.0.clone(),
-            instance: key.1.clone(),
-            severity: r.severity,
-            latched: false,
-            active: false,
-            acked: true,
-            shelved_until: None,
-            silenced: false,
-            suppressed: false,
-            since_ns: now,
-            value: None,
-            raw: false,
-            raw_since: now,
-            held: Vec::new(),
-        });
+        let a = self
+            .alarms
+            .entry(key.clone())
+            .or_insert_with(|| Alarm::normal(Kind::Rule(i), key, r.severity, false, 0, now));
         a.value = Some((now - last) as f64 / 1e9);
         if offline != a.raw {
             a.raw = offline;

@@ -142,6 +142,26 @@ struct Body {
     minutes: Option<f64>,
 }
 
+impl Body {
+    /// Who did it: `by`, or [`DEFAULT_BY`] when missing or blank.
+    fn by(&self) -> String {
+        self.by
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_BY.into())
+    }
+}
+
+/// Hands a request to the engine without waiting for room (a full queue is 503 at once).
+fn submit(h: &Handle, req: Request) -> Result<(), Response> {
+    h.requests.try_send(req).map_err(|_| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the alarm engine is busy; try again",
+        )
+    })
+}
+
 fn body(bytes: &Bytes) -> Result<Body, Response> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Body::default());
@@ -205,18 +225,12 @@ pub async fn operate(
     let req = Request::Operate {
         id: id.clone(),
         op,
-        by: b
-            .by
-            .filter(|s| !s.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_BY.into()),
+        by: b.by(),
         note: b.note.unwrap_or_default(),
         reply,
     };
-    if h.requests.try_send(req).is_err() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the alarm engine is busy; try again",
-        );
+    if let Err(r) = submit(&h, req) {
+        return r;
     }
     match rx.await {
         Ok(Ok((events, alarm))) => {
@@ -256,18 +270,12 @@ pub async fn silence_all(
     };
     let (reply, rx) = tokio::sync::oneshot::channel();
     let req = Request::SilenceAll {
-        by: b
-            .by
-            .filter(|s| !s.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_BY.into()),
+        by: b.by(),
         note: b.note.unwrap_or_default(),
         reply,
     };
-    if h.requests.try_send(req).is_err() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the alarm engine is busy; try again",
-        );
+    if let Err(r) = submit(&h, req) {
+        return r;
     }
     match rx.await {
         Ok(events) => Json(json!({

@@ -8,19 +8,7 @@ use std::net::SocketAddr;
 use super::commands::{EventDto, ListDto};
 use super::logbook_cli::Error;
 
-fn cell(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
-}
+use super::logbook_cli::{cell, columns, innermost};
 
 /// Fetches the newest `limit` events; returns what to print.
 pub async fn list(addr: SocketAddr, limit: usize) -> Result<String, Error> {
@@ -88,25 +76,7 @@ pub fn table(events: &[EventDto]) -> String {
             cell(&e.via),
         ]);
     }
-    let mut widths = [0usize; 8];
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in &rows {
-        let mut line = String::new();
-        for (i, (c, w)) in r.iter().zip(widths).enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            let _ = write!(line, "{c:<w$}");
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    columns(&rows)
 }
 
 #[cfg(test)]

@@ -75,7 +75,7 @@ impl Error {
 
 /// The innermost cause of `e` ("Connection refused (os error 111)"), which says more than
 /// reqwest's own "client error (Connect)".
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;
@@ -285,10 +285,33 @@ pub fn values_text(e: &EntryDto) -> String {
 }
 
 /// Strips what would break a table row (a newline in a note).
-fn cell(s: &str) -> String {
+pub(crate) fn cell(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// Rows as text columns, each padded to its widest cell, two spaces apart (the CLIs' tables).
+pub(crate) fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, (c, w)) in r.iter().zip(widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let _ = write!(line, "{c:<w$}");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// The table `gkgw logbook list` prints: one row per revision, columns padded to fit.
@@ -322,24 +345,7 @@ pub fn table(list: &[EntryDto]) -> String {
             cell(&note),
         ]);
     }
-    let mut widths = [0usize; 7];
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in &rows {
-        let mut line = String::new();
-        for (i, (c, w)) in r.iter().zip(widths).enumerate() {
-            if i > 0 {
-                line.push_str("  ");
-            }
-            let _ = write!(line, "{c:<w$}");
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    let mut out = columns(&rows);
     if list.is_empty() {
         out.push_str("(no entries)\n");
     }

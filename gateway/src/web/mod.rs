@@ -621,7 +621,7 @@ async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
     Html(format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width,initial-scale=1\">\
          <meta http-equiv=refresh content=5><title>Green Kitchen Gateway</title>\
-         <style>body{{font-family:sans-serif;margin:1em;max-width:40em}}th{{text-align:left;padding-right:1em}}td,th{{border-bottom:1px solid #ddd;padding:.3em}}</style>\
+         <style>body{{font-family:sans-serif;margin:1em;max-width:40em}}th{{text-align:left;padding-right:1em}}td,th{{border-bottom:1px solid #ddd;padding:.3em}}td{{overflow-wrap:anywhere}}</style>\
          </head><body><h1>Green Kitchen Gateway</h1><p>Version {} &middot; <a href=/metrics>metrics</a> &middot; <a href=/api/status>json</a></p><table>{rows}</table></body></html>",
         d.version
     ))
