@@ -839,7 +839,15 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
             .url = config.uplink.url.clone();
         let built = Arc::new(tokio::sync::Notify::new());
         sinks.spawn(crate::uplink::run_builder(
-            store::Handle::new(store::outbox::Outbox::open(&db)?),
+            store::Handle::new((
+                store::outbox::Outbox::open(&db)?,
+                store::windows::Windows::open(&db)?,
+                store::logbook::Logbook::open(
+                    &db,
+                    Duration::from_secs(config.logbook.edit_window_hours * 3600),
+                )?,
+            )),
+            kpi_engine.clone(),
             config.uplink.clone(),
             config.site.id.clone(),
             clock.clone(),

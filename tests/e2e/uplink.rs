@@ -156,7 +156,11 @@ fn check_complete(p: &Platform) -> BTreeMap<(String, String, i64), (serde_json::
 /// What a day of one-minute readings must give: every 5-minute span that ended before the
 /// aggregator's watermark (the last reading) minus its 2-minute grace, for the meter's four
 /// numeric quantities, once each; the gas used adds up to the meter's own count.
-fn check_day(windows: &BTreeMap<(String, String, i64), (serde_json::Value, usize)>, count: i64) {
+fn check_day(
+    p: &Platform,
+    windows: &BTreeMap<(String, String, i64), (serde_json::Value, usize)>,
+    count: i64,
+) {
     let base_ms = ts_base() * 1000;
     let last_ms = base_ms + count * 60_000;
     let complete_until = (last_ms - 120_000).div_euclid(300_000) * 300_000;
@@ -180,6 +184,7 @@ fn check_day(windows: &BTreeMap<(String, String, i64), (serde_json::Value, usize
     for ((q, _, s), (_, times)) in windows {
         assert_eq!(*times, 1, "{q} {s}: exactly once");
     }
+    check_kpis(p, base_ms, complete_until);
     // Readings in the complete spans: seq 1.. whose time is before complete_until; each adds
     // 0.01 kg except the first (no earlier reading to count from).
     let in_spans = (1..=count)
@@ -194,6 +199,57 @@ fn check_day(windows: &BTreeMap<(String, String, i64), (serde_json::Value, usize
         (used - 0.01 * (in_spans - 1.0)).abs() < 1e-6,
         "used {used} of {in_spans} readings"
     );
+}
+
+/// The KPIs: one set per hour from the first whole hour of data to the last complete span,
+/// each once (no revision: the readings came in order), with the local day sets that ended;
+/// every batch's meter has its valve state.
+fn check_kpis(p: &Platform, base_ms: i64, complete_until: i64) {
+    const HOUR_MS: i64 = 3_600_000;
+    let first = (base_ms + 60_000).div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS;
+    let want: Vec<i64> = (0..)
+        .map(|i| first + i * HOUR_MS)
+        .take_while(|h| h + HOUR_MS <= complete_until)
+        .collect();
+    let mut hours: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut days = 0;
+    for b in p.batches() {
+        for k in b["kpis"].as_array().expect("kpis") {
+            assert_eq!(k["revised"], false, "{k}");
+            match k["period"].as_str() {
+                Some("hour") => {
+                    *hours
+                        .entry(k["start_ms"].as_i64().expect("ms"))
+                        .or_default() += 1
+                }
+                Some("day") => days += 1,
+                other => panic!("period {other:?}"),
+            }
+            let names: Vec<&str> = k["figures"]
+                .as_array()
+                .expect("figures")
+                .iter()
+                .filter_map(|f| f["name"].as_str())
+                .collect();
+            assert!(names.contains(&"normal_gas_nm3"), "{names:?}");
+        }
+        for m in b["meters"].as_array().expect("meters") {
+            assert_eq!(m["valve"], "open", "{m}");
+        }
+    }
+    assert_eq!(
+        hours.keys().copied().collect::<Vec<_>>(),
+        want,
+        "every hour once"
+    );
+    assert!(hours.values().all(|n| *n == 1), "{hours:?}");
+    // A day of data from a UTC midnight crosses the site's local midnight (03:00 Nairobi,
+    // 21:00 UTC) once when it spans 21 h or more.
+    let local_midnights = want
+        .iter()
+        .filter(|h| (*h + HOUR_MS).rem_euclid(86_400_000) == 21 * HOUR_MS)
+        .count();
+    assert_eq!(days, local_midnights, "the local days that ended");
 }
 
 /// A simulated day with the platform down the whole time, then up: every window arrives,
@@ -234,7 +290,7 @@ fn a_day_of_data_with_the_platform_down_arrives_complete_once_and_in_order() {
         gw.metric("gkgw_uplink_backlog_batches") == 0.0
     });
     let windows = check_complete(&p);
-    check_day(&windows, 1440);
+    check_day(&p, &windows, 1440);
     assert!(gw.status()["uplink"]["last_success"].as_str().is_some());
     let stats = p.stats();
     assert!(
@@ -277,7 +333,7 @@ fn sigkill_during_uploads_loses_nothing_and_duplicates_only_by_key() {
         gw.metric("gkgw_uplink_backlog_batches") == 0.0
     });
     let windows = check_complete(&p);
-    check_day(&windows, 720);
+    check_day(&p, &windows, 720);
 }
 
 /// 500 twice, 429 with Retry-After 2, a hang past the 1 s timeout, a connection closed
@@ -317,7 +373,7 @@ fn a_misbehaving_receiver_is_retried_and_its_retry_after_honoured() {
     assert!(gw.metric("gkgw_uplink_errors_total") >= 6.0);
     assert!(gw.metric("gkgw_uplink_throttled_total") >= 1.0);
     let windows = check_complete(&p);
-    check_day(&windows, 60);
+    check_day(&p, &windows, 60);
 }
 
 /// Mosquitto with persistence (sessions and queued QoS 1 messages survive its restart).
@@ -423,5 +479,5 @@ fn over_mqtt_a_day_with_the_broker_down_arrives_complete_once_and_in_order() {
     });
     assert!(got_all, "built {built}, the platform has: {last}");
     let windows = check_complete(&p);
-    check_day(&windows, 720);
+    check_day(&p, &windows, 720);
 }

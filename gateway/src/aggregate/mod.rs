@@ -110,9 +110,13 @@ pub struct Aggregator {
     cache: HashMap<WindowKey, Row>,
     dirty: BTreeSet<WindowKey>,
     dirty_latest: BTreeSet<i64>,
+    /// The newest value of each text series (valve, relay, status) folded since the last commit.
+    texts: HashMap<i64, (i64, String)>,
     new_series: Vec<(i64, SeriesKey)>,
     /// measurement → field → (quantity, counter), or `None` when it is not aggregated.
     kinds: HashMap<Arc<str>, HashMap<String, Option<Aggregated>>>,
+    /// measurement → field → the text quantity it is, or `None`.
+    text_kinds: HashMap<Arc<str>, HashMap<String, Option<Arc<str>>>>,
     /// Late readings (minute windows revised) and counter resets folded since the last commit.
     pub late: u64,
     pub resets: u64,
@@ -137,8 +141,10 @@ impl Aggregator {
             cache: HashMap::new(),
             dirty: BTreeSet::new(),
             dirty_latest: BTreeSet::new(),
+            texts: HashMap::new(),
             new_series: Vec::new(),
             kinds: HashMap::new(),
+            text_kinds: HashMap::new(),
             late: 0,
             resets: 0,
         })
@@ -162,6 +168,22 @@ impl Aggregator {
                 _ => None,
             });
         self.kinds
+            .entry(measurement.clone())
+            .or_default()
+            .insert(field.to_owned(), k.clone());
+        k
+    }
+
+    fn text_kind(&mut self, measurement: &Arc<str>, field: &str) -> Option<Arc<str>> {
+        if let Some(k) = self.text_kinds.get(measurement).and_then(|f| f.get(field)) {
+            return k.clone();
+        }
+        let k = self
+            .plant
+            .quantity_of(measurement, field)
+            .filter(|q| q.kind == Kind::Text)
+            .map(|q| Arc::from(q.name.as_str()));
+        self.text_kinds
             .entry(measurement.clone())
             .or_default()
             .insert(field.to_owned(), k.clone());
@@ -192,6 +214,22 @@ impl Aggregator {
             let r = &s.reading;
             let unsynced = r.quality == Quality::ClockUnsynced;
             for (name, value) in &r.fields {
+                if let Value::Str(text) = value {
+                    if !name.ends_with("_quality") && r.quality != Quality::Bad {
+                        if let Some(quantity) = self.text_kind(&r.series.measurement, name) {
+                            let series = self.series_id(SeriesKey {
+                                quantity,
+                                instance: r.series.device.clone(),
+                            });
+                            let newer =
+                                self.texts.get(&series).is_none_or(|(ts, _)| r.ts_ns >= *ts);
+                            if newer {
+                                self.texts.insert(series, (r.ts_ns, text.clone()));
+                            }
+                            continue;
+                        }
+                    }
+                }
                 let (field, sample) = match (name.strip_suffix("_quality"), value) {
                     (Some(f), Value::Str(_)) => (f, Sample::Bad),
                     (None, Value::Float(v)) => (name.as_str(), Sample::Good(*v)),
@@ -263,12 +301,18 @@ impl Aggregator {
             new_series: self.new_series.iter().map(|(i, k)| (*i, k)).collect(),
             rows,
             latest,
+            texts: self
+                .texts
+                .iter()
+                .map(|(s, (ts, v))| (*s, *ts, v.as_str()))
+                .collect(),
             watermark_ns: self.state.watermark_ns,
             consumer: CONSUMER,
             cursor: self.state.cursor,
         })?;
         self.dirty.clear();
         self.dirty_latest.clear();
+        self.texts.clear();
         self.new_series.clear();
         // Closed windows leave the cache; a late reading reads its window back.
         let watermark = self.state.watermark_ns;

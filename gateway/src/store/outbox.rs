@@ -12,7 +12,12 @@
 //!   `lookback_ns`;
 //! - the **alarm events** after `uplink_alarm_seq`;
 //! - the **logbook** revisions after `uplink_logbook_id`;
-//! - the **command outcomes** after `uplink_command_row`.
+//! - the **command outcomes** after `uplink_command_row`;
+//! - the **KPIs** of each hour (and local day) the new spans complete, from `uplink_kpi_hour`
+//!   (computed by the caller's function from the hour windows and the logbook; the first
+//!   build starts at the first whole hour of data), and of the hours already sent that this
+//!   batch's revisions touch;
+//! - the **meter states**: the newest valve / relay text (`agg_text`) of the meters in it.
 //!
 //! Rows leave `outbox` only by [`Outbox::confirm`] (the platform said 2xx / PUBACK) or
 //! [`Outbox::reject`] (the platform refused it as invalid: kept in `outbox_rejected`).
@@ -54,6 +59,30 @@ pub struct Inputs {
     pub logbook: Vec<Entry>,
     /// Command outcomes (accepted, delivered, applied, rejected, expired, refused).
     pub commands: Vec<super::commands::Event>,
+    /// The KPIs of the hours and local days completed by the new spans, and of those whose
+    /// windows were revised.
+    pub kpis: Vec<BatchKpi>,
+    /// The newest valve / relay state of the meters in `windows`: (meter, quantity, ts, state).
+    pub meter_states: Vec<(String, &'static str, i64, String)>,
+}
+
+/// One KPI set in a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchKpi {
+    pub set: crate::aggregate::kpi::KpiSet,
+    /// Sent before: recomputed because a late reading revised its windows.
+    pub revised: bool,
+}
+
+/// What [`Outbox::build`] asks its KPI function for: the sets of the hours from `mark_ns`
+/// (the next hour not yet sent) that end by `until_ns` (the end of the completed spans), with
+/// their local days, and the recomputed sets of `revised_hours` (hours already sent whose
+/// windows changed). It answers with the sets and the new mark.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KpiAsk {
+    pub mark_ns: i64,
+    pub until_ns: i64,
+    pub revised_hours: Vec<i64>,
 }
 
 impl Inputs {
@@ -62,6 +91,7 @@ impl Inputs {
             && self.alarms.is_empty()
             && self.logbook.is_empty()
             && self.commands.is_empty()
+            && self.kpis.is_empty()
     }
 }
 
@@ -123,6 +153,7 @@ fn set_meta(tx: &Transaction<'_>, key: &str, v: i64) -> Result<()> {
 
 const MINUTE: i64 = 60;
 const MINUTE_NS: i64 = 60_000_000_000;
+const HOUR_NS: i64 = 60 * MINUTE_NS;
 
 impl Outbox {
     pub fn open(path: &Path) -> Result<Outbox> {
@@ -138,8 +169,9 @@ impl Outbox {
     /// Reads what is pending, lets `assemble` turn it into batch bodies (given the first
     /// `seq` to use; one body per `seq`, in order) and inserts them with the new cursors, in
     /// one transaction. Returns the new `seq`s (empty: nothing was pending).
-    pub fn build<F>(&mut self, plan: &Plan, assemble: F) -> Result<Vec<u64>>
+    pub fn build<K, F>(&mut self, plan: &Plan, kpis: K, assemble: F) -> Result<Vec<u64>>
     where
+        K: FnOnce(&KpiAsk) -> Result<(Vec<BatchKpi>, i64)>,
         F: FnOnce(&Inputs, u64) -> Vec<Vec<u8>>,
     {
         let tx = self
@@ -234,6 +266,62 @@ impl Outbox {
                 }
                 if max_changed > changed_cursor {
                     new_cursors.push(("uplink_changed", max_changed));
+                }
+                // KPIs: the hours these spans complete (the first build starts at the next
+                // whole hour), and the hours already sent that the revisions touch.
+                let mark = match meta(&tx, "uplink_kpi_hour")? {
+                    Some(m) => m,
+                    None => {
+                        // Not before the oldest window (a backfill reaching back further has
+                        // no data to compute from).
+                        let oldest: Option<i64> = tx.query_row(
+                            "SELECT MIN(start) FROM windows WHERE width = ?1",
+                            [MINUTE],
+                            |r| r.get(0),
+                        )?;
+                        let first = inputs
+                            .span
+                            .map_or(until, |(from, _)| from)
+                            .max(oldest.unwrap_or(i64::MIN));
+                        (first + HOUR_NS - 1).div_euclid(HOUR_NS) * HOUR_NS
+                    }
+                };
+                let mut revised_hours: Vec<i64> = inputs
+                    .windows
+                    .iter()
+                    .filter(|w| w.revised)
+                    .map(|w| w.start_ns.div_euclid(HOUR_NS) * HOUR_NS)
+                    .filter(|&h| h < mark)
+                    .collect();
+                revised_hours.sort_unstable();
+                revised_hours.dedup();
+                if mark + HOUR_NS <= until || !revised_hours.is_empty() {
+                    let (sets, next) = kpis(&KpiAsk {
+                        mark_ns: mark,
+                        until_ns: until,
+                        revised_hours,
+                    })?;
+                    inputs.kpis = sets;
+                    if next != mark {
+                        new_cursors.push(("uplink_kpi_hour", next));
+                    }
+                } else if meta(&tx, "uplink_kpi_hour")?.is_none() {
+                    new_cursors.push(("uplink_kpi_hour", mark));
+                }
+            }
+        }
+        if !inputs.windows.is_empty() {
+            let meters: std::collections::BTreeSet<&str> = inputs
+                .windows
+                .iter()
+                .filter(|w| w.quantity.starts_with("meter."))
+                .map(|w| &*w.instance)
+                .collect();
+            for q in ["meter.valve", "meter.relay"] {
+                for (meter, ts, state) in super::windows::texts(&tx, q)? {
+                    if meters.contains(meter.as_str()) {
+                        inputs.meter_states.push((meter, q, ts, state));
+                    }
                 }
             }
         }

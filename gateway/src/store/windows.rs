@@ -8,6 +8,8 @@
 //!   `changed` is the id of the last reading folded in (a consumer copying windows asks for
 //!   rows changed after its own mark).
 //! - `agg_latest(series, ts, value)`: each counter's latest good reading, for its next delta.
+//! - `agg_text(series, ts, value)`: the newest value of each text quantity (a meter's valve or
+//!   relay, a status), for the uplink's and the dashboard's meter states.
 //! - `meta.agg_watermark`: the latest timestamp aggregated, which decides what is late.
 //!
 //! [`Windows::commit`] writes the changed windows, the counters' latest readings, the watermark
@@ -28,6 +30,7 @@ pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS agg_series(id INTEGER PRIMARY KEY, quantity TEXT NOT NULL, instance TEXT NOT NULL, UNIQUE(quantity, instance));
 CREATE TABLE IF NOT EXISTS windows(width INTEGER NOT NULL, start INTEGER NOT NULL, series INTEGER NOT NULL, changed INTEGER NOT NULL, stats BLOB NOT NULL, PRIMARY KEY(width, start, series)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS agg_latest(series INTEGER PRIMARY KEY, ts INTEGER NOT NULL, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS agg_text(series INTEGER PRIMARY KEY, ts INTEGER NOT NULL, value TEXT NOT NULL);
 ";
 
 /// A (quantity, instance) pair as the windows know it.
@@ -63,6 +66,8 @@ pub struct Commit<'a> {
     pub new_series: Vec<(i64, &'a SeriesKey)>,
     pub rows: Vec<&'a Row>,
     pub latest: Vec<(i64, Latest)>,
+    /// (series, ts, value) of text series; an older one never replaces a newer.
+    pub texts: Vec<(i64, i64, &'a str)>,
     pub watermark_ns: i64,
     pub consumer: &'a str,
     pub cursor: i64,
@@ -195,6 +200,13 @@ impl Windows {
             for (s, l) in &c.latest {
                 put.execute(params![s, l.ts_ns, l.value])?;
             }
+            let mut put = tx.prepare_cached(
+                "INSERT INTO agg_text(series, ts, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(series) DO UPDATE SET ts = ?2, value = ?3 WHERE ?2 >= agg_text.ts",
+            )?;
+            for (s, ts, v) in &c.texts {
+                put.execute(params![s, ts, v])?;
+            }
         }
         tx.execute(
             "INSERT INTO meta(key, value) VALUES ('agg_watermark', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
@@ -241,6 +253,11 @@ impl Windows {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
+    }
+
+    /// The newest text of `quantity` per instance: (instance, ts, value), by instance.
+    pub fn texts(&self, quantity: &str) -> Result<Vec<(String, i64, String)>> {
+        texts(&self.conn, quantity)
     }
 
     pub fn instances(&self, quantity: &str) -> Result<Vec<String>> {
@@ -355,4 +372,13 @@ impl Windows {
         };
         Ok((n(Width::Minute)?, n(Width::Hour)?))
     }
+}
+
+/// [`Windows::texts`] on any connection (the uplink's outbox reads it in its transaction).
+pub(super) fn texts(conn: &Connection, quantity: &str) -> Result<Vec<(String, i64, String)>> {
+    let mut st = conn.prepare_cached(
+        "SELECT s.instance, t.ts, t.value FROM agg_text t JOIN agg_series s ON s.id = t.series WHERE s.quantity = ?1 ORDER BY s.instance",
+    )?;
+    let rows = st.query_map([quantity], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -65,6 +65,17 @@ fn window_json(w: &SpanWindow, span_s: u64) -> Json {
     Json::Object(m)
 }
 
+/// One KPI set: a completed hour or local day (`revised`: recomputed after a late reading).
+fn kpi_json(k: &crate::store::outbox::BatchKpi) -> Json {
+    json!({
+        "period": k.set.period.as_str(),
+        "start": rfc3339(k.set.period_start_ns),
+        "start_ms": k.set.period_start_ns.div_euclid(1_000_000),
+        "revised": k.revised,
+        "figures": k.set.figures.iter().map(crate::web::kpi::FigureDto::of).collect::<Vec<_>>(),
+    })
+}
+
 /// One command outcome (the gateway's audit log: `gkgw audit list`).
 fn command_json(e: &crate::store::commands::Event) -> Json {
     use crate::metrics::LabelValue as _;
@@ -82,10 +93,23 @@ fn command_json(e: &crate::store::commands::Event) -> Json {
     })
 }
 
-/// Each meter's state and use, from its windows in this batch.
-fn meters_json(windows: &[SpanWindow]) -> Vec<Json> {
+/// Each meter's state and use, from its windows in this batch, with its valve or relay.
+fn meters_json(
+    windows: &[SpanWindow],
+    states: &[(String, &'static str, i64, String)],
+) -> Vec<Json> {
     use std::collections::BTreeMap;
     let mut by: BTreeMap<&str, Map<String, Json>> = BTreeMap::new();
+    for (meter, q, ts, state) in states {
+        let key = if *q == "meter.valve" {
+            "valve"
+        } else {
+            "relay"
+        };
+        let m = by.entry(meter).or_default();
+        m.insert(key.into(), json!(state));
+        m.insert(format!("{key}_ms"), json!(ts / 1_000_000));
+    }
     for w in windows.iter().filter(|w| !w.revised) {
         let key = match &*w.quantity {
             "meter.gas_used" | "meter.energy_used" => "used",
@@ -120,10 +144,16 @@ fn meters_json(windows: &[SpanWindow]) -> Vec<Json> {
     by.into_iter()
         .map(|(id, mut m)| {
             // The per-field times were for picking the newest; one "last" time is enough.
-            let last = ["credit_ms", "battery_v_ms", "rssi_dbm_ms"]
-                .iter()
-                .filter_map(|k| m.remove(*k).and_then(|v| v.as_i64()))
-                .max();
+            let last = [
+                "credit_ms",
+                "battery_v_ms",
+                "rssi_dbm_ms",
+                "valve_ms",
+                "relay_ms",
+            ]
+            .iter()
+            .filter_map(|k| m.remove(*k).and_then(|v| v.as_i64()))
+            .max();
             m.insert("meter".into(), json!(id));
             if let Some(t) = last {
                 m.insert("last_seen_ms".into(), json!(t));
@@ -152,7 +182,8 @@ fn body(h: &Header, seq: u64, parts: &Map<String, Json>) -> Vec<u8> {
 }
 
 /// The bodies for `inputs`, numbered from `first`: one, or several when the windows do not fit
-/// in `max_bytes` (the alarms, the logbook and the meters ride with the first).
+/// in `max_bytes` (the alarms, the logbook, the meters, the commands and the KPIs ride with
+/// the first).
 pub fn assemble(h: &Header, inputs: &Inputs, first: u64, max_bytes: usize) -> Vec<Vec<u8>> {
     let windows: Vec<Json> = inputs
         .windows
@@ -182,10 +213,17 @@ pub fn assemble(h: &Header, inputs: &Inputs, first: u64, max_bytes: usize) -> Ve
                 .collect(),
         ),
     );
-    extra.insert("meters".into(), Json::Array(meters_json(&inputs.windows)));
+    extra.insert(
+        "meters".into(),
+        Json::Array(meters_json(&inputs.windows, &inputs.meter_states)),
+    );
     extra.insert(
         "commands".into(),
         Json::Array(inputs.commands.iter().map(command_json).collect()),
+    );
+    extra.insert(
+        "kpis".into(),
+        Json::Array(inputs.kpis.iter().map(kpi_json).collect()),
     );
     if let Some((from, to)) = inputs.span {
         extra.insert(
@@ -208,7 +246,7 @@ pub fn assemble(h: &Header, inputs: &Inputs, first: u64, max_bytes: usize) -> Ve
                 extra.clone()
             } else {
                 let mut m = Map::new();
-                for k in ["alarms", "logbook", "meters", "commands"] {
+                for k in ["alarms", "logbook", "meters", "commands", "kpis"] {
                     m.insert(k.into(), json!([]));
                 }
                 m
@@ -275,6 +313,7 @@ mod tests {
                 window("meter.gas_used", "GM-1", 0, 10.0),
                 window("meter.credit", "GM-1", 0, 2.0),
             ],
+            meter_states: vec![("GM-1".into(), "meter.valve", 2_000_000_000, "closed".into())],
             span: Some((0, 300_000_000_000)),
             ..Inputs::default()
         };
@@ -289,6 +328,8 @@ mod tests {
         assert_eq!(b["meters"][0]["meter"], "GM-1");
         assert_eq!(b["meters"][0]["used"], 0.5);
         assert_eq!(b["meters"][0]["credit"], 2.0);
+        assert_eq!(b["meters"][0]["valve"], "closed");
+        assert_eq!(b["meters"][0]["last_seen_ms"], 2_000);
         assert_eq!(b["part"], json!({"index": 1, "of": 1}));
     }
 

@@ -19,9 +19,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::aggregate::kpi::{self, Engine, Period};
 use crate::clock::Clock;
 use crate::metrics::{Counter, Gauge, Registry};
-use crate::store::outbox::{Outbox, Plan};
+use crate::store::logbook::Logbook;
+use crate::store::outbox::{BatchKpi, KpiAsk, Outbox, Plan};
+use crate::store::windows::Windows;
 use crate::store::Handle;
 
 pub mod batch;
@@ -182,8 +185,10 @@ pub const FULL_BUILD_S: u64 = 30;
 /// The builder: every 2 s it checks for urgent alarm events; every [`FULL_BUILD_S`] it
 /// builds whatever is pending (completed spans, revisions, logbook, other events). Wakes the
 /// sender after each build.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_builder(
-    outbox: Handle<Outbox>,
+    store: Handle<BuilderStore>,
+    engine: Engine,
     cfg: Config,
     site: String,
     clock: Arc<Clock>,
@@ -212,11 +217,14 @@ pub async fn run_builder(
             span_s: cfg.window_s,
         };
         let max = cfg.max_batch_bytes;
-        let r = outbox
-            .run(move |o| {
-                o.build(&plan, |inputs, first| {
-                    batch::assemble(&header, inputs, first, max)
-                })
+        let engine = engine.clone();
+        let r = store
+            .run(move |(o, windows, book)| {
+                o.build(
+                    &plan,
+                    |ask| kpi_sets(&engine, windows, book, ask),
+                    |inputs, first| batch::assemble(&header, inputs, first, max),
+                )
             })
             .await;
         match r {
@@ -241,6 +249,48 @@ pub async fn run_builder(
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
+}
+
+/// The builder's store connections: the outbox, and the windows and logbook the KPIs are
+/// computed from.
+pub type BuilderStore = (Outbox, Windows, Logbook);
+
+/// The KPI sets `ask` is for: each hour from its mark that ends by `until_ns` (at most a
+/// week's worth per build), each followed by its local day when it is the day's last hour,
+/// then the revised hours and their ended days. Returns them and the new mark.
+pub fn kpi_sets(
+    engine: &Engine,
+    windows: &Windows,
+    book: &Logbook,
+    ask: &KpiAsk,
+) -> crate::store::Result<(Vec<BatchKpi>, i64)> {
+    let (due, mark) = crate::sinks::kpi::due(engine, ask.mark_ns, ask.until_ns, 0, 24 * 7);
+    let revised = crate::sinks::kpi::revised(engine, &ask.revised_hours, ask.mark_ns);
+    let periods: Vec<(Period, i64, bool)> = due
+        .into_iter()
+        .map(|(p, s)| (p, s, false))
+        .chain(revised.into_iter().map(|(p, s)| (p, s, true)))
+        .collect();
+    let Some(from) = periods.iter().map(|p| p.1).min() else {
+        return Ok((Vec::new(), mark));
+    };
+    let to = periods
+        .iter()
+        .map(|(p, s, _)| engine.period_end(*p, *s))
+        .max()
+        .unwrap_or(from);
+    let entries = book
+        .list(from, to, false)
+        .map_err(|e| crate::store::Error::Logbook(e.to_string()))?;
+    let mut out = Vec::with_capacity(periods.len());
+    for (period, start, revised) in periods {
+        let feed = kpi::feed_of(&entries, start, engine.period_end(period, start));
+        out.push(BatchKpi {
+            set: engine.period(windows, period, start, &feed)?,
+            revised,
+        });
+    }
+    Ok((out, mark))
 }
 
 /// Refreshes the backlog in the metrics and the status.

@@ -28,14 +28,30 @@ pub struct Params {
     to: Option<String>,
 }
 
+/// One figure as the API and the uplink's batches show it.
 #[derive(Serialize)]
-struct FigureDto {
+pub(crate) struct FigureDto {
     name: &'static str,
     unit: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     value: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     missing: Option<String>,
+}
+
+impl FigureDto {
+    pub(crate) fn of(f: &kpi::Figure) -> FigureDto {
+        FigureDto {
+            name: f.name,
+            unit: f.unit,
+            value: f.value.as_ref().ok().copied().filter(|v| v.is_finite()),
+            missing: match &f.value {
+                Ok(v) if !v.is_finite() => Some("not a number".to_owned()),
+                Ok(_) => None,
+                Err(m) => Some(m.to_string()),
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -141,16 +157,7 @@ pub async fn kpi(State(state): State<Arc<AppState>>, Query(p): Query<Params>) ->
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             start_ms: set.period_start_ns.div_euclid(1_000_000),
             complete: engine.period_end(period, set.period_start_ns) <= now,
-            figures: set
-                .figures
-                .iter()
-                .map(|f| FigureDto {
-                    name: f.name,
-                    unit: f.unit,
-                    value: f.value.as_ref().ok().copied(),
-                    missing: f.value.as_ref().err().map(ToString::to_string),
-                })
-                .collect(),
+            figures: set.figures.iter().map(FigureDto::of).collect(),
         })
         .collect();
     Json(KpiDto {

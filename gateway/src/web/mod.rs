@@ -10,7 +10,7 @@ pub mod alarms;
 pub mod audit_cli;
 pub mod commands;
 mod history;
-mod kpi;
+pub(crate) mod kpi;
 mod live;
 pub mod logbook;
 pub mod logbook_cli;
