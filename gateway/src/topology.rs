@@ -916,7 +916,40 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
     registry.register(health.clone());
     registry.register(clock.clone());
     registry.register(crate::sources::gpio::Stats(Arc::new(gpio_stats)));
+    // The dashboard's current values: the live stream from now on, seeded with the newest
+    // minute windows and text states of the last day (subscribed first, so nothing between
+    // the seed and the subscription is missed; the seed never replaces a newer value).
+    let latest = Arc::new(web::ui::latest::Latest::default());
+    sinks.spawn(web::ui::latest::run(
+        latest.clone(),
+        plant.clone(),
+        live.subscribe(),
+        sinks_cancel.clone(),
+    ));
+    {
+        let w = store::windows::Windows::open(&db)?;
+        let since = clock.now().ts_ns - 86_400_000_000_000;
+        let mut seed: Vec<(String, String, i64, crate::model::Value)> = w
+            .newest_values(since)?
+            .into_iter()
+            .map(|(q, i, ts, v)| (q, i, ts, crate::model::Value::Float(v)))
+            .collect();
+        for q in plant
+            .catalogue
+            .iter()
+            .filter(|q| q.kind == crate::plant::Kind::Text)
+        {
+            for (i, ts, v) in w.texts(&q.name)? {
+                seed.push((q.name.clone(), i, ts, crate::model::Value::Str(v)));
+            }
+        }
+        latest.seed(seed);
+    }
+    let started_ns = clock.now().ts_ns;
     let state = Arc::new(web::AppState {
+        latest,
+        started_ns,
+        state_dir: config.store.state_dir.clone(),
         registry,
         health: health.clone(),
         store: store_gauges,

@@ -124,7 +124,7 @@ fn demo_runs_with_nothing_installed_and_stops_cleanly_on_ctrl_c() {
                     .is_ok_and(|v| v["readings_accepted"].as_u64() >= Some(30))
         },
     );
-    let (code, page) = http("GET", &format!("http://127.0.0.1:{web}/"), None);
+    let (code, page) = http("GET", &format!("http://127.0.0.1:{web}/status"), None);
     assert_eq!(code, 200);
     assert!(page.contains("Readings accepted"), "{page}");
     let (_, metrics) = http("GET", &format!("http://127.0.0.1:{web}/metrics"), None);
@@ -233,7 +233,7 @@ fn demo_plant_is_polled_over_modbus_into_influxdb() {
             .is_some_and(|v| v.ends_with(" mbar")),
         "{digester}"
     );
-    let (_, page) = http("GET", &format!("http://127.0.0.1:{web}/"), None);
+    let (_, page) = http("GET", &format!("http://127.0.0.1:{web}/status"), None);
     assert!(page.contains("digester-1 values"), "{page}");
     let out = Command::new(GKGW)
         .args([

@@ -181,7 +181,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     let gw = crate::topology::start_resolved(resolved, crate::clock::Clock::system()).await?;
     let mqtt = gw.mqtt_addrs[0];
     let mut banner = format!(
-        "Green Kitchen Gateway demo\n  status page:  http://{}/   (metrics: /metrics, health: /healthz, live readings: /api/live, logbook: /api/logbook)\n  history:      http://{}/api/history?quantity=digester.pressure&instance=digester-1&points=100\n  MQTT broker:  {mqtt} with {} simulated meters, each with its own account ({}); anonymous clients are read-only\n  state dir:    {}\n",
+        "Green Kitchen Gateway demo\n  dashboard:    http://{}/   (English / Kiswahili; technician status: /status, metrics: /metrics, health: /healthz, live: /api/live)\n  history:      http://{}/api/history?quantity=digester.pressure&instance=digester-1&points=100\n  MQTT broker:  {mqtt} with {} simulated meters, each with its own account ({}); anonymous clients are read-only\n  state dir:    {}\n",
         gw.http_addr,
         gw.http_addr,
         opts.meters,

@@ -255,6 +255,35 @@ impl Windows {
             .optional()?)
     }
 
+    /// The newest good value of every series with a minute window starting at or after
+    /// `since_ns`: (quantity, instance, ts, value) from that window's `last` (the dashboard's
+    /// values at start, before the live stream has brought new ones).
+    pub fn newest_values(&self, since_ns: i64) -> Result<Vec<(String, String, i64, f64)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT s.quantity, s.instance, w.start, w.stats FROM agg_series s
+             JOIN windows w ON w.width = 60 AND w.series = s.id
+               AND w.start = (SELECT MAX(start) FROM windows x WHERE x.width = 60 AND x.series = s.id AND x.start >= ?1)",
+        )?;
+        let rows = st.query_map([since_ns], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (q, i, start, blob) = row?;
+            if let Ok(w) = Window::decode(&blob, start) {
+                if let Some((ts, v)) = w.last {
+                    out.push((q, i, ts, v));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The newest text of `quantity` per instance: (instance, ts, value), by instance.
     pub fn texts(&self, quantity: &str) -> Result<Vec<(String, i64, String)>> {
         texts(&self.conn, quantity)

@@ -140,6 +140,9 @@ struct Body {
     note: Option<String>,
     #[serde(default)]
     minutes: Option<f64>,
+    /// A dashboard form's: where to send the browser afterwards (a local path).
+    #[serde(skip)]
+    redirect: Option<String>,
 }
 
 impl Body {
@@ -162,9 +165,23 @@ fn submit(h: &Handle, req: Request) -> Result<(), Response> {
     })
 }
 
+/// A JSON body, or a dashboard form (urlencoded: `note`, `hours` or `minutes`, `redirect`).
 fn body(bytes: &Bytes) -> Result<Body, Response> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Body::default());
+    }
+    if bytes.first() != Some(&b'{') && !bytes.is_empty() {
+        let mut b = Body::default();
+        for (k, v) in super::ui::serde_urlencoded_pairs(bytes) {
+            match k.as_str() {
+                "note" if !v.trim().is_empty() => b.note = Some(v),
+                "minutes" => b.minutes = v.trim().parse().ok(),
+                "hours" => b.minutes = v.trim().parse::<f64>().ok().map(|h| h * 60.0),
+                "redirect" if v.starts_with('/') && !v.starts_with("//") => b.redirect = Some(v),
+                _ => {}
+            }
+        }
+        return Ok(b);
     }
     serde_json::from_slice(bytes).map_err(|e| error(StatusCode::BAD_REQUEST, format!("body: {e}")))
 }
@@ -222,6 +239,7 @@ pub async fn operate(
         }
     };
     let (reply, rx) = tokio::sync::oneshot::channel();
+    let redirect = b.redirect.clone();
     let req = Request::Operate {
         id: id.clone(),
         op,
@@ -233,6 +251,9 @@ pub async fn operate(
         return r;
     }
     match rx.await {
+        Ok(Ok(_)) if redirect.is_some() => {
+            axum::response::Redirect::to(redirect.as_deref().unwrap_or("/alarms")).into_response()
+        }
         Ok(Ok((events, alarm))) => {
             let alarm = alarm
                 .filter(|a| a.state != crate::alarm::State::Normal || a.shelved_until.is_some());

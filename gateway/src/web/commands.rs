@@ -82,7 +82,7 @@ pub struct ListDto {
 #[derive(Serialize)]
 pub(super) struct StatusDto {
     enabled: bool,
-    pending: i64,
+    pub(super) pending: i64,
     last: Option<LastDto>,
 }
 

@@ -74,25 +74,84 @@ fn dto(plant: &Plant, r: &Reading) -> LiveReading {
     }
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub struct LiveQuery {
+    /// `alarms=1`: also an `alarms` event at once and whenever the active alarms change
+    /// (checked every 500 ms): `{"count", "worst", "text", "first"}` in the page's language.
+    alarms: Option<String>,
+}
+
+/// The dashboard banner's view of the alarms: a change of any alarm's state changes it.
+fn alarm_summary(s: &AppState, t: &super::ui::i18n::Tr) -> (u64, serde_json::Value) {
+    use crate::alarm::State;
+    let Some(h) = &s.alarms else {
+        return (0, serde_json::json!({"count": 0}));
+    };
+    let snap = h.snapshot();
+    let active: Vec<_> = snap
+        .alarms
+        .iter()
+        .filter(|a| a.state != State::Normal && a.shelved_until.is_none())
+        .collect();
+    let worst = active.iter().map(|a| a.severity).max();
+    let key = snap.next_seq;
+    (
+        key,
+        serde_json::json!({
+            "count": active.len(),
+            "worst": worst.map(|w| match w {
+                crate::alarm::Severity::Info => "info",
+                crate::alarm::Severity::Warning => "warn",
+                crate::alarm::Severity::Alarm => "alarm",
+                crate::alarm::Severity::Critical => "crit",
+            }),
+            "text": t.a("alarms-active", &[("count", super::ui::i18n::Arg::N(active.len() as f64))]),
+            "first": active.first().map(|a| a.message.clone()),
+        }),
+    )
+}
+
 pub async fn live(
     State(s): State<Arc<AppState>>,
+    axum::extract::Query(q): axum::extract::Query<LiveQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = s.live.subscribe();
-    let state = (rx, s.clone());
-    let stream = futures_util::stream::unfold(state, |(mut rx, s)| async move {
-        let event = tokio::select! {
-            _ = s.shutdown.cancelled() => return None,
-            r = rx.recv() => match r {
-                Ok(reading) => Event::default()
-                    .event("reading")
-                    .json_data(dto(&s.plant, &reading))
-                    .unwrap_or_else(|_| Event::default().event("error")),
-                Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
-                Err(RecvError::Closed) => return None,
-            },
-        };
-        Some((Ok(event), (rx, s)))
-    });
+    let with_alarms = q.alarms.as_deref() == Some("1");
+    let t = super::ui::i18n::Tr::new(super::ui::lang_of(&headers));
+    let tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    // The last alarm state sent (None: not yet).
+    let state = (rx, s.clone(), tick, None::<u64>);
+    let stream = futures_util::stream::unfold(
+        state,
+        move |(mut rx, s, mut tick, sent)| async move {
+            loop {
+                if with_alarms {
+                    let (key, summary) = alarm_summary(&s, &t);
+                    if sent != Some(key) {
+                        let ev = Event::default()
+                            .event("alarms")
+                            .json_data(summary)
+                            .unwrap_or_else(|_| Event::default().event("error"));
+                        return Some((Ok(ev), (rx, s, tick, Some(key))));
+                    }
+                }
+                let event = tokio::select! {
+                    _ = s.shutdown.cancelled() => return None,
+                    _ = tick.tick(), if with_alarms => continue,
+                    r = rx.recv() => match r {
+                        Ok(reading) => Event::default()
+                            .event("reading")
+                            .json_data(dto(&s.plant, &reading))
+                            .unwrap_or_else(|_| Event::default().event("error")),
+                        Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+                        Err(RecvError::Closed) => return None,
+                    },
+                };
+                return Some((Ok(event), (rx, s, tick, sent)));
+            }
+        },
+    );
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 

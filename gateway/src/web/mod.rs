@@ -14,6 +14,7 @@ pub(crate) mod kpi;
 mod live;
 pub mod logbook;
 pub mod logbook_cli;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,6 +72,12 @@ pub struct AppState {
     pub gpio: crate::gpio::Outputs,
     /// Platform commands: `/api/commands` submits through it and reads its audit log.
     pub commands: crate::commands::Handle,
+    /// The dashboard's current values (kept from the live stream by `ui::latest::run`).
+    pub latest: Arc<ui::latest::Latest>,
+    /// When the gateway started (Unix ns), for the uptime.
+    pub started_ns: i64,
+    /// The state directory (the store's filesystem, for the disk use).
+    pub state_dir: std::path::PathBuf,
 }
 
 #[derive(Serialize)]
@@ -629,7 +636,17 @@ async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/", get(ui::overview))
+        .route("/digester", get(ui::digester))
+        .route("/gas", get(ui::gas))
+        .route("/meters", get(ui::meters))
+        .route("/meters/{id}", get(ui::meter))
+        .route("/alarms", get(ui::alarms))
+        .route("/logbook", get(ui::logbook).post(ui::logbook_add))
+        .route("/system", get(ui::system))
+        .route("/status", get(index))
+        .route("/lang/{code}", get(ui::set_lang))
+        .route("/assets/{name}", get(ui::assets::serve))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/status", get(api_status))

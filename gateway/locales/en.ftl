@@ -1,0 +1,212 @@
+# The dashboard in English. Every id here must be in sw.ftl too (test:
+# web::ui::i18n::tests::both_languages_have_the_same_messages).
+brand = Green Kitchen
+switch-language = Kiswahili
+footer-offline = This page is served by the gateway on site; it works without internet.
+connection-lost = Connection to the gateway lost. Values are not updating; retrying…
+connection-back = Connected again.
+just-now = just now
+no-reading = no reading yet
+alarms-word = alarms
+
+nav-overview = Overview
+nav-digester = Digester
+nav-gas = Gas & compressor
+nav-meters = Meters
+nav-alarms = Alarms
+nav-logbook = Logbook
+nav-system = System
+
+title-overview = Plant overview
+title-digester = Digester
+title-gas = Gas and compressor
+title-meters = Field meters
+title-alarms = Alarms
+title-logbook = Logbook
+title-system = System
+
+alarms-active = { $count ->
+    [one] 1 active alarm
+   *[other] { $count } active alarms
+}
+ago-seconds = { $n } s ago
+ago-minutes = { $n } min ago
+ago-hours = { $n } h ago
+ago-days = { $n } days ago
+
+gas-today = Gas made today
+gas-yesterday = Gas made yesterday
+gas-metered = metered
+meters-attention = Meters needing attention
+see-meters = See all meters
+span-24h = Last 24 hours
+span-7d = Last 7 days
+charts-need-js = The chart needs JavaScript; the table below has the daily figures.
+kpis-7-days = Daily figures, last 7 days
+day = Day
+
+kpi-normal-gas-nm3 = Biogas (Nm³)
+kpi-methane-nm3 = Methane (Nm³)
+kpi-energy-kwh = Energy (kWh)
+kpi-waste-fed-kg = Waste fed (kg)
+kpi-specific-yield-nm3-per-kg-vs = Yield (Nm³/kg VS)
+kpi-organic-loading-rate = Loading (kg VS/m³·d)
+kpi-hrt-days = Retention (days)
+kpi-cylinders-filled = Cylinders filled
+kpi-compressor-kwh = Compressor (kWh)
+kpi-compressor-kwh-per-nm3 = Compressor kWh per Nm³
+kpi-gas-sold-nm3 = Gas sold (Nm³)
+kpi-gas-utilisation = Gas used / made
+
+q-digester-pressure = Digester pressure
+q-digester-temperature = Digester temperature
+q-digester-ph = Digester pH
+q-digester-fos-tac = FOS/TAC
+q-biogas-ch4 = Methane (CH₄)
+q-biogas-co2 = Carbon dioxide (CO₂)
+q-biogas-h2s = Hydrogen sulphide (H₂S)
+q-gas-flow = Gas flow
+q-gas-volume = Gas meter total
+q-compressor-state = Compressor
+q-compressor-discharge-pressure = Cylinder filling pressure
+q-compressor-temperature = Compressor temperature
+q-compressor-current = Compressor current
+q-contact-run-hours = Compressor run hours
+q-contact-starts = Compressor starts
+q-power-active = Electric power
+q-kitchen-ch4-lel = Kitchen gas leak (% LEL)
+q-meter-credit = Credit
+q-meter-gas-used = Gas used
+q-meter-energy-used = Energy used
+q-meter-valve = Valve
+q-meter-relay = Relay
+q-meter-battery = Battery
+q-meter-rssi = Signal
+q-meter-status = Status
+
+meters-count = { $count ->
+    [one] 1 meter
+   *[other] { $count } meters
+}
+meters-sorted = offline and low credit first; click a heading to sort
+col-meter = Meter
+col-credit = Credit
+col-used = Used (total)
+col-valve = Valve / relay
+col-battery = Battery
+col-signal = Signal
+col-last-seen = Last seen
+low-credit = low
+offline = offline
+meter-unknown = No such meter has reported to this gateway.
+
+severity-info = Information
+severity-warning = Warning
+severity-alarm = Alarm
+severity-critical = DANGER
+alarm-state-normal = normal
+alarm-state-unack = active, not acknowledged
+alarm-state-ack = active, acknowledged
+alarm-state-cleared-unack = cleared, not acknowledged
+alarm-shelved = shelved
+alarm-silenced = silenced
+alarms-disabled = Alarms are switched off in this gateway's configuration.
+alarms-now = Now
+alarms-none = No active alarms. The plant is quiet.
+alarms-history = Recent history
+since = since
+action-ack = Acknowledge
+action-reset = Reset
+action-shelve = Shelve
+action-unshelve = Unshelve
+shelve-hours = for hours
+note = Note
+col-time = Time
+col-alarm = Alarm
+col-action = What happened
+col-by = By
+
+kind-waste-fed = Waste fed
+kind-water-added = Water added
+kind-digestate-out = Digestate out
+kind-cylinders-filled = Cylinders filled
+kind-cylinders-dispatched = Cylinders sent out
+kind-lab-ph = Lab pH
+kind-lab-fos-tac = Lab FOS/TAC
+kind-note = Note
+field-waste = Kind of waste
+field-kg = Weight (kg)
+field-litres = Volume (litres)
+field-count = Number of cylinders
+field-ph = pH
+field-ratio = FOS/TAC ratio
+field-text = Text
+field-at = When (empty: now)
+field-note = Note (optional)
+field-form = Form
+waste-household = Household / kitchen waste
+waste-market = Market waste
+waste-animal = Animal manure
+waste-agricultural = Crop residues
+hint-digestate = Give the weight or the volume.
+hint-at = Site time. Leave empty for now; at most 7 days back.
+logbook-save = Save
+logbook-recent = Last 14 days
+logbook-added = Saved as entry { $id }.
+revision = revision { $n }
+col-kind = Entry
+col-values = Values
+error-not-a-number = must be a number, like 12.5
+
+health = Gateway health
+sys-version = Version
+sys-uptime = Running for
+sys-clock = Clock
+clock-synced = synchronised (NTP)
+clock-unsynced = NOT synchronised: times may be wrong
+sys-store = Local store
+readings = readings
+sys-disk = Disk
+free = free
+sys-mqtt = Field broker (MQTT)
+connections = connections
+messages = messages
+sys-readings = Readings
+accepted = accepted
+rejected = rejected
+sys-influx = InfluxDB
+written = written
+errors = errors
+sys-consumers = Delivery (consumers of the store)
+col-consumer = Consumer
+col-backlog = Waiting
+col-oldest-unsent = Oldest unsent
+sys-devices = Modbus devices
+col-device = Device
+col-state = State
+col-requests = Requests
+col-errors = Errors
+col-last-answer = Last answer
+sys-uplink = Uplink to the platform
+uplink-off = No uplink configured.
+uplink-url = Platform
+uplink-backlog = Batches waiting
+uplink-oldest = Oldest waiting
+uplink-last-success = Last delivered
+uplink-last-error = Last error
+sys-commands = Commands from the platform
+commands-pending = { $count ->
+    [one] 1 command waiting for its meter
+   *[other] { $count } commands waiting for their meters
+}
+sys-details = Technician's details
+
+state-idle = idle
+state-starting = starting
+state-running = running
+state-stopping = stopping
+state-lockout = locked out
+state-error = ERROR
+state-open = open
+state-closed = closed
+state-locked = locked

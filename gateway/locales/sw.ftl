@@ -1,0 +1,211 @@
+# Dashibodi kwa Kiswahili. Kila kitambulisho hapa kiwe pia katika en.ftl.
+brand = Green Kitchen
+switch-language = English
+footer-offline = Ukurasa huu unatolewa na kifaa cha lango hapa kituoni; unafanya kazi bila intaneti.
+connection-lost = Muunganisho na lango umekatika. Thamani hazisasishwi; tunajaribu tena…
+connection-back = Imeunganishwa tena.
+just-now = sasa hivi
+no-reading = bado hakuna kipimo
+alarms-word = kengele
+
+nav-overview = Muhtasari
+nav-digester = Kimeng'enya
+nav-gas = Gesi na kikandamizi
+nav-meters = Mita
+nav-alarms = Kengele
+nav-logbook = Daftari
+nav-system = Mfumo
+
+title-overview = Muhtasari wa mtambo
+title-digester = Kimeng'enya
+title-gas = Gesi na kikandamizi
+title-meters = Mita za wateja
+title-alarms = Kengele
+title-logbook = Daftari
+title-system = Mfumo
+
+alarms-active = { $count ->
+    [one] Kengele 1 inalia
+   *[other] Kengele { $count } zinazolia
+}
+ago-seconds = sekunde { $n } zilizopita
+ago-minutes = dakika { $n } zilizopita
+ago-hours = saa { $n } zilizopita
+ago-days = siku { $n } zilizopita
+
+gas-today = Gesi iliyozalishwa leo
+gas-yesterday = Gesi iliyozalishwa jana
+gas-metered = kwa mita
+meters-attention = Mita zinazohitaji kuangaliwa
+see-meters = Tazama mita zote
+span-24h = Saa 24 zilizopita
+span-7d = Siku 7 zilizopita
+charts-need-js = Chati inahitaji JavaScript; jedwali hapa chini lina takwimu za kila siku.
+kpis-7-days = Takwimu za kila siku, siku 7 zilizopita
+day = Siku
+
+kpi-normal-gas-nm3 = Biogesi (Nm³)
+kpi-methane-nm3 = Methani (Nm³)
+kpi-energy-kwh = Nishati (kWh)
+kpi-waste-fed-kg = Taka zilizolishwa (kg)
+kpi-specific-yield-nm3-per-kg-vs = Mavuno (Nm³/kg VS)
+kpi-organic-loading-rate = Mzigo (kg VS/m³·siku)
+kpi-hrt-days = Muda wa kukaa (siku)
+kpi-cylinders-filled = Mitungi iliyojazwa
+kpi-compressor-kwh = Kikandamizi (kWh)
+kpi-compressor-kwh-per-nm3 = kWh za kikandamizi kwa Nm³
+kpi-gas-sold-nm3 = Gesi iliyouzwa (Nm³)
+kpi-gas-utilisation = Gesi iliyotumika / iliyozalishwa
+
+q-digester-pressure = Shinikizo la kimeng'enya
+q-digester-temperature = Joto la kimeng'enya
+q-digester-ph = pH ya kimeng'enya
+q-digester-fos-tac = FOS/TAC
+q-biogas-ch4 = Methani (CH₄)
+q-biogas-co2 = Kaboni dioksidi (CO₂)
+q-biogas-h2s = Salfidi hidrojeni (H₂S)
+q-gas-flow = Mtiririko wa gesi
+q-gas-volume = Jumla ya mita ya gesi
+q-compressor-state = Kikandamizi
+q-compressor-discharge-pressure = Shinikizo la kujaza mitungi
+q-compressor-temperature = Joto la kikandamizi
+q-compressor-current = Mkondo wa kikandamizi
+q-contact-run-hours = Saa za kufanya kazi za kikandamizi
+q-contact-starts = Mara kikandamizi kilipowashwa
+q-power-active = Nguvu ya umeme
+q-kitchen-ch4-lel = Uvujaji wa gesi jikoni (% LEL)
+q-meter-credit = Salio
+q-meter-gas-used = Gesi iliyotumika
+q-meter-energy-used = Umeme uliotumika
+q-meter-valve = Vali
+q-meter-relay = Swichi
+q-meter-battery = Betri
+q-meter-rssi = Mawimbi
+q-meter-status = Hali
+
+meters-count = { $count ->
+    [one] Mita 1
+   *[other] Mita { $count }
+}
+meters-sorted = zisizo hewani na zenye salio dogo kwanza; bofya kichwa kupanga
+col-meter = Mita
+col-credit = Salio
+col-used = Iliyotumika (jumla)
+col-valve = Vali / swichi
+col-battery = Betri
+col-signal = Mawimbi
+col-last-seen = Ilionekana mwisho
+low-credit = salio dogo
+offline = haipo hewani
+meter-unknown = Hakuna mita kama hiyo iliyoripoti kwa lango hili.
+
+severity-info = Taarifa
+severity-warning = Tahadhari
+severity-alarm = Kengele
+severity-critical = HATARI
+alarm-state-normal = kawaida
+alarm-state-unack = inalia, haijakubaliwa
+alarm-state-ack = inalia, imekubaliwa
+alarm-state-cleared-unack = imekwisha, haijakubaliwa
+alarm-shelved = imewekwa kando
+alarm-silenced = imenyamazishwa
+alarms-disabled = Kengele zimezimwa katika usanidi wa lango hili.
+alarms-now = Sasa
+alarms-none = Hakuna kengele inayolia. Mtambo uko shwari.
+alarms-history = Historia ya karibuni
+since = tangu
+action-ack = Kubali
+action-reset = Weka upya
+action-shelve = Weka kando
+action-unshelve = Rudisha
+shelve-hours = kwa saa
+note = Maelezo
+col-time = Wakati
+col-alarm = Kengele
+col-action = Kilichotokea
+col-by = Na
+
+kind-waste-fed = Taka zilizolishwa
+kind-water-added = Maji yaliyoongezwa
+kind-digestate-out = Mbolea iliyotolewa
+kind-cylinders-filled = Mitungi iliyojazwa
+kind-cylinders-dispatched = Mitungi iliyotumwa
+kind-lab-ph = pH ya maabara
+kind-lab-fos-tac = FOS/TAC ya maabara
+kind-note = Maelezo
+field-waste = Aina ya taka
+field-kg = Uzito (kg)
+field-litres = Ujazo (lita)
+field-count = Idadi ya mitungi
+field-ph = pH
+field-ratio = Uwiano wa FOS/TAC
+field-text = Maandishi
+field-at = Lini (tupu: sasa)
+field-note = Maelezo (si lazima)
+field-form = Fomu
+waste-household = Taka za nyumbani / jikoni
+waste-market = Taka za sokoni
+waste-animal = Samadi ya mifugo
+waste-agricultural = Mabaki ya mazao
+hint-digestate = Andika uzito au ujazo.
+hint-at = Saa ya kituo. Acha tupu kwa sasa; siku 7 nyuma zaidi.
+logbook-save = Hifadhi
+logbook-recent = Siku 14 zilizopita
+logbook-added = Imehifadhiwa kama ingizo { $id }.
+revision = marekebisho { $n }
+col-kind = Ingizo
+col-values = Thamani
+error-not-a-number = lazima iwe namba, kama 12.5
+
+health = Afya ya lango
+sys-version = Toleo
+sys-uptime = Limekuwa likifanya kazi kwa
+sys-clock = Saa
+clock-synced = imesawazishwa (NTP)
+clock-unsynced = HAIJASAWAZISHWA: nyakati zinaweza kuwa si sahihi
+sys-store = Hifadhi ya ndani
+readings = vipimo
+sys-disk = Diski
+free = wazi
+sys-mqtt = Broka ya mita (MQTT)
+connections = miunganisho
+messages = jumbe
+sys-readings = Vipimo
+accepted = vimepokelewa
+rejected = vimekataliwa
+sys-influx = InfluxDB
+written = vimeandikwa
+errors = makosa
+sys-consumers = Usafirishaji (watumiaji wa hifadhi)
+col-consumer = Mtumiaji
+col-backlog = Vinavyosubiri
+col-oldest-unsent = Cha zamani zaidi kisichotumwa
+sys-devices = Vifaa vya Modbus
+col-device = Kifaa
+col-state = Hali
+col-requests = Maombi
+col-errors = Makosa
+col-last-answer = Jibu la mwisho
+sys-uplink = Muunganisho na jukwaa kuu
+uplink-off = Hakuna muunganisho na jukwaa uliosanidiwa.
+uplink-url = Jukwaa
+uplink-backlog = Vifurushi vinavyosubiri
+uplink-oldest = Kinachosubiri tangu zamani
+uplink-last-success = Kilifikishwa mwisho
+uplink-last-error = Kosa la mwisho
+sys-commands = Amri kutoka jukwaa kuu
+commands-pending = { $count ->
+    [one] Amri 1 inasubiri mita yake
+   *[other] Amri { $count } zinasubiri mita zao
+}
+sys-details = Maelezo ya fundi
+
+state-idle = imetulia
+state-starting = inawaka
+state-running = inafanya kazi
+state-stopping = inazimika
+state-lockout = imefungwa kwa usalama
+state-error = HITILAFU
+state-open = wazi
+state-closed = imefungwa
+state-locked = imefungwa kabisa
