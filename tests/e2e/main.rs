@@ -8,6 +8,7 @@ mod cli;
 mod clock;
 mod commands;
 mod contract;
+mod dashboard;
 mod faults;
 mod gpio;
 mod history;

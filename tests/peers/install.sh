@@ -30,6 +30,9 @@ declare -A APT_PKGS=(
     [mosquitto-clients]=/usr/bin/mosquitto_pub
     [socat]=/usr/bin/socat
     [curl]=/usr/bin/curl
+    [chromium]=/usr/bin/chromium
+    [nodejs]=/usr/bin/npm
+    [openssl]=/usr/bin/openssl
 )
 
 missing=()
@@ -94,6 +97,15 @@ else
         --root-user-action=ignore paho-mqtt jsonschema cryptography \
         "pymodbus==$PYMODBUS_VERSION" "pyserial==$PYSERIAL_VERSION"
     python3 -c "$py_check"
+fi
+
+# --- the dashboard's browser tests: playwright-core driving Debian's chromium -----------
+# (tests/browser/package-lock.json pins it; no browser is downloaded: there is no internet)
+if [ -d "$(dirname "$0")/../browser/node_modules/playwright-core" ]; then
+    log "playwright-core already present"
+else
+    log "installing playwright-core (npm ci in tests/browser)"
+    (cd "$(dirname "$0")/../browser" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
 fi
 
 # --- cargo-nextest (optional) -------------------------------------------------

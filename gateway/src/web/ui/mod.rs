@@ -846,7 +846,7 @@ fn logbook_form(t: &Tr, kind: crate::logbook::Kind, st: &FormState) -> Markup {
     let err = |k: &str| st.errors.get(k).cloned();
     let field = |name: &str, input: Markup| {
         html! {
-            div.field class=[err(name).map(|_| "invalid")] {
+            div class=(if err(name).is_some() { "field invalid" } else { "field" }) {
                 label for=(format!("f-{name}")) { (field_msg(t, name)) }
                 (input)
                 @if let Some(e) = err(name) { span.error id=(format!("e-{name}")) role="alert" { (e) } }
