@@ -916,6 +916,12 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
     registry.register(health.clone());
     registry.register(clock.clone());
     registry.register(crate::sources::gpio::Stats(Arc::new(gpio_stats)));
+    // Dashboard accounts, sessions and the audit log: their own store connection.
+    let auth = web::auth::Gate::new(
+        store::Handle::new(store::users::Users::open(&db)?),
+        &config.http,
+        web::auth::Metrics::register(&mut registry),
+    );
     let state = Arc::new(web::AppState {
         registry,
         health: health.clone(),
@@ -943,6 +949,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         uplink: uplink_status,
         gpio: gpio_outputs.clone(),
         commands: commands_handle.clone(),
+        auth,
     });
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
 
