@@ -131,3 +131,13 @@ pub fn read_hidden(prompt: &str) -> std::io::Result<String> {
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_operator_has_a_name() {
+        assert_eq!(super::user_name(0).as_deref(), Some("root"));
+        assert!(super::user_name(u32::MAX - 7).is_none());
+        assert!(!super::operator().is_empty());
+    }
+}

@@ -290,8 +290,8 @@ impl Metrics {
             ),
             throttled: r.counter_family(
                 "gkgw_http_throttled_total",
-                "limit",
                 "HTTP requests answered 429: a locked login, or over the per-address request rate.",
+                "limit",
             ),
         }
     }

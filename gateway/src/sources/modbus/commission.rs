@@ -246,16 +246,6 @@ pub fn plan_report(profile: &Profile, bauds: &[u32]) -> String {
     out
 }
 
-#[cfg(test)]
-mod operator_tests {
-    #[test]
-    fn the_operator_has_a_name() {
-        assert_eq!(super::user_name(0).as_deref(), Some("root"));
-        assert!(super::user_name(u32::MAX - 7).is_none());
-        assert!(!super::operator().is_empty());
-    }
-}
-
 /// What [`bench`] measured.
 #[derive(Debug, Clone)]
 pub struct BenchResult {
