@@ -1144,6 +1144,29 @@ mod tests {
         assert_eq!(get("/login"), Some(Access::Public));
         assert_eq!(get("/metrics"), Some(Access::Metrics));
         assert_eq!(get("/"), Some(VIEWER));
+        // The roles: managers write the logbook and operate alarms; admins manage
+        // users, read the audit log and submit commands; everything else is read by viewers.
+        for r in table {
+            let (m, p) = (&r.method, r.path);
+            let want = if *m == Method::POST
+                && (p.starts_with("/api/logbook") || p.starts_with("/api/alarms"))
+            {
+                MANAGER
+            } else if p.starts_with("/users")
+                || p == "/api/users"
+                || p == "/api/audit"
+                || (*m == Method::POST && p == "/api/commands")
+            {
+                ADMIN
+            } else if ["/healthz", "/login"].contains(&p) {
+                Access::Public
+            } else if p == "/metrics" {
+                Access::Metrics
+            } else {
+                VIEWER
+            };
+            assert_eq!(r.access, want, "{m} {p}");
+        }
         // Nothing that changes state is public, except the login itself.
         for r in table {
             if r.method != Method::GET && r.path != "/login" {
