@@ -1723,17 +1723,38 @@ mod tests {
     #[test]
     fn http_access_keys_are_checked() {
         for (text, want) in [
-            ("[http]\nsession_hours = 0\n", "gw.toml: http.session_hours: expected more than 0 and at most 8784 hours (a year)"),
-            ("[http]\nlogin_lock_after = 0\n", "gw.toml: http.login_lock_after: expected at least 1"),
-            ("[http]\nlogin_lockout_s = 0\n", "gw.toml: http.login_lockout_s: expected 1 to 3600 seconds"),
-            ("[http]\nrate_limit_per_s = -1\n", "gw.toml: http.rate_limit_per_s: expected 0 (off) or more requests per second"),
-            ("[http]\nrate_limit_burst = 0\n", "gw.toml: http.rate_limit_burst: expected at least 1"),
+            (
+                "[http]\nsession_hours = 0\n",
+                "gw.toml: http.session_hours: expected more than 0 and at most 8784 hours (a year)",
+            ),
+            (
+                "[http]\nlogin_lock_after = 0\n",
+                "gw.toml: http.login_lock_after: expected at least 1",
+            ),
+            (
+                "[http]\nlogin_lockout_s = 0\n",
+                "gw.toml: http.login_lockout_s: expected 1 to 3600 seconds",
+            ),
+            (
+                "[http]\nrate_limit_per_s = -1\n",
+                "gw.toml: http.rate_limit_per_s: expected 0 (off) or more requests per second",
+            ),
+            (
+                "[http]\nrate_limit_burst = 0\n",
+                "gw.toml: http.rate_limit_burst: expected at least 1",
+            ),
         ] {
             check(text, want);
         }
-        let c = Config::parse("gw.toml", "[http]\nsession_hours = 0.001\nmetrics_public = false\n")
-            .expect("valid");
-        assert_eq!((c.http.session_hours, c.http.metrics_public), (0.001, false));
+        let c = Config::parse(
+            "gw.toml",
+            "[http]\nsession_hours = 0.001\nmetrics_public = false\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            (c.http.session_hours, c.http.metrics_public),
+            (0.001, false)
+        );
     }
 
     #[test]

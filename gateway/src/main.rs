@@ -809,7 +809,11 @@ fn user(c: UserCommand) -> ExitCode {
         } => gkgw::users::check_name(name)
             .map_err(cli::Error::from)
             .and_then(|()| {
-                cli::read_password(source(password_file), &format!("password for {name}: "), true)
+                cli::read_password(
+                    source(password_file),
+                    &format!("password for {name}: "),
+                    true,
+                )
             })
             .and_then(|pw| cli::add(&dir, name, *role, &pw)),
         UserCommand::List { .. } => cli::list(&dir),

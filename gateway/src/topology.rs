@@ -917,8 +917,14 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
     registry.register(clock.clone());
     registry.register(crate::sources::gpio::Stats(Arc::new(gpio_stats)));
     // Dashboard accounts, sessions and the audit log: their own store connection.
+    let users = store::users::Users::open(&db)?;
+    if users.list(crate::clock::wall_ns())?.is_empty() {
+        tracing::warn!(
+            "no dashboard users: nobody can sign in (add one with `gkgw user add NAME --role admin`)"
+        );
+    }
     let auth = web::auth::Gate::new(
-        store::Handle::new(store::users::Users::open(&db)?),
+        store::Handle::new(users),
         &config.http,
         web::auth::Metrics::register(&mut registry),
     );

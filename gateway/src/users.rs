@@ -157,7 +157,16 @@ mod tests {
         for ok in ["amina", "baraka.o", "tech-2", "a", "0ops"] {
             assert_eq!(check_name(ok), Ok(()), "{ok}");
         }
-        for bad in ["", "Amina", "-x", ".x", "a b", "amina\n", &"x".repeat(33), "ümit"] {
+        for bad in [
+            "",
+            "Amina",
+            "-x",
+            ".x",
+            "a b",
+            "amina\n",
+            &"x".repeat(33),
+            "ümit",
+        ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
         assert_eq!(parse_role("manager"), Ok(Role::Manager));
@@ -170,7 +179,10 @@ mod tests {
         assert_eq!(check_password("12345678"), Ok(()));
         // Eight characters, more bytes: characters count.
         assert_eq!(check_password("ñandú.ñu"), Ok(()));
-        assert_eq!(check_password(&"x".repeat(1025)), Err(Invalid::LongPassword));
+        assert_eq!(
+            check_password(&"x".repeat(1025)),
+            Err(Invalid::LongPassword)
+        );
     }
 
     /// Runs `failures` (times in seconds) through the throttle and checks the lock after each.
@@ -202,11 +214,7 @@ mod tests {
         check(&t, &[0, 1, 2, 3, 4, 40, 100], &[0, 0, 0, 0, 30, 60, 120]);
         // Capped.
         let many: Vec<i64> = (0..20).map(|i| i * 4000).collect();
-        assert_eq!(
-            t.failed(None, 0).failures,
-            1,
-            "a first failure counts one"
-        );
+        assert_eq!(t.failed(None, 0).failures, 1, "a first failure counts one");
         check(
             &t,
             &many,

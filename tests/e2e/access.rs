@@ -84,7 +84,12 @@ fn every_route_answers_each_role_as_its_table_says() {
     let tokens = users(&gw);
     let table = gkgw::web::route_table();
     assert!(table.len() >= 25, "{} routes", table.len());
-    for must in ["/api/alarms/{id}/{action}", "/api/logbook", "/api/commands", "/login"] {
+    for must in [
+        "/api/alarms/{id}/{action}",
+        "/api/logbook",
+        "/api/commands",
+        "/login",
+    ] {
         assert!(table.iter().any(|r| r.path == must), "{must} in the table");
     }
     let browsers: Vec<(&str, Browser)> = tokens
@@ -117,13 +122,21 @@ fn every_route_answers_each_role_as_its_table_says() {
             } else {
                 ask(&gw, c, r.method.as_str(), &path)
             };
-            let what = format!("{} {path} as {}: {} {}", r.method, c.name(), a.status, a.body);
+            let what = format!(
+                "{} {path} as {}: {} {}",
+                r.method,
+                c.name(),
+                a.status,
+                a.body
+            );
             let to_login = a.status == 303
-                && a.header("location").is_some_and(|l| l.starts_with("/login?next="));
+                && a.header("location")
+                    .is_some_and(|l| l.starts_with("/login?next="));
             match (need, c.role()) {
                 (None, _) => assert!(![401, 403].contains(&a.status) && !to_login, "{what}"),
                 (Some(_), None) => {
-                    let page = r.method == "GET" && !r.path.starts_with("/api/") && r.path != "/metrics";
+                    let page =
+                        r.method == "GET" && !r.path.starts_with("/api/") && r.path != "/metrics";
                     if page {
                         assert!(to_login, "a page redirects to the login: {what}");
                         assert_eq!(
@@ -141,8 +154,18 @@ fn every_route_answers_each_role_as_its_table_says() {
                         .header("content-type")
                         .is_some_and(|t| t.starts_with("text/html"));
                     if html {
-                        for external in ["http://", "https://", "src=\"//", "href=\"//", "src=//", "href=//"] {
-                            assert!(!a.body.contains(external), "an external reference {external:?}: {what}");
+                        for external in [
+                            "http://",
+                            "https://",
+                            "src=\"//",
+                            "href=\"//",
+                            "src=//",
+                            "href=//",
+                        ] {
+                            assert!(
+                                !a.body.contains(external),
+                                "an external reference {external:?}: {what}"
+                            );
                         }
                     }
                 }
@@ -168,10 +191,19 @@ fn session_writes_need_the_csrf_token() {
     let csrf = b.csrf();
     let entry = r#"{"kind":"note","text":"csrf check"}"#;
     let post = |headers: &[String]| {
-        b.request("POST", "/api/logbook", Some(("application/json", entry)), headers)
+        b.request(
+            "POST",
+            "/api/logbook",
+            Some(("application/json", entry)),
+            headers,
+        )
     };
     assert_eq!(post(&[]).status, 403, "no token");
-    assert_eq!(post(&["X-CSRF-Token: wrong".into()]).status, 403, "a wrong token");
+    assert_eq!(
+        post(&["X-CSRF-Token: wrong".into()]).status,
+        403,
+        "a wrong token"
+    );
     let other = Browser::new(&base(&gw));
     assert_eq!(other.login("admin", "admin-password").status, 303);
     assert_eq!(
@@ -216,9 +248,16 @@ fn logins_are_throttled_per_account_and_per_address() {
         .expect("Retry-After");
     assert!((100..=120).contains(&retry), "{retry}");
     let a = here.login("amina", "amina-password");
-    assert_eq!(a.status, 429, "the right password during the lock: {}", a.body);
+    assert_eq!(
+        a.status, 429,
+        "the right password during the lock: {}",
+        a.body
+    );
     assert!(a.header("retry-after").is_some());
-    assert!(here.get("/api/session").status == 401, "no session was made");
+    assert!(
+        here.get("/api/session").status == 401,
+        "no session was made"
+    );
     // The address is locked for every account.
     assert_eq!(here.login("viewer", "viewer-password").status, 429);
     // The account is locked from anywhere; another account from another address is not.
@@ -235,7 +274,11 @@ fn logins_are_throttled_per_account_and_per_address() {
         .arg(&gw.config)
         .output()
         .expect("gkgw user passwd");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let elsewhere = Browser::from_address(&base(&gw), "127.0.0.3");
     assert_eq!(elsewhere.login("amina", "amina-password").status, 401);
     assert_eq!(elsewhere.login("amina", "amina-new-password").status, 303);
@@ -257,8 +300,16 @@ fn logins_are_throttled_per_account_and_per_address() {
             })
             .count()
     };
-    assert_eq!(lines("login_failed", "amina", "web 127.0.0.1"), 3, "{audit}");
-    assert_eq!(lines("login_failed", "amina", "web 127.0.0.3"), 1, "{audit}");
+    assert_eq!(
+        lines("login_failed", "amina", "web 127.0.0.1"),
+        3,
+        "{audit}"
+    );
+    assert_eq!(
+        lines("login_failed", "amina", "web 127.0.0.3"),
+        1,
+        "{audit}"
+    );
     assert_eq!(lines("login", "amina", "web 127.0.0.3"), 1, "{audit}");
     assert_eq!(lines("login", "viewer", "web 127.0.0.2"), 1, "{audit}");
     // The new password: by the operator (WHO), of amina (TARGET), from the command line.
@@ -280,10 +331,7 @@ fn sessions_expire_and_logout_ends_them() {
     let b = Browser::new(&base(&gw));
     let a = b.login("viewer", "viewer-password");
     assert_eq!(a.status, 303);
-    let cookie = a
-        .header("set-cookie")
-        .expect("a session cookie")
-        .to_owned();
+    let cookie = a.header("set-cookie").expect("a session cookie").to_owned();
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=7"] {
         assert!(cookie.contains(attr), "{attr} in {cookie}");
     }
@@ -297,7 +345,11 @@ fn sessions_expire_and_logout_ends_them() {
     wait_until("the session to expire", Duration::from_secs(20), || {
         by_hand("/api/session").status == 401
     });
-    assert!(started.elapsed() >= Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     let page = by_hand("/");
     assert_eq!(page.status, 303);
     assert_eq!(page.header("location"), Some("/login?next=/"));
@@ -355,7 +407,115 @@ fn requests_over_the_rate_are_refused_with_retry_after() {
         200
     );
     std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(gw.http("GET", &gw.url("/api/status"), None).0, 200, "refilled");
+    assert_eq!(
+        gw.http("GET", &gw.url("/api/status"), None).0,
+        200,
+        "refilled"
+    );
     std::thread::sleep(Duration::from_millis(1100));
     assert!(gw.metric("gkgw_http_throttled_total{limit=\"requests\"}") >= 1.0);
+}
+
+/// The admin's users page: forms without script add a user, set a password, remove a user;
+/// each change is audited as the admin, from the web.
+#[test]
+fn the_admin_page_adds_and_removes_users() {
+    let gw = Gateway::start("", &[]);
+    users(&gw);
+    let admin = Browser::new(&base(&gw));
+    assert_eq!(admin.login("admin", "admin-password").status, 303);
+    let csrf = admin.csrf();
+    let page = admin.get("/users");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains(">manager<") && page.body.contains("name=csrf"),
+        "{}",
+        page.body
+    );
+    let a = admin.form(
+        "/users",
+        &[
+            ("csrf", &csrf),
+            ("name", "juma"),
+            ("role", "viewer"),
+            ("password", "short"),
+        ],
+    );
+    assert_eq!(a.status, 303);
+    assert!(
+        a.header("location").is_some_and(|l| l.contains("error=")),
+        "{:?}",
+        a.headers
+    );
+    let a = admin.form(
+        "/users",
+        &[
+            ("csrf", &csrf),
+            ("name", "juma"),
+            ("role", "viewer"),
+            ("password", "juma-password"),
+        ],
+    );
+    assert!(
+        a.header("location").is_some_and(|l| l.contains("done=")),
+        "{:?}",
+        a.headers
+    );
+    assert!(admin.get("/users").body.contains(">juma<"));
+    let juma = Browser::new(&base(&gw));
+    assert_eq!(juma.login("juma", "juma-password").status, 303);
+    assert_eq!(juma.get("/users").status, 403, "a viewer is not an admin");
+    // A new password ends juma's session.
+    let a = admin.form(
+        "/users/password",
+        &[
+            ("csrf", &csrf),
+            ("name", "juma"),
+            ("password", "juma-new-password"),
+        ],
+    );
+    assert!(
+        a.header("location").is_some_and(|l| l.contains("done=")),
+        "{:?}",
+        a.headers
+    );
+    assert_eq!(juma.get("/api/session").status, 401);
+    assert_eq!(juma.login("juma", "juma-new-password").status, 303);
+    let a = admin.form("/users/juma/remove", &[("csrf", &csrf)]);
+    assert!(
+        a.header("location").is_some_and(|l| l.contains("done=")),
+        "{:?}",
+        a.headers
+    );
+    assert_eq!(
+        juma.get("/api/session").status,
+        401,
+        "removed: its session ended"
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&admin.get("/api/users").body).expect("json");
+    assert!(
+        list.as_array()
+            .expect("list")
+            .iter()
+            .all(|u| u["name"] != "juma"),
+        "{list}"
+    );
+    let out = Command::new(GKGW)
+        .args(["audit", "list", "--config"])
+        .arg(&gw.config)
+        .output()
+        .expect("gkgw audit list");
+    let audit = String::from_utf8_lossy(&out.stdout);
+    for action in ["user_added", "password_changed", "user_removed"] {
+        assert!(
+            audit.lines().any(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.get(1) == Some(&"admin")
+                    && w.get(2) == Some(&action)
+                    && l.contains("web 127.0.0.1")
+            }),
+            "{action}:\n{audit}"
+        );
+    }
 }

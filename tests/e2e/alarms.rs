@@ -190,7 +190,11 @@ fn a_latched_alarm_is_published_kept_over_sigkill_and_reset_by_an_operator() {
     let acked = watch.wait_for("kitchen_methane_20_lel", "acknowledged");
     assert_eq!(acked["by"], "amina");
     assert_eq!(acked["note"], "ventilated, valve closed");
-    assert_eq!(act(&gw, &amina, id, "ack", "").0, 409, "already acknowledged");
+    assert_eq!(
+        act(&gw, &amina, id, "ack", "").0,
+        409,
+        "already acknowledged"
+    );
     // After the restart the engine holds the condition until a fresh reading says otherwise.
     let (code, r) = act(&gw, &amina, id, "reset", "{}");
     assert_eq!(code, 409, "{r}");

@@ -161,7 +161,11 @@ fn demo_runs_with_nothing_installed_and_stops_cleanly_on_ctrl_c() {
     for role in ["viewer", "manager", "admin"] {
         let b = Browser::new(&format!("http://127.0.0.1:{web}"));
         let a = b.login(role, &password(role));
-        assert_eq!(a.status, 303, "{role} signs in with the printed password: {}", a.body);
+        assert_eq!(
+            a.status, 303,
+            "{role} signs in with the printed password: {}",
+            a.body
+        );
         let page = b.get("/");
         assert_eq!(page.status, 200);
         assert!(page.body.contains("Readings accepted"), "{}", page.body);

@@ -15,7 +15,10 @@ fn logbook_as(gw: &Gateway, user: &str, args: &[&str]) -> (i32, String, String) 
     if user.is_empty() {
         c.env_remove("GKGW_TOKEN_FILE");
     } else {
-        c.env("GKGW_TOKEN_FILE", gw.dir.path().join(format!("{user}.token")));
+        c.env(
+            "GKGW_TOKEN_FILE",
+            gw.dir.path().join(format!("{user}.token")),
+        );
     }
     let out = c.output().expect("gkgw logbook");
     (
@@ -161,9 +164,7 @@ fn a_technician_logs_corrects_and_lists_and_the_entries_survive_a_restart() {
         ("amina", "logbook_withdrawn"),
     ] {
         assert!(
-            audit
-                .lines()
-                .any(|l| l.contains(who) && l.contains(action)),
+            audit.lines().any(|l| l.contains(who) && l.contains(action)),
             "{who} {action}:\n{audit}"
         );
     }

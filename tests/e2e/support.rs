@@ -905,7 +905,10 @@ impl Browser {
         let a = self.get("/api/session");
         assert_eq!(a.status, 200, "session: {}", a.body);
         let v: serde_json::Value = serde_json::from_str(&a.body).expect("json");
-        v["csrf"].as_str().expect("a session has a csrf token").to_owned()
+        v["csrf"]
+            .as_str()
+            .expect("a session has a csrf token")
+            .to_owned()
     }
 }
 

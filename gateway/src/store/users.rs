@@ -629,14 +629,34 @@ mod tests {
             .expect("record");
         assert_eq!(u.attempts("user:x").expect("read"), Some(a));
         // Forgotten once older than the window and not locked.
-        u.record_failure(&[("user:y", Attempts { last_failure_ns: 50, ..a })], 50, 10)
-            .expect("record");
+        u.record_failure(
+            &[(
+                "user:y",
+                Attempts {
+                    last_failure_ns: 50,
+                    ..a
+                },
+            )],
+            50,
+            10,
+        )
+        .expect("record");
         assert_eq!(u.attempts("user:x").expect("read"), None);
         assert!(u.attempts("user:y").expect("read").is_some());
         // A successful login clears the account's row, not the address's.
         u.add("y", Role::Viewer, "$h", false, 1).expect("add");
-        u.record_failure(&[("addr:10.0.0.9", Attempts { last_failure_ns: 50, ..a })], 50, 10)
-            .expect("record");
+        u.record_failure(
+            &[(
+                "addr:10.0.0.9",
+                Attempts {
+                    last_failure_ns: 50,
+                    ..a
+                },
+            )],
+            50,
+            10,
+        )
+        .expect("record");
         u.start_session("y", 60, 100, "10.0.0.9").expect("login");
         assert_eq!(u.attempts("user:y").expect("read"), None);
         assert!(u.attempts("addr:10.0.0.9").expect("read").is_some());

@@ -31,8 +31,8 @@ use serde_json::{json, Value as JsonValue};
 use super::auth::Caller;
 use super::AppState;
 use crate::alarm::task::{Handle, Request};
-use crate::store::users::Action;
 use crate::alarm::{Event, Op, OpError, View};
+use crate::store::users::Action;
 
 pub fn event_json(e: &Event) -> JsonValue {
     serde_json::from_str(&crate::alarm::task::message(e)).unwrap_or(JsonValue::Null)

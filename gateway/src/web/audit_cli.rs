@@ -15,7 +15,11 @@ use crate::store::users::Users;
 
 /// The newest `limit` rows of both logs; `commands_enabled` (None: not known, no config) adds
 /// a note when commands are off. Returns what to print.
-pub fn list(state_dir: &Path, limit: usize, commands_enabled: Option<bool>) -> Result<String, Error> {
+pub fn list(
+    state_dir: &Path,
+    limit: usize,
+    commands_enabled: Option<bool>,
+) -> Result<String, Error> {
     if !state_dir.is_dir() || !crate::store::db_path(state_dir).exists() {
         return Err(Error::NoStateDir(state_dir.to_owned()));
     }
@@ -75,7 +79,12 @@ mod tests {
             via: "web 10.0.0.5".into(),
         };
         let t = table(&[
-            r(Some("amina"), "alarm", "gas_leak:kitchen", "ack: ventilated\nvalve closed"),
+            r(
+                Some("amina"),
+                "alarm",
+                "gas_leak:kitchen",
+                "ack: ventilated\nvalve closed",
+            ),
             r(None, "command_refused", "c-1 GM-0001 top_up", "replayed"),
         ]);
         let lines: Vec<&str> = t.lines().collect();

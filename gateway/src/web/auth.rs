@@ -561,7 +561,10 @@ fn forbidden(path: &str, need: Role, have: Role) -> Response {
     } else {
         (
             StatusCode::FORBIDDEN,
-            Html(page("Not allowed", &format!("<p>{}</p><p><a href=\"/\">Back</a></p>", html(&message)))),
+            Html(page(
+                "Not allowed",
+                &format!("<p>{}</p><p><a href=\"/\">Back</a></p>", html(&message)),
+            )),
         )
             .into_response()
     }
@@ -627,6 +630,13 @@ pub async fn guard(
         .as_ref()
         .and_then(|m| g.table.get(&(method.clone(), m.as_str())).copied());
     let Some(access) = access else {
+        // The path is routed for other methods: axum's answer (405) passes through this layer.
+        let other_methods = matched
+            .as_ref()
+            .is_some_and(|m| g.table.keys().any(|(_, p)| *p == m.as_str()));
+        if other_methods {
+            return StatusCode::METHOD_NOT_ALLOWED.into_response();
+        }
         tracing::error!(method = %method, path = ?path, "a route without an access level: refused");
         return json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -645,7 +655,11 @@ pub async fn guard(
             )
         }
     };
-    match decide(access, caller.as_ref().map(|c| c.role), g.gate.0.metrics_public) {
+    match decide(
+        access,
+        caller.as_ref().map(|c| c.role),
+        g.gate.0.metrics_public,
+    ) {
         Decision::Allow => {}
         Decision::Login => {
             let pq = req
@@ -1086,7 +1100,10 @@ mod tests {
     #[test]
     fn cookies_and_form_fields() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; gkgw_session=abc"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; gkgw_session=abc"),
+        );
         h.append(header::COOKIE, HeaderValue::from_static("b=2"));
         assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("abc"));
         assert_eq!(cookie(&h, "b").as_deref(), Some("2"));
@@ -1119,7 +1136,14 @@ mod tests {
         assert!(all.len() > 5, "{all:?}");
         for file in all.iter().filter(|p| !p.ends_with("auth.rs")) {
             let text = std::fs::read_to_string(file).expect("read");
-            for forbidden in [".route(", ".route_service(", ".nest(", ".nest_service(", ".merge(", ".fallback("] {
+            for forbidden in [
+                ".route(",
+                ".route_service(",
+                ".nest(",
+                ".nest_service(",
+                ".merge(",
+                ".fallback(",
+            ] {
                 assert!(
                     !text.contains(forbidden),
                     "{} calls {forbidden}: add routes with web::auth::Routes and an Access",

@@ -173,13 +173,9 @@ pub async fn run(addr: SocketAddr, token: Option<&str>, req: &Request) -> Result
             values,
             at,
             note,
-        } => client.post(format!("{base}/{entry}/revise")).body(
-            body(
-                values,
-                &[("at", at.as_deref()), ("note", note.as_deref())],
-            )
-            .to_string(),
-        ),
+        } => client
+            .post(format!("{base}/{entry}/revise"))
+            .body(body(values, &[("at", at.as_deref()), ("note", note.as_deref())]).to_string()),
         Request::Withdraw { entry, reason } => client
             .post(format!("{base}/{entry}/withdraw"))
             .body(body(&Values::default(), &[("reason", Some(reason))]).to_string()),

@@ -82,7 +82,7 @@ pub fn merged(rows: Vec<AuditRow>, commands: Vec<CommandEvent>, limit: usize) ->
         .chain(commands.into_iter().map(AuditDto::of_command))
         .collect();
     // Stable: rows of one log with the same time keep their (newest-first) order.
-    all.sort_by(|a, b| b.ts_ns.cmp(&a.ts_ns));
+    all.sort_by_key(|r| std::cmp::Reverse(r.ts_ns));
     all.truncate(limit);
     all
 }
@@ -107,7 +107,12 @@ pub async fn audit(State(s): State<Arc<AppState>>, Query(q): Query<Limit>) -> Re
     let read = s
         .auth
         .users()
-        .run(move |u| Ok::<_, crate::store::users::Error>((u.recent_audit(limit)?, u.recent_commands(limit)?.0)))
+        .run(move |u| {
+            Ok::<_, crate::store::users::Error>((
+                u.recent_audit(limit)?,
+                u.recent_commands(limit)?.0,
+            ))
+        })
         .await;
     match read {
         Ok((rows, commands)) => Json(merged(rows, commands, limit)).into_response(),
@@ -264,16 +269,29 @@ pub async fn add(
         Err(e) => return back(Err(e.to_string())),
     };
     let password = f.password;
-    let hash = match tokio::task::spawn_blocking(move || crate::credentials::hash_password(&password)).await {
-        Ok(Ok(h)) => h,
-        _ => return back(Err("hashing the password failed".into())),
-    };
+    let hash =
+        match tokio::task::spawn_blocking(move || crate::credentials::hash_password(&password))
+            .await
+        {
+            Ok(Ok(h)) => h,
+            _ => return back(Err("hashing the password failed".into())),
+        };
     let now = crate::clock::wall_ns();
     let n = name.clone();
-    match s.auth.users().run(move |u| u.add(&n, role, &hash, false, now)).await {
+    match s
+        .auth
+        .users()
+        .run(move |u| u.add(&n, role, &hash, false, now))
+        .await
+    {
         Ok(()) => {
             s.auth
-                .audit(&caller, Action::UserAdded, Some(name.clone()), Some(role.as_str().into()))
+                .audit(
+                    &caller,
+                    Action::UserAdded,
+                    Some(name.clone()),
+                    Some(role.as_str().into()),
+                )
                 .await;
             back(Ok(format!("{name} added ({role})")))
         }
@@ -288,7 +306,9 @@ pub async fn remove(
     Path(name): Path<String>,
 ) -> Response {
     if name == caller.user {
-        return back(Err("you cannot remove yourself (another admin, or gkgw user remove, can)".into()));
+        return back(Err(
+            "you cannot remove yourself (another admin, or gkgw user remove, can)".into(),
+        ));
     }
     let n = name.clone();
     match s.auth.users().run(move |u| u.remove(&n)).await {
@@ -320,19 +340,29 @@ pub async fn password(
         return back(Err(e.to_string()));
     }
     let password = f.password;
-    let hash = match tokio::task::spawn_blocking(move || crate::credentials::hash_password(&password)).await {
-        Ok(Ok(h)) => h,
-        _ => return back(Err("hashing the password failed".into())),
-    };
+    let hash =
+        match tokio::task::spawn_blocking(move || crate::credentials::hash_password(&password))
+            .await
+        {
+            Ok(Ok(h)) => h,
+            _ => return back(Err("hashing the password failed".into())),
+        };
     let now = crate::clock::wall_ns();
     let name = f.name;
     let n = name.clone();
-    match s.auth.users().run(move |u| u.set_password(&n, &hash, now)).await {
+    match s
+        .auth
+        .users()
+        .run(move |u| u.set_password(&n, &hash, now))
+        .await
+    {
         Ok(()) => {
             s.auth
                 .audit(&caller, Action::PasswordChanged, Some(name.clone()), None)
                 .await;
-            back(Ok(format!("new password for {name}; their sessions have ended")))
+            back(Ok(format!(
+                "new password for {name}; their sessions have ended"
+            )))
         }
         Err(e) => back(Err(e.to_string())),
     }
@@ -366,7 +396,11 @@ mod tests {
             credit: None,
             via: "https".into(),
         };
-        let m = merged(vec![row(2, 20, "logout"), row(1, 10, "login")], vec![cmd], 10);
+        let m = merged(
+            vec![row(2, 20, "logout"), row(1, 10, "login")],
+            vec![cmd],
+            10,
+        );
         let got: Vec<(&str, Option<&str>)> = m
             .iter()
             .map(|d| (d.action.as_str(), d.detail.as_deref()))
@@ -381,6 +415,9 @@ mod tests {
         );
         assert_eq!(m[1].target.as_deref(), Some("top-1 GM-0001 top_up"));
         assert_eq!(m[1].user, None);
-        assert_eq!(merged(vec![row(1, 1, "a"), row(2, 2, "b")], vec![], 1).len(), 1);
+        assert_eq!(
+            merged(vec![row(1, 1, "a"), row(2, 2, "b")], vec![], 1).len(),
+            1
+        );
     }
 }

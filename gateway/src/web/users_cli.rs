@@ -80,7 +80,10 @@ fn keep_owner(state_dir: &Path) {
         if let Ok(m) = std::fs::metadata(&p) {
             if m.uid() == 0 && dir.uid() != 0 {
                 if let Err(e) = std::os::unix::fs::chown(&p, Some(dir.uid()), Some(dir.gid())) {
-                    eprintln!("warning: cannot give {} to the state directory's owner: {e}", p.display());
+                    eprintln!(
+                        "warning: cannot give {} to the state directory's owner: {e}",
+                        p.display()
+                    );
                 }
             }
         }
@@ -100,14 +103,15 @@ pub fn read_password(source: Source<'_>, prompt: &str, confirm: bool) -> Result<
     use std::io::{BufRead, IsTerminal};
     let line = match source {
         Source::File(f) => {
-            let text = std::fs::read_to_string(f)
-                .map_err(io(format!("cannot read {}", f.display())))?;
+            let text =
+                std::fs::read_to_string(f).map_err(io(format!("cannot read {}", f.display())))?;
             text.lines().next().unwrap_or("").to_owned()
         }
         Source::Stdin if std::io::stdin().is_terminal() => {
             let first = crate::os::read_hidden(prompt).map_err(io("cannot read the terminal"))?;
             if confirm {
-                let again = crate::os::read_hidden("again: ").map_err(io("cannot read the terminal"))?;
+                let again =
+                    crate::os::read_hidden("again: ").map_err(io("cannot read the terminal"))?;
                 if again != first {
                     return Err(Error::Mismatch);
                 }
@@ -194,7 +198,9 @@ pub fn remove(state_dir: &Path, name: &str) -> Result<String, Error> {
     audit(&mut u, Action::UserRemoved, name, None, now);
     drop(u);
     keep_owner(state_dir);
-    Ok(format!("user {name} removed, with its sessions and tokens\n"))
+    Ok(format!(
+        "user {name} removed, with its sessions and tokens\n"
+    ))
 }
 
 /// `gkgw user token NAME [--revoke]`: a new token (returned, to print or write), or how many
@@ -213,7 +219,13 @@ pub fn revoke(state_dir: &Path, name: &str) -> Result<String, Error> {
     let mut u = open(state_dir, false)?;
     let now = crate::clock::wall_ns();
     let n = u.revoke_tokens(name)?;
-    audit(&mut u, Action::TokensRevoked, name, Some(&n.to_string()), now);
+    audit(
+        &mut u,
+        Action::TokensRevoked,
+        name,
+        Some(&n.to_string()),
+        now,
+    );
     drop(u);
     keep_owner(state_dir);
     Ok(format!("{n} token(s) of {name} revoked\n"))
@@ -303,7 +315,10 @@ mod tests {
         assert!(tok.starts_with("gkgw_"));
         passwd(&state, "amina", "battery staple").expect("passwd");
         assert!(passwd(&state, "nobody", "battery staple").is_err());
-        assert_eq!(revoke(&state, "amina").expect("revoke"), "1 token(s) of amina revoked\n");
+        assert_eq!(
+            revoke(&state, "amina").expect("revoke"),
+            "1 token(s) of amina revoked\n"
+        );
         remove(&state, "amina").expect("remove");
         assert!(remove(&state, "amina")
             .expect_err("gone")
