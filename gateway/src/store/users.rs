@@ -40,6 +40,10 @@ CREATE TRIGGER IF NOT EXISTS audit_never_updated BEFORE UPDATE ON audit BEGIN SE
 CREATE TRIGGER IF NOT EXISTS audit_never_deleted BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 ";
 
+/// A user's newest sessions kept; an older one ends when a login would exceed it (a script
+/// logging in in a loop must not grow the table).
+pub const MAX_SESSIONS_PER_USER: i64 = 20;
+
 /// At most this many throttle rows: beyond it the stalest unlocked ones go (a flood of made-up
 /// user names must not grow the table without bound).
 const MAX_ATTEMPT_ROWS: i64 = 10_000;
@@ -319,6 +323,11 @@ impl Users {
             params![digest(&s.id), user, now_ns, expires_ns, s.csrf, address],
         )?;
         tx.execute(
+            "DELETE FROM sessions WHERE user = ?1 AND id_hash NOT IN
+             (SELECT id_hash FROM sessions WHERE user = ?1 ORDER BY created_ns DESC, rowid DESC LIMIT ?2)",
+            params![user, MAX_SESSIONS_PER_USER],
+        )?;
+        tx.execute(
             "DELETE FROM login_attempts WHERE key = ?1",
             [account_key(user)],
         )?;
@@ -590,6 +599,18 @@ mod tests {
             u.issue_token("amina", None, 1),
             Err(Error::NoSuchUser(_))
         ));
+        // At most MAX_SESSIONS_PER_USER sessions a user: the oldest ends.
+        u.add("zawadi", Role::Viewer, "$h", false, 1).expect("add");
+        let first = u.start_session("zawadi", 1, 900 * S, "x").expect("login");
+        for i in 0..MAX_SESSIONS_PER_USER {
+            u.start_session("zawadi", 2 + i, 900 * S, "x")
+                .expect("login");
+        }
+        assert_eq!(u.session(&first.id, 100).expect("read"), None);
+        assert_eq!(
+            u.list(100).expect("list")[0].sessions,
+            MAX_SESSIONS_PER_USER
+        );
         // A second connection (the CLI while the gateway runs) sees the same users.
         u.add("baraka", Role::Viewer, "$h", false, 1).expect("add");
         let other = Users::open(&dir.path().join("store.db")).expect("open");

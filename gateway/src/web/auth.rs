@@ -768,8 +768,21 @@ fn set_cookie(r: &mut Response, value: String) {
     }
 }
 
-fn login_page(status: StatusCode, next: &str, message: Option<&str>) -> Response {
-    let token = stored::random_secret();
+/// The login form. Its CSRF token is the browser's `gkgw_login` cookie when it has one (two
+/// tabs with the form both work), else a new one.
+fn login_page(
+    status: StatusCode,
+    headers: &HeaderMap,
+    next: &str,
+    message: Option<&str>,
+) -> Response {
+    let token = cookie(headers, LOGIN_COOKIE)
+        .filter(|t| {
+            t.len() == 43
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        })
+        .unwrap_or_else(stored::random_secret);
     let body = format!(
         "{}<form method=post action=/login>\
          <input type=hidden name=csrf value=\"{token}\"><input type=hidden name=next value=\"{}\">\
@@ -794,8 +807,13 @@ pub struct LoginQuery {
 }
 
 /// `GET /login`: the form.
-pub async fn login_form(Query(q): Query<LoginQuery>) -> Response {
-    login_page(StatusCode::OK, q.next.as_deref().unwrap_or("/"), None)
+pub async fn login_form(headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
+    login_page(
+        StatusCode::OK,
+        &headers,
+        q.next.as_deref().unwrap_or("/"),
+        None,
+    )
 }
 
 #[derive(Deserialize)]
@@ -824,6 +842,7 @@ pub async fn login(
     if expected.is_empty() || !same(&f.csrf, &expected) {
         return login_page(
             StatusCode::FORBIDDEN,
+            &headers,
             &next,
             Some("The sign-in form had expired. Please try again."),
         );
@@ -848,6 +867,7 @@ pub async fn login(
             tracing::error!(error = %e, "login: cannot read the users");
             return login_page(
                 StatusCode::SERVICE_UNAVAILABLE,
+                &headers,
                 &next,
                 Some("The gateway cannot read its users right now."),
             );
@@ -859,7 +879,7 @@ pub async fn login(
         .max();
     if let Some(ns) = locked {
         g.metrics.throttled.inc(Limit::Login);
-        return throttled_page(&next, ns);
+        return throttled_page(&headers, &next, ns);
     }
     let ok = {
         let _permit = g.hashing.acquire().await;
@@ -915,6 +935,7 @@ pub async fn login(
                 tracing::error!(error = %e, "login: cannot start a session");
                 return login_page(
                     StatusCode::SERVICE_UNAVAILABLE,
+                    &headers,
                     &next,
                     Some("The gateway cannot start a session right now."),
                 );
@@ -956,20 +977,22 @@ pub async fn login(
     match locked {
         Some(ns) => {
             g.metrics.throttled.inc(Limit::Login);
-            throttled_page(&next, ns)
+            throttled_page(&headers, &next, ns)
         }
         None => login_page(
             StatusCode::UNAUTHORIZED,
+            &headers,
             &next,
             Some("Wrong user name or password."),
         ),
     }
 }
 
-fn throttled_page(next: &str, ns: i64) -> Response {
+fn throttled_page(headers: &HeaderMap, next: &str, ns: i64) -> Response {
     let secs = (ns as f64 / 1e9).ceil().max(1.0) as u64;
     let mut r = login_page(
         StatusCode::TOO_MANY_REQUESTS,
+        headers,
         next,
         Some(&format!(
             "Too many failed sign-ins. Try again in {secs} seconds."
