@@ -19,6 +19,11 @@ struct Platform {
 
 impl Platform {
     fn start() -> Platform {
+        Platform::start_with(&[])
+    }
+
+    /// With more arguments for receiver.py (e.g. its HTTPS port).
+    fn start_with(extra: &[&str]) -> Platform {
         let port = free_port();
         let mut p = Proc::spawn(
             "receiver.py",
@@ -26,6 +31,7 @@ impl Platform {
                 .arg(repo_root().join("tests/peers/receiver.py"))
                 .args(["--port", &port.to_string(), "--token", TOKEN, "--schema"])
                 .arg(repo_root().join("docs/schema/batch.schema.json"))
+                .args(extra)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit()),
         );
@@ -480,4 +486,181 @@ fn over_mqtt_a_day_with_the_broker_down_arrives_complete_once_and_in_order() {
     assert!(got_all, "built {built}, the platform has: {last}");
     let windows = check_complete(&p);
     check_day(&p, &windows, 720);
+}
+
+/// A site CA and a server certificate for 127.0.0.1 signed by it (openssl, P-256), in `dir`:
+/// returns (ca.pem, server.pem, server.key), all readable by Mosquitto's own user.
+fn tls_files(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let openssl = require("openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=gkgw test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    for f in ["ca.pem", "server.pem", "server.key"] {
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+/// HTTPS to a server whose certificate the built-in web roots do not know: refused (and
+/// nothing sent) until `ca_file` names the site CA; then every window arrives.
+#[test]
+fn https_verifies_the_server_and_accepts_a_custom_ca() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = tls_files(certs.path());
+    let tls_port = free_port();
+    let p = Platform::start_with(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert",
+        cert.to_str().expect("utf-8"),
+        "--tls-key",
+        key.to_str().expect("utf-8"),
+    ]);
+    let url = format!("https://127.0.0.1:{tls_port}/batches");
+    let mut gw = gateway(&url, "");
+    publish_day(&gw, "GM-0001", 60);
+    wait_until("a refused handshake", Duration::from_secs(60), || {
+        gw.metric("gkgw_uplink_errors_total") >= 2.0
+    });
+    let why = gw.status()["uplink"]["last_error"].to_string();
+    assert!(why.to_lowercase().contains("certificate"), "{why}");
+    assert_eq!(p.stats()["requests"], 0, "nothing reached the handler");
+    let text = std::fs::read_to_string(&gw.config).expect("config");
+    std::fs::write(
+        &gw.config,
+        format!("{text}ca_file = \"{}\"\n", ca.display()),
+    )
+    .expect("config");
+    gw.restart();
+    wait_until("delivered over HTTPS", Duration::from_secs(60), || {
+        gw.metric("gkgw_uplink_backlog_batches") == 0.0 && p.stats()["accepted"].as_u64() > Some(0)
+    });
+    let windows = check_complete(&p);
+    check_day(&p, &windows, 60);
+}
+
+/// mqtts:// to Mosquitto's TLS listener: refused without the site CA, delivered with it.
+#[test]
+fn mqtts_verifies_the_broker_and_accepts_a_custom_ca() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = tls_files(certs.path());
+    let (plain, tls) = (free_port(), free_port());
+    let conf = certs.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "per_listener_settings false\nallow_anonymous true\nlistener {plain} 127.0.0.1\nlistener {tls} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            ca.display(),
+            cert.display(),
+            key.display()
+        ),
+    )
+    .expect("conf");
+    let _broker = Proc::spawn(
+        "mosquitto",
+        Command::new(require("mosquitto"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_until("mosquitto listening", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", tls)).is_ok()
+    });
+    let p = Platform::start_with(&["--mqtt-port", &plain.to_string()]);
+    let mut gw = gateway(&format!("mqtts://127.0.0.1:{tls}"), "");
+    publish_day(&gw, "GM-0001", 60);
+    wait_until("a refused handshake", Duration::from_secs(60), || {
+        gw.status()["uplink"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.to_lowercase().contains("certificate"))
+    });
+    assert_eq!(p.stats()["accepted"], 0);
+    let text = std::fs::read_to_string(&gw.config).expect("config");
+    std::fs::write(
+        &gw.config,
+        format!("{text}ca_file = \"{}\"\n", ca.display()),
+    )
+    .expect("config");
+    gw.restart();
+    wait_until("delivered over mqtts", Duration::from_secs(60), || {
+        gw.metric("gkgw_uplink_backlog_batches") == 0.0 && p.stats()["accepted"].as_u64() > Some(0)
+    });
+    let windows = check_complete(&p);
+    check_day(&p, &windows, 60);
 }

@@ -2,7 +2,8 @@
 """A stand-in for the central platform's batch receiver (the platform is a Django service that
 does not exist as software here), for gkgw's black-box tests.
 
-  receiver.py --port P --schema docs/schema/batch.schema.json [--token T]
+  receiver.py --port P --schema docs/schema/batch.schema.json [--token T] [--mqtt-port M]
+              [--no-validate] [--tls-port P2 --tls-cert CERT --tls-key KEY]
 
 POST /batches: checks the bearer token (401), that the body is JSON valid against the schema
 (422, counted as invalid) and that the Idempotency-Key header equals the body's key (422);
@@ -58,7 +59,8 @@ def accept(raw, header_key):
     """Validates and de-duplicates one batch; returns (error, duplicate, commands)."""
     try:
         body = json.loads(raw)
-        validator.validate(body)
+        if validator is not None:
+            validator.validate(body)
     except (ValueError, jsonschema.ValidationError) as e:
         with lock:
             state["invalid"] += 1
@@ -81,6 +83,9 @@ def accept(raw, header_key):
             order.append(key)
             state["accepted"] += 1
             state["seqs"].append(body["seq"])
+            now = time.time()
+            state.setdefault("first_accepted_at", now)
+            state["last_accepted_at"] = now
         commands, state["commands"] = state["commands"], []
     return None, dup, commands
 
@@ -206,13 +211,30 @@ if __name__ == "__main__":
     ap.add_argument("--schema", required=True)
     ap.add_argument("--token")
     ap.add_argument("--mqtt-port", type=int, help="also take batches from this MQTT broker")
+    ap.add_argument("--tls-port", type=int,
+                    help="also serve HTTPS here (the same routes; --port stays plain HTTP)")
+    ap.add_argument("--tls-cert", help="the HTTPS certificate (PEM, chain)")
+    ap.add_argument("--tls-key", help="and its private key (PEM)")
+    ap.add_argument("--no-validate", action="store_true",
+                    help="parse and de-duplicate only (the fleet benchmark's fast receiver)")
     args = ap.parse_args()
     schema = json.load(open(args.schema))
     jsonschema.Draft202012Validator.check_schema(schema)
-    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    validator = None if args.no_validate else jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.FormatChecker())
     if args.mqtt_port:
         mqtt_receiver(args.mqtt_port)
+    ThreadingHTTPServer.request_queue_size = 1024  # hundreds of gateways connect at once
     srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    if args.tls_port:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        tls = ThreadingHTTPServer(("127.0.0.1", args.tls_port), Handler)
+        tls.daemon_threads = True
+        # The handshake happens in the handler's thread (a bad client never blocks accept).
+        tls.socket = ctx.wrap_socket(tls.socket, server_side=True, do_handshake_on_connect=False)
+        threading.Thread(target=tls.serve_forever, daemon=True).start()
     srv.daemon_threads = True
     print("READY", flush=True)
     srv.serve_forever()

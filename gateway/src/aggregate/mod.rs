@@ -601,12 +601,16 @@ mod tests {
         let c0 = window(&w, Width::Minute, "meter.credit", "GM-1", T0);
         assert_eq!((c0.count, c0.bad), (5, 1));
         assert_eq!(c0.max, 3.0 - 0.001);
-        // States and metadata have no windows.
+        // States have no windows, only their newest text (agg_text).
+        let valve = w.windows.series_id("meter.valve", "GM-1").expect("sql");
+        let valve = valve.expect("a text series");
         assert!(w
             .windows
-            .series_id("meter.valve", "GM-1")
-            .expect("sql")
-            .is_none());
+            .range(Width::Minute, valve, T0, T0 + 200 * M)
+            .expect("range")
+            .is_empty());
+        let texts = w.windows.texts("meter.valve").expect("texts");
+        assert!(texts.iter().any(|(i, _, _)| i == "GM-1"), "{texts:?}");
         // GM-3's late reading of minute 0 (five good readings and a bad one) revised that
         // window, and its value is in it.
         let late = window(&w, Width::Minute, "meter.credit", "GM-3", T0);

@@ -151,6 +151,30 @@ fn set_meta(tx: &Transaction<'_>, key: &str, v: i64) -> Result<()> {
     Ok(())
 }
 
+fn next_seq(tx: &Transaction<'_>) -> Result<u64> {
+    Ok(meta(tx, "uplink_next_seq")?.unwrap_or(1).max(1) as u64)
+}
+
+/// Inserts `bodies` as `first`, `first + 1` … and moves `uplink_next_seq` past them.
+fn insert(
+    tx: &Transaction<'_>,
+    first: u64,
+    bodies: &[Vec<u8>],
+    now_ns: i64,
+    urgent: bool,
+) -> Result<Vec<u64>> {
+    let mut ins = tx
+        .prepare_cached("INSERT INTO outbox(seq, created, urgent, body) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut seqs = Vec::with_capacity(bodies.len());
+    for (i, b) in bodies.iter().enumerate() {
+        let seq = first + i as u64;
+        ins.execute(params![seq as i64, now_ns, urgent, b])?;
+        seqs.push(seq);
+    }
+    set_meta(tx, "uplink_next_seq", (first + bodies.len() as u64) as i64)?;
+    Ok(seqs)
+}
+
 const MINUTE: i64 = 60;
 const MINUTE_NS: i64 = 60_000_000_000;
 const HOUR_NS: i64 = 60 * MINUTE_NS;
@@ -334,23 +358,24 @@ impl Outbox {
             tx.commit()?;
             return Ok(Vec::new());
         }
-        let first = meta(&tx, "uplink_next_seq")?.unwrap_or(1).max(1) as u64;
+        let first = next_seq(&tx)?;
         let bodies = assemble(&inputs, first);
-        let mut seqs = Vec::with_capacity(bodies.len());
-        {
-            let mut ins = tx.prepare_cached(
-                "INSERT INTO outbox(seq, created, urgent, body) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for (i, b) in bodies.iter().enumerate() {
-                let seq = first + i as u64;
-                ins.execute(params![seq as i64, plan.now_ns, urgent, b])?;
-                seqs.push(seq);
-            }
-        }
-        set_meta(&tx, "uplink_next_seq", (first + bodies.len() as u64) as i64)?;
+        let seqs = insert(&tx, first, &bodies, plan.now_ns, urgent)?;
         for (k, v) in new_cursors {
             set_meta(&tx, k, v)?;
         }
+        tx.commit()?;
+        Ok(seqs)
+    }
+
+    /// Puts ready-made bodies in the outbox under the next `seq`s, in one transaction (the
+    /// fleet benchmark's pre-filled backlog; the builder goes through [`Outbox::build`]).
+    pub fn enqueue(&mut self, bodies: &[Vec<u8>], now_ns: i64) -> Result<Vec<u64>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let first = next_seq(&tx)?;
+        let seqs = insert(&tx, first, bodies, now_ns, false)?;
         tx.commit()?;
         Ok(seqs)
     }

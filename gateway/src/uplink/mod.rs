@@ -315,3 +315,66 @@ pub async fn refresh(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plant::kpi::SiteParameters;
+    use crate::plant::zone::Zone;
+
+    /// 2026-12-01T00:00:00Z = 03:00 in Nairobi.
+    const T0: i64 = 1_796_083_200_000_000_000;
+    const HOUR: i64 = 3_600_000_000_000;
+
+    #[test]
+    fn kpi_sets_are_the_completed_hours_their_ended_days_and_the_revised_hours() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store.db");
+        let windows = Windows::open(&path).expect("windows");
+        let book = Logbook::open(&path, Duration::from_secs(3600)).expect("logbook");
+        let engine = Engine::new(SiteParameters::default(), Zone::default(), None);
+        // Next hour to send: 18:00 UTC; the spans are complete until 22:10 UTC; 02:00 and
+        // 03:00 UTC were sent and revised.
+        let ask = KpiAsk {
+            mark_ns: T0 + 18 * HOUR,
+            until_ns: T0 + 22 * HOUR + HOUR / 6,
+            revised_hours: vec![T0 + 2 * HOUR, T0 + 3 * HOUR],
+        };
+        let (sets, mark) = kpi_sets(&engine, &windows, &book, &ask).expect("sets");
+        assert_eq!(mark, T0 + 22 * HOUR, "the next hour not yet complete");
+        let got: Vec<(Period, i64, bool)> = sets
+            .iter()
+            .map(|k| (k.set.period, (k.set.period_start_ns - T0) / HOUR, k.revised))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Period::Hour, 18, false),
+                (Period::Hour, 19, false),
+                (Period::Hour, 20, false),
+                // 21:00 UTC is local midnight: the local day 2026-12-01 (from 21:00 UTC the day
+                // before) has ended.
+                (Period::Day, -3, false),
+                (Period::Hour, 21, false),
+                // The revised hours. Their local day had not ended by the old mark: it is the
+                // day set above (computed now, revisions included), not sent twice.
+                (Period::Hour, 2, true),
+                (Period::Hour, 3, true),
+            ]
+        );
+        assert!(sets.iter().all(|k| !k.set.figures.is_empty()));
+        // Once that day was sent, a revision of its hours sends it again, revised.
+        let ask = KpiAsk {
+            mark_ns: T0 + 22 * HOUR,
+            until_ns: T0 + 22 * HOUR,
+            revised_hours: vec![T0 + 2 * HOUR],
+        };
+        let (sets, mark) = kpi_sets(&engine, &windows, &book, &ask).expect("sets");
+        assert_eq!(mark, T0 + 22 * HOUR);
+        let got: Vec<(Period, i64, bool)> = sets
+            .iter()
+            .map(|k| (k.set.period, (k.set.period_start_ns - T0) / HOUR, k.revised))
+            .collect();
+        assert_eq!(got, vec![(Period::Hour, 2, true), (Period::Day, -3, true)]);
+    }
+}
