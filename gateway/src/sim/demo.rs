@@ -380,5 +380,9 @@ fn logins_banner(logins: &[(Role, String)], state_dir: &std::path::Path) -> Stri
             token_file(state_dir, *role).display()
         ));
     }
+    out.push_str(&format!(
+        "  audit log:    gkgw audit list --state-dir {}   (users: gkgw user list --state-dir …)\n",
+        state_dir.display()
+    ));
     out
 }
