@@ -210,3 +210,11 @@ state-error = ERROR
 state-open = open
 state-closed = closed
 state-locked = locked
+
+log-out = Log out
+nav-users = Users
+role-viewer = viewer
+role-manager = manager
+role-admin = admin
+alarms-manager-only = Sign in as a manager to acknowledge, shelve or reset.
+logbook-manager-only = Sign in as a manager to write in the logbook.

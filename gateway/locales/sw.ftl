@@ -209,3 +209,11 @@ state-error = HITILAFU
 state-open = wazi
 state-closed = imefungwa
 state-locked = imefungwa kabisa
+
+log-out = Toka
+nav-users = Watumiaji
+role-viewer = mtazamaji
+role-manager = meneja
+role-admin = msimamizi
+alarms-manager-only = Ingia kama meneja ili kukubali, kuweka kando au kuweka upya.
+logbook-manager-only = Ingia kama meneja ili kuandika kwenye daftari.

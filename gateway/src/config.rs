@@ -932,6 +932,20 @@ pub struct ModbusDevice {
 pub struct Http {
     /// Status page, `/healthz` and `/metrics`.
     pub listen: SocketAddr,
+    /// `/metrics` without a login (Prometheus scrapes it); false: viewer and up.
+    pub metrics_public: bool,
+    /// How long a login lasts, from the login (fixed, not extended by use). Fractions are
+    /// allowed (`0.5` = 30 minutes).
+    pub session_hours: f64,
+    /// The login throttle: this many failed logins in a row for one account, or from one
+    /// client address, lock it for `login_lockout_s`, doubled with each further failure (at
+    /// most an hour); forgotten a day after the last failure.
+    pub login_lock_after: u32,
+    pub login_lockout_s: u64,
+    /// Requests per second per client address (a token bucket of `rate_limit_burst`); 429 with
+    /// Retry-After beyond it. 0 turns the limit off. `/healthz` is never limited.
+    pub rate_limit_per_s: f64,
+    pub rate_limit_burst: u32,
 }
 
 impl Default for Site {
@@ -1027,10 +1041,44 @@ impl Default for Logbook {
     }
 }
 
+impl Http {
+    /// The `[http]` keys' bounds: (key, message) of the first one out of them.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(self.session_hours > 0.0 && self.session_hours <= 24.0 * 366.0) {
+            return Err((
+                "http.session_hours",
+                "expected more than 0 and at most 8784 hours (a year)".into(),
+            ));
+        }
+        if self.login_lock_after == 0 {
+            return Err(("http.login_lock_after", "expected at least 1".into()));
+        }
+        if !(1..=3600).contains(&self.login_lockout_s) {
+            return Err(("http.login_lockout_s", "expected 1 to 3600 seconds".into()));
+        }
+        if !(self.rate_limit_per_s >= 0.0 && self.rate_limit_per_s.is_finite()) {
+            return Err((
+                "http.rate_limit_per_s",
+                "expected 0 (off) or more requests per second".into(),
+            ));
+        }
+        if self.rate_limit_burst == 0 {
+            return Err(("http.rate_limit_burst", "expected at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Http {
     fn default() -> Http {
         Http {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_public: true,
+            session_hours: 12.0,
+            login_lock_after: 5,
+            login_lockout_s: 30,
+            rate_limit_per_s: 20.0,
+            rate_limit_burst: 120,
         }
     }
 }
@@ -1178,6 +1226,9 @@ impl Config {
                 "logbook.edit_window_hours",
                 "expected 1 to 8784 hours (a year)".into(),
             );
+        }
+        if let Err((key, message)) = self.http.check() {
+            return bad(key, message);
         }
         self.validate_modbus(file)?;
         self.validate_gpio(file)?;
@@ -1667,6 +1718,43 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.commands.retry_s, 2);
+    }
+
+    #[test]
+    fn http_access_keys_are_checked() {
+        for (text, want) in [
+            (
+                "[http]\nsession_hours = 0\n",
+                "gw.toml: http.session_hours: expected more than 0 and at most 8784 hours (a year)",
+            ),
+            (
+                "[http]\nlogin_lock_after = 0\n",
+                "gw.toml: http.login_lock_after: expected at least 1",
+            ),
+            (
+                "[http]\nlogin_lockout_s = 0\n",
+                "gw.toml: http.login_lockout_s: expected 1 to 3600 seconds",
+            ),
+            (
+                "[http]\nrate_limit_per_s = -1\n",
+                "gw.toml: http.rate_limit_per_s: expected 0 (off) or more requests per second",
+            ),
+            (
+                "[http]\nrate_limit_burst = 0\n",
+                "gw.toml: http.rate_limit_burst: expected at least 1",
+            ),
+        ] {
+            check(text, want);
+        }
+        let c = Config::parse(
+            "gw.toml",
+            "[http]\nsession_hours = 0.001\nmetrics_public = false\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            (c.http.session_hours, c.http.metrics_public),
+            (0.001, false)
+        );
     }
 
     #[test]

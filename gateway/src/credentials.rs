@@ -102,6 +102,16 @@ pub fn hash_password(password: &str) -> Result<String, Error> {
         .map_err(|e| Error::Hash(e.to_string()))
 }
 
+/// Whether `password` matches `hash` (a PHC string; its own parameters are used). Slow on
+/// purpose: call it on a blocking thread.
+pub fn verify_password(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
 /// A random 20-character password from an alphabet without look-alikes (0/O, 1/l/I).
 pub fn new_password() -> String {
     use rand::Rng;
@@ -344,11 +354,7 @@ impl Verifier {
         let hash = found
             .as_ref()
             .map_or(self.dummy.as_str(), |(_, h)| h.as_str());
-        let ok = PasswordHash::new(hash).is_ok_and(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        });
+        let ok = verify_password(hash, password);
         let account = found.filter(|_| ok).map(|(a, _)| a)?;
         let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
         if let Ok(mut m) = self.verified.lock() {

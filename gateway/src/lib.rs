@@ -23,6 +23,7 @@ pub mod sources;
 pub mod store;
 pub mod topology;
 pub mod uplink;
+pub mod users;
 pub mod web;
 
 pub use topology::run;

@@ -50,10 +50,14 @@ enum Command {
     /// The plant logbook (waste fed, water, digestate, cylinders, lab results, notes), through
     /// the running gateway's HTTP API at the config's http.listen.
     Logbook(LogbookArgs),
-    /// The audit log (platform commands and their outcomes), through the running gateway's
-    /// HTTP API.
+    /// The audit log: logins, user changes, logbook writes, alarm operations and platform
+    /// commands with their outcomes, read from the store (the gateway may be running or not).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Dashboard users (viewer, manager, admin) and their API tokens, on the store of the
+    /// config's state directory (the gateway may be running or not).
+    #[command(subcommand)]
+    User(UserCommand),
     /// Platform commands: development and test tools.
     #[command(name = "command", subcommand)]
     Commands(CommandCommand),
@@ -61,17 +65,82 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Print the newest events of the audit log: each command, its outcome, refusals.
+    /// Print the newest rows of the audit log: who did what (logins, alarms, logbook, users,
+    /// commands submitted) and each platform command's outcome or refusal.
     List {
-        /// The gateway's TOML configuration (for http.listen).
-        #[arg(long, short, default_value = "/etc/gkgw/gateway.toml")]
-        config: PathBuf,
-        /// The gateway's HTTP address instead of the config's http.listen.
-        #[arg(long)]
-        gateway: Option<std::net::SocketAddr>,
-        /// How many events.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// How many rows.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+    },
+}
+
+/// Which store a command works on.
+#[derive(Args)]
+struct StoreArgs {
+    /// The gateway's TOML configuration (for store.state_dir).
+    #[arg(long, short, default_value = "/etc/gkgw/gateway.toml")]
+    config: PathBuf,
+    /// The state directory instead of the config's store.state_dir (e.g. the one `gkgw demo
+    /// --state-dir` was given).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+fn parse_role(s: &str) -> Result<gkgw::users::Role, String> {
+    gkgw::users::parse_role(s).map_err(|e| e.to_string())
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password comes from --password-file, a prompt, or a line of stdin.
+    Add {
+        name: String,
+        /// viewer (reads everything), manager (also logbook and alarms) or admin (also users,
+        /// audit log, commands).
+        #[arg(long, value_parser = parse_role)]
+        role: gkgw::users::Role,
+        /// Read the password from the first line of this file (never give it as an argument).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the users: role, when created, last login, open sessions, tokens.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Set a user's password (ends its sessions, lifts a login lock).
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove a user with its sessions and tokens.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Make a bearer token for a user's scripts and CLIs (`gkgw logbook --token-file`), or
+    /// revoke all of its tokens.
+    Token {
+        name: String,
+        /// Write the token to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// What the token is for, shown in the audit log.
+        #[arg(long)]
+        label: Option<String>,
+        /// Revoke every token of the user instead.
+        #[arg(long, conflicts_with_all = ["out", "label"])]
+        revoke: bool,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -123,6 +192,9 @@ struct LogbookArgs {
     /// 127.0.0.1:8080, which has no config file).
     #[arg(long, global = true)]
     gateway: Option<std::net::SocketAddr>,
+    /// A bearer token (`gkgw user token NAME --out FILE`): entries are recorded as its user.
+    #[arg(long, global = true, env = "GKGW_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: LogbookCommand,
 }
@@ -154,9 +226,6 @@ struct LogbookValues {
     at: Option<String>,
     #[arg(long)]
     note: Option<String>,
-    /// Who (default: $USER, else "technician").
-    #[arg(long)]
-    by: Option<String>,
 }
 
 impl LogbookValues {
@@ -170,12 +239,6 @@ impl LogbookValues {
             ratio: self.ratio,
             text: self.text.clone(),
         }
-    }
-
-    fn by(&self) -> String {
-        self.by
-            .clone()
-            .unwrap_or_else(gkgw::web::logbook_cli::default_by)
     }
 }
 
@@ -212,9 +275,6 @@ enum LogbookCommand {
         entry: i64,
         #[arg(long)]
         reason: String,
-        /// Who (default: $USER, else "technician").
-        #[arg(long)]
-        by: Option<String>,
     },
 }
 
@@ -671,26 +731,17 @@ async fn main() -> ExitCode {
         Command::Load(a) => load(a).await,
         Command::Modbus(c) => modbus(c).await,
         Command::Logbook(a) => return logbook(a).await,
-        Command::Audit(AuditCommand::List {
-            config,
-            gateway,
-            limit,
-        }) => {
-            let addr = match gateway {
-                Some(addr) => addr,
-                None => match load_config(&config) {
-                    Ok(c) => gkgw::web::logbook_cli::connect_addr(c.http.listen),
-                    Err(code) => return code,
-                },
+        Command::Audit(AuditCommand::List { store, limit }) => {
+            let (dir, config) = match state_dir(&store) {
+                Ok(d) => d,
+                Err(code) => return code,
             };
-            match gkgw::web::audit_cli::list(addr, limit.max(1)).await {
-                Ok(out) => {
-                    print!("{out}");
-                    return ExitCode::SUCCESS;
-                }
-                Err(e) => Err(e.into()),
-            }
+            let enabled = config.map(|c| c.commands.platform_key_file.is_some());
+            gkgw::web::audit_cli::list(&dir, limit.max(1), enabled)
+                .map(|out| print!("{out}"))
+                .map_err(Into::into)
         }
+        Command::User(c) => return user(c),
         Command::Commands(CommandCommand::Sign {
             key,
             meter,
@@ -722,6 +773,84 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The state directory of `--state-dir`, else of the config (and the config, if read).
+fn state_dir(a: &StoreArgs) -> Result<(PathBuf, Option<Config>), ExitCode> {
+    match &a.state_dir {
+        Some(d) => Ok((d.clone(), None)),
+        None => load_config(&a.config).map(|c| (c.store.state_dir.clone(), Some(c))),
+    }
+}
+
+fn user(c: UserCommand) -> ExitCode {
+    use gkgw::web::users_cli as cli;
+    fn source(f: &Option<PathBuf>) -> gkgw::web::users_cli::Source<'_> {
+        match f {
+            Some(f) => gkgw::web::users_cli::Source::File(f.as_path()),
+            None => gkgw::web::users_cli::Source::Stdin,
+        }
+    }
+    let store = match &c {
+        UserCommand::Add { store, .. }
+        | UserCommand::List { store }
+        | UserCommand::Passwd { store, .. }
+        | UserCommand::Remove { store, .. }
+        | UserCommand::Token { store, .. } => store,
+    };
+    let dir = match state_dir(store) {
+        Ok((d, _)) => d,
+        Err(code) => return code,
+    };
+    let result = match &c {
+        UserCommand::Add {
+            name,
+            role,
+            password_file,
+            ..
+        } => gkgw::users::check_name(name)
+            .map_err(cli::Error::from)
+            .and_then(|()| {
+                cli::read_password(
+                    source(password_file),
+                    &format!("password for {name}: "),
+                    true,
+                )
+            })
+            .and_then(|pw| cli::add(&dir, name, *role, &pw)),
+        UserCommand::List { .. } => cli::list(&dir),
+        UserCommand::Passwd {
+            name,
+            password_file,
+            ..
+        } => cli::read_password(
+            source(password_file),
+            &format!("new password for {name}: "),
+            true,
+        )
+        .and_then(|pw| cli::passwd(&dir, name, &pw)),
+        UserCommand::Remove { name, .. } => cli::remove(&dir, name),
+        UserCommand::Token {
+            name, revoke: true, ..
+        } => cli::revoke(&dir, name),
+        UserCommand::Token {
+            name, out, label, ..
+        } => cli::token(&dir, name, label.as_deref()).and_then(|t| match out {
+            Some(f) => cli::write_token(f, &t)
+                .map(|()| format!("a token for {name} is in {} (mode 0600)\n", f.display())),
+            None => Ok(format!("{t}\n")),
+        }),
+    };
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn logbook(a: LogbookArgs) -> ExitCode {
     use gkgw::web::logbook_cli::{self as cli, Request};
     let addr = match a.gateway {
@@ -731,13 +860,22 @@ async fn logbook(a: LogbookArgs) -> ExitCode {
             Err(code) => return code,
         },
     };
+    let token = match &a.token_file {
+        None => None,
+        Some(f) => match cli::read_token(f) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("error: cannot read the token file {}: {e}", f.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
     let req = match a.command {
         LogbookCommand::Add { kind, values } => Request::Add {
             kind,
             values: values.values(),
             at: values.at.clone(),
             note: values.note.clone(),
-            by: values.by(),
         },
         LogbookCommand::List { from, to, history } => Request::List { from, to, history },
         LogbookCommand::Revise { entry, values } => Request::Revise {
@@ -745,15 +883,10 @@ async fn logbook(a: LogbookArgs) -> ExitCode {
             values: values.values(),
             at: values.at.clone(),
             note: values.note.clone(),
-            by: values.by(),
         },
-        LogbookCommand::Withdraw { entry, reason, by } => Request::Withdraw {
-            entry,
-            reason,
-            by: by.unwrap_or_else(cli::default_by),
-        },
+        LogbookCommand::Withdraw { entry, reason } => Request::Withdraw { entry, reason },
     };
-    match cli::run(addr, &req).await {
+    match cli::run(addr, token.as_deref(), &req).await {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS

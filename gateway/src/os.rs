@@ -1,4 +1,5 @@
-//! The few process-level settings that need libc.
+//! The few process-level settings and OS calls that need libc: signals, the allocator, who
+//! runs a command, reading a password from the terminal without echo.
 
 /// Restores the default SIGPIPE action (terminate quietly). Rust ignores SIGPIPE, so a
 /// command whose output is piped into `head` would otherwise fail, or panic in `println!`,
@@ -38,5 +39,105 @@ pub fn release_large_allocations() {
     // SAFETY: mallopt only changes allocator tuning, and glibc serialises it with allocation.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+/// Who runs this command, for the audit line of a write: the login user (what `getlogin`
+/// reports, from the session's audit login uid, which `sudo` and `su` keep), else the user
+/// `sudo` was run by, else the name of the real uid. `$USER` is not used: it is often unset
+/// (cron, systemd, `sudo -i` rewrites it) and says nothing `getlogin` does not.
+pub fn operator() -> String {
+    let sudo_user = || std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty());
+    if let Some(name) = login_name().or_else(sudo_user) {
+        return name;
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    user_name(uid).unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// `getlogin`: the user logged in on this session, if there is one.
+fn login_name() -> Option<String> {
+    // SAFETY: getlogin returns null or a NUL-terminated string in a static buffer, valid until
+    // the next getlogin call; it is copied at once, and nothing else in gkgw calls getlogin.
+    // (libc exposes no getlogin_r for every target.)
+    let name = unsafe { libc::getlogin() };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, so a NUL-terminated string (above).
+    let name = unsafe { std::ffi::CStr::from_ptr(name) };
+    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
+}
+
+/// The user name of `uid` from the passwd database (NSS: files, LDAP, ...).
+fn user_name(uid: libc::uid_t) -> Option<String> {
+    let mut size = 1024;
+    while size <= 1 << 20 {
+        let mut buf: Vec<libc::c_char> = vec![0; size];
+        // SAFETY: an all-zero passwd is a valid value (null pointers, zero ids); it is only
+        // read after getpwuid_r filled it in.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call; the strings in `pwd` point into `buf`,
+        // which outlives their use below.
+        let rc =
+            unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+        match rc {
+            libc::ERANGE => size *= 4,
+            0 if !found.is_null() && !pwd.pw_name.is_null() => {
+                // SAFETY: on success pw_name is a NUL-terminated string inside `buf`.
+                let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+                return Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty());
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Reads a line from the terminal on standard input with echo off (a password), after writing
+/// `prompt` to standard error. The terminal's settings are restored even if reading fails.
+pub fn read_hidden(prompt: &str) -> std::io::Result<String> {
+    use std::io::{BufRead, Write};
+    let fd = libc::STDIN_FILENO;
+    // SAFETY: an all-zero termios is a valid value to be filled in by tcgetattr.
+    let mut old: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: `old` is a valid termios to write into; fd 0 is open (or the call fails).
+    if unsafe { libc::tcgetattr(fd, &mut old) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut quiet = old;
+    quiet.c_lflag &= !libc::ECHO;
+    quiet.c_lflag |= libc::ECHONL;
+    /// Puts the terminal back when dropped.
+    struct Restore(libc::termios);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: restores settings tcgetattr gave for the same descriptor.
+            unsafe {
+                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.0);
+            }
+        }
+    }
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    // SAFETY: `quiet` is a valid termios derived from the terminal's own.
+    if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let _restore = Restore(old);
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_operator_has_a_name() {
+        assert_eq!(super::user_name(0).as_deref(), Some("root"));
+        assert!(super::user_name(u32::MAX - 7).is_none());
+        assert!(!super::operator().is_empty());
     }
 }

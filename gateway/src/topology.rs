@@ -946,6 +946,18 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         latest.seed(seed);
     }
     let started_ns = clock.now().ts_ns;
+    // Dashboard accounts, sessions and the audit log: their own store connection.
+    let users = store::users::Users::open(&db)?;
+    if users.list(crate::clock::wall_ns())?.is_empty() {
+        tracing::warn!(
+            "no dashboard users: nobody can sign in (add one with `gkgw user add NAME --role admin`)"
+        );
+    }
+    let auth = web::auth::Gate::new(
+        store::Handle::new(users),
+        &config.http,
+        web::auth::Metrics::register(&mut registry),
+    );
     let state = Arc::new(web::AppState {
         latest,
         started_ns,
@@ -976,6 +988,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         uplink: uplink_status,
         gpio: gpio_outputs.clone(),
         commands: commands_handle.clone(),
+        auth,
     });
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
 

@@ -1,7 +1,7 @@
 // The dashboard as a kitchen manager uses it, in Debian's headless Chromium driven by
 // playwright-core (no downloaded browser). Run by tests/e2e/dashboard.rs against a real
 // `gkgw demo`:
-//   node tests/browser/dashboard.mjs BASE_URL SCREENSHOT_DIR
+//   node tests/browser/dashboard.mjs BASE_URL SCREENSHOT_DIR VIEWER_PW MANAGER_PW ADMIN_PW
 // Prints one JSON line per step ({"step": …, "ok": true, …}) and "WAITING <what>" lines when
 // it needs the harness to act (stop the gateway, start it again), reading "GO" on stdin.
 // Exits non-zero on the first failed step.
@@ -9,7 +9,16 @@ import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import { createInterface } from "node:readline";
 
-const [base, shots] = process.argv.slice(2);
+const [base, shots, viewerPw, managerPw, adminPw] = process.argv.slice(2);
+const passwords = { viewer: viewerPw, manager: managerPw, admin: adminPw };
+async function login(page, role) {
+  await page.goto(base + "/");
+  await page.waitForURL(/\/login/);
+  await page.fill('input[name="user"]', role);
+  await page.fill('input[name="password"]', passwords[role]);
+  await page.click('form button[type="submit"], form button');
+  await page.waitForURL((u) => !u.pathname.startsWith("/login"));
+}
 mkdirSync(shots, { recursive: true });
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 const step = (name, extra = {}) => console.log(JSON.stringify({ step: name, ok: true, ...extra }));
@@ -25,8 +34,34 @@ const browser = await chromium.launch({
 });
 let failed = false;
 try {
+  // 0. Every role signs in; a viewer sees the alarms without the buttons and is refused if
+  // it posts anyway; the admin has the users page.
+  for (const role of ["viewer", "admin"]) {
+    const c = await browser.newContext();
+    const p = await c.newPage();
+    await login(p, role);
+    const who = await p.locator("header .user").textContent();
+    if (!who.includes(role)) throw new Error(`signed in as ${who}`);
+    if (role === "viewer") {
+      await p.goto(base + "/alarms");
+      if (await p.locator('button:has-text("Acknowledge")').count()) throw new Error("a viewer sees Acknowledge");
+      const id = await p.locator("article.acard code").first().textContent();
+      const csrf = await p.locator('header input[name="csrf"]').inputValue();
+      const status = await p.evaluate(async ([id, csrf]) => (await fetch(`/api/alarms/${id}/ack`, {
+        method: "POST", headers: { "X-CSRF-Token": csrf, "Content-Type": "application/json" }, body: "{}",
+      })).status, [id, csrf]);
+      if (status !== 403) throw new Error("viewer ack answered " + status);
+    } else {
+      await p.goto(base + "/users");
+      if ((await p.title()).length === 0) throw new Error("no users page");
+    }
+    await c.close();
+  }
+  step("roles");
+
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await ctx.newPage();
+  await login(page, "manager");
   const external = [];
   page.on("request", (r) => {
     const u = new URL(r.url());

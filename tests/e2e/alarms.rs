@@ -104,7 +104,7 @@ fn publish(gw: &Gateway, topic: &str, value: f64) {
 }
 
 fn alarms(gw: &Gateway) -> serde_json::Value {
-    let (code, body) = http(
+    let (code, body) = gw.http(
         "GET",
         &format!("http://127.0.0.1:{}/api/alarms", gw.http_port),
         None,
@@ -122,8 +122,10 @@ fn active(gw: &Gateway, id: &str) -> Option<serde_json::Value> {
         .cloned()
 }
 
-fn act(gw: &Gateway, id: &str, action: &str, body: &str) -> (u16, serde_json::Value) {
-    let (code, text) = http(
+/// An alarm operation as `token`'s user (the manager amina's in these tests).
+fn act(gw: &Gateway, token: &str, id: &str, action: &str, body: &str) -> (u16, serde_json::Value) {
+    let (code, text) = http_as(
+        token,
         "POST",
         &format!("http://127.0.0.1:{}/api/alarms/{id}/{action}", gw.http_port),
         Some(body),
@@ -170,20 +172,31 @@ fn a_latched_alarm_is_published_kept_over_sigkill_and_reset_by_an_operator() {
     drop(watch);
     let watch = Watcher::start(&gw, &pw);
 
+    // Who acknowledges is the signed-in user; a viewer may not.
+    let viewer = gw.add_user("baraka", "viewer", "baraka-password");
+    assert_eq!(act(&gw, &viewer, id, "ack", "").0, 403);
+    let amina = gw.add_user("amina", "manager", "amina-password");
+    let (code, r) = act(&gw, &amina, id, "ack", r#"{"by":"amina"}"#);
+    assert_eq!(code, 400, "by comes from the login: {r}");
     let (code, r) = act(
         &gw,
+        &amina,
         id,
         "ack",
-        r#"{"by":"amina","note":"ventilated, valve closed"}"#,
+        r#"{"note":"ventilated, valve closed"}"#,
     );
     assert_eq!(code, 200, "{r}");
     assert_eq!(r["alarm"]["state"], "active_acknowledged");
     let acked = watch.wait_for("kitchen_methane_20_lel", "acknowledged");
     assert_eq!(acked["by"], "amina");
     assert_eq!(acked["note"], "ventilated, valve closed");
-    assert_eq!(act(&gw, id, "ack", "").0, 409, "already acknowledged");
+    assert_eq!(
+        act(&gw, &amina, id, "ack", "").0,
+        409,
+        "already acknowledged"
+    );
     // After the restart the engine holds the condition until a fresh reading says otherwise.
-    let (code, r) = act(&gw, id, "reset", r#"{"by":"amina"}"#);
+    let (code, r) = act(&gw, &amina, id, "reset", "{}");
     assert_eq!(code, 409, "{r}");
     assert!(
         r["error"].as_str().unwrap_or("").contains("still present"),
@@ -193,23 +206,18 @@ fn a_latched_alarm_is_published_kept_over_sigkill_and_reset_by_an_operator() {
     wait_until("condition clear", Duration::from_secs(10), || {
         active(&gw, id).is_some_and(|a| a["condition"] == false)
     });
-    let (code, r) = act(
-        &gw,
-        id,
-        "reset",
-        r#"{"by":"amina","note":"sensor checked"}"#,
-    );
+    let (code, r) = act(&gw, &amina, id, "reset", r#"{"note":"sensor checked"}"#);
     assert_eq!(code, 200, "{r}");
     assert!(r["alarm"].is_null(), "back to normal: {r}");
     wait_until("gone from the list", Duration::from_secs(5), || {
         active(&gw, id).is_none()
     });
     watch.wait_for("kitchen_methane_20_lel", "reset");
-    assert_eq!(act(&gw, "nope:x", "ack", "").0, 404);
-    assert_eq!(act(&gw, id, "dance", "").0, 404);
+    assert_eq!(act(&gw, &amina, "nope:x", "ack", "").0, 404);
+    assert_eq!(act(&gw, &amina, id, "dance", "").0, 404);
 
     // The whole history, from the store: gapless sequence numbers, who and why.
-    let (code, body) = http(
+    let (code, body) = gw.http(
         "GET",
         &format!("http://127.0.0.1:{}/api/alarms/{id}", gw.http_port),
         None,
@@ -350,10 +358,10 @@ fn lab_results_from_the_logbook_raise_alarms_that_reach_influxdb() {
     let entry = |ratio: f64, minutes_ago: i64| {
         let at = chrono::Utc::now() - chrono::Duration::minutes(minutes_ago);
         let body = format!(
-            r#"{{"kind":"lab_fos_tac","ratio":{ratio},"at":"{}","by":"lab"}}"#,
+            r#"{{"kind":"lab_fos_tac","ratio":{ratio},"at":"{}"}}"#,
             at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
-        let (code, text) = http("POST", &url, Some(&body));
+        let (code, text) = gw.http("POST", &url, Some(&body));
         assert_eq!(code, 201, "{text}");
         serde_json::from_str::<serde_json::Value>(&text).expect("json")["entry"]
             .as_i64()
@@ -365,10 +373,10 @@ fn lab_results_from_the_logbook_raise_alarms_that_reach_influxdb() {
     wait_until("fos_tac_high raised", Duration::from_secs(10), || {
         active(&gw, id).is_some_and(|a| a["state"] == "active_unacknowledged" && a["value"] == 0.45)
     });
-    let (code, text) = http(
+    let (code, text) = gw.http(
         "POST",
         &format!("{url}/{high}/withdraw"),
-        Some(r#"{"by":"lab","reason":"sample mixed up"}"#),
+        Some(r#"{"reason":"sample mixed up"}"#),
     );
     assert_eq!(code, 201, "{text}");
     wait_until(

@@ -4,7 +4,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{free_port, http, repo_root, wait_until, Influx1, Proc, Victoria, GKGW};
+use crate::support::{
+    free_port, http, http_as, repo_root, wait_until, Browser, Influx1, Proc, Victoria, GKGW,
+};
 
 fn check(config: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -113,20 +115,61 @@ fn demo_runs_with_nothing_installed_and_stops_cleanly_on_ctrl_c() {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     );
+    // The banner: a login for each role, and their tokens in the state directory.
+    let mut banner = String::new();
+    {
+        use std::io::BufRead;
+        let out = demo.child.stdout.take().expect("stdout");
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line.expect("banner");
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.contains("Ctrl-C stops the demo") {
+                break;
+            }
+        }
+    }
+    let password = |role: &str| {
+        banner
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("login:")
+                    .and_then(|r| r.trim().strip_prefix(role))
+                    .and_then(|r| r.trim().strip_prefix("password "))
+                    .and_then(|r| r.split_whitespace().next())
+            })
+            .unwrap_or_else(|| panic!("a {role} login in the banner:\n{banner}"))
+            .to_owned()
+    };
+    let token = std::fs::read_to_string(dir.path().join("demo-admin.token"))
+        .expect("the admin's token")
+        .trim()
+        .to_owned();
     let status = format!("http://127.0.0.1:{web}/api/status");
     wait_until(
         "the demo to commit readings from its meters",
         Duration::from_secs(30),
         || {
-            let (code, body) = http("GET", &status, None);
+            let (code, body) = http_as(&token, "GET", &status, None);
             code == 200
                 && serde_json::from_str::<serde_json::Value>(&body)
                     .is_ok_and(|v| v["readings_accepted"].as_u64() >= Some(30))
         },
     );
-    let (code, page) = http("GET", &format!("http://127.0.0.1:{web}/status"), None);
-    assert_eq!(code, 200);
-    assert!(page.contains("Readings accepted"), "{page}");
+    assert_eq!(http("GET", &status, None).0, 401, "no login, no status");
+    for role in ["viewer", "manager", "admin"] {
+        let b = Browser::new(&format!("http://127.0.0.1:{web}"));
+        let a = b.login(role, &password(role));
+        assert_eq!(
+            a.status, 303,
+            "{role} signs in with the printed password: {}",
+            a.body
+        );
+        let page = b.get("/status");
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("Readings accepted"), "{}", page.body);
+    }
     let (_, metrics) = http("GET", &format!("http://127.0.0.1:{web}/metrics"), None);
     assert!(metrics.contains("gkgw_readings_accepted_total"));
     assert!(
@@ -153,6 +196,7 @@ fn demo_runs_with_nothing_installed_and_stops_cleanly_on_ctrl_c() {
 #[test]
 fn demo_plant_is_polled_over_modbus_into_influxdb() {
     let influx = Influx1::start();
+    let state = tempfile::tempdir().expect("tempdir");
     let (mqtt, web, plant) = (free_port(), free_port(), free_port());
     let mut demo = Proc::spawn(
         "gkgw demo",
@@ -177,6 +221,8 @@ fn demo_plant_is_polled_over_modbus_into_influxdb() {
                 "--plant",
                 &format!("127.0.0.1:{plant}"),
             ])
+            .arg("--state-dir")
+            .arg(state.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
@@ -221,7 +267,16 @@ fn demo_plant_is_polled_over_modbus_into_influxdb() {
         );
     }
     // The status page and its JSON show each device's latest values with units.
-    let (_, status) = http("GET", &format!("http://127.0.0.1:{web}/api/status"), None);
+    let token = std::fs::read_to_string(state.path().join("demo-viewer.token"))
+        .expect("the viewer's token")
+        .trim()
+        .to_owned();
+    let (_, status) = http_as(
+        &token,
+        "GET",
+        &format!("http://127.0.0.1:{web}/api/status"),
+        None,
+    );
     let status: serde_json::Value = serde_json::from_str(&status).expect("status json");
     let digester = status["modbus"]
         .as_array()
@@ -233,7 +288,12 @@ fn demo_plant_is_polled_over_modbus_into_influxdb() {
             .is_some_and(|v| v.ends_with(" mbar")),
         "{digester}"
     );
-    let (_, page) = http("GET", &format!("http://127.0.0.1:{web}/status"), None);
+    let (_, page) = http_as(
+        &token,
+        "GET",
+        &format!("http://127.0.0.1:{web}/status"),
+        None,
+    );
     assert!(page.contains("digester-1 values"), "{page}");
     let out = Command::new(GKGW)
         .args([

@@ -98,7 +98,7 @@ fn top_up(id: &str, meter: &str) -> Value {
 
 /// POSTs one command; returns its result `{id, outcome, reason}`.
 fn submit(gw: &Gateway, jws: &str) -> Value {
-    let (code, body) = http(
+    let (code, body) = gw.http(
         "POST",
         &format!("http://127.0.0.1:{}/api/commands", gw.http_port),
         Some(jws),
@@ -109,7 +109,7 @@ fn submit(gw: &Gateway, jws: &str) -> Value {
 }
 
 fn list(gw: &Gateway) -> Value {
-    let (code, body) = http(
+    let (code, body) = gw.http(
         "GET",
         &format!("http://127.0.0.1:{}/api/commands?limit=100", gw.http_port),
         None,
@@ -242,6 +242,13 @@ fn a_signed_top_up_reaches_the_meter_and_its_outcome_comes_back() {
         table
             .lines()
             .any(|l| l.contains("top-1") && l.contains("applied") && l.contains("GM-0001")),
+        "{table}"
+    );
+    // Who submitted it, over the local API.
+    assert!(
+        table.lines().any(|l| l.contains("test-admin")
+            && l.contains("command_submitted")
+            && l.contains("top-1")),
         "{table}"
     );
     assert_eq!(gw.metric("gkgw_commands_total{outcome=\"applied\"}"), 1.0);

@@ -41,7 +41,13 @@ fn start_demo(dir: &std::path::Path, http_port: u16, mqtt: u16) -> Proc {
             .arg(dir.join("state"))
             .args(["--http", &format!("127.0.0.1:{http_port}")])
             .args(["--mqtt", &format!("127.0.0.1:{mqtt}")])
-            .stdout(Stdio::null())
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("demo.out"))
+                    .expect("out"),
+            )
             .stderr(log),
     );
     wait_until("demo /healthz", Duration::from_secs(60), || {
@@ -71,17 +77,46 @@ impl Demo {
         format!("http://127.0.0.1:{}{path}", self.http)
     }
 
-    fn get_lang(&self, path: &str, lang: &str) -> (u16, String) {
-        let out = Command::new("curl")
-            .args(["-s", "-w", "\n%{http_code}", "-H"])
-            .arg(format!("Cookie: lang={lang}"))
-            .arg(self.url(path))
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').expect("code");
-        (code.trim().parse().expect("code"), body.to_owned())
+    /// The demo's printed password of `role` (the banner: `login: viewer password …`).
+    fn password(&self, role: &str) -> String {
+        let mut found = None;
+        wait_until("the demo's logins", Duration::from_secs(30), || {
+            let out = std::fs::read_to_string(self.dir.join("demo.out")).unwrap_or_default();
+            found = out.lines().rev().find_map(|l| {
+                l.trim()
+                    .strip_prefix("login:")
+                    .and_then(|r| r.trim().strip_prefix(role))
+                    .and_then(|r| r.trim().strip_prefix("password "))
+                    .and_then(|r| r.split_whitespace().next())
+                    .map(str::to_owned)
+            });
+            found.is_some()
+        });
+        found.expect("password")
     }
+
+    fn token(&self, role: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("state/demo-{role}.token")))
+            .expect("token")
+            .trim()
+            .to_owned()
+    }
+
+    /// A signed-in curl session of `role`.
+    fn login(&self, role: &str) -> Browser {
+        let b = Browser::new(&self.url(""));
+        let a = b.login(role, &self.password(role));
+        assert_eq!(a.status, 303, "{role} signs in: {}", a.body);
+        b
+    }
+}
+
+/// The value of a hidden form field as maud writes it (`name="csrf" value="…"`).
+fn field(page: &str, name: &str) -> String {
+    let key = format!("name=\"{name}\" value=\"");
+    let at = page.find(&key).unwrap_or_else(|| panic!("no {name} field"));
+    let rest = &page[at + key.len()..];
+    rest[..rest.find('"').expect("quote")].to_owned()
 }
 
 /// Message ids of the dashboard's Fluent file.
@@ -100,14 +135,17 @@ fn message_ids() -> Vec<String> {
 fn every_page_in_both_languages_is_complete_local_and_light() {
     let dir = tempfile::tempdir().expect("tempdir");
     let demo = Demo::start(dir.path());
+    let b = demo.login("viewer");
     wait_until("meters reported", Duration::from_secs(30), || {
-        demo.get_lang("/meters", "en").1.contains("GM-0001")
+        b.get("/meters").body.contains("GM-0001")
     });
     let ids = message_ids();
     assert!(ids.len() > 100, "{} ids", ids.len());
     for lang in ["en", "sw"] {
+        assert_eq!(b.get(&format!("/lang/{lang}?next=/")).status, 303);
         for p in PAGES {
-            let (code, body) = demo.get_lang(p, lang);
+            let a = b.get(p);
+            let (code, body) = (a.status, a.body);
             assert_eq!(code, 200, "{p} ({lang})");
             assert!(body.contains(&format!("<html lang=\"{lang}\"")), "{p}");
             // A message shown by its id is a missing translation.
@@ -134,11 +172,13 @@ fn every_page_in_both_languages_is_complete_local_and_light() {
             }
         }
     }
-    let (_, sw) = demo.get_lang("/", "sw");
+    assert_eq!(b.get("/lang/sw?next=/").status, 303);
     assert!(
-        sw.contains("Muhtasari wa mtambo"),
+        b.get("/").body.contains("Muhtasari wa mtambo"),
         "the overview in Kiswahili"
     );
+    assert_eq!(b.get("/lang/en?next=/").status, 303);
+    let token = demo.token("viewer");
     // The first page's weight as a browser fetches it (gzip).
     let size = |path: &str| -> u64 {
         let out = Command::new("curl")
@@ -150,7 +190,9 @@ fn every_page_in_both_languages_is_complete_local_and_light() {
                 "%{size_download}",
                 "-H",
                 "Accept-Encoding: gzip",
+                "-H",
             ])
+            .arg(format!("Authorization: Bearer {token}"))
             .arg(demo.url(path))
             .output()
             .expect("curl");
@@ -159,7 +201,7 @@ fn every_page_in_both_languages_is_complete_local_and_light() {
             .parse()
             .expect("size")
     };
-    let (_, html) = demo.get_lang("/", "en");
+    let html = b.get("/").body;
     let mut total = size("/");
     for attr in ["src=\"/assets/", "href=\"/assets/"] {
         for (at, _) in html.match_indices(attr) {
@@ -199,25 +241,33 @@ fn every_page_in_both_languages_is_complete_local_and_light() {
 fn the_logbook_form_validates_by_field_and_saves() {
     let dir = tempfile::tempdir().expect("tempdir");
     let demo = Demo::start(dir.path());
+    let manager = demo.login("manager");
+    let csrf = field(&manager.get("/logbook").body, "csrf");
     let post = |body: &str| {
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-w",
-                "\n%{http_code} %{redirect_url}",
-                "-X",
-                "POST",
-                "--data",
-                body,
-            ])
-            .arg(demo.url("/logbook"))
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, tail) = text.rsplit_once('\n').expect("tail");
-        (tail.to_owned(), body.to_owned())
+        let mut fields: Vec<(&str, &str)> = body
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        fields.push(("csrf", &csrf));
+        let a = manager.form("/logbook", &fields);
+        (a.status.to_string(), a.body)
     };
-    let (status, page) = post("kind=waste_fed&waste=market&kg=-3&note=from+the+market");
+    // A viewer may read the logbook, not write it; a form without the CSRF token is refused.
+    let viewer = demo.login("viewer");
+    assert_eq!(viewer.get("/logbook").status, 200);
+    let vcsrf = field(&viewer.get("/logbook").body, "csrf");
+    let refused = viewer.form(
+        "/logbook",
+        &[("kind", "note"), ("text", "x"), ("csrf", &vcsrf)],
+    );
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(
+        manager
+            .form("/logbook", &[("kind", "note"), ("text", "x")])
+            .status,
+        403
+    );
+    let (status, page) = post("kind=waste_fed&waste=market&kg=-3&note=from the market");
     assert!(status.starts_with("422"), "{status}");
     assert!(page.contains("class=\"field invalid\""), "{page}");
     assert!(page.contains("id=\"e-kg\""), "the message is next to kg");
@@ -234,12 +284,17 @@ fn the_logbook_form_validates_by_field_and_saves() {
             "logbook",
             "--gateway",
             &format!("127.0.0.1:{}", demo.http),
-            "list",
+            "--token-file",
         ])
+        .arg(demo.dir.join("state/demo-viewer.token"))
+        .arg("list")
         .output()
         .expect("gkgw logbook list");
     let list = String::from_utf8_lossy(&out.stdout);
-    assert!(list.contains("waste_fed") && list.contains("85"), "{list}");
+    assert!(
+        list.contains("waste_fed") && list.contains("85") && list.contains("manager"),
+        "{list}"
+    );
 }
 
 /// The browser test (tests/browser/dashboard.mjs) with the harness stopping and restarting the
@@ -262,6 +317,9 @@ fn the_dashboard_in_chromium() {
         .arg(&script)
         .arg(demo.url(""))
         .arg(&shots)
+        .arg(demo.password("viewer"))
+        .arg(demo.password("manager"))
+        .arg(demo.password("admin"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -296,6 +354,7 @@ fn the_dashboard_in_chromium() {
     assert_eq!(
         names,
         [
+            "roles",
             "live",
             "kiswahili",
             "english",

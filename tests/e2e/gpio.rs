@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{http, wait_until, Gateway};
+use crate::support::{wait_until, Gateway};
 
 /// Sends one command line to the sim socket; returns the reply line.
 fn sim(socket: &Path, command: &str) -> String {
@@ -28,7 +28,7 @@ fn committed(g: &Gateway, quantity: &str, instance: &str) -> (Option<f64>, u64) 
         .expect("after 1970")
         .as_millis() as i64;
     let (from, to) = (now_ms - 600_000, now_ms + 60_000);
-    let (code, body) = http(
+    let (code, body) = g.http(
         "GET",
         &format!(
             "http://127.0.0.1:{}/api/history?quantity={quantity}&instance={instance}&from={from}&to={to}&points=1000",

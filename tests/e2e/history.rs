@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::{http, paho, ts_base, wait_until, Gateway};
+use crate::support::{paho, ts_base, wait_until, Gateway};
 
 const METERS: [&str; 8] = [
     "GM-0001", "GM-0002", "GM-0003", "GM-0004", "GM-0005", "GM-0006", "GM-0007", "GM-0008",
@@ -96,6 +96,8 @@ fn sigkill_during_aggregation_gives_the_windows_of_an_uninterrupted_run() {
     assert_eq!(windows(gw.dir.path()).1, 0);
     let mut reference = Gateway::configure_only(config, &[]);
     copy_state(gw.dir.path(), reference.dir.path());
+    // The copied store has gw's users: its admin token, not the one made for `reference`.
+    reference.token = gw.token.clone();
 
     // This one is killed as soon as it answers, several times, mid-aggregation.
     let mut cursors = Vec::new();
@@ -125,7 +127,7 @@ fn sigkill_during_aggregation_gives_the_windows_of_an_uninterrupted_run() {
     let from_ms = ts_base() * 1000;
     let to_ms = from_ms + (PER_METER as i64 + 1) * 1000;
     let get = |quantity: &str, points: usize| {
-        let (code, body) = http(
+        let (code, body) = reference.http(
             "GET",
             &format!(
                 "http://127.0.0.1:{}/api/history?quantity={quantity}&instance=GM-0003&from={from_ms}&to={to_ms}&points={points}",
@@ -159,7 +161,7 @@ fn sigkill_during_aggregation_gives_the_windows_of_an_uninterrupted_run() {
         used["points"][0]["t"].as_str().map(|t| t.ends_with('Z')),
         Some(true)
     );
-    let (code, body) = http(
+    let (code, body) = reference.http(
         "GET",
         &format!(
             "http://127.0.0.1:{}/api/history?quantity=meter.valve&instance=GM-0003",

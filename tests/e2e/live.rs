@@ -10,6 +10,7 @@ use crate::support::*;
 /// (JSON), or `timeout`.
 fn watch_live(
     port: u16,
+    token: &str,
     timeout: Duration,
     mut want: impl FnMut(&str, &serde_json::Value) -> bool,
 ) -> bool {
@@ -18,7 +19,7 @@ fn watch_live(
         .unwrap();
     write!(
         s,
-        "GET /api/live HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        "GET /api/live HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer {token}\r\n\r\n"
     )
     .unwrap();
     let mut r = BufReader::new(s);
@@ -69,7 +70,7 @@ fn a_meter_reading_reaches_the_live_stream_named_by_quantity() {
         }
     });
     let mut seen = None;
-    let found = watch_live(port, Duration::from_secs(20), |event, data| {
+    let found = watch_live(port, &gw.token, Duration::from_secs(20), |event, data| {
         if event == "reading" && data["device"] == "GM-0001" {
             seen = Some(data.clone());
             true

@@ -5,23 +5,38 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{http, ts_base, wait_until, Gateway, Influx1, GKGW};
+use crate::support::{ts_base, wait_until, Gateway, Influx1, GKGW};
 
-/// `gkgw logbook ARGS --config …` as user amina: (exit code, stdout, stderr).
-fn logbook(gw: &Gateway, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(GKGW)
-        .arg("logbook")
-        .args(args)
-        .arg("--config")
-        .arg(&gw.config)
-        .env("USER", "amina")
-        .output()
-        .expect("gkgw logbook");
+/// `gkgw logbook ARGS --config …` with the token of `user` (a file in the test's directory,
+/// named by GKGW_TOKEN_FILE; "" for none): (exit code, stdout, stderr).
+fn logbook_as(gw: &Gateway, user: &str, args: &[&str]) -> (i32, String, String) {
+    let mut c = Command::new(GKGW);
+    c.arg("logbook").args(args).arg("--config").arg(&gw.config);
+    if user.is_empty() {
+        c.env_remove("GKGW_TOKEN_FILE");
+    } else {
+        c.env(
+            "GKGW_TOKEN_FILE",
+            gw.dir.path().join(format!("{user}.token")),
+        );
+    }
+    let out = c.output().expect("gkgw logbook");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
         String::from_utf8_lossy(&out.stderr).into(),
     )
+}
+
+/// As the manager amina.
+fn logbook(gw: &Gateway, args: &[&str]) -> (i32, String, String) {
+    logbook_as(gw, "amina", args)
+}
+
+/// A user with its token in `{dir}/{name}.token`.
+fn user(gw: &Gateway, name: &str, role: &str) {
+    let token = gw.add_user(name, role, &format!("{name}-password"));
+    std::fs::write(gw.dir.path().join(format!("{name}.token")), token).expect("token file");
 }
 
 /// The table row of `entry` revision `rev` (`ENTRY REV WHEN KIND VALUES BY NOTE`).
@@ -46,6 +61,18 @@ fn a_technician_logs_corrects_and_lists_and_the_entries_survive_a_restart() {
     let at = chrono::DateTime::from_timestamp(at_s, 0)
         .expect("time")
         .to_rfc3339();
+    user(&gw, "amina", "manager");
+    user(&gw, "baraka", "manager");
+    user(&gw, "juma", "viewer");
+    // No token: the CLI says how to get one; a viewer's token reads but does not write.
+    let (code, _, err) = logbook_as(&gw, "", &["list"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("gkgw user token"), "{err}");
+    let (code, _, err) = logbook_as(&gw, "juma", &["add", "--kind", "lab_ph", "--ph", "7"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("403") && err.contains("manager"), "{err}");
+    let (code, _, err) = logbook_as(&gw, "juma", &["list"]);
+    assert_eq!(code, 0, "{err}");
 
     let (code, out, err) = logbook(
         &gw,
@@ -83,7 +110,7 @@ fn a_technician_logs_corrects_and_lists_and_the_entries_survive_a_restart() {
 
     // An invalid entry: every bad field named, nothing stored.
     let url = format!("http://127.0.0.1:{}/api/logbook", gw.http_port);
-    let (status, body) = http(
+    let (status, body) = gw.http(
         "POST",
         &url,
         Some(r#"{"kind":"waste_fed","waste":"leaves","kg":0,"at":"tomorrow"}"#),
@@ -103,7 +130,7 @@ fn a_technician_logs_corrects_and_lists_and_the_entries_survive_a_restart() {
     assert_eq!(err, "error: ph: 15 is outside 0–14\n");
 
     // A correction and a withdrawal are revisions; the history keeps all of them.
-    let (code, out, err) = logbook(&gw, &["revise", "1", "--kg", "130", "--by", "baraka"]);
+    let (code, out, err) = logbook_as(&gw, "baraka", &["revise", "1", "--kg", "130"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("entry 1 corrected (revision 2)\n"), "{out}");
     let (code, _, err) = logbook(&gw, &["withdraw", "2", "--reason", "wrong probe"]);
@@ -124,6 +151,23 @@ fn a_technician_logs_corrects_and_lists_and_the_entries_survive_a_restart() {
         row(&out, "1", "1").is_none() && row(&out, "2", "1").is_none(),
         "{out}"
     );
+    // Who wrote what is in the audit log.
+    let out = Command::new(GKGW)
+        .args(["audit", "list", "--config"])
+        .arg(&gw.config)
+        .output()
+        .expect("gkgw audit list");
+    let audit = String::from_utf8_lossy(&out.stdout);
+    for (who, action) in [
+        ("amina", "logbook_added"),
+        ("baraka", "logbook_revised"),
+        ("amina", "logbook_withdrawn"),
+    ] {
+        assert!(
+            audit.lines().any(|l| l.contains(who) && l.contains(action)),
+            "{who} {action}:\n{audit}"
+        );
+    }
     let (_, history, _) = logbook(&gw, &["list", "--history"]);
     assert!(
         row(&history, "1", "1").is_some_and(|r| r.contains("120 kg")),

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod access;
 mod alarms;
 mod broker;
 mod cli;

@@ -796,7 +796,7 @@ fn the_serial_port_disappears_and_comes_back() {
             .is_some_and(|r| r.starts_with("modbus device probe-3 is offline (last answer")),
         "{status}"
     );
-    let (_, page) = http(
+    let (_, page) = gw.http(
         "GET",
         &format!("http://127.0.0.1:{}/status", gw.http_port),
         None,

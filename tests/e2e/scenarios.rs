@@ -38,6 +38,8 @@ impl Demo {
                 ])
                 .args(["--http", &format!("127.0.0.1:{http_port}")])
                 .args(["--mqtt", &format!("127.0.0.1:{mqtt}")])
+                .arg("--state-dir")
+                .arg(dir.path())
                 .env("RUST_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(log),
@@ -104,8 +106,17 @@ impl Demo {
         }
     }
 
+    /// The demo's token for its `role` login.
+    fn token(&self, role: &str) -> String {
+        std::fs::read_to_string(self._dir.path().join(format!("demo-{role}.token")))
+            .expect("the demo's token")
+            .trim()
+            .to_owned()
+    }
+
     fn status(&self) -> serde_json::Value {
-        let (code, body) = http(
+        let (code, body) = http_as(
+            &self.token("viewer"),
             "GET",
             &format!("http://127.0.0.1:{}/api/status", self.http),
             None,
@@ -127,10 +138,11 @@ impl Demo {
     }
 
     fn ack(&self, id: &str) {
-        let (code, body) = http(
+        let (code, body) = http_as(
+            &self.token("manager"),
             "POST",
             &format!("http://127.0.0.1:{}/api/alarms/{id}/ack", self.http),
-            Some(r#"{"by":"test","note":"seen"}"#),
+            Some(r#"{"note":"seen"}"#),
         );
         assert_eq!(code, 200, "{body}");
     }

@@ -111,9 +111,27 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
-/// Blocking HTTP through curl (installed with the peers): (status, body).
+/// Blocking HTTP through curl (installed with the peers), with no credentials: (status, body).
 pub fn http(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+    http_with(method, url, body, &[])
+}
+
+/// [`http`] with a bearer token (`gkgw user token`).
+pub fn http_as(token: &str, method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+    http_with(
+        method,
+        url,
+        body,
+        &[format!("Authorization: Bearer {token}")],
+    )
+}
+
+/// [`http`] with extra request headers (`Name: value`).
+pub fn http_with(method: &str, url: &str, body: Option<&str>, headers: &[String]) -> (u16, String) {
     let mut c = Command::new(require("curl"));
+    for h in headers {
+        c.arg("-H").arg(h);
+    }
     c.args([
         "-s",
         "-m",
@@ -370,11 +388,13 @@ pub struct Gateway {
     pub mqtt_port: u16,
     pub http_port: u16,
     pub config: PathBuf,
+    /// A bearer token of the admin `test-admin`, made before the gateway starts.
+    pub token: String,
 }
 
 impl Gateway {
-    /// `extra` is appended to a config that sets the state dir, ports and credentials file;
-    /// each of `meters` gets credentials (`gkgw meter add`) before the gateway starts.
+    /// `extra` is appended to a config that sets the state dir, ports and credentials file
+    /// (an `extra` starting with `[http]` adds keys to its `[http]` table); each of `meters` gets credentials (`gkgw meter add`) before the gateway starts.
     pub fn start(extra: &str, meters: &[&str]) -> Gateway {
         Gateway::start_with(extra, meters, RunOpts::default())
     }
@@ -420,6 +440,8 @@ impl Gateway {
                 "commit_interval_ms = 100\n"
             }
         );
+        // The base ends in its [http] table: an extra that starts with [http] adds to it.
+        let extra = extra.strip_prefix("[http]\n").unwrap_or(extra);
         std::fs::write(&config, format!("{base}{extra}")).expect("write config");
         let mut g = Gateway {
             opts,
@@ -429,12 +451,61 @@ impl Gateway {
             mqtt_port,
             http_port,
             config,
+            token: String::new(),
         };
+        g.token = g.add_user("test-admin", "admin", "test-admin-password");
         for m in meters {
             let pw = g.add_meter(m);
             g.passwords.insert((*m).to_owned(), pw);
         }
         g
+    }
+
+    /// `gkgw user add NAME --role ROLE` (the password on stdin) and `gkgw user token NAME`;
+    /// returns the token.
+    pub fn add_user(&self, name: &str, role: &str, password: &str) -> String {
+        use std::io::Write;
+        let mut child = Command::new(GKGW)
+            .args(["user", "add", name, "--role", role, "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gkgw user add");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{password}\n").as_bytes())
+            .expect("password");
+        let out = child.wait_with_output().expect("gkgw user add");
+        assert!(
+            out.status.success(),
+            "user add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new(GKGW)
+            .args(["user", "token", name, "--config"])
+            .arg(&self.config)
+            .output()
+            .expect("gkgw user token");
+        assert!(
+            out.status.success(),
+            "user token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// `http://127.0.0.1:{http_port}{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    /// [`http`] as the admin `test-admin` (its bearer token).
+    pub fn http(&self, method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+        http_as(&self.token, method, url, body)
     }
 
     pub fn add_meter(&self, id: &str) -> String {
@@ -547,7 +618,7 @@ impl Gateway {
     }
 
     pub fn status(&self) -> serde_json::Value {
-        let (code, body) = http(
+        let (code, body) = self.http(
             "GET",
             &format!("http://127.0.0.1:{}/api/status", self.http_port),
             None,
@@ -557,7 +628,7 @@ impl Gateway {
     }
 
     pub fn metric(&self, name: &str) -> f64 {
-        let (_, body) = http(
+        let (_, body) = self.http(
             "GET",
             &format!("http://127.0.0.1:{}/metrics", self.http_port),
             None,
@@ -688,4 +759,174 @@ pub fn rss_kib(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// One HTTP answer: status, headers (names lowercase) and body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A browser as far as the gateway can tell: a cookie jar (curl's), the login form, the
+/// session's CSRF token.
+pub struct Browser {
+    pub base: String,
+    dir: tempfile::TempDir,
+    /// The local address to connect from (another loopback address is another client).
+    pub from: Option<String>,
+}
+
+impl Browser {
+    pub fn new(base: &str) -> Browser {
+        Browser {
+            base: base.trim_end_matches('/').to_owned(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            from: None,
+        }
+    }
+
+    /// A browser on another client address (`127.0.0.2`: Linux routes all of 127/8 to lo).
+    pub fn from_address(base: &str, address: &str) -> Browser {
+        Browser {
+            from: Some(address.to_owned()),
+            ..Browser::new(base)
+        }
+    }
+
+    /// `method path` with the jar's cookies; `form`: an urlencoded body; `headers`: `Name: value`.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &str)>,
+        headers: &[String],
+    ) -> Answer {
+        let jar = self.dir.path().join("cookies");
+        let head = self.dir.path().join("headers");
+        let mut c = Command::new(require("curl"));
+        c.args(["-s", "-m", "10", "-o", "-", "-w", "\n%{http_code}"]);
+        if method == "HEAD" {
+            // -X HEAD would wait for a body that never comes.
+            c.arg("-I");
+        } else {
+            c.args(["-X", method]);
+        }
+        c.arg("-b")
+            .arg(&jar)
+            .arg("-c")
+            .arg(&jar)
+            .arg("-D")
+            .arg(&head);
+        if let Some(a) = &self.from {
+            c.args(["--interface", a]);
+        }
+        for h in headers {
+            c.arg("-H").arg(h);
+        }
+        if let Some((content_type, b)) = body {
+            c.arg("-H")
+                .arg(format!("Content-Type: {content_type}"))
+                .args(["--data-binary", b]);
+        }
+        c.arg(format!("{}{path}", self.base));
+        let out = c.output().expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        let headers = std::fs::read_to_string(&head)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
+            .collect();
+        Answer {
+            status: code.trim().parse().unwrap_or(0),
+            headers,
+            body: body.to_owned(),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, None, &[])
+    }
+
+    /// Posts an urlencoded form (values are encoded here).
+    pub fn form(&self, path: &str, fields: &[(&str, &str)]) -> Answer {
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect();
+        self.request(
+            "POST",
+            path,
+            Some(("application/x-www-form-urlencoded", &body.join("&"))),
+            &[],
+        )
+    }
+
+    /// Opens the login form and signs in with it; returns the answer to the POST (303 and a
+    /// session cookie when the password is right).
+    pub fn login(&self, user: &str, password: &str) -> Answer {
+        let form = self.get("/login");
+        assert_eq!(form.status, 200, "the login form: {}", form.body);
+        let csrf = hidden(&form.body, "csrf").expect("the form's csrf field");
+        self.form(
+            "/login",
+            &[
+                ("user", user),
+                ("password", password),
+                ("csrf", &csrf),
+                ("next", "/"),
+            ],
+        )
+    }
+
+    /// The session cookie's value in the jar (to replay it by hand after the jar dropped it).
+    pub fn session_cookie(&self) -> Option<String> {
+        let jar = std::fs::read_to_string(self.dir.path().join("cookies")).ok()?;
+        jar.lines().find_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() == 7 && f[5] == "gkgw_session").then(|| f[6].to_owned())
+        })
+    }
+
+    /// The session's CSRF token (`GET /api/session`).
+    pub fn csrf(&self) -> String {
+        let a = self.get("/api/session");
+        assert_eq!(a.status, 200, "session: {}", a.body);
+        let v: serde_json::Value = serde_json::from_str(&a.body).expect("json");
+        v["csrf"]
+            .as_str()
+            .expect("a session has a csrf token")
+            .to_owned()
+    }
+}
+
+/// The value of the hidden input `name` in a page.
+pub fn hidden(page: &str, name: &str) -> Option<String> {
+    let at = page.find(&format!("name={name} value=\""))?;
+    let rest = &page[at + name.len() + 13..];
+    Some(rest[..rest.find('"')?].to_owned())
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -52,6 +52,10 @@ credentials_file = "$DIR/meters.toml"
 listen = "127.0.0.1:$HTTP"
 $influx
 TOML
+  # /api/status needs a login (issue 13): a viewer's token (an older BIN has no `user`: none).
+  AUTH=(); local token
+  token=$(printf 'perf-password\n' | "$BIN" user add perf --role viewer --state-dir "$DIR" >/dev/null 2>&1 \
+    && "$BIN" user token perf --state-dir "$DIR" 2>/dev/null) && AUTH=(-H "Authorization: Bearer $token")
   ${PRLIMIT:-} "$BIN" run --config "$DIR/gw.toml" 2>"$DIR/log" & GK_PID=$!; PIDS+=($GK_PID)
   wait_http "127.0.0.1:$HTTP/healthz"
 }
@@ -133,7 +137,7 @@ for _ in $(seq 1200); do grep -q "connected" "$WORK/loadC.out" 2>/dev/null && br
 t0=$(ticks $GK_PID)
 sample_rss $GK_PID $LP "$WORK/rssC" &
 wait $LP; grep -v connected "$WORK/loadC.out" | sed 's/^/   /'
-for _ in $(seq 100); do [ "$(curl -s 127.0.0.1:$HTTP/api/status | python3 -c 'import json,sys; c=json.load(sys.stdin)["consumers"]; print(c[0]["backlog"] if c else 0)')" = 0 ] && break; sleep 0.2; done
+for _ in $(seq 100); do [ "$(curl -s "${AUTH[@]}" 127.0.0.1:$HTTP/api/status | python3 -c 'import json,sys; c=json.load(sys.stdin)["consumers"]; print(c[0]["backlog"] if c else 0)')" = 0 ] && break; sleep 0.2; done
 t1=$(ticks $GK_PID)
 echo "   gkgw: CPU $(per10k $(( t1 - t0 )) 60000) s per 10k (broker, store, acks, InfluxDB writer; logins excluded), RSS under the load max $(( $(max_of "$WORK/rssC") / 1024 )) MiB (peak since start, logins included: $(( $(hwm $GK_PID) / 1024 )) MiB)"
 kill -INT $GK_PID; wait $GK_PID 2>/dev/null || true; kill $INFLUX_PID; wait $INFLUX_PID 2>/dev/null || true

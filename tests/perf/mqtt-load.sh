@@ -37,11 +37,15 @@ credentials_file = "$d/meters.toml"
 listen = "127.0.0.1:$HTTP"
 $influx
 TOML
+  # /api/status needs a login (issue 13): a viewer's token (an older BIN has no `user`: none).
+  AUTH=(); local token
+  token=$(printf 'perf-password\n' | "$BIN" user add perf --role viewer --state-dir "$d" >/dev/null 2>&1 \
+    && "$BIN" user token perf --state-dir "$d" 2>/dev/null) && AUTH=(-H "Authorization: Bearer $token")
   "$BIN" run --config "$d/gw.toml" 2>"$d/log" & GK_PID=$!; PIDS+=($GK_PID)
   wait_http "127.0.0.1:$HTTP/healthz"
 }
 
-backlog() { curl -s "127.0.0.1:$HTTP/api/status" | python3 -c 'import json,sys; c=json.load(sys.stdin)["consumers"]; print(c[0]["backlog"] if c else 0)'; }
+backlog() { curl -s "${AUTH[@]}" "127.0.0.1:$HTTP/api/status" | python3 -c 'import json,sys; c=json.load(sys.stdin)["consumers"]; print(c[0]["backlog"] if c else 0)'; }
 
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

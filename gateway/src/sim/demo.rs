@@ -178,6 +178,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
             "demo: the kitchen's logbook (feeding at 08:00 and 16:00, lab, cylinders)"
         );
     }
+    let logins = demo_logins(&state_dir).await?;
     let gw = crate::topology::start_resolved(resolved, crate::clock::Clock::system()).await?;
     let mqtt = gw.mqtt_addrs[0];
     let mut banner = format!(
@@ -188,6 +189,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         state_dir.join("meters.toml").display(),
         state_dir.display()
     );
+    banner.push_str(&logins_banner(&logins, &state_dir));
     banner.push_str(
         "  GPIO (sim):   input gas-meter (line 17, pulses of 0.01 m³ of the gas leaving the digester, plant time 60x), input compressor-run (line 27, the compressor's run contact), outputs buzzer (line 22, steady: alarms until acknowledged) and beacon (line 23, pulsed: warnings and worse until cleared); see the status page\n",
     );
@@ -198,8 +200,9 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         ));
     }
     banner.push_str(&format!(
-        "  alarms:       http://{}/api/alarms   (acknowledge: curl -X POST http://{}/api/alarms/RULE:INSTANCE/ack -d '{{\"by\":\"me\"}}'){}\n",
+        "  alarms:       http://{}/api/alarms   (acknowledge as the manager: curl -H \"Authorization: Bearer $(cat {})\" -X POST http://{}/api/alarms/RULE:INSTANCE/ack -d '{{\"note\":\"seen\"}}'){}\n",
         gw.http_addr,
+        token_file(&state_dir, Role::Manager).display(),
         gw.http_addr,
         match opts.scenario {
             Some(s) => format!("; scenario {} starts in 20 s", s.as_str()),
@@ -213,15 +216,16 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         ));
     }
     banner.push_str(&format!(
-        "  try:          gkgw logbook --gateway {} list    (or add --kind waste_fed --waste household --kg 120)\n",
-        gw.http_addr
+        "  try:          gkgw logbook --gateway {} --token-file {} list    (or add --kind waste_fed --waste household --kg 120)\n",
+        gw.http_addr,
+        token_file(&state_dir, Role::Manager).display()
     ));
     banner.push_str(&match &opts.platform_key {
         Some(k) => format!(
-            "  commands:     accepted when signed with the private key of the public key {} (a development signer: gkgw command sign --key PRIVATE.pem --meter GM-0001 --kind top_up --args '{{\"amount\":2,\"unit\":\"kg\"}}' | curl --data-binary @- http://{}/api/commands); gkgw audit list --gateway {}\n",
+            "  commands:     accepted when signed with the private key of the public key {} (a development signer: gkgw command sign --key PRIVATE.pem --meter GM-0001 --kind top_up --args '{{\"amount\":2,\"unit\":\"kg\"}}' | curl -H \"Authorization: Bearer $(cat {})\" --data-binary @- http://{}/api/commands)\n",
             k.display(),
+            token_file(&state_dir, Role::Admin).display(),
             gw.http_addr,
-            gw.http_addr
         ),
         None => "  commands:     off; try gkgw command keygen --private platform.pem --public platform.pub.pem, then gkgw demo --platform-key platform.pub.pem\n".to_owned(),
     });
@@ -334,4 +338,65 @@ async fn drive_gpio(
             let _ = sim.pulse("gas-meter", n as u32, 1).await;
         }
     }
+}
+
+// ---- Demo logins (issue 13) ----
+
+use crate::users::Role;
+
+/// Where the demo writes the bearer token of its `role` login.
+pub fn token_file(state_dir: &std::path::Path, role: Role) -> PathBuf {
+    state_dir.join(format!("demo-{role}.token"))
+}
+
+/// One login per role, named after it (`viewer`, `manager`, `admin`), with a random password
+/// and a bearer token each, kept in the state directory (`demo-{role}.password`, `.token`,
+/// mode 0600) for the CLIs and curl; a restart on the same `--state-dir` reuses them, a new
+/// directory gets new ones. Returns (role, password).
+async fn demo_logins(state_dir: &std::path::Path) -> anyhow::Result<Vec<(Role, String)>> {
+    let (db, dir) = (crate::store::db_path(state_dir), state_dir.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut users = crate::store::users::Users::open(&db)?;
+        let now = crate::clock::wall_ns();
+        let mut logins = Vec::new();
+        let known: Vec<String> = users.list(now)?.into_iter().map(|u| u.name).collect();
+        for role in Role::ALL {
+            // A restart on the same state directory keeps the logins (and the sessions of
+            // open dashboards): the password is kept next to the token.
+            let pw_file = dir.join(format!("demo-{role}.password"));
+            let kept = std::fs::read_to_string(&pw_file)
+                .ok()
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty() && known.iter().any(|k| k == role.as_str()));
+            if let Some(password) = kept.filter(|_| token_file(&dir, role).exists()) {
+                logins.push((role, password));
+                continue;
+            }
+            let password = crate::credentials::new_password();
+            let hash = crate::credentials::hash_password(&password)?;
+            users.add(role.as_str(), role, &hash, true, now)?;
+            let token = users.issue_token(role.as_str(), Some("gkgw demo"), now)?;
+            crate::web::users_cli::write_token(&token_file(&dir, role), &token)?;
+            crate::web::users_cli::write_token(&pw_file, &password)?;
+            logins.push((role, password));
+        }
+        Ok(logins)
+    })
+    .await?
+}
+
+fn logins_banner(logins: &[(Role, String)], state_dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    for (role, password) in logins {
+        out.push_str(&format!(
+            "  login:        {:<8} password {password}   (token: {})\n",
+            role.as_str(),
+            token_file(state_dir, *role).display()
+        ));
+    }
+    out.push_str(&format!(
+        "  audit log:    gkgw audit list --state-dir {}   (users: gkgw user list --state-dir …)\n",
+        state_dir.display()
+    ));
+    out
 }

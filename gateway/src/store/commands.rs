@@ -95,6 +95,28 @@ pub(super) fn events_after_in(conn: &Connection, row: i64, limit: usize) -> Resu
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// The newest `limit` events, newest first, on any connection (`gkgw audit list` reads them
+/// with the people's audit log, `store::users`).
+pub(super) fn recent_events_in(conn: &Connection, limit: usize) -> Result<Vec<Event>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM command_events ORDER BY row DESC LIMIT ?1"
+    ))?;
+    let rows = st.query_map(params![limit as i64], event_of)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// How many accepted commands have no final outcome yet, on any connection.
+pub(super) fn pending_in(conn: &Connection) -> Result<u64> {
+    let n: i64 = conn.query_row(
+        &format!(
+            "SELECT count(*) FROM commands c WHERE NOT EXISTS (SELECT 1 FROM command_events e WHERE e.id = c.id AND e.outcome IN {TERMINAL})"
+        ),
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(n as u64)
+}
+
 fn event_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     let outcome: String = r.get(5)?;
     let reason: Option<String> = r.get(6)?;
@@ -224,11 +246,7 @@ impl Commands {
 
     /// The newest `limit` events, newest first.
     pub fn recent_events(&self, limit: usize) -> Result<Vec<Event>> {
-        let mut st = self.conn.prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM command_events ORDER BY row DESC LIMIT ?1"
-        ))?;
-        let rows = st.query_map(params![limit as i64], event_of)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        recent_events_in(&self.conn, limit)
     }
 
     fn stored(&self, filter: &str, limit: usize) -> Result<Vec<Stored>> {
@@ -271,14 +289,7 @@ impl Commands {
 
     /// How many accepted commands have no final outcome yet.
     pub fn pending(&self) -> Result<u64> {
-        let n: i64 = self.conn.query_row(
-            &format!(
-                "SELECT count(*) FROM commands c WHERE NOT EXISTS (SELECT 1 FROM command_events e WHERE e.id = c.id AND e.outcome IN {TERMINAL})"
-            ),
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(n as u64)
+        pending_in(&self.conn)
     }
 }
 

@@ -19,6 +19,8 @@
 //! - `windows`, `agg_series`, `agg_latest`: the aggregator's, see [`windows`].
 //! - `logbook(...)`: the plant logbook's revisions, appended only (triggers refuse `UPDATE` and
 //!   `DELETE`); its format and read API are in [`logbook`].
+//! - `users`, `sessions`, `api_tokens`, `login_attempts`, `audit`: dashboard accounts and the
+//!   audit log of what people did, see [`users`].
 //!
 //! # Guarantees
 //! - A reading is *accepted* when the transaction containing it has committed. Only then are
@@ -44,6 +46,7 @@ mod handle;
 pub mod lock;
 pub mod logbook;
 pub mod outbox;
+pub mod users;
 pub mod windows;
 
 pub use handle::Handle;

@@ -5,36 +5,34 @@
 //!   newest transitions from the store (newest first).
 //! - `GET /api/alarms/{id}` → `{"alarm":{…}|null,"history":[…]}`: one alarm (`{rule}:{instance}`)
 //!   and its transitions.
-//! - `POST /api/alarms/{id}/ack|reset|shelve|unshelve|silence` with `{"by":"amina","note":"…"}`
-//!   (and `"minutes": 60` for shelve) → 200 `{"events":[…],"alarm":{…}}`; 404 no such alarm,
-//!   409 not possible in its state (already acknowledged, still present, not latched …), 400 a
-//!   bad body, 503 the engine is busy.
+//! - `POST /api/alarms/{id}/ack|reset|shelve|unshelve|silence` with `{"note":"…"}` (and
+//!   `"minutes": 60` for shelve; the body may be empty) → 200 `{"events":[…],"alarm":{…}}`;
+//!   404 no such alarm, 409 not possible in its state (already acknowledged, still present,
+//!   not latched …), 400 a bad body, 503 the engine is busy.
 //! - `POST /api/alarms/silence` silences every active alarm's outputs.
 //!
-//! **Loopback only, no login yet.** The state-changing routes answer 403 to any client not on
-//! loopback; the dashboard issue adds sessions and role checks (manager and up) and takes `by`
-//! from the session instead of the body.
+//! **Manager and up** (the route table, `web/auth.rs`). Who did it (`by` in the events) is the
+//! signed-in user; a body that names `by` itself is refused (400). Every operation is also a
+//! row of the audit log.
 
 // The helpers return axum responses as errors, which handlers return as they are.
 #![allow(clippy::result_large_err)]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value as JsonValue};
 
+use super::auth::Caller;
 use super::AppState;
 use crate::alarm::task::{Handle, Request};
 use crate::alarm::{Event, Op, OpError, View};
-
-/// Who an action without `by` is recorded as.
-pub const DEFAULT_BY: &str = "local";
+use crate::store::users::Action;
 
 pub fn event_json(e: &Event) -> JsonValue {
     serde_json::from_str(&crate::alarm::task::message(e)).unwrap_or(JsonValue::Null)
@@ -134,8 +132,9 @@ pub async fn one(State(s): State<Arc<AppState>>, Path(id): Path<String>) -> Resp
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Body {
+    /// Only to refuse it with a message that says why.
     #[serde(default)]
-    by: Option<String>,
+    by: Option<serde_json::Value>,
     #[serde(default)]
     note: Option<String>,
     #[serde(default)]
@@ -143,16 +142,6 @@ struct Body {
     /// A dashboard form's: where to send the browser afterwards (a local path).
     #[serde(skip)]
     redirect: Option<String>,
-}
-
-impl Body {
-    /// Who did it: `by`, or [`DEFAULT_BY`] when missing or blank.
-    fn by(&self) -> String {
-        self.by
-            .clone()
-            .filter(|s| !s.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_BY.into())
-    }
 }
 
 /// Hands a request to the engine without waiting for room (a full queue is 503 at once).
@@ -165,12 +154,13 @@ fn submit(h: &Handle, req: Request) -> Result<(), Response> {
     })
 }
 
-/// A JSON body, or a dashboard form (urlencoded: `note`, `hours` or `minutes`, `redirect`).
-fn body(bytes: &Bytes) -> Result<Body, Response> {
+/// A JSON body, or a dashboard form (urlencoded: `note`, `hours` or `minutes`, `redirect`;
+/// its `csrf` field was checked by the gate). `by` is never taken from the body.
+fn body(bytes: &Bytes, caller: &Caller) -> Result<Body, Response> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Body::default());
     }
-    if bytes.first() != Some(&b'{') && !bytes.is_empty() {
+    if bytes.first() != Some(&b'{') {
         let mut b = Body::default();
         for (k, v) in super::ui::serde_urlencoded_pairs(bytes) {
             match k.as_str() {
@@ -183,34 +173,43 @@ fn body(bytes: &Bytes) -> Result<Body, Response> {
         }
         return Ok(b);
     }
-    serde_json::from_slice(bytes).map_err(|e| error(StatusCode::BAD_REQUEST, format!("body: {e}")))
+    let b: Body = serde_json::from_slice(bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("body: {e}")))?;
+    if b.by.is_some() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "body: \"by\" is taken from the login (you are {}); leave it out",
+                caller.user
+            ),
+        ));
+    }
+    Ok(b)
 }
 
-fn loopback(addr: &SocketAddr) -> Result<(), Response> {
-    if addr.ip().is_loopback() {
-        Ok(())
+/// The audit row of an operation that was done.
+async fn audited(s: &AppState, caller: &Caller, target: &str, op: &str, note: &str) {
+    let detail = if note.is_empty() {
+        op.to_owned()
     } else {
-        Err(error(
-            StatusCode::FORBIDDEN,
-            "alarm actions are only accepted from the gateway itself (loopback) until dashboard logins exist",
-        ))
-    }
+        format!("{op}: {note}")
+    };
+    s.auth
+        .audit(caller, Action::Alarm, Some(target.to_owned()), Some(detail))
+        .await;
 }
 
 pub async fn operate(
     State(s): State<Arc<AppState>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     Path((id, action)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Response {
-    if let Err(r) = loopback(&addr) {
-        return r;
-    }
     let h = match engine(&s) {
         Ok(h) => h.clone(),
         Err(r) => return r,
     };
-    let b = match body(&bytes) {
+    let b = match body(&bytes, &caller) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -240,21 +239,24 @@ pub async fn operate(
     };
     let (reply, rx) = tokio::sync::oneshot::channel();
     let redirect = b.redirect.clone();
+    let note = b.note.unwrap_or_default();
     let req = Request::Operate {
         id: id.clone(),
         op,
-        by: b.by(),
-        note: b.note.unwrap_or_default(),
+        by: caller.user.clone(),
+        note: note.clone(),
         reply,
     };
     if let Err(r) = submit(&h, req) {
         return r;
     }
     match rx.await {
-        Ok(Ok(_)) if redirect.is_some() => {
-            axum::response::Redirect::to(redirect.as_deref().unwrap_or("/alarms")).into_response()
-        }
         Ok(Ok((events, alarm))) => {
+            audited(&s, &caller, &id, &action, &note).await;
+            if let Some(to) = redirect {
+                // A dashboard form: back to the page it came from.
+                return axum::response::Redirect::to(&to).into_response();
+            }
             let alarm = alarm
                 .filter(|a| a.state != crate::alarm::State::Normal || a.shelved_until.is_some());
             Json(json!({
@@ -275,34 +277,35 @@ pub async fn operate(
 
 pub async fn silence_all(
     State(s): State<Arc<AppState>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     bytes: Bytes,
 ) -> Response {
-    if let Err(r) = loopback(&addr) {
-        return r;
-    }
     let h = match engine(&s) {
         Ok(h) => h.clone(),
         Err(r) => return r,
     };
-    let b = match body(&bytes) {
+    let b = match body(&bytes, &caller) {
         Ok(b) => b,
         Err(r) => return r,
     };
     let (reply, rx) = tokio::sync::oneshot::channel();
+    let note = b.note.unwrap_or_default();
     let req = Request::SilenceAll {
-        by: b.by(),
-        note: b.note.unwrap_or_default(),
+        by: caller.user.clone(),
+        note: note.clone(),
         reply,
     };
     if let Err(r) = submit(&h, req) {
         return r;
     }
     match rx.await {
-        Ok(events) => Json(json!({
-            "events": events.iter().map(event_json).collect::<Vec<_>>(),
-        }))
-        .into_response(),
+        Ok(events) => {
+            audited(&s, &caller, "all", "silence", &note).await;
+            Json(json!({
+                "events": events.iter().map(event_json).collect::<Vec<_>>(),
+            }))
+            .into_response()
+        }
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the alarm engine is stopping",

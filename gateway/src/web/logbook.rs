@@ -1,22 +1,22 @@
 //! The logbook over HTTP: what the dashboard's forms (next issue) and `gkgw logbook` use.
 //!
 //! - `POST /api/logbook` `{"kind":"waste_fed","waste":"household","kg":120,
-//!   "at":"2026-12-01T08:00:00+03:00","by":"amina","note":"…"}` → 201 with the entry. `at` is
-//!   RFC 3339 (omitted: now); `by` defaults to `"local"`.
+//!   "at":"2026-12-01T08:00:00+03:00","note":"…"}` → 201 with the entry. `at` is RFC 3339
+//!   (omitted: now).
 //! - `GET /api/logbook?from=&to=&history=true` → 200 with a JSON list: the current revision of
 //!   each entry whose `at` is in `[from, to)` (RFC 3339; omitted: unbounded), withdrawn ones
 //!   left out; with `history=true` every revision, withdrawn ones too.
-//! - `POST /api/logbook/{entry}/revise` with the values to change (and `at`, `note`, `by`) →
-//!   201 with the new revision; what is not given stays as it was.
-//! - `POST /api/logbook/{entry}/withdraw` `{"by":"amina","reason":"entered twice"}` → 201.
+//! - `POST /api/logbook/{entry}/revise` with the values to change (and `at`, `note`) → 201
+//!   with the new revision; what is not given stays as it was.
+//! - `POST /api/logbook/{entry}/withdraw` `{"reason":"entered twice"}` → 201.
 //!
 //! Errors are one shape, `{"errors":[{"field":"kg","message":"must be more than 0"}]}`, listing
 //! every invalid field: 400 (not a JSON object), 422 (invalid values, unknown fields), 404 (no
 //! such entry), 409 (after the edit window, or already withdrawn), 500 (the store failed).
 //!
-//! **No login yet.** Anyone who reaches `http.listen` can write the logbook, and `by` is what
-//! the client says. The dashboard issue adds sessions and role checks (manager and up may
-//! write, viewer may read) on these routes and takes `by` from the session instead of the body.
+//! **Roles** (the route table, `web/auth.rs`): viewers read, managers and admins write. Who
+//! wrote a revision (`by`) is the signed-in user; a body that names `by` itself is refused
+//! (422, field `by`). Every write is also a row of the audit log.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,16 +25,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as JsonValue;
 
+use super::auth::Caller;
 use super::AppState;
 use crate::logbook::{Amount, Change, Draft, Entry, FieldError, Fields, Invalid, Now, Values};
 use crate::store::logbook::Error as StoreError;
-
-/// Who a request without `by` is recorded as.
-pub const DEFAULT_BY: &str = "local";
+use crate::store::users::Action;
 
 /// One revision as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,7 +168,9 @@ struct Body {
 }
 
 impl Body {
-    fn parse(bytes: &[u8], allowed: &[&str]) -> Result<Body, Refusal> {
+    /// `allowed` lists the keys a body may have; `by` is refused with its own message (who
+    /// wrote an entry is the signed-in `caller`).
+    fn parse(bytes: &[u8], allowed: &[&str], caller: &Caller) -> Result<Body, Refusal> {
         let map = match serde_json::from_slice::<JsonValue>(bytes) {
             Ok(JsonValue::Object(m)) => m,
             Ok(_) => {
@@ -189,10 +190,20 @@ impl Body {
             .keys()
             .filter(|k| !allowed.contains(&k.as_str()))
             .map(|k| {
-                FieldError::new(
-                    k.clone(),
-                    format!("unknown field (expected {})", allowed.join(", ")),
-                )
+                if k == "by" {
+                    FieldError::new(
+                        "by",
+                        format!(
+                            "taken from the login (you are {}); leave it out",
+                            caller.user
+                        ),
+                    )
+                } else {
+                    FieldError::new(
+                        k.clone(),
+                        format!("unknown field (expected {})", allowed.join(", ")),
+                    )
+                }
             })
             .collect();
         Ok(Body { map, errors })
@@ -247,16 +258,38 @@ fn now(s: &AppState) -> Now {
     }
 }
 
-fn created(s: &AppState, e: &Entry) -> Response {
+async fn created(s: &AppState, caller: &Caller, e: &Entry) -> Response {
     s.logbook_changed.send_replace(e.id);
-    (StatusCode::CREATED, Json(EntryDto::of(e))).into_response()
+    let action = match (e.withdrawn, e.revision) {
+        (true, _) => Action::LogbookWithdrawn,
+        (false, 1) => Action::LogbookAdded,
+        (false, _) => Action::LogbookRevised,
+    };
+    let dto = EntryDto::of(e);
+    let detail = match &dto.reason {
+        Some(r) => format!("{}: {r}", dto.kind),
+        None => format!("{} {}", dto.kind, super::logbook_cli::values_text(&dto)),
+    };
+    s.auth
+        .audit(
+            caller,
+            action,
+            Some(format!("entry {} revision {}", e.entry, e.revision)),
+            Some(detail),
+        )
+        .await;
+    (StatusCode::CREATED, Json(dto)).into_response()
 }
 
 /// `POST /api/logbook`.
-pub async fn add(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
-    let mut allowed = vec!["kind", "at", "by", "note"];
+pub async fn add(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Response {
+    let mut allowed = vec!["kind", "at", "note"];
     allowed.extend(VALUE_KEYS);
-    let mut b = match Body::parse(&body, &allowed) {
+    let mut b = match Body::parse(&body, &allowed, &caller) {
         Ok(b) => b,
         Err((status, list)) => return errors(status, &list),
     };
@@ -264,10 +297,10 @@ pub async fn add(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
         kind: b.string("kind").unwrap_or_default(),
         fields: b.fields(),
         at: b.string("at"),
-        by: b.string("by"),
+        by: Some(caller.user.clone()),
         note: b.string("note"),
     };
-    let checked = draft.validate(now(&s), DEFAULT_BY);
+    let checked = draft.validate(now(&s), &caller.user);
     let new = match checked {
         Ok(new) if b.errors.is_empty() => new,
         Ok(_) => return errors(StatusCode::UNPROCESSABLE_ENTITY, &b.errors),
@@ -279,7 +312,7 @@ pub async fn add(State(s): State<Arc<AppState>>, body: Bytes) -> Response {
         }
     };
     match s.logbook.run(move |l| l.add(&new)).await {
-        Ok(e) => created(&s, &e),
+        Ok(e) => created(&s, &caller, &e).await,
         Err(e) => store_error(e),
     }
 }
@@ -301,14 +334,15 @@ fn entry_id(raw: &str) -> Result<i64, Refusal> {
     })
 }
 
-async fn change(s: Arc<AppState>, entry: i64, change: Change, by: String) -> Response {
+async fn change(s: Arc<AppState>, caller: Caller, entry: i64, change: Change) -> Response {
     let now = now(&s);
+    let by = caller.user.clone();
     match s
         .logbook
         .run(move |l| l.revise(entry, &change, &by, now))
         .await
     {
-        Ok(e) => created(&s, &e),
+        Ok(e) => created(&s, &caller, &e).await,
         Err(e) => store_error(e),
     }
 }
@@ -316,6 +350,7 @@ async fn change(s: Arc<AppState>, entry: i64, change: Change, by: String) -> Res
 /// `POST /api/logbook/{entry}/revise`.
 pub async fn revise(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
     body: Bytes,
 ) -> Response {
@@ -323,9 +358,9 @@ pub async fn revise(
         Ok(e) => e,
         Err((status, list)) => return errors(status, &list),
     };
-    let mut allowed = vec!["at", "by", "note"];
+    let mut allowed = vec!["at", "note"];
     allowed.extend(VALUE_KEYS);
-    let mut b = match Body::parse(&body, &allowed) {
+    let mut b = match Body::parse(&body, &allowed, &caller) {
         Ok(b) => b,
         Err((status, list)) => return errors(status, &list),
     };
@@ -334,16 +369,16 @@ pub async fn revise(
         at: b.string("at"),
         note: b.string("note"),
     };
-    let by = b.string("by").unwrap_or_else(|| DEFAULT_BY.to_owned());
     if !b.errors.is_empty() {
         return errors(StatusCode::UNPROCESSABLE_ENTITY, &b.errors);
     }
-    change(s, entry, c, by).await
+    change(s, caller, entry, c).await
 }
 
 /// `POST /api/logbook/{entry}/withdraw`.
 pub async fn withdraw(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
     body: Bytes,
 ) -> Response {
@@ -351,19 +386,18 @@ pub async fn withdraw(
         Ok(e) => e,
         Err((status, list)) => return errors(status, &list),
     };
-    let mut b = match Body::parse(&body, &["by", "reason"]) {
+    let mut b = match Body::parse(&body, &["reason"], &caller) {
         Ok(b) => b,
         Err((status, list)) => return errors(status, &list),
     };
     let reason = b.string("reason");
-    let by = b.string("by").unwrap_or_else(|| DEFAULT_BY.to_owned());
     if reason.is_none() && b.errors.is_empty() {
         b.errors
             .push(FieldError::new("reason", "required to withdraw an entry"));
     }
     match reason {
         Some(reason) if b.errors.is_empty() => {
-            change(s, entry, Change::Withdraw { reason }, by).await
+            change(s, caller, entry, Change::Withdraw { reason }).await
         }
         _ => errors(StatusCode::UNPROCESSABLE_ENTITY, &b.errors),
     }

@@ -1,7 +1,9 @@
 //! `gkgw logbook add|list|revise|withdraw`: a client of the running gateway's `/api/logbook`
-//! (the gateway holds the state directory's lock, so the CLI cannot open the store itself).
-//! It speaks the same DTOs as `logbook.rs`, prints the server's field errors one per line, and
-//! formats the list as a table for a technician on a slow SSH link.
+//! (writes go through the gateway: it validates them against its clock and wakes the
+//! logbook's consumers). It speaks the same DTOs as `logbook.rs`, prints the server's field
+//! errors one per line, and formats the list as a table for a technician on a slow SSH link.
+//! It signs in with a bearer token (`--token-file`, from `gkgw user token NAME --out FILE`);
+//! entries are recorded as that token's user.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -27,7 +29,6 @@ pub enum Request {
         values: Values,
         at: Option<String>,
         note: Option<String>,
-        by: String,
     },
     List {
         from: Option<String>,
@@ -39,12 +40,10 @@ pub enum Request {
         values: Values,
         at: Option<String>,
         note: Option<String>,
-        by: String,
     },
     Withdraw {
         entry: i64,
         reason: String,
-        by: String,
     },
 }
 
@@ -57,6 +56,8 @@ pub enum Error {
     /// The server's field errors, `field: message` each.
     #[error("{}", .0.join("\n"))]
     Refused(Vec<String>),
+    #[error("the gateway wants a login: make a token with `gkgw user token NAME --out FILE` and pass --token-file FILE (or set GKGW_TOKEN_FILE); it answered: {0}")]
+    Unauthorized(String),
     #[error("the gateway answered {status}: {body}")]
     Unexpected { status: u16, body: String },
     #[error("http: {0}")]
@@ -83,12 +84,10 @@ pub(crate) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// Who the CLI records an entry as: `$USER`, else `technician`.
-pub fn default_by() -> String {
-    std::env::var("USER")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-        .unwrap_or_else(|| "technician".to_owned())
+/// Reads a bearer token from `path` (its first line).
+pub fn read_token(path: &std::path::Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text.lines().next().unwrap_or("").trim().to_owned())
 }
 
 /// The address to reach a server listening on `listen` (an unspecified address is this host).
@@ -131,8 +130,9 @@ fn body(values: &Values, extra: &[(&str, Option<&str>)]) -> serde_json::Value {
     serde_json::Value::Object(m)
 }
 
-/// Runs `req` against the gateway at `addr`; returns what to print on stdout.
-pub async fn run(addr: SocketAddr, req: &Request) -> Result<String, Error> {
+/// Runs `req` against the gateway at `addr` with the bearer `token`; returns what to print on
+/// stdout.
+pub async fn run(addr: SocketAddr, token: Option<&str>, req: &Request) -> Result<String, Error> {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .connect_timeout(std::time::Duration::from_secs(5))
@@ -144,7 +144,6 @@ pub async fn run(addr: SocketAddr, req: &Request) -> Result<String, Error> {
             values,
             at,
             note,
-            by,
         } => client.post(&base).body(
             body(
                 values,
@@ -152,7 +151,6 @@ pub async fn run(addr: SocketAddr, req: &Request) -> Result<String, Error> {
                     ("kind", Some(kind)),
                     ("at", at.as_deref()),
                     ("note", note.as_deref()),
-                    ("by", Some(by)),
                 ],
             )
             .to_string(),
@@ -175,27 +173,16 @@ pub async fn run(addr: SocketAddr, req: &Request) -> Result<String, Error> {
             values,
             at,
             note,
-            by,
-        } => client.post(format!("{base}/{entry}/revise")).body(
-            body(
-                values,
-                &[
-                    ("at", at.as_deref()),
-                    ("note", note.as_deref()),
-                    ("by", Some(by)),
-                ],
-            )
-            .to_string(),
-        ),
-        Request::Withdraw { entry, reason, by } => {
-            client.post(format!("{base}/{entry}/withdraw")).body(
-                body(
-                    &Values::default(),
-                    &[("reason", Some(reason)), ("by", Some(by))],
-                )
-                .to_string(),
-            )
-        }
+        } => client
+            .post(format!("{base}/{entry}/revise"))
+            .body(body(values, &[("at", at.as_deref()), ("note", note.as_deref())]).to_string()),
+        Request::Withdraw { entry, reason } => client
+            .post(format!("{base}/{entry}/withdraw"))
+            .body(body(&Values::default(), &[("reason", Some(reason))]).to_string()),
+    };
+    let builder = match token {
+        Some(t) => builder.bearer_auth(t),
+        None => builder,
     };
     let resp = builder
         .header("content-type", "application/json")
@@ -213,6 +200,9 @@ pub async fn run(addr: SocketAddr, req: &Request) -> Result<String, Error> {
         })?;
     let status = resp.status().as_u16();
     let text = resp.text().await?;
+    if status == 401 {
+        return Err(Error::Unauthorized(text));
+    }
     if !(200..300).contains(&status) {
         return Err(match serde_json::from_str::<ErrorsDto>(&text) {
             Ok(d) => Error::Refused(

@@ -3,11 +3,16 @@
 //! figures `/api/kpi` (`kpi.rs`) and the logbook `/api/logbook` (`logbook.rs`; its command-line
 //! client `gkgw logbook` is `logbook_cli.rs`).
 //!
+//! Who may use which route is declared with the route, in [`routes`], the one table
+//! (`auth.rs`: sessions, tokens, CSRF, throttles); the users page and `/api/audit` are
+//! `users.rs`, `gkgw user` is `users_cli.rs`.
+//!
 //! Architecture invariant: this is the only module that knows HTTP routes and JSON DTOs; the
 //! DTOs below are the boundary types and nothing else in the crate is `Serialize`.
 
 pub mod alarms;
 pub mod audit_cli;
+pub mod auth;
 pub mod commands;
 mod history;
 pub(crate) mod kpi;
@@ -15,6 +20,8 @@ mod live;
 pub mod logbook;
 pub mod logbook_cli;
 pub mod ui;
+pub mod users;
+pub mod users_cli;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,8 +29,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -78,6 +84,8 @@ pub struct AppState {
     pub started_ns: i64,
     /// The state directory (the store's filesystem, for the disk use).
     pub state_dir: std::path::PathBuf,
+    /// Logins, sessions, tokens, throttles and the audit log (`auth.rs`).
+    pub auth: auth::Gate,
 }
 
 #[derive(Serialize)]
@@ -467,7 +475,10 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
+async fn index(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<auth::Caller>,
+) -> Html<String> {
     let d = status_dto(&s).await;
     let mut rows = String::new();
     let mut row = |k: &str, v: String| {
@@ -629,39 +640,68 @@ async fn index(State(s): State<Arc<AppState>>) -> Html<String> {
         "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width,initial-scale=1\">\
          <meta http-equiv=refresh content=5><title>Green Kitchen Gateway</title>\
          <style>body{{font-family:sans-serif;margin:1em;max-width:40em}}th{{text-align:left;padding-right:1em}}td,th{{border-bottom:1px solid #ddd;padding:.3em}}td{{overflow-wrap:anywhere}}</style>\
-         </head><body><h1>Green Kitchen Gateway</h1><p>Version {} &middot; <a href=/metrics>metrics</a> &middot; <a href=/api/status>json</a></p><table>{rows}</table></body></html>",
-        d.version
+         </head><body><h1>Green Kitchen Gateway</h1><p>Version {} &middot; <a href=/metrics>metrics</a> &middot; <a href=/api/status>json</a> &middot; {}</p><table>{rows}</table></body></html>",
+        d.version,
+        auth::logout_form(&caller)
     ))
 }
 
+/// Every route with who may use it: the one table (`auth.rs`). A route is added here or
+/// nowhere; `tests/e2e/access.rs` requests each with every role and with none.
+pub fn routes() -> auth::Routes {
+    use auth::Access::{Metrics, Public};
+    use auth::{ADMIN, MANAGER, VIEWER};
+    auth::Routes::new()
+        // The dashboard (ui/): pages for every signed-in role; logbook writes for managers.
+        .get("/", VIEWER, ui::overview)
+        .get("/digester", VIEWER, ui::digester)
+        .get("/gas", VIEWER, ui::gas)
+        .get("/meters", VIEWER, ui::meters)
+        .get("/meters/{id}", VIEWER, ui::meter)
+        .get("/alarms", VIEWER, ui::alarms)
+        .get("/logbook", VIEWER, ui::logbook)
+        .post("/logbook", MANAGER, ui::logbook_add)
+        .get("/system", VIEWER, ui::system)
+        .get("/status", VIEWER, index)
+        .get("/lang/{code}", Public, ui::set_lang)
+        .get("/assets/{name}", Public, ui::assets::serve)
+        .get("/healthz", Public, healthz)
+        .get("/metrics", Metrics, metrics)
+        // Accounts (auth.rs, users.rs).
+        .get("/login", Public, auth::login_form)
+        .post("/login", Public, auth::login)
+        .post("/logout", VIEWER, auth::logout)
+        .get("/api/session", VIEWER, auth::session)
+        .get("/users", ADMIN, users::page_handler)
+        .post("/users", ADMIN, users::add)
+        .post("/users/password", ADMIN, users::password)
+        .post("/users/{name}/remove", ADMIN, users::remove)
+        .get("/api/users", ADMIN, users::list)
+        .get("/api/audit", ADMIN, users::audit)
+        // The plant.
+        .get("/api/status", VIEWER, api_status)
+        .get("/api/live", VIEWER, live::live)
+        .get("/api/history", VIEWER, history::history)
+        .get("/api/logbook", VIEWER, logbook::list)
+        .post("/api/logbook", MANAGER, logbook::add)
+        .post("/api/logbook/{entry}/revise", MANAGER, logbook::revise)
+        .post("/api/logbook/{entry}/withdraw", MANAGER, logbook::withdraw)
+        .get("/api/kpi", VIEWER, kpi::kpi)
+        .get("/api/alarms", VIEWER, alarms::list)
+        .post("/api/alarms/silence", MANAGER, alarms::silence_all)
+        .get("/api/alarms/{id}", VIEWER, alarms::one)
+        .post("/api/alarms/{id}/{action}", MANAGER, alarms::operate)
+        .get("/api/commands", VIEWER, commands::list)
+        .post("/api/commands", ADMIN, commands::submit)
+}
+
+/// The routes of [`routes`] as a table (method, path, access): what the access tests walk.
+pub fn route_table() -> Vec<auth::Route> {
+    routes().table().to_vec()
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/", get(ui::overview))
-        .route("/digester", get(ui::digester))
-        .route("/gas", get(ui::gas))
-        .route("/meters", get(ui::meters))
-        .route("/meters/{id}", get(ui::meter))
-        .route("/alarms", get(ui::alarms))
-        .route("/logbook", get(ui::logbook).post(ui::logbook_add))
-        .route("/system", get(ui::system))
-        .route("/status", get(index))
-        .route("/lang/{code}", get(ui::set_lang))
-        .route("/assets/{name}", get(ui::assets::serve))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/api/status", get(api_status))
-        .route("/api/live", get(live::live))
-        .route("/api/history", get(history::history))
-        .route("/api/logbook", get(logbook::list).post(logbook::add))
-        .route("/api/logbook/{entry}/revise", post(logbook::revise))
-        .route("/api/logbook/{entry}/withdraw", post(logbook::withdraw))
-        .route("/api/kpi", get(kpi::kpi))
-        .route("/api/alarms", get(alarms::list))
-        .route("/api/alarms/silence", post(alarms::silence_all))
-        .route("/api/alarms/{id}", get(alarms::one))
-        .route("/api/alarms/{id}/{action}", post(alarms::operate))
-        .route("/api/commands", get(commands::list).post(commands::submit))
-        .with_state(state)
+    routes().finish(state)
 }
 
 pub async fn serve(

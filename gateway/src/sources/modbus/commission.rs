@@ -193,59 +193,7 @@ pub async fn write(
     Ok(out)
 }
 
-/// Who runs this command, for the audit line of a write: the login user (what `getlogin`
-/// reports, from the session's audit login uid, which `sudo` and `su` keep), else the user
-/// `sudo` was run by, else the name of the real uid. `$USER` is not used: it is often unset
-/// (cron, systemd, `sudo -i` rewrites it) and says nothing `getlogin` does not.
-pub fn operator() -> String {
-    let sudo_user = || std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty());
-    if let Some(name) = login_name().or_else(sudo_user) {
-        return name;
-    }
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    user_name(uid).unwrap_or_else(|| format!("uid {uid}"))
-}
-
-/// `getlogin`: the user logged in on this session, if there is one.
-fn login_name() -> Option<String> {
-    // SAFETY: getlogin returns null or a NUL-terminated string in a static buffer, valid until
-    // the next getlogin call; it is copied at once, and nothing else in gkgw calls getlogin.
-    // (libc exposes no getlogin_r for every target.)
-    let name = unsafe { libc::getlogin() };
-    if name.is_null() {
-        return None;
-    }
-    // SAFETY: non-null, so a NUL-terminated string (above).
-    let name = unsafe { std::ffi::CStr::from_ptr(name) };
-    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
-}
-
-/// The user name of `uid` from the passwd database (NSS: files, LDAP, ...).
-fn user_name(uid: libc::uid_t) -> Option<String> {
-    let mut size = 1024;
-    while size <= 1 << 20 {
-        let mut buf: Vec<libc::c_char> = vec![0; size];
-        // SAFETY: an all-zero passwd is a valid value (null pointers, zero ids); it is only
-        // read after getpwuid_r filled it in.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut found: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call; the strings in `pwd` point into `buf`,
-        // which outlives their use below.
-        let rc =
-            unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
-        match rc {
-            libc::ERANGE => size *= 4,
-            0 if !found.is_null() && !pwd.pw_name.is_null() => {
-                // SAFETY: on success pw_name is a NUL-terminated string inside `buf`.
-                let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-                return Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty());
-            }
-            _ => return None,
-        }
-    }
-    None
-}
+pub use crate::os::operator;
 
 /// The read plan of a whole profile (every field due at once) and its RTU bus time at `bauds`,
 /// against the theoretical minimum: what an installer checks before putting a device on a slow bus.
@@ -296,16 +244,6 @@ pub fn plan_report(profile: &Profile, bauds: &[u32]) -> String {
         );
     }
     out
-}
-
-#[cfg(test)]
-mod operator_tests {
-    #[test]
-    fn the_operator_has_a_name() {
-        assert_eq!(super::user_name(0).as_deref(), Some("root"));
-        assert!(super::user_name(u32::MAX - 7).is_none());
-        assert!(!super::operator().is_empty());
-    }
 }
 
 /// What [`bench`] measured.

@@ -23,10 +23,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup, DOCTYPE};
 
+use super::auth::Caller;
 use super::AppState;
 use crate::aggregate::kpi::{KpiSet, Period};
 use crate::alarm::{Severity, State as AlarmState, View};
 use crate::model::Value;
+use crate::users::Role;
+use axum::Extension;
 use i18n::{Arg, Lang, Tr};
 
 /// The quantities of the overview's tiles, in order.
@@ -76,6 +79,16 @@ struct Ctx {
     now_ns: i64,
     alarms: Vec<View>,
     site: String,
+    user: String,
+    role: Role,
+    /// The session's CSRF token, in every form.
+    csrf: String,
+}
+
+impl Ctx {
+    fn manager(&self) -> bool {
+        self.role >= Role::Manager
+    }
 }
 
 pub(crate) fn lang_of(headers: &HeaderMap) -> Lang {
@@ -100,8 +113,11 @@ pub(crate) fn lang_of(headers: &HeaderMap) -> Lang {
     }
 }
 
-fn ctx(s: &AppState, headers: &HeaderMap, path: &str) -> Ctx {
+fn ctx(s: &AppState, headers: &HeaderMap, path: &str, caller: &Caller) -> Ctx {
     Ctx {
+        user: caller.user.clone(),
+        role: caller.role,
+        csrf: caller.csrf.clone().unwrap_or_default(),
         t: Tr::new(lang_of(headers)),
         path: path.to_owned(),
         now_ns: s.clock.now().ts_ns,
@@ -144,6 +160,14 @@ fn page(headers: &HeaderMap, status: StatusCode, m: Markup) -> Response {
         let mut r = (status, body).into_response();
         r.headers_mut().extend(h);
         r
+    }
+}
+
+fn role_msg(t: &Tr, r: Role) -> String {
+    match r {
+        Role::Viewer => t.s("role-viewer"),
+        Role::Manager => t.s("role-manager"),
+        Role::Admin => t.s("role-admin"),
     }
 }
 
@@ -257,6 +281,7 @@ fn layout(c: &Ctx, title: &str, body: Markup) -> Markup {
         ("/logbook", t.s("nav-logbook")),
         ("/system", t.s("nav-system")),
     ];
+    let admin = c.role >= Role::Admin;
     let other = t.lang.other();
     html! {
         (DOCTYPE)
@@ -275,12 +300,19 @@ fn layout(c: &Ctx, title: &str, body: Markup) -> Markup {
                     a.lang href=(format!("/lang/{}?next={}", other.code(), c.path)) lang=(other.code()) {
                         (t.s("switch-language"))
                     }
+                    form.logout method="post" action="/logout" {
+                        input type="hidden" name="csrf" value=(c.csrf);
+                        span.user { (c.user) " (" (role_msg(t, c.role)) ")" }
+                        " "
+                        button type="submit" { (t.s("log-out")) }
+                    }
                 }
                 nav {
                     @for (href, label) in &nav {
                         @let here = *href == c.path || (*href != "/" && c.path.starts_with(href));
                         a href=(href) class=[here.then_some("here")] { (label) }
                     }
+                    @if admin { a href="/users" { (t.s("nav-users")) } }
                 }
                 div #conn .banner .lost hidden { (t.s("connection-lost")) }
                 div #alarm-banner class=(format!("banner {}", worst.map_or("none", severity_class))) hidden[active.is_empty()] {
@@ -429,8 +461,12 @@ fn num(v: Option<f64>, decimals: usize, unit: &str) -> String {
     }
 }
 
-pub async fn overview(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let c = ctx(&s, &headers, "/");
+pub async fn overview(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Response {
+    let c = ctx(&s, &headers, "/", &caller);
     let t = &c.t;
     let sets = days(&s, c.now_ns, 2).await;
     let (today, yesterday) = (sets.first(), sets.get(1));
@@ -512,10 +548,11 @@ fn kpi_table(c: &Ctx, sets: &[KpiSet], names: &[(&str, usize, &str)], s: &AppSta
 
 pub async fn digester(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(q): Query<SpanQuery>,
 ) -> Response {
-    let c = ctx(&s, &headers, "/digester");
+    let c = ctx(&s, &headers, "/digester", &caller);
     let t = &c.t;
     let hours = if q.span.as_deref() == Some("7d") {
         168
@@ -557,8 +594,12 @@ pub async fn digester(
     )
 }
 
-pub async fn gas(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let c = ctx(&s, &headers, "/gas");
+pub async fn gas(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Response {
+    let c = ctx(&s, &headers, "/gas", &caller);
     let t = &c.t;
     let sets = days(&s, c.now_ns, 7).await;
     let body = html! {
@@ -643,10 +684,11 @@ pub struct SortQuery {
 
 pub async fn meters(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(q): Query<SortQuery>,
 ) -> Response {
-    let c = ctx(&s, &headers, "/meters");
+    let c = ctx(&s, &headers, "/meters", &caller);
     let t = &c.t;
     let mut rows = meter_rows(&s, c.now_ns);
     let f = |v: &Option<latest::Current>| v.as_ref().and_then(|c| as_f64(&c.value));
@@ -715,10 +757,11 @@ pub async fn meters(
 
 pub async fn meter(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let c = ctx(&s, &headers, &format!("/meters/{id}"));
+    let c = ctx(&s, &headers, &format!("/meters/{id}"), &caller);
     let t = &c.t;
     let known = meter_rows(&s, c.now_ns).into_iter().any(|r| r.id == id);
     if !known {
@@ -745,8 +788,12 @@ pub async fn meter(
     )
 }
 
-pub async fn alarms(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let c = ctx(&s, &headers, "/alarms");
+pub async fn alarms(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Response {
+    let c = ctx(&s, &headers, "/alarms", &caller);
     let t = &c.t;
     let history = match &s.alarms {
         Some(h) => h
@@ -771,19 +818,20 @@ pub async fn alarms(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Respo
                     " · " (t.s("since")) " " (local_time(&s, c.now_ns, a.since_ns))
                     " · " code { (a.id) }
                 }
-                div.actions {
+                @if !c.manager() { p.hint { (t.s("alarms-manager-only")) } }
+                @if c.manager() { div.actions {
                     @if matches!(a.state, AlarmState::ActiveUnacknowledged | AlarmState::ClearedUnacknowledged) {
-                        (action_form(t, &a.id, "ack", &t.s("action-ack"), false, 0))
+                        (action_form(&c, &a.id, "ack", &t.s("action-ack"), false, 0))
                     }
                     @if a.latched && a.state != AlarmState::Normal && !a.condition {
-                        (action_form(t, &a.id, "reset", &t.s("action-reset"), false, 0))
+                        (action_form(&c, &a.id, "reset", &t.s("action-reset"), false, 0))
                     }
                     @if a.shelved_until.is_some() {
-                        (action_form(t, &a.id, "unshelve", &t.s("action-unshelve"), false, 0))
+                        (action_form(&c, &a.id, "unshelve", &t.s("action-unshelve"), false, 0))
                     } @else {
-                        (action_form(t, &a.id, "shelve", &t.s("action-shelve"), true, max_shelve_h))
+                        (action_form(&c, &a.id, "shelve", &t.s("action-shelve"), true, max_shelve_h))
                     }
-                }
+                } }
             }
         }
         h2 { (t.s("alarms-history")) }
@@ -810,10 +858,12 @@ pub async fn alarms(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Respo
     )
 }
 
-fn action_form(t: &Tr, id: &str, action: &str, label: &str, minutes: bool, max_h: u64) -> Markup {
+fn action_form(c: &Ctx, id: &str, action: &str, label: &str, minutes: bool, max_h: u64) -> Markup {
+    let t = &c.t;
     html! {
         form method="post" action=(format!("/api/alarms/{id}/{action}")) {
             input type="hidden" name="redirect" value="/alarms";
+            input type="hidden" name="csrf" value=(c.csrf);
             @if minutes {
                 label { (t.s("shelve-hours")) " "
                     input type="number" name="hours" min="1" max=(max_h) value="1" required;
@@ -840,7 +890,7 @@ fn field_msg(t: &Tr, f: &str) -> String {
     t.s(&format!("field-{f}"))
 }
 
-fn logbook_form(t: &Tr, kind: crate::logbook::Kind, st: &FormState) -> Markup {
+fn logbook_form(t: &Tr, csrf: &str, kind: crate::logbook::Kind, st: &FormState) -> Markup {
     use crate::logbook::Kind;
     let v = |k: &str| st.values.get(k).cloned().unwrap_or_default();
     let err = |k: &str| st.errors.get(k).cloned();
@@ -856,6 +906,7 @@ fn logbook_form(t: &Tr, kind: crate::logbook::Kind, st: &FormState) -> Markup {
     html! {
         form.logbook method="post" action="/logbook" novalidate {
             input type="hidden" name="kind" value=(kind.as_str());
+            input type="hidden" name="csrf" value=(csrf);
             @for f in kind.fields() {
                 @match *f {
                     "waste" => (field("waste", html! {
@@ -890,13 +941,14 @@ pub struct LogbookQuery {
 
 async fn logbook_page(
     s: &Arc<AppState>,
+    caller: &Caller,
     headers: &HeaderMap,
     kind: crate::logbook::Kind,
     st: FormState,
     added: Option<i64>,
     status: StatusCode,
 ) -> Response {
-    let c = ctx(s, headers, "/logbook");
+    let c = ctx(s, headers, "/logbook", caller);
     let t = &c.t;
     let now = c.now_ns;
     let entries = s
@@ -918,7 +970,7 @@ async fn logbook_page(
             }
         }
         h2 { (kind_msg(t, kind)) }
-        (logbook_form(t, kind, &st))
+        @if c.manager() { (logbook_form(t, &c.csrf, kind, &st)) } @else { p.hint { (t.s("logbook-manager-only")) } }
         h2 { (t.s("logbook-recent")) }
         div.scroll {
             table {
@@ -960,6 +1012,7 @@ fn values_text(t: &Tr, v: &crate::logbook::Values) -> String {
 
 pub async fn logbook(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(q): Query<LogbookQuery>,
 ) -> Response {
@@ -970,6 +1023,7 @@ pub async fn logbook(
         .unwrap_or(crate::logbook::Kind::WasteFed);
     logbook_page(
         &s,
+        &caller,
         &headers,
         kind,
         FormState::default(),
@@ -983,6 +1037,7 @@ pub async fn logbook(
 /// refusal shows the form again with the values typed and each message next to its field.
 pub async fn logbook_add(
     State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -1037,7 +1092,7 @@ pub async fn logbook_add(
         kind: kind.as_str().to_owned(),
         fields,
         at,
-        by: Some("dashboard".to_owned()),
+        by: Some(caller.user.clone()),
         note: text("note"),
     };
     let stamp = s.clock.now();
@@ -1046,13 +1101,14 @@ pub async fn logbook_add(
             ns: stamp.ts_ns,
             synced: stamp.synced,
         },
-        "dashboard",
+        &caller.user,
     );
     let new = match checked {
         Ok(new) if st.errors.is_empty() => new,
         Ok(_) => {
             return logbook_page(
                 &s,
+                &caller,
                 &headers,
                 kind,
                 st,
@@ -1069,6 +1125,7 @@ pub async fn logbook_add(
             }
             return logbook_page(
                 &s,
+                &caller,
                 &headers,
                 kind,
                 st,
@@ -1092,6 +1149,7 @@ pub async fn logbook_add(
             st.errors.insert("form".into(), e.to_string());
             logbook_page(
                 &s,
+                &caller,
                 &headers,
                 kind,
                 st,
@@ -1133,8 +1191,12 @@ pub(crate) fn serde_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-pub async fn system(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let c = ctx(&s, &headers, "/system");
+pub async fn system(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Response {
+    let c = ctx(&s, &headers, "/system", &caller);
     let t = &c.t;
     let d = super::status_dto(&s).await;
     let uptime_s = (c.now_ns - s.started_ns).max(0) / 1_000_000_000;
