@@ -10,6 +10,7 @@ mod commands;
 mod contract;
 mod faults;
 mod gpio;
+mod grafana;
 mod history;
 mod ingest;
 mod live;
