@@ -12,6 +12,7 @@ mod contract;
 mod dashboard;
 mod faults;
 mod gpio;
+mod grafana;
 mod history;
 mod ingest;
 mod live;

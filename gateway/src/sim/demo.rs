@@ -1,6 +1,7 @@
 //! `gkgw demo`: the whole gateway on one machine with nothing installed. Simulated meters are
 //! real MQTT clients (rumqttc) of the embedded broker, each logged in with its own account
-//! (created in the state directory at start); the store lives in a temporary directory.
+//! (created in the state directory at start), and so is a simulated H2S sensor publishing plain
+//! numbers on a mapped topic; the store lives in a temporary directory.
 //! Anonymous loopback clients (`mosquitto_sub`) are let in read-only.
 
 use std::net::SocketAddr;
@@ -74,6 +75,17 @@ fn demo_alarms(a: &mut crate::config::AlarmsConfig) {
 }
 
 pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with_clock(opts, crate::clock::Clock::system(), shutdown).await
+}
+
+/// [`run`] on a given clock: the Grafana test runs the demo in-process on the system's time
+/// with the kernel's sync state taken as synchronised, since the KPI writer writes nothing while
+/// the clock is unsynchronised (as it is in many containers).
+pub async fn run_with_clock(
+    opts: Options,
+    clock: std::sync::Arc<crate::clock::Clock>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let (_tmp, state_dir) = match opts.state_dir {
         Some(d) => (None, d),
         None => {
@@ -127,6 +139,16 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         }
         None => None,
     };
+    // The biogas H2S sensor (the gas analyser measures CH4, CO2 and H2O only) publishes plain
+    // numbers over MQTT, as a site's own sensor would.
+    config.mqtt.topics.push(crate::config::TopicMap {
+        filter: H2S_TOPIC.into(),
+        device: crate::config::TopicDevice::Fixed(H2S_DEVICE.into()),
+        publishers: crate::config::TopicPublishers::Accounts(vec![H2S_ACCOUNT.into()]),
+        payload: crate::config::TopicPayload::Number {
+            quantity: "biogas.h2s".into(),
+        },
+    });
     // Every simulated meter has an account of its own, as on a real site. Hashing is slow on
     // purpose (argon2id), so the accounts are made on the blocking pool, all in one write.
     let accounts: Vec<(String, String)> = (0..opts.meters)
@@ -137,8 +159,11 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
             )
         })
         .collect();
+    // A field device's account, like a meter's (integration accounts are read-only).
+    let h2s_password = crate::credentials::new_password();
     {
-        let (file, accounts) = (config.broker.credentials_file.clone(), accounts.clone());
+        let (file, mut accounts) = (config.broker.credentials_file.clone(), accounts.clone());
+        accounts.push((H2S_ACCOUNT.to_owned(), h2s_password.clone()));
         tokio::task::spawn_blocking(move || {
             crate::credentials::add_accounts(
                 &file,
@@ -179,10 +204,10 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
         );
     }
     let logins = demo_logins(&state_dir).await?;
-    let gw = crate::topology::start_resolved(resolved, crate::clock::Clock::system()).await?;
+    let gw = crate::topology::start_resolved(resolved, clock).await?;
     let mqtt = gw.mqtt_addrs[0];
     let mut banner = format!(
-        "Green Kitchen Gateway demo\n  dashboard:    http://{}/   (English / Kiswahili; technician status: /status, metrics: /metrics, health: /healthz, live: /api/live)\n  history:      http://{}/api/history?quantity=digester.pressure&instance=digester-1&points=100\n  MQTT broker:  {mqtt} with {} simulated meters, each with its own account ({}); anonymous clients are read-only\n  state dir:    {}\n",
+        "Green Kitchen Gateway demo\n  dashboard:    http://{}/   (English / Kiswahili; technician status: /status, metrics: /metrics, health: /healthz, live: /api/live)\n  history:      http://{}/api/history?quantity=digester.pressure&instance=digester-1&points=100\n  MQTT broker:  {mqtt} with {} simulated meters and an H2S sensor (publishing ppm on {H2S_TOPIC}), each with its own account ({}); anonymous clients are read-only\n  state dir:    {}\n",
         gw.http_addr,
         gw.http_addr,
         opts.meters,
@@ -251,6 +276,12 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
             meters_cancel.clone(),
         ));
     }
+    meters.spawn(run_h2s_sensor(
+        mqtt,
+        h2s_password,
+        opts.meter_interval,
+        meters_cancel.clone(),
+    ));
     if let (Some(sim), Some(p)) = (gw.gpio_sim.clone(), &plant) {
         meters.spawn(drive_gpio(sim, p.gpio.clone(), meters_cancel.clone()));
     }
@@ -261,6 +292,44 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> anyhow::Result<(
     gw.stop(Duration::from_secs(10)).await;
     plant_cancel.cancel();
     Ok(())
+}
+
+const H2S_TOPIC: &str = "sensors/h2s-sensor/h2s";
+const H2S_DEVICE: &str = "h2s-sensor";
+const H2S_ACCOUNT: &str = "H2S-SENSOR";
+
+/// The simulated H2S sensor in the biogas line after the scrubber: an MQTT client of its own
+/// account publishing the H2S content in ppm as a plain number every `interval`, wandering
+/// around 150 ppm (the default `biogas_h2s_high` rule warns above 1000 ppm: a spent scrubber).
+async fn run_h2s_sensor(
+    addr: SocketAddr,
+    password: String,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    use rand::{Rng, SeedableRng};
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    let mut opts = MqttOptions::new(H2S_ACCOUNT, addr.ip().to_string(), addr.port());
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_credentials(H2S_ACCOUNT, password);
+    let (client, mut eventloop) = AsyncClient::new(opts, 16);
+    let mut tick = tokio::time::interval(interval);
+    let mut ppm: f64 = 150.0;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {
+                ppm = (ppm + rng.gen_range(-10.0..10.0) + (150.0 - ppm) * 0.05).clamp(20.0, 600.0);
+                let _ = client.try_publish(H2S_TOPIC, QoS::AtLeastOnce, false, format!("{ppm:.0}"));
+            }
+            ev = eventloop.poll() => if let Err(e) = ev {
+                tracing::debug!(error = %e, "simulated H2S sensor reconnecting");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    let _ = client.try_disconnect();
 }
 
 /// The demo's `[gpio]`: the sim backend with the kitchen's gas meter, the compressor's run
