@@ -6,7 +6,14 @@
 // overview pages open on live updates for 60 s (the harness samples the gateway's CPU/RSS).
 import { chromium } from "playwright-core";
 
-const [base, tabsArg] = process.argv.slice(2);
+const [base, tabsArg, password] = process.argv.slice(2);
+async function login(ctx, page) {
+  await page.goto(base + "/login");
+  await page.fill('input[name="user"]', "viewer");
+  await page.fill('input[name="password"]', password);
+  await page.click("form button");
+  await page.waitForURL((u) => !u.pathname.startsWith("/login"));
+}
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
@@ -15,8 +22,12 @@ const pages = ["/", "/digester", "/gas", "/meters", "/alarms", "/logbook", "/sys
 for (const p of pages) {
   const ctx = await browser.newContext();
   const page = await ctx.newPage();
+  await login(ctx, page);
   const cdp = await ctx.newCDPSession(page);
   await cdp.send("Network.enable");
+  // A first load: nothing cached.
+  await cdp.send("Network.clearBrowserCache");
+  await cdp.send("Network.setCacheDisabled", { cacheDisabled: true });
   let bytes = 0;
   cdp.on("Network.loadingFinished", (e) => { bytes += e.encodedDataLength; });
   await page.goto(base + p, { waitUntil: "load" });
@@ -30,7 +41,9 @@ for (const p of pages) {
 {
   const ctx = await browser.newContext({ viewport: { width: 360, height: 800 } });
   const page = await ctx.newPage();
+  await login(ctx, page);
   const cdp = await ctx.newCDPSession(page);
+  await cdp.send("Network.setCacheDisabled", { cacheDisabled: true });
   await cdp.send("Network.enable");
   await cdp.send("Network.emulateNetworkConditions", {
     offline: false, latency: 400, downloadThroughput: 400 * 1024 / 8, uploadThroughput: 400 * 1024 / 8,
@@ -46,7 +59,9 @@ for (const p of pages) {
 {
   const ctx = await browser.newContext();
   const page = await ctx.newPage();
+  await login(ctx, page);
   await page.goto(base + "/digester?span=7d");
+  await page.waitForFunction(() => window.uPlot !== undefined, null, { timeout: 20000 });
   const t = await page.evaluate(async () => {
     const q = "digester.pressure", i = document.querySelector('figure.chart[data-q="digester.pressure"]').dataset.i;
     const from = Date.now() - 7 * 86400e3;
@@ -65,9 +80,12 @@ for (const p of pages) {
   await ctx.close();
 }
 const tabs = Number(tabsArg || 10);
-const ctx = await browser.newContext();
+// One context each: ten phones, not ten tabs of one browser (which allows 6 connections per
+// host, so a 7th live page would wait for a free one).
 for (let i = 0; i < tabs; i++) {
+  const ctx = await browser.newContext();
   const page = await ctx.newPage();
+  await login(ctx, page);
   await page.goto(base + "/");
 }
 console.log(JSON.stringify({ open_tabs: tabs }));

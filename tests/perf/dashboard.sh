@@ -9,13 +9,14 @@ cd "$(dirname "$0")/../.."
 . tests/perf/common.sh
 BIN=${BIN:-target/release/gkgw}
 HTTP=$(free_port) MQTT=$(free_port)
-"$BIN" demo --meters 200 --history-days 7 --state-dir "$WORK/state" --http "127.0.0.1:$HTTP" --mqtt "127.0.0.1:$MQTT" > "$WORK/demo.log" 2>&1 &
+"$BIN" demo --meters 200 --history-days 7 --state-dir "$WORK/state" --http "127.0.0.1:$HTTP" --mqtt "127.0.0.1:$MQTT" > "$WORK/demo.log" 2>"$WORK/demo.err" &
 GW=$!; PIDS+=($GW)
 wait_http "127.0.0.1:$HTTP/healthz" || { cat "$WORK/demo.log"; exit 1; }
 sleep 20
 t0=$(ticks $GW); sleep 60; t1=$(ticks $GW)
 echo "gateway, no dashboard open: CPU $(echo "scale=1; ($t1 - $t0) * 100 / $hz / 60" | bc) % of one core over 60 s, RSS $(rss $GW) KiB"
-node tests/browser/perf.mjs "http://127.0.0.1:$HTTP" 10 > "$WORK/perf.out" &
+PW=$(awk '/login:/ && $2 == "viewer" {print $4; exit}' "$WORK/demo.log")
+node tests/browser/perf.mjs "http://127.0.0.1:$HTTP" 10 "$PW" > "$WORK/perf.out" &
 NODE=$!; PIDS+=($NODE)
 for _ in $(seq 600); do grep -q TABS-OPEN "$WORK/perf.out" 2>/dev/null && break; sleep 0.5; done
 grep -v TABS-OPEN "$WORK/perf.out"

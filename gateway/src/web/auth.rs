@@ -1192,11 +1192,14 @@ mod tests {
         assert_eq!(get("/metrics"), Some(Access::Metrics));
         assert_eq!(get("/"), Some(VIEWER));
         // The roles: managers write the logbook and operate alarms; admins manage
-        // users, read the audit log and submit commands; everything else is read by viewers.
+        // users, read the audit log and submit commands; everything else is read by viewers,
+        // but the language switch and the static assets (the login page needs its CSS).
         for r in table {
             let (m, p) = (&r.method, r.path);
             let want = if *m == Method::POST
-                && (p.starts_with("/api/logbook") || p.starts_with("/api/alarms"))
+                && (p.starts_with("/api/logbook")
+                    || p.starts_with("/api/alarms")
+                    || p == "/logbook")
             {
                 MANAGER
             } else if p.starts_with("/users")
@@ -1205,7 +1208,7 @@ mod tests {
                 || (*m == Method::POST && p == "/api/commands")
             {
                 ADMIN
-            } else if ["/healthz", "/login"].contains(&p) {
+            } else if ["/healthz", "/login", "/lang/{code}", "/assets/{name}"].contains(&p) {
                 Access::Public
             } else if p == "/metrics" {
                 Access::Metrics
