@@ -387,20 +387,25 @@ pub(crate) fn mosquitto(port: u16, dir: &std::path::Path) -> Proc {
     // Started as root, mosquitto drops to its own user: let it write its database here.
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
+    mosquitto_with(
+        dir,
+        &format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 10000\n",
             dir.display()
         ),
+        port,
     )
-    .expect("conf");
+}
+
+/// Mosquitto with the configuration `conf` (written to `dir`), once `port` accepts connections.
+fn mosquitto_with(dir: &std::path::Path, conf: &str, port: u16) -> Proc {
+    let path = dir.join("mosquitto.conf");
+    std::fs::write(&path, conf).expect("conf");
     let p = Proc::spawn(
         "mosquitto",
         Command::new(require("mosquitto"))
             .arg("-c")
-            .arg(&conf)
+            .arg(&path)
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
@@ -620,28 +625,16 @@ fn mqtts_verifies_the_broker_and_accepts_a_custom_ca() {
     let certs = tempfile::tempdir().expect("tempdir");
     let (ca, cert, key) = tls_files(certs.path());
     let (plain, tls) = (free_port(), free_port());
-    let conf = certs.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
+    let _broker = mosquitto_with(
+        certs.path(),
+        &format!(
             "per_listener_settings false\nallow_anonymous true\nlistener {plain} 127.0.0.1\nlistener {tls} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
             ca.display(),
             cert.display(),
             key.display()
         ),
-    )
-    .expect("conf");
-    let _broker = Proc::spawn(
-        "mosquitto",
-        Command::new(require("mosquitto"))
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+        tls,
     );
-    wait_until("mosquitto listening", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", tls)).is_ok()
-    });
     let p = Platform::start_with(&["--mqtt-port", &plain.to_string()]);
     let mut gw = gateway(&format!("mqtts://127.0.0.1:{tls}"), "");
     publish_day(&gw, "GM-0001", 60);

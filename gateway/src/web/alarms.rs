@@ -162,7 +162,7 @@ fn body(bytes: &Bytes, caller: &Caller) -> Result<Body, Response> {
     }
     if bytes.first() != Some(&b'{') {
         let mut b = Body::default();
-        for (k, v) in super::ui::serde_urlencoded_pairs(bytes) {
+        for (k, v) in super::ui::form_pairs(bytes) {
             match k.as_str() {
                 "note" if !v.trim().is_empty() => b.note = Some(v),
                 "minutes" => b.minutes = v.trim().parse().ok(),

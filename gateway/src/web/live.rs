@@ -83,28 +83,18 @@ pub struct LiveQuery {
 
 /// The dashboard banner's view of the alarms: a change of any alarm's state changes it.
 fn alarm_summary(s: &AppState, t: &super::ui::i18n::Tr) -> (u64, serde_json::Value) {
-    use crate::alarm::State;
     let Some(h) = &s.alarms else {
         return (0, serde_json::json!({"count": 0}));
     };
     let snap = h.snapshot();
-    let active: Vec<_> = snap
-        .alarms
-        .iter()
-        .filter(|a| a.state != State::Normal && a.shelved_until.is_none())
-        .collect();
+    let active = super::ui::banner_alarms(&snap.alarms);
     let worst = active.iter().map(|a| a.severity).max();
     let key = snap.next_seq;
     (
         key,
         serde_json::json!({
             "count": active.len(),
-            "worst": worst.map(|w| match w {
-                crate::alarm::Severity::Info => "info",
-                crate::alarm::Severity::Warning => "warn",
-                crate::alarm::Severity::Alarm => "alarm",
-                crate::alarm::Severity::Critical => "crit",
-            }),
+            "worst": worst.map(super::ui::severity_class),
             "text": t.a("alarms-active", &[("count", super::ui::i18n::Arg::N(active.len() as f64))]),
             "first": active.first().map(|a| a.message.clone()),
         }),

@@ -171,7 +171,15 @@ fn role_msg(t: &Tr, r: Role) -> String {
     }
 }
 
-fn severity_class(s: Severity) -> &'static str {
+/// The alarms the banner counts: not normal and not shelved, worst first (the snapshot's order).
+pub(crate) fn banner_alarms(alarms: &[View]) -> Vec<&View> {
+    alarms
+        .iter()
+        .filter(|a| a.state != AlarmState::Normal && a.shelved_until.is_none())
+        .collect()
+}
+
+pub(crate) fn severity_class(s: Severity) -> &'static str {
     match s {
         Severity::Info => "info",
         Severity::Warning => "warn",
@@ -266,11 +274,7 @@ fn show(s: &AppState, quantity: &str, v: Option<&latest::Current>) -> String {
 
 fn layout(c: &Ctx, title: &str, body: Markup) -> Markup {
     let t = &c.t;
-    let active: Vec<&View> = c
-        .alarms
-        .iter()
-        .filter(|a| a.state != AlarmState::Normal && a.shelved_until.is_none())
-        .collect();
+    let active = banner_alarms(&c.alarms);
     let worst = active.iter().map(|a| a.severity).max();
     let nav = [
         ("/", t.s("nav-overview")),
@@ -449,14 +453,13 @@ fn disk_free(dir: &std::path::Path) -> Option<(u64, u64)> {
     Some((st.f_bavail as u64 * f, st.f_blocks as u64 * f))
 }
 
-fn figure(set: Option<&KpiSet>, name: &str) -> Option<f64> {
-    set.and_then(|k| k.get(name))
-        .and_then(|v| v.as_ref().ok().copied())
-}
-
-fn num(v: Option<f64>, decimals: usize, unit: &str) -> String {
-    match v {
-        Some(x) if x.is_finite() => format!("{x:.decimals$} {unit}").trim_end().to_owned(),
+/// A KPI figure with its own unit and `decimals` (`—` when the set or the value is missing).
+fn figure(set: Option<&KpiSet>, name: &str, decimals: usize) -> String {
+    let f = set.and_then(|k| k.figures.iter().find(|f| f.name == name));
+    match f.map(|f| (&f.value, f.unit)) {
+        Some((Ok(x), unit)) if x.is_finite() => {
+            format!("{x:.decimals$} {unit}").trim_end().to_owned()
+        }
         _ => "—".into(),
     }
 }
@@ -483,13 +486,13 @@ pub async fn overview(
         section.cards {
             div.card {
                 h2 { (t.s("gas-today")) }
-                p.big { (num(figure(today, "normal_gas_nm3"), 1, "Nm³")) }
-                p { (t.s("gas-metered")) ": " (num(figure(today, "gas_metered_m3"), 1, "m³")) }
+                p.big { (figure(today, "normal_gas_nm3", 1)) }
+                p { (t.s("gas-metered")) ": " (figure(today, "gas_metered_m3", 1)) }
             }
             div.card {
                 h2 { (t.s("gas-yesterday")) }
-                p.big { (num(figure(yesterday, "normal_gas_nm3"), 1, "Nm³")) }
-                p { (t.s("gas-metered")) ": " (num(figure(yesterday, "gas_metered_m3"), 1, "m³")) }
+                p.big { (figure(yesterday, "normal_gas_nm3", 1)) }
+                p { (t.s("gas-metered")) ": " (figure(yesterday, "gas_metered_m3", 1)) }
             }
             div.card {
                 h2 { (t.s("meters-attention")) }
@@ -520,22 +523,22 @@ fn chart(c: &Ctx, quantity: &str, instance: &str, hours: u32) -> Markup {
     }
 }
 
-fn kpi_table(c: &Ctx, sets: &[KpiSet], names: &[(&str, usize, &str)], s: &AppState) -> Markup {
+fn kpi_table(c: &Ctx, sets: &[KpiSet], names: &[(&str, usize)], s: &AppState) -> Markup {
     let t = &c.t;
     html! {
         div.scroll {
             table.kpi {
                 thead { tr {
                     th { (t.s("day")) }
-                    @for (n, _, _) in names { th { (t.s(&format!("kpi-{}", n.replace('_', "-")))) } }
+                    @for (n, _) in names { th { (t.s(&format!("kpi-{}", n.replace('_', "-")))) } }
                 } }
                 tbody {
                     @for set in sets {
                         tr {
                             td { (local_date(s, set.period_start_ns)) }
-                            @for (n, d, u) in names {
+                            @for (n, d) in names {
                                 td.num title=(set.get(n).and_then(|v| v.as_ref().err()).map(|m| m.to_string()).unwrap_or_default()) {
-                                    (num(figure(Some(set), n), *d, u))
+                                    (figure(Some(set), n, *d))
                                 }
                             }
                         }
@@ -578,13 +581,13 @@ pub async fn digester(
         }
         h2 { (t.s("kpis-7-days")) }
         (kpi_table(&c, &sets, &[
-            ("normal_gas_nm3", 1, "Nm³"),
-            ("methane_nm3", 1, "Nm³"),
-            ("energy_kwh", 0, "kWh"),
-            ("waste_fed_kg", 0, "kg"),
-            ("specific_yield_nm3_per_kg_vs", 2, ""),
-            ("organic_loading_rate", 2, ""),
-            ("hrt_days", 0, "d"),
+            ("normal_gas_nm3", 1),
+            ("methane_nm3", 1),
+            ("energy_kwh", 0),
+            ("waste_fed_kg", 0),
+            ("specific_yield_nm3_per_kg_vs", 2),
+            ("organic_loading_rate", 2),
+            ("hrt_days", 0),
         ], &s))
     };
     page(
@@ -613,12 +616,12 @@ pub async fn gas(
         }
         h2 { (t.s("kpis-7-days")) }
         (kpi_table(&c, &sets, &[
-            ("normal_gas_nm3", 1, "Nm³"),
-            ("cylinders_filled", 0, ""),
-            ("compressor_kwh", 1, "kWh"),
-            ("compressor_kwh_per_nm3", 2, "kWh/Nm³"),
-            ("gas_sold_nm3", 1, "Nm³"),
-            ("gas_utilisation", 2, ""),
+            ("normal_gas_nm3", 1),
+            ("cylinders_filled", 0),
+            ("compressor_kwh", 1),
+            ("compressor_kwh_per_nm3", 2),
+            ("gas_sold_nm3", 1),
+            ("gas_utilisation", 2),
         ], &s))
     };
     page(
@@ -1042,8 +1045,7 @@ pub async fn logbook_add(
     body: Bytes,
 ) -> Response {
     use crate::logbook::{Draft, Fields, Kind, Now};
-    let form: std::collections::HashMap<String, String> =
-        serde_urlencoded_pairs(&body).into_iter().collect();
+    let form: std::collections::HashMap<String, String> = form_pairs(&body).into_iter().collect();
     let t = Tr::new(lang_of(&headers));
     let kind = form
         .get("kind")
@@ -1161,34 +1163,9 @@ pub async fn logbook_add(
     }
 }
 
-/// `application/x-www-form-urlencoded` pairs (a form's body).
-pub(crate) fn serde_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
-    let dec = |s: &str| {
-        let s = s.replace('+', " ");
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'%' && i + 2 < b.len() {
-                if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    out.push(v);
-                    i += 3;
-                    continue;
-                }
-            }
-            out.push(b[i]);
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    };
-    String::from_utf8_lossy(body)
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => (dec(k), dec(v)),
-            None => (dec(kv), String::new()),
-        })
-        .collect()
+/// A form's `application/x-www-form-urlencoded` pairs (none when it does not decode).
+pub(crate) fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+    serde_urlencoded::from_bytes(body).unwrap_or_default()
 }
 
 pub async fn system(
