@@ -263,6 +263,9 @@ impl Fields {
 pub struct FieldError {
     field: String,
     message: String,
+    /// The same problem for a translated page: a Fluent message id (`invalid-…`) and its
+    /// arguments. The English `message` is what the API and the CLI say.
+    why: Option<(&'static str, Vec<(&'static str, String)>)>,
 }
 
 impl FieldError {
@@ -270,7 +273,19 @@ impl FieldError {
         FieldError {
             field: field.into(),
             message: message.into(),
+            why: None,
         }
+    }
+
+    /// With the Fluent message id (and its arguments) a page shows instead of `message`.
+    pub fn because(mut self, id: &'static str, args: &[(&'static str, String)]) -> FieldError {
+        self.why = Some((id, args.to_vec()));
+        self
+    }
+
+    /// The Fluent message id and arguments, when the problem has one.
+    pub fn why(&self) -> Option<(&'static str, &[(&'static str, String)])> {
+        self.why.as_ref().map(|(id, a)| (*id, a.as_slice()))
     }
 
     /// The field's name as the API and the CLI spell it (`kg`, `waste`, `at`, `by`).
@@ -391,6 +406,7 @@ pub fn parse_at(s: &str) -> Result<i64, FieldError> {
                 "at",
                 format!("{s:?} is not an RFC 3339 time such as 2026-12-01T08:00:00+03:00"),
             )
+            .because("invalid-at-format", &[])
         })
 }
 
@@ -404,17 +420,23 @@ fn check_at(at: Option<&str>, now: Now, default_ns: i64, errors: &mut Vec<FieldE
             default_ns
         }
         Ok(ns) if ns < MIN_AT_NS => {
-            errors.push(FieldError::new(
-                "at",
-                format!("{s} is before 2020-01-01, not a time this plant logged"),
-            ));
+            errors.push(
+                FieldError::new(
+                    "at",
+                    format!("{s} is before 2020-01-01, not a time this plant logged"),
+                )
+                .because("invalid-at-old", &[]),
+            );
             ns
         }
         Ok(ns) if now.synced && ns > now.ns + MAX_FUTURE_NS => {
-            errors.push(FieldError::new(
-                "at",
-                format!("{s} is in the future (more than 5 minutes after the gateway's clock)"),
-            ));
+            errors.push(
+                FieldError::new(
+                    "at",
+                    format!("{s} is in the future (more than 5 minutes after the gateway's clock)"),
+                )
+                .because("invalid-at-future", &[]),
+            );
             ns
         }
         Ok(ns) => ns,
@@ -423,25 +445,37 @@ fn check_at(at: Option<&str>, now: Now, default_ns: i64, errors: &mut Vec<FieldE
 
 fn check_text(field: &str, s: Option<&str>, required: bool, errors: &mut Vec<FieldError>) {
     match s.map(str::trim) {
-        None if required => errors.push(FieldError::new(field, "required")),
+        None if required => {
+            errors.push(FieldError::new(field, "required").because("invalid-required", &[]))
+        }
         None => {}
-        Some("") => errors.push(FieldError::new(field, "must not be empty")),
-        Some(t) if t.chars().count() > MAX_TEXT => errors.push(FieldError::new(
-            field,
-            format!("{} characters; at most {MAX_TEXT}", t.chars().count()),
-        )),
+        Some("") => {
+            errors.push(FieldError::new(field, "must not be empty").because("invalid-empty", &[]))
+        }
+        Some(t) if t.chars().count() > MAX_TEXT => {
+            let n = t.chars().count().to_string();
+            errors.push(
+                FieldError::new(field, format!("{n} characters; at most {MAX_TEXT}")).because(
+                    "invalid-too-long",
+                    &[("n", n), ("max", MAX_TEXT.to_string())],
+                ),
+            )
+        }
         Some(_) => {}
     }
 }
 
 fn check_by(by: &str, errors: &mut Vec<FieldError>) {
     if by.trim().is_empty() {
-        errors.push(FieldError::new("by", "must not be empty"));
+        errors.push(FieldError::new("by", "must not be empty").because("invalid-empty", &[]));
     } else if by.chars().count() > MAX_BY || by.chars().any(char::is_control) {
-        errors.push(FieldError::new(
-            "by",
-            format!("must be a name of at most {MAX_BY} characters without control characters"),
-        ));
+        errors.push(
+            FieldError::new(
+                "by",
+                format!("must be a name of at most {MAX_BY} characters without control characters"),
+            )
+            .because("invalid-by", &[("max", MAX_BY.to_string())]),
+        );
     }
 }
 
@@ -456,22 +490,39 @@ fn positive(
 ) -> f64 {
     match v {
         None => {
-            errors.push(FieldError::new(field, format!("required for {kind}")));
+            errors.push(
+                FieldError::new(field, format!("required for {kind}"))
+                    .because("invalid-required", &[]),
+            );
             0.0
         }
         Some(x) if !x.is_finite() => {
-            errors.push(FieldError::new(field, "must be a number"));
+            errors.push(
+                FieldError::new(field, "must be a number").because("invalid-not-a-number", &[]),
+            );
             0.0
         }
         Some(x) if x <= 0.0 => {
-            errors.push(FieldError::new(field, "must be more than 0"));
+            errors.push(
+                FieldError::new(field, "must be more than 0").because("invalid-not-positive", &[]),
+            );
             x
         }
         Some(x) if x > max => {
-            errors.push(FieldError::new(
-                field,
-                format!("{x} is more than {max} {unit} in one entry, which is not plausible"),
-            ));
+            errors.push(
+                FieldError::new(
+                    field,
+                    format!("{x} is more than {max} {unit} in one entry, which is not plausible"),
+                )
+                .because(
+                    "invalid-implausible",
+                    &[
+                        ("x", x.to_string()),
+                        ("max", max.to_string()),
+                        ("unit", unit.to_owned()),
+                    ],
+                ),
+            );
             x
         }
         Some(x) => x,
@@ -488,11 +539,23 @@ fn within(
 ) -> f64 {
     match v {
         None => {
-            errors.push(FieldError::new(field, format!("required for {kind}")));
+            errors.push(
+                FieldError::new(field, format!("required for {kind}"))
+                    .because("invalid-required", &[]),
+            );
             0.0
         }
         Some(x) if !x.is_finite() || x < lo || x > hi => {
-            errors.push(FieldError::new(field, format!("{x} is outside {lo}–{hi}")));
+            errors.push(
+                FieldError::new(field, format!("{x} is outside {lo}–{hi}")).because(
+                    "invalid-outside",
+                    &[
+                        ("x", x.to_string()),
+                        ("lo", lo.to_string()),
+                        ("hi", hi.to_string()),
+                    ],
+                ),
+            );
             x
         }
         Some(x) => x,
@@ -502,24 +565,33 @@ fn within(
 fn count(kind: Kind, v: Option<f64>, errors: &mut Vec<FieldError>) -> u32 {
     match v {
         None => {
-            errors.push(FieldError::new("count", format!("required for {kind}")));
+            errors.push(
+                FieldError::new("count", format!("required for {kind}"))
+                    .because("invalid-required", &[]),
+            );
             0
         }
         Some(x) if x.fract() != 0.0 || !x.is_finite() => {
-            errors.push(FieldError::new(
-                "count",
-                format!("{x} is not a whole number"),
-            ));
+            errors.push(
+                FieldError::new("count", format!("{x} is not a whole number"))
+                    .because("invalid-not-whole", &[("x", x.to_string())]),
+            );
             0
         }
         Some(x) if x < 1.0 => {
-            errors.push(FieldError::new("count", "must be at least 1"));
+            errors.push(
+                FieldError::new("count", "must be at least 1").because("invalid-at-least-one", &[]),
+            );
             0
         }
         Some(x) if x > MAX_CYLINDERS => {
             errors.push(FieldError::new(
                 "count",
                 format!("{x} is more than {MAX_CYLINDERS} cylinders in one entry, which is not plausible"),
+            )
+            .because(
+                "invalid-implausible",
+                &[("x", x.to_string()), ("max", MAX_CYLINDERS.to_string()), ("unit", String::new())],
             ));
             0
         }
@@ -532,24 +604,32 @@ fn values(kind: Kind, f: &Fields, errors: &mut Vec<FieldError>) -> Option<Values
     let before = errors.len();
     for name in f.given() {
         if !kind.fields().contains(&name) {
-            errors.push(FieldError::new(
-                name,
-                format!(
-                    "not a value of {kind} (it takes {})",
-                    kind.fields().join(", ")
-                ),
-            ));
+            errors.push(
+                FieldError::new(
+                    name,
+                    format!(
+                        "not a value of {kind} (it takes {})",
+                        kind.fields().join(", ")
+                    ),
+                )
+                .because("invalid-not-of-kind", &[]),
+            );
         }
     }
     let v = match kind {
         Kind::WasteFed => {
             let waste = match f.waste.as_deref().map(str::parse::<Waste>) {
                 None => {
-                    errors.push(FieldError::new("waste", format!("required for {kind}")));
+                    errors.push(
+                        FieldError::new("waste", format!("required for {kind}"))
+                            .because("invalid-required", &[]),
+                    );
                     None
                 }
                 Some(Err(e)) => {
-                    errors.push(FieldError::new("waste", e.to_string()));
+                    errors.push(
+                        FieldError::new("waste", e.to_string()).because("invalid-waste", &[]),
+                    );
                     None
                 }
                 Some(Ok(w)) => Some(w),
@@ -562,14 +642,17 @@ fn values(kind: Kind, f: &Fields, errors: &mut Vec<FieldError>) -> Option<Values
         }),
         Kind::DigestateOut => match (f.kg, f.litres) {
             (Some(_), Some(_)) => {
-                errors.push(FieldError::new("litres", "give kg or litres, not both"));
+                errors.push(
+                    FieldError::new("litres", "give kg or litres, not both")
+                        .because("invalid-kg-and-litres", &[]),
+                );
                 None
             }
             (None, None) => {
-                errors.push(FieldError::new(
-                    "kg",
-                    format!("kg or litres required for {kind}"),
-                ));
+                errors.push(
+                    FieldError::new("kg", format!("kg or litres required for {kind}"))
+                        .because("invalid-kg-or-litres", &[]),
+                );
                 None
             }
             (Some(_), None) => Some(Values::DigestateOut(Amount::Kg(positive(
@@ -611,14 +694,17 @@ impl Draft {
         let mut errors = Vec::new();
         let kind = Kind::parse(&self.kind);
         if kind.is_none() {
-            errors.push(FieldError::new(
-                "kind",
-                format!(
-                    "{:?} is not one of {}",
-                    self.kind,
-                    Kind::ALL.map(Kind::as_str).join(", ")
-                ),
-            ));
+            errors.push(
+                FieldError::new(
+                    "kind",
+                    format!(
+                        "{:?} is not one of {}",
+                        self.kind,
+                        Kind::ALL.map(Kind::as_str).join(", ")
+                    ),
+                )
+                .because("invalid-kind", &[]),
+            );
         }
         let values = kind.and_then(|k| values(k, &self.fields, &mut errors));
         let at_ns = check_at(self.at.as_deref(), now, now.ns, &mut errors);

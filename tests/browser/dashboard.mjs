@@ -108,7 +108,7 @@ try {
   await page.fill("#f-note", "from the market");
   await page.click('form.logbook button[type="submit"]');
   await page.waitForSelector(".field.invalid #f-kg");
-  const msg = await page.locator("#e-kg").textContent();
+  const msg = await page.locator("#f-kg-error").textContent();
   if ((await page.inputValue("#f-note")) !== "from the market") throw new Error("the note was lost");
   step("logbook_refused", { message: msg });
   await page.fill("#f-kg", "85");

@@ -270,7 +270,10 @@ fn the_logbook_form_validates_by_field_and_saves() {
     let (status, page) = post("kind=waste_fed&waste=market&kg=-3&note=from the market");
     assert!(status.starts_with("422"), "{status}");
     assert!(page.contains("class=\"field invalid\""), "{page}");
-    assert!(page.contains("id=\"e-kg\""), "the message is next to kg");
+    assert!(
+        page.contains("id=\"f-kg-error\""),
+        "the message is next to kg"
+    );
     assert!(
         page.contains("value=\"from the market\""),
         "the note is kept"
@@ -295,6 +298,73 @@ fn the_logbook_form_validates_by_field_and_saves() {
         list.contains("waste_fed") && list.contains("85") && list.contains("manager"),
         "{list}"
     );
+
+    // Inside its edit window the entry has a correction and a withdrawal form (a manager's
+    // only); refusals come back in the page's language next to the field.
+    let page = manager.get("/logbook?kind=waste_fed").body;
+    let key = "action=\"/logbook/";
+    let row = page.find("85 kg").expect("the entry is listed");
+    let at = page[..row].rfind("id=\"entry-").expect("its row") + "id=\"entry-".len();
+    let entry = page[at..at + page[at..].find('"').expect("id")].to_owned();
+    assert!(
+        page.contains(&format!("{key}{entry}/revise\"")),
+        "a correction form"
+    );
+    assert!(
+        !viewer.get("/logbook").body.contains(key),
+        "viewers get no change forms"
+    );
+    let revise = format!("/logbook/{entry}/revise");
+    let withdraw = format!("/logbook/{entry}/withdraw");
+    let refused = viewer.form(&revise, &[("kg", "1"), ("csrf", &vcsrf)]);
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(manager.get("/lang/sw?next=/logbook").status, 303);
+    let a = manager.form(&revise, &[("kg", "-1"), ("csrf", &csrf)]);
+    assert_eq!(a.status, 422, "{}", a.body);
+    assert!(
+        a.body.contains(&format!(
+            "id=\"r{entry}-kg-error\" role=\"alert\">lazima iwe zaidi ya 0<"
+        )),
+        "the refusal in Kiswahili next to kg: {}",
+        a.body
+    );
+    assert!(
+        a.body.contains("<details class=\"change\" open"),
+        "the entry's forms stay open"
+    );
+    let a = manager.form(
+        &revise,
+        &[("kg", "90"), ("note", "weighed again"), ("csrf", &csrf)],
+    );
+    assert_eq!(a.status, 303, "{}", a.body);
+    let page = manager.get("/logbook?kind=waste_fed").body;
+    assert!(
+        page.contains("90 kg") && page.contains("weighed again"),
+        "{page}"
+    );
+    let a = manager.form(&withdraw, &[("reason", " "), ("csrf", &csrf)]);
+    assert_eq!(a.status, 422, "{}", a.body);
+    assert!(
+        a.body.contains(&format!(
+            "id=\"w{entry}-reason-error\" role=\"alert\">inahitajika<"
+        )),
+        "{}",
+        a.body
+    );
+    let a = manager.form(&withdraw, &[("reason", "entered twice"), ("csrf", &csrf)]);
+    assert_eq!(a.status, 303, "{}", a.body);
+    let page = manager.get("/logbook?kind=waste_fed").body;
+    assert!(
+        !page.contains(&format!("id=\"entry-{entry}\"")),
+        "a withdrawn entry is not listed"
+    );
+    let a = manager.form(&withdraw, &[("reason", "again"), ("csrf", &csrf)]);
+    assert_eq!(
+        a.status, 409,
+        "a withdrawn entry cannot change again: {}",
+        a.body
+    );
+    assert!(a.body.contains("Ingizo hili limeondolewa."), "{}", a.body);
 }
 
 /// The browser test (tests/browser/dashboard.mjs) with the harness stopping and restarting the

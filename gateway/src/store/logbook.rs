@@ -195,6 +195,11 @@ impl Logbook {
         })
     }
 
+    /// How long after its first recording an entry may be corrected or withdrawn, ns.
+    pub fn window_ns(&self) -> i64 {
+        self.window_ns
+    }
+
     /// Appends a new entry as revision 1; durable on return.
     pub fn add(&mut self, e: &NewEntry) -> Result<Entry> {
         let tx = self

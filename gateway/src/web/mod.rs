@@ -661,6 +661,8 @@ pub fn routes() -> auth::Routes {
         .get("/alarms", VIEWER, ui::alarms)
         .get("/logbook", VIEWER, ui::logbook)
         .post("/logbook", MANAGER, ui::logbook_add)
+        .post("/logbook/{entry}/revise", MANAGER, ui::logbook_revise)
+        .post("/logbook/{entry}/withdraw", MANAGER, ui::logbook_withdraw)
         .get("/system", VIEWER, ui::system)
         .get("/status", VIEWER, index)
         .get("/lang/{code}", Public, ui::set_lang)

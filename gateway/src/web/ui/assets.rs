@@ -133,3 +133,109 @@ pub async fn serve(Path(name): Path<String>, headers: HeaderMap) -> Response {
             .into_response()
     }
 }
+
+#[cfg(test)]
+mod contrast {
+    //! WCAG 2.1 AA in the stylesheet: every rule that sets both a text colour and a background
+    //! has a contrast ratio of at least 4.5:1, and every dark text colour set alone is at least
+    //! 4.5:1 on each light ground the stylesheet uses (white, the page, tables, cards, tiles).
+
+    const CSS: &str = include_str!("../../../assets/app.css");
+
+    fn rgb(hex: &str) -> Option<[f64; 3]> {
+        let h = hex.strip_prefix('#')?;
+        let h: String = match h.len() {
+            3 => h.chars().flat_map(|c| [c, c]).collect(),
+            6 => h.to_owned(),
+            _ => return None,
+        };
+        let p = |i: usize| u8::from_str_radix(&h[i..i + 2], 16).ok().map(f64::from);
+        Some([p(0)?, p(2)?, p(4)?])
+    }
+
+    /// WCAG relative luminance.
+    fn lum(c: [f64; 3]) -> f64 {
+        let ch = |v: f64| {
+            let s = v / 255.0;
+            if s <= 0.039_28 {
+                s / 12.92
+            } else {
+                ((s + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        0.2126 * ch(c[0]) + 0.7152 * ch(c[1]) + 0.0722 * ch(c[2])
+    }
+
+    fn ratio(a: [f64; 3], b: [f64; 3]) -> f64 {
+        let (x, y) = (lum(a), lum(b));
+        (x.max(y) + 0.05) / (x.min(y) + 0.05)
+    }
+
+    /// `(selector, color, background)` of each rule (hex values only).
+    fn rules() -> Vec<(String, Option<[f64; 3]>, Option<[f64; 3]>)> {
+        let mut out = Vec::new();
+        // Media queries nest one level; their inner rules are found the same way.
+        for block in CSS.split('}') {
+            let Some((sel, decls)) = block.rsplit_once('{') else {
+                continue;
+            };
+            let mut color = None;
+            let mut bg = None;
+            for d in decls.split(';') {
+                let Some((k, v)) = d.split_once(':') else {
+                    continue;
+                };
+                let v = v.trim().trim_end_matches("!important");
+                match k.trim() {
+                    "color" => color = rgb(v),
+                    "background" | "background-color" => bg = rgb(v),
+                    _ => {}
+                }
+            }
+            out.push((sel.trim().to_owned(), color, bg));
+        }
+        out
+    }
+
+    #[test]
+    fn text_and_ground_pairs_meet_wcag_aa() {
+        let rules = rules();
+        let mut checked = 0;
+        let mut grounds = vec![[255.0; 3]];
+        for (sel, color, bg) in &rules {
+            if let (Some(c), Some(b)) = (color, bg) {
+                let r = ratio(*c, *b);
+                assert!(r >= 4.5, "{sel}: contrast {r:.2}:1 is under 4.5:1");
+                checked += 1;
+            }
+            if let Some(b) = bg {
+                if lum(*b) > 0.6 {
+                    grounds.push(*b);
+                }
+            }
+        }
+        for (sel, color, bg) in &rules {
+            let (Some(c), None) = (color, bg) else {
+                continue;
+            };
+            if lum(*c) > 0.4 {
+                continue; // light text: set on the dark header and buttons, checked above
+            }
+            for g in &grounds {
+                let r = ratio(*c, *g);
+                assert!(r >= 4.5, "{sel}: contrast {r:.2}:1 on {g:?} is under 4.5:1");
+                checked += 1;
+            }
+        }
+        assert!(
+            checked > 40,
+            "only {checked} pairs found: is the stylesheet parsed?"
+        );
+    }
+
+    #[test]
+    fn the_ratio_is_wcags() {
+        assert!((ratio([0.0; 3], [255.0; 3]) - 21.0).abs() < 1e-9);
+        assert!((ratio([118.0; 3], [255.0; 3]) - 4.54).abs() < 0.01);
+    }
+}
