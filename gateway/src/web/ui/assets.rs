@@ -171,8 +171,10 @@ mod contrast {
         (x.max(y) + 0.05) / (x.min(y) + 0.05)
     }
 
+    type Rgb = [f64; 3];
+
     /// `(selector, color, background)` of each rule (hex values only).
-    fn rules() -> Vec<(String, Option<[f64; 3]>, Option<[f64; 3]>)> {
+    fn rules() -> Vec<(String, Option<Rgb>, Option<Rgb>)> {
         let mut out = Vec::new();
         // Media queries nest one level; their inner rules are found the same way.
         for block in CSS.split('}') {
