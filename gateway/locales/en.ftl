@@ -246,3 +246,45 @@ invalid-at-future = in the future (more than 5 minutes after the gateway's clock
 refused-window = This entry can be corrected or withdrawn only within { $hours } hours of being recorded.
 refused-withdrawn = This entry has been withdrawn.
 refused-missing = There is no entry { $id }.
+
+## Users (admins)
+title-users = Users
+users-name = User name
+users-role = Role
+users-last-login = Last sign-in
+users-sessions = Sessions
+users-never = never
+users-remove = Remove
+users-add = Add a user
+users-add-button = Add
+users-password = Password (at least { $min } characters)
+users-set-password = Set a password
+users-set-button = Set
+users-set-hint = A new password ends the user's sessions.
+users-done-added = { $name } added as { $role }.
+users-done-removed = { $name } removed; their sessions have ended.
+users-done-password = New password for { $name }; their sessions have ended.
+users-error-name = "{ $name }" cannot be a user name: 1 to 32 characters of a–z, 0–9, ".", "_" and "-", starting with a letter or digit.
+users-error-role = Choose viewer, manager or admin.
+users-error-short = The password is too short: at least { $min } characters.
+users-error-long = The password is too long.
+users-error-self = You cannot remove yourself (another admin, or `gkgw user remove`, can).
+users-error-exists = { $name } exists already; set a new password instead.
+users-error-missing = There is no user { $name }.
+users-error-store = The gateway could not save this; see its log.
+
+## Signing in, and pages a role may not open
+login-title = Sign in
+login-user = User name
+login-password = Password
+login-button = Sign in
+login-expired = The sign-in form had expired. Please try again.
+login-unavailable = The gateway cannot sign anyone in right now; see its log.
+login-wrong = Wrong user name or password.
+login-throttled = { $secs ->
+    [one] Too many failed sign-ins. Try again in 1 second.
+   *[other] Too many failed sign-ins. Try again in { $secs } seconds.
+}
+forbidden-title = Not allowed
+forbidden-role = This needs the { $need } role (you are { $have }).
+forbidden-back = Back to the overview

@@ -245,3 +245,42 @@ invalid-at-future = ni wakati ujao (zaidi ya dakika 5 baada ya saa ya lango)
 refused-window = Ingizo hili linaweza kurekebishwa au kuondolewa ndani ya saa { $hours } tu tangu kuandikwa.
 refused-withdrawn = Ingizo hili limeondolewa.
 refused-missing = Hakuna ingizo { $id }.
+
+## Watumiaji (wasimamizi)
+title-users = Watumiaji
+users-name = Jina la mtumiaji
+users-role = Jukumu
+users-last-login = Aliingia mara ya mwisho
+users-sessions = Vipindi
+users-never = bado
+users-remove = Ondoa
+users-add = Ongeza mtumiaji
+users-add-button = Ongeza
+users-password = Nenosiri (angalau herufi { $min })
+users-set-password = Weka nenosiri
+users-set-button = Weka
+users-set-hint = Nenosiri jipya linamaliza vipindi vya mtumiaji.
+users-done-added = { $name } ameongezwa kama { $role }.
+users-done-removed = { $name } ameondolewa; vipindi vyake vimekwisha.
+users-done-password = Nenosiri jipya kwa { $name }; vipindi vyake vimekwisha.
+users-error-name = "{ $name }" haliwezi kuwa jina la mtumiaji: herufi 1 hadi 32 za a–z, 0–9, ".", "_" na "-", likianza na herufi au tarakimu.
+users-error-role = Chagua mtazamaji, meneja au msimamizi.
+users-error-short = Nenosiri ni fupi mno: angalau herufi { $min }.
+users-error-long = Nenosiri ni refu mno.
+users-error-self = Huwezi kujiondoa mwenyewe (msimamizi mwingine, au `gkgw user remove`, anaweza).
+users-error-exists = { $name } yupo tayari; weka nenosiri jipya badala yake.
+users-error-missing = Hakuna mtumiaji { $name }.
+users-error-store = Lango halikuweza kuhifadhi hili; angalia kumbukumbu zake.
+
+## Kuingia, na kurasa ambazo jukumu haliruhusiwi kufungua
+login-title = Ingia
+login-user = Jina la mtumiaji
+login-password = Nenosiri
+login-button = Ingia
+login-expired = Fomu ya kuingia ilikuwa imepitwa na wakati. Tafadhali jaribu tena.
+login-unavailable = Lango haliwezi kumwingiza mtu yeyote sasa hivi; angalia kumbukumbu zake.
+login-wrong = Jina la mtumiaji au nenosiri si sahihi.
+login-throttled = Majaribio mengi mno ya kuingia yameshindwa. Jaribu tena baada ya sekunde { $secs }.
+forbidden-title = Hairuhusiwi
+forbidden-role = Hii inahitaji jukumu la { $need } (wewe ni { $have }).
+forbidden-back = Rudi kwenye muhtasari

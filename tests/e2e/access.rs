@@ -430,7 +430,7 @@ fn the_admin_page_adds_and_removes_users() {
     let page = admin.get("/users");
     assert_eq!(page.status, 200);
     assert!(
-        page.body.contains(">manager<") && page.body.contains("name=csrf"),
+        page.body.contains(">manager<") && page.body.contains("name=\"csrf\""),
         "{}",
         page.body
     );

@@ -556,7 +556,11 @@ mod tests {
         let e = fed(&mut lb, 120.0, T0, "amina");
         match lb.revise(e.entry, &correct_kg(-3.0), "amina", now(T0)) {
             Err(Error::Invalid(Invalid(errors))) => {
-                assert_eq!(errors, vec![FieldError::new("kg", "must be more than 0")])
+                assert_eq!(
+                    errors,
+                    vec![FieldError::new("kg", "must be more than 0")
+                        .because("invalid-not-positive", &[])]
+                )
             }
             other => panic!("not invalid: {other:?}"),
         }

@@ -554,16 +554,30 @@ fn login_required(method: &Method, path_and_query: &str, path: &str) -> Response
     r
 }
 
-fn forbidden(path: &str, need: Role, have: Role) -> Response {
-    let message = format!("this needs the {need} role (you are {have})");
+fn forbidden(headers: &HeaderMap, path: &str, need: Role, have: Role) -> Response {
     if is_api(path) {
-        json_error(StatusCode::FORBIDDEN, message)
+        json_error(
+            StatusCode::FORBIDDEN,
+            format!("this needs the {need} role (you are {have})"),
+        )
     } else {
+        use crate::web::ui::i18n::Arg;
+        let t = tr(headers);
+        let role = |r: Role| t.s(&format!("role-{}", r.as_str()));
+        let message = t.a(
+            "forbidden-role",
+            &[("need", Arg::S(role(need))), ("have", Arg::S(role(have)))],
+        );
         (
             StatusCode::FORBIDDEN,
             Html(page(
-                "Not allowed",
-                &format!("<p>{}</p><p><a href=\"/\">Back</a></p>", html(&message)),
+                t.lang.code(),
+                &t.s("forbidden-title"),
+                &format!(
+                    "<p>{}</p><p><a href=\"/\">{}</a></p>",
+                    html(&message),
+                    html(&t.s("forbidden-back"))
+                ),
             )),
         )
             .into_response()
@@ -670,7 +684,7 @@ pub async fn guard(
         }
         Decision::Forbidden => {
             let have = caller.as_ref().map_or(Role::Viewer, |c| c.role);
-            return forbidden(&path, need, have);
+            return forbidden(req.headers(), &path, need, have);
         }
     }
     let caller = caller.expect("allowed with a role needed, so signed in");
@@ -739,18 +753,22 @@ pub fn html(s: &str) -> String {
     out
 }
 
-/// A minimal page: no script, no external asset.
-pub fn page(title: &str, body: &str) -> String {
+/// A minimal page in `lang`: no script, no external asset.
+pub fn page(lang: &str, title: &str, body: &str) -> String {
     format!(
-        "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width,initial-scale=1\">\
+        "<!doctype html><html lang={lang}><head><meta charset=utf-8><meta name=viewport content=\"width=device-width,initial-scale=1\">\
          <title>{} · Green Kitchen Gateway</title>\
          <style>body{{font-family:sans-serif;margin:1em auto;max-width:26em;padding:0 1em;color:#111}}label{{display:block;margin:.8em 0 .2em}}\
          input,select,button{{font-size:1.1em;padding:.4em;width:100%;box-sizing:border-box}}button{{margin-top:1em;background:#1d5e2a;color:#fff;border:0}}\
-         .msg{{background:#fde8e8;color:#7a0b0b;padding:.5em}}table{{border-collapse:collapse;width:100%}}td,th{{text-align:left;border-bottom:1px solid #ccc;padding:.3em}}</style>\
+         .msg{{background:#fde8e8;color:#7a0b0b;padding:.5em}}a{{color:#14532d}}</style>\
          </head><body><h1>{}</h1>{body}</body></html>",
         html(title),
         html(title)
     )
+}
+
+fn tr(headers: &HeaderMap) -> crate::web::ui::i18n::Tr {
+    crate::web::ui::i18n::Tr::new(crate::web::ui::lang_of(headers))
 }
 
 /// A logout button for a page (a form: logout changes state, so it is a POST with the token).
@@ -783,16 +801,30 @@ fn login_page(
                     .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
         })
         .unwrap_or_else(stored::random_secret);
+    let t = tr(headers);
+    let other = t.lang.other();
+    let back_here = format!("/login?next={}", query_escape(safe_next(next)));
     let body = format!(
         "{}<form method=post action=/login>\
          <input type=hidden name=csrf value=\"{token}\"><input type=hidden name=next value=\"{}\">\
-         <label for=user>User name</label><input id=user name=user autocomplete=username autocapitalize=none required autofocus>\
-         <label for=password>Password</label><input id=password name=password type=password autocomplete=current-password required>\
-         <button>Sign in</button></form>",
+         <label for=user>{}</label><input id=user name=user autocomplete=username autocapitalize=none required autofocus>\
+         <label for=password>{}</label><input id=password name=password type=password autocomplete=current-password required>\
+         <button>{}</button></form><p><a href=\"/lang/{}?next={}\" lang={}>{}</a></p>",
         message.map_or(String::new(), |m| format!("<p class=msg role=alert>{}</p>", html(m))),
         html(safe_next(next)),
+        html(&t.s("login-user")),
+        html(&t.s("login-password")),
+        html(&t.s("login-button")),
+        other.code(),
+        html(&query_escape(&back_here)),
+        other.code(),
+        html(&t.s("switch-language")),
     );
-    let mut r = (status, Html(page("Sign in", &body))).into_response();
+    let mut r = (
+        status,
+        Html(page(t.lang.code(), &t.s("login-title"), &body)),
+    )
+        .into_response();
     set_cookie(
         &mut r,
         format!("{LOGIN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/login; Max-Age=3600"),
@@ -844,7 +876,7 @@ pub async fn login(
             StatusCode::FORBIDDEN,
             &headers,
             &next,
-            Some("The sign-in form had expired. Please try again."),
+            Some(&tr(&headers).s("login-expired")),
         );
     }
     let name: String = f.user.trim().to_lowercase().chars().take(64).collect();
@@ -869,7 +901,7 @@ pub async fn login(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &headers,
                 &next,
-                Some("The gateway cannot read its users right now."),
+                Some(&tr(&headers).s("login-unavailable")),
             );
         }
     };
@@ -937,7 +969,7 @@ pub async fn login(
                     StatusCode::SERVICE_UNAVAILABLE,
                     &headers,
                     &next,
-                    Some("The gateway cannot start a session right now."),
+                    Some(&tr(&headers).s("login-unavailable")),
                 );
             }
         }
@@ -983,7 +1015,7 @@ pub async fn login(
             StatusCode::UNAUTHORIZED,
             &headers,
             &next,
-            Some("Wrong user name or password."),
+            Some(&tr(&headers).s("login-wrong")),
         ),
     }
 }
@@ -994,8 +1026,9 @@ fn throttled_page(headers: &HeaderMap, next: &str, ns: i64) -> Response {
         StatusCode::TOO_MANY_REQUESTS,
         headers,
         next,
-        Some(&format!(
-            "Too many failed sign-ins. Try again in {secs} seconds."
+        Some(&tr(headers).a(
+            "login-throttled",
+            &[("secs", crate::web::ui::i18n::Arg::N(secs as f64))],
         )),
     );
     r.headers_mut()

@@ -1,5 +1,5 @@
-//! The people's side, for admins: the users page (`GET /users`, a plain form page that works
-//! without JavaScript: add a user, set a password, remove one), `GET /api/users` and the audit
+//! The people's side, for admins: the users page (`GET /users`, forms in the dashboard's layout
+//! that work without JavaScript: add a user, set a password, remove one), `GET /api/users` and the audit
 //! log `GET /api/audit?limit=` (the people's rows and the commands' events, newest first: the
 //! same rows `gkgw audit list` prints). The command line has the same operations
 //! (`users_cli.rs`), which work without the gateway running.
@@ -8,15 +8,15 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{html, page, Caller};
+use super::auth::Caller;
 use super::{rfc3339, AppState};
 use crate::store::commands::Event as CommandEvent;
 use crate::store::users::{Action, AuditRow};
-use crate::users::{check_name, check_password, parse_role};
+use crate::users::{check_name, check_password, parse_role, Role};
 
 /// One row of the audit log as the API and `gkgw audit list` show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,13 +121,13 @@ pub async fn audit(State(s): State<Arc<AppState>>, Query(q): Query<Limit>) -> Re
 }
 
 #[derive(Serialize)]
-struct UserDto {
-    name: String,
-    role: &'static str,
+pub(crate) struct UserDto {
+    pub(crate) name: String,
+    pub(crate) role: &'static str,
     created: String,
     password_changed: String,
-    last_login: Option<String>,
-    sessions: i64,
+    pub(crate) last_login: Option<String>,
+    pub(crate) sessions: i64,
     tokens: i64,
 }
 
@@ -167,81 +167,82 @@ pub struct Notice {
     done: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
 }
 
-/// `GET /users`: the list and the forms.
+/// What a change on the page did, as a message id (`users-done-…`, `users-error-…`) and the
+/// user it was about: the redirect carries the id, the page says it in its language.
+type Outcome = Result<(&'static str, String), (&'static str, String)>;
+
+pub(crate) const DONE: &[&str] = &["added", "removed", "password"];
+pub(crate) const ERRORS: &[&str] = &[
+    "name", "role", "short", "long", "self", "exists", "missing", "store",
+];
+
+fn refused(e: &crate::users::Invalid, name: &str) -> (&'static str, String) {
+    use crate::users::Invalid;
+    let id = match e {
+        Invalid::Role(_) => "role",
+        Invalid::Name(_) => "name",
+        Invalid::ShortPassword => "short",
+        Invalid::LongPassword => "long",
+    };
+    (id, name.to_owned())
+}
+
+fn store_refused(e: &crate::store::users::Error, name: &str) -> (&'static str, String) {
+    use crate::store::users::Error;
+    match e {
+        Error::Exists(_) => ("exists", name.to_owned()),
+        Error::NoSuchUser(_) => ("missing", name.to_owned()),
+        e => {
+            tracing::error!(error = %e, "users page: the store failed");
+            ("store", name.to_owned())
+        }
+    }
+}
+
+/// `GET /users`: the list and the forms, in the dashboard's layout and language.
 pub async fn page_handler(
     State(s): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
     Query(n): Query<Notice>,
 ) -> Response {
     let list = match users(&s).await {
         Ok(l) => l,
         Err(r) => return r,
     };
-    let csrf = html(caller.csrf.as_deref().unwrap_or(""));
-    let hidden = format!("<input type=hidden name=csrf value=\"{csrf}\">");
-    let mut body = String::new();
-    body.push_str(&format!(
-        "<p><a href=\"/\">Status</a> &middot; {}</p>",
-        super::auth::logout_form(&caller)
-    ));
-    if let Some(d) = &n.done {
-        body.push_str(&format!("<p role=status>{}</p>", html(d)));
-    }
-    if let Some(e) = &n.error {
-        body.push_str(&format!("<p class=msg role=alert>{}</p>", html(e)));
-    }
-    body.push_str("<table><tr><th>User</th><th>Role</th><th>Last login</th><th></th></tr>");
-    for u in &list {
-        body.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>\
-             <form method=post action=\"/users/{}/remove\">{hidden}<button style=\"width:auto;margin:0\">Remove</button></form></td></tr>",
-            html(&u.name),
-            u.role,
-            html(u.last_login.as_deref().unwrap_or("never")),
-            html(&u.name)
-        ));
-    }
-    body.push_str("</table>");
-    let roles = "<select id=role name=role><option>viewer</option><option>manager</option><option>admin</option></select>";
-    body.push_str(&format!(
-        "<h2>Add a user</h2><form method=post action=/users>{hidden}\
-         <label for=name>User name</label><input id=name name=name autocapitalize=none required>\
-         <label for=role>Role</label>{roles}\
-         <label for=password>Password (at least {} characters)</label><input id=password name=password type=password autocomplete=new-password required>\
-         <button>Add</button></form>",
-        crate::users::MIN_PASSWORD
-    ));
-    let options: String = list
-        .iter()
-        .map(|u| format!("<option>{}</option>", html(&u.name)))
-        .collect();
-    body.push_str(&format!(
-        "<h2>Set a password</h2><form method=post action=/users/password>{hidden}\
-         <label for=who>User</label><select id=who name=name>{options}</select>\
-         <label for=new>New password</label><input id=new name=password type=password autocomplete=new-password required>\
-         <button>Set</button></form>"
-    ));
-    Html(page("Users", &body)).into_response()
+    super::ui::users_page(
+        &s,
+        &headers,
+        &caller,
+        &list,
+        n.done.as_deref().filter(|d| DONE.contains(d)),
+        n.error.as_deref().filter(|e| ERRORS.contains(e)),
+        n.name.as_deref().unwrap_or(""),
+        n.role.as_deref().unwrap_or(""),
+    )
 }
 
-fn back(done: Result<String, String>) -> Response {
-    let q = match done {
-        Ok(m) => format!("done={}", urlencode(&m)),
-        Err(m) => format!("error={}", urlencode(&m)),
+fn back(done: Outcome, role: Option<Role>) -> Response {
+    let (key, (id, name)) = match done {
+        Ok(d) => ("done", d),
+        Err(e) => ("error", e),
     };
+    let mut q = vec![(key, id.to_owned()), ("name", name)];
+    if let Some(r) = role {
+        q.push(("role", r.as_str().to_owned()));
+    }
+    let q = serde_urlencoded::to_string(q).unwrap_or_default();
     let mut r = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/users?{q}")) {
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
-}
-
-fn urlencode(s: &str) -> String {
-    serde_urlencoded::to_string([("x", s)])
-        .map(|t| t.trim_start_matches("x=").to_owned())
-        .unwrap_or_default()
 }
 
 #[derive(Deserialize)]
@@ -266,7 +267,7 @@ pub async fn add(
         .and_then(|role| check_password(&f.password).map(|()| role));
     let role = match checked {
         Ok(r) => r,
-        Err(e) => return back(Err(e.to_string())),
+        Err(e) => return back(Err(refused(&e, &name)), None),
     };
     let password = f.password;
     let hash =
@@ -274,7 +275,7 @@ pub async fn add(
             .await
         {
             Ok(Ok(h)) => h,
-            _ => return back(Err("hashing the password failed".into())),
+            _ => return back(Err(("store", name)), None),
         };
     let now = crate::clock::wall_ns();
     let n = name.clone();
@@ -293,9 +294,9 @@ pub async fn add(
                     Some(role.as_str().into()),
                 )
                 .await;
-            back(Ok(format!("{name} added ({role})")))
+            back(Ok(("added", name)), Some(role))
         }
-        Err(e) => back(Err(e.to_string())),
+        Err(e) => back(Err(store_refused(&e, &name)), None),
     }
 }
 
@@ -306,9 +307,7 @@ pub async fn remove(
     Path(name): Path<String>,
 ) -> Response {
     if name == caller.user {
-        return back(Err(
-            "you cannot remove yourself (another admin, or gkgw user remove, can)".into(),
-        ));
+        return back(Err(("self", name)), None);
     }
     let n = name.clone();
     match s.auth.users().run(move |u| u.remove(&n)).await {
@@ -316,9 +315,9 @@ pub async fn remove(
             s.auth
                 .audit(&caller, Action::UserRemoved, Some(name.clone()), None)
                 .await;
-            back(Ok(format!("{name} removed")))
+            back(Ok(("removed", name)), None)
         }
-        Err(e) => back(Err(e.to_string())),
+        Err(e) => back(Err(store_refused(&e, &name)), None),
     }
 }
 
@@ -337,7 +336,7 @@ pub async fn password(
     axum::Form(f): axum::Form<PasswordForm>,
 ) -> Response {
     if let Err(e) = check_password(&f.password) {
-        return back(Err(e.to_string()));
+        return back(Err(refused(&e, &f.name)), None);
     }
     let password = f.password;
     let hash =
@@ -345,7 +344,7 @@ pub async fn password(
             .await
         {
             Ok(Ok(h)) => h,
-            _ => return back(Err("hashing the password failed".into())),
+            _ => return back(Err(("store", f.name)), None),
         };
     let now = crate::clock::wall_ns();
     let name = f.name;
@@ -360,11 +359,9 @@ pub async fn password(
             s.auth
                 .audit(&caller, Action::PasswordChanged, Some(name.clone()), None)
                 .await;
-            back(Ok(format!(
-                "new password for {name}; their sessions have ended"
-            )))
+            back(Ok(("password", name)), None)
         }
-        Err(e) => back(Err(e.to_string())),
+        Err(e) => back(Err(store_refused(&e, &name)), None),
     }
 }
 

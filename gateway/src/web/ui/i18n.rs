@@ -168,8 +168,12 @@ mod tests {
         let sw: HashSet<String> = ids(SW_FTL).into_iter().collect();
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/web/ui");
         let mut used = 0;
-        for entry in std::fs::read_dir(&dir).expect("src/web/ui") {
-            let path = entry.expect("entry").path();
+        let pages = std::fs::read_dir(&dir)
+            .expect("src/web/ui")
+            .map(|e| e.expect("entry").path());
+        // The sign-in and refusal pages are the gateway's too.
+        let others = ["auth.rs", "users.rs"].map(|f| dir.parent().expect("web").join(f));
+        for path in pages.chain(others) {
             if path.extension().and_then(|e| e.to_str()) != Some("rs")
                 || path.file_name().and_then(|n| n.to_str()) == Some("i18n.rs")
             {
@@ -205,6 +209,13 @@ mod tests {
         }
         for w in crate::plant::kpi::Waste::ALL {
             built.push(format!("waste-{}", w.as_str().replace('_', "-")));
+        }
+        built.push("field-reason".to_owned());
+        for d in crate::web::users::DONE {
+            built.push(format!("users-done-{d}"));
+        }
+        for e in crate::web::users::ERRORS {
+            built.push(format!("users-error-{e}"));
         }
         for id in built {
             assert!(

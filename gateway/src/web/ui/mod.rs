@@ -880,6 +880,96 @@ fn action_form(c: &Ctx, id: &str, action: &str, label: &str, minutes: bool, max_
     }
 }
 
+/// `GET /users` (admins): the accounts, and forms to add one, set a password, remove one; the
+/// outcome of the last change (`done`/`error`: a message id the handler checked) above them.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn users_page(
+    s: &AppState,
+    headers: &HeaderMap,
+    caller: &Caller,
+    list: &[super::users::UserDto],
+    done: Option<&str>,
+    error: Option<&str>,
+    name: &str,
+    role: &str,
+) -> Response {
+    let c = ctx(s, headers, "/users", caller);
+    let t = &c.t;
+    let role_name = |r: &str| Role::parse(r).map_or(r.to_owned(), |r| role_msg(t, r));
+    let args = [
+        ("name", Arg::S(name.to_owned())),
+        ("role", Arg::S(role_name(role))),
+        ("min", Arg::N(crate::users::MIN_PASSWORD as f64)),
+    ];
+    let body = html! {
+        @if let Some(d) = done { p.ok role="status" { (t.a(&format!("users-done-{d}"), &args)) } }
+        @if let Some(e) = error { p.error role="alert" { (t.a(&format!("users-error-{e}"), &args)) } }
+        div.scroll {
+            table {
+                thead { tr { th { (t.s("users-name")) } th { (t.s("users-role")) } th { (t.s("users-last-login")) } th { (t.s("users-sessions")) } th {} } }
+                tbody {
+                    @for u in list {
+                        tr {
+                            td { (u.name) }
+                            td { (role_name(u.role)) }
+                            td {
+                                @match u.last_login.as_deref().and_then(|l| chrono::DateTime::parse_from_rfc3339(l).ok()).and_then(|d| d.timestamp_nanos_opt()) {
+                                    Some(ns) => (local_time(s, c.now_ns, ns)),
+                                    None => (t.s("users-never")),
+                                }
+                            }
+                            td.num { (u.sessions) }
+                            td {
+                                @if u.name != c.user {
+                                    form method="post" action=(format!("/users/{}/remove", u.name)) {
+                                        input type="hidden" name="csrf" value=(c.csrf);
+                                        button.danger type="submit" { (t.s("users-remove")) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { (t.s("users-add")) }
+        form.logbook method="post" action="/users" {
+            input type="hidden" name="csrf" value=(c.csrf);
+            div.field { label for="u-name" { (t.s("users-name")) } input #u-name name="name" autocapitalize="none" required; }
+            div.field {
+                label for="u-role" { (t.s("users-role")) }
+                select #u-role name="role" {
+                    @for r in [Role::Viewer, Role::Manager, Role::Admin] { option value=(r.as_str()) { (role_msg(t, r)) } }
+                }
+            }
+            div.field {
+                label for="u-password" { (t.a("users-password", &args)) }
+                input #u-password name="password" type="password" autocomplete="new-password" required;
+            }
+            button type="submit" { (t.s("users-add-button")) }
+        }
+        h2 { (t.s("users-set-password")) }
+        form.logbook method="post" action="/users/password" {
+            input type="hidden" name="csrf" value=(c.csrf);
+            div.field {
+                label for="u-who" { (t.s("users-name")) }
+                select #u-who name="name" { @for u in list { option value=(u.name) { (u.name) } } }
+            }
+            div.field {
+                label for="u-new" { (t.a("users-password", &args)) }
+                input #u-new name="password" type="password" autocomplete="new-password" required;
+            }
+            button type="submit" { (t.s("users-set-button")) }
+            p.hint { (t.s("users-set-hint")) }
+        }
+    };
+    page(
+        headers,
+        StatusCode::OK,
+        layout(&c, &t.s("title-users"), body),
+    )
+}
+
 /// A form's `application/x-www-form-urlencoded` pairs (none when it does not decode).
 pub(crate) fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
     serde_urlencoded::from_bytes(body).unwrap_or_default()
