@@ -95,6 +95,14 @@
 
   // Charts: uPlot (vendored) is loaded only when a page has a chart.
   var charts = {};
+  var siteOffset = +document.body.dataset.utcOffset || 0;
+  // A Date whose local fields are the site's wall clock at `ts` (seconds), whatever the
+  // phone's zone: the charts' axes use it (the site's offset is fixed; the server sends it).
+  function siteDate(ts) {
+    var d = new Date((ts + siteOffset) * 1000);
+    return new Date(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes(), d.getUTCSeconds());
+  }
+  window.gkgwSiteDate = siteDate;
   function chart(fig) {
     var q = fig.dataset.q, i = fig.dataset.i, hours = +fig.dataset.hours || 24;
     var from = Date.now() - hours * 3600 * 1000;
@@ -112,6 +120,8 @@
         width: w, height: 180, legend: { show: false },
         // The span asked for, whatever the data: one early point must not stretch the axis.
         scales: { x: { time: true, range: function () { return [from / 1000, Date.now() / 1000]; } } },
+        // The axis in the site's time, whatever the phone's zone.
+        tzDate: siteDate,
         series: [{}, { stroke: "#15803d", width: 2, label: q, points: { show: xs.length < 60 } }],
         axes: [{}, { size: 50 }]
       }, [xs, ys], el);

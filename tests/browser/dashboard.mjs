@@ -59,7 +59,8 @@ try {
   }
   step("roles");
 
-  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  // The phone is set to another zone than the site's: times must still be the site's.
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 }, timezoneId: "America/Lima" });
   const page = await ctx.newPage();
   await login(page, "manager");
   const external = [];
@@ -119,6 +120,15 @@ try {
   const row = await page.locator("table tbody tr").first().textContent();
   if (!row.includes("85 kg")) throw new Error("not in the list: " + row);
   step("logbook_saved", { entry });
+
+  // 4b. The charts' time axis is in the site's zone, not the phone's (America/Lima here).
+  await page.goto(base + "/digester");
+  await page.waitForFunction(() => [...document.querySelectorAll("figure.chart")].every((f) => f.dataset.points || f.dataset.error), null, { timeout: 15000 });
+  const [siteHour, phoneHour, offset] = await page.evaluate(() => [
+    window.gkgwSiteDate(Date.now() / 1000).getHours(), new Date().getHours(), +document.body.dataset.utcOffset]);
+  const want = Math.floor((((Date.now() / 1000 + offset) % 86400) + 86400) % 86400 / 3600);
+  if (siteHour !== want || phoneHour === want) throw new Error(`chart hour ${siteHour}, site ${want}, phone ${phoneHour}`);
+  step("site_time", { site: siteHour, phone: phoneHour });
 
   // 5. Screenshots of every page at 360 px and 1280 px.
   const pages = ["/", "/digester", "/gas", "/meters", "/alarms", "/logbook", "/system"];

@@ -27,7 +27,8 @@ struct Demo {
     mqtt: u16,
 }
 
-fn start_demo(dir: &std::path::Path, http_port: u16, mqtt: u16) -> Proc {
+/// With `history`, a day of simulated history first (a new state dir only).
+fn start_demo(dir: &std::path::Path, http_port: u16, mqtt: u16, history: bool) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -37,6 +38,7 @@ fn start_demo(dir: &std::path::Path, http_port: u16, mqtt: u16) -> Proc {
         "gkgw demo",
         Command::new(GKGW)
             .args(["demo", "--meters", "20", "--meter-interval", "2"])
+            .args(["--history-days", if history { "1" } else { "0" }])
             .arg("--state-dir")
             .arg(dir.join("state"))
             .args(["--http", &format!("127.0.0.1:{http_port}")])
@@ -50,21 +52,31 @@ fn start_demo(dir: &std::path::Path, http_port: u16, mqtt: u16) -> Proc {
             )
             .stderr(log),
     );
-    wait_until("demo /healthz", Duration::from_secs(60), || {
-        http(
-            "GET",
-            &format!("http://127.0.0.1:{http_port}/healthz"),
-            None,
-        )
-        .0 == 200
-    });
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while http(
+        "GET",
+        &format!("http://127.0.0.1:{http_port}/healthz"),
+        None,
+    )
+    .0 != 200
+    {
+        if std::time::Instant::now() > until {
+            let log = std::fs::read_to_string(dir.join("demo.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "demo /healthz not up in 60 s; demo.log ends:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     p
 }
 
 impl Demo {
     fn start(dir: &std::path::Path) -> Demo {
         let (http, mqtt) = (free_port(), free_port());
-        let proc = start_demo(dir, http, mqtt);
+        let proc = start_demo(dir, http, mqtt, true);
         Demo {
             proc,
             dir: dir.to_owned(),
@@ -211,6 +223,24 @@ fn every_page_in_both_languages_is_complete_local_and_light() {
     }
     assert!(total < 100 * 1024, "first page {total} bytes");
     eprintln!("first page, compressed: {total} bytes");
+    // JSON answers (the charts' history, the alarms) travel compressed and decode the same.
+    let api = "/api/alarms";
+    let plain = b.get(api).body;
+    let parsed: serde_json::Value = serde_json::from_str(&plain).expect("alarms json");
+    let packed = size(api);
+    assert!(
+        plain.len() > 1024 && packed * 2 < plain.len() as u64,
+        "{api}: {} bytes, gzip {packed}",
+        plain.len()
+    );
+    let out = Command::new("curl")
+        .args(["-s", "--compressed", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(demo.url(api))
+        .output()
+        .expect("curl");
+    let unpacked: serde_json::Value = serde_json::from_slice(&out.stdout).expect("gzip json");
+    assert_eq!(unpacked["alarms"], parsed["alarms"]);
     // Assets revalidate with their ETag.
     let out = Command::new("curl")
         .args(["-s", "-D", "-", "-o", "/dev/null"])
@@ -408,7 +438,7 @@ fn the_dashboard_in_chromium() {
             }
             "WAITING start" => {
                 std::thread::sleep(Duration::from_secs(2));
-                demo.proc = start_demo(&demo.dir, demo.http, demo.mqtt);
+                demo.proc = start_demo(&demo.dir, demo.http, demo.mqtt, false);
                 writeln!(stdin, "GO").expect("stdin");
             }
             l if l.starts_with('{') => {
@@ -431,6 +461,7 @@ fn the_dashboard_in_chromium() {
             "acknowledged",
             "logbook_refused",
             "logbook_saved",
+            "site_time",
             "screenshots",
             "lost",
             "recovered",

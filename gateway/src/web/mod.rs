@@ -703,7 +703,58 @@ pub fn route_table() -> Vec<auth::Route> {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    routes().finish(state)
+    routes()
+        .finish(state)
+        .layer(axum::middleware::from_fn(gzip_json))
+}
+
+/// JSON answers of more than 1 KB are gzip-compressed for a client that accepts it (the
+/// dashboard's 7-day charts over a phone's Wi-Fi: `/api/history` shrinks about tenfold). The
+/// live stream (`text/event-stream`) and the pages (compressed by `ui::page`) pass as they are.
+async fn gzip_json(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::header;
+    let accepts = req
+        .headers()
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("gzip"));
+    let r = next.run(req).await;
+    let json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !accepts || !json || r.headers().contains_key(header::CONTENT_ENCODING) {
+        return r;
+    }
+    let (mut parts, body) = r.into_parts();
+    // Every JSON answer is built in memory already; 64 MB bounds a mistake.
+    let bytes = match axum::body::to_bytes(body, 64 << 20).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "web: cannot read a JSON answer to compress it");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    parts.headers.append(
+        header::VARY,
+        header::HeaderValue::from_static("accept-encoding"),
+    );
+    if bytes.len() <= 1024 {
+        return axum::response::Response::from_parts(parts, axum::body::Body::from(bytes));
+    }
+    use std::io::Write as _;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let _ = gz.write_all(&bytes);
+    let packed = gz.finish().unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_ENCODING,
+        header::HeaderValue::from_static("gzip"),
+    );
+    axum::response::Response::from_parts(parts, axum::body::Body::from(packed))
 }
 
 pub async fn serve(

@@ -85,6 +85,8 @@ struct Ctx {
     role: Role,
     /// The session's CSRF token, in every form.
     csrf: String,
+    /// The site's offset from UTC (the charts' axes are in the site's time).
+    utc_offset_s: i32,
 }
 
 impl Ctx {
@@ -129,6 +131,7 @@ fn ctx(s: &AppState, headers: &HeaderMap, path: &str, caller: &Caller) -> Ctx {
             .map(|h| h.snapshot().alarms)
             .unwrap_or_default(),
         site: s.site.clone(),
+        utc_offset_s: s.kpi.zone().offset_s(),
     }
 }
 
@@ -299,7 +302,7 @@ fn layout(c: &Ctx, title: &str, body: Markup) -> Markup {
                 link rel="stylesheet" href=(assets::url("app.css"));
                 script src=(assets::url("app.js")) defer {}
             }
-            body data-lang=(t.lang.code()) data-lost=(t.s("connection-lost")) data-back=(t.s("connection-back")) {
+            body data-lang=(t.lang.code()) data-utc-offset=(c.utc_offset_s) data-lost=(t.s("connection-lost")) data-back=(t.s("connection-back")) {
                 header {
                     a.brand href="/" { (t.s("brand")) }
                     span.site { (c.site) }
