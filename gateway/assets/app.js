@@ -70,15 +70,31 @@
     }
   }
 
-  var retry = 1000;
+  var retry = 1000, ended = false;
   function connect() {
     if (!window.EventSource) return;
     var es = new EventSource("/api/live?alarms=1");
     es.addEventListener("open", function () { retry = 1000; setLost(false); });
     es.addEventListener("reading", function (e) { onReading(JSON.parse(e.data)); });
     es.addEventListener("alarms", function (e) { onAlarms(JSON.parse(e.data)); });
+    // The session expired or was ended: stop, and offer to sign in (in a link, so what is
+    // typed on this page stays until the user chooses to leave).
+    es.addEventListener("session", function () {
+      es.close();
+      ended = true;
+      if (lostBanner) {
+        lostBanner.hidden = false;
+        lostBanner.className = "banner lost";
+        lostBanner.textContent = body.dataset.ended + " ";
+        var a = document.createElement("a");
+        a.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+        a.textContent = body.dataset.signin;
+        lostBanner.appendChild(a);
+      }
+    });
     es.addEventListener("error", function () {
       es.close();
+      if (ended) return;
       setLost(true);
       // Catch up when back: reconnect with backoff; the alarm state comes first on connect.
       setTimeout(connect, retry);

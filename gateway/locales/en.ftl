@@ -288,3 +288,5 @@ login-throttled = { $secs ->
 forbidden-title = Not allowed
 forbidden-role = This needs the { $need } role (you are { $have }).
 forbidden-back = Back to the overview
+session-ended = Your session has ended; values are no longer updating.
+sign-in-again = Sign in again

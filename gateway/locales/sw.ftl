@@ -284,3 +284,5 @@ login-throttled = Majaribio mengi mno ya kuingia yameshindwa. Jaribu tena baada 
 forbidden-title = Hairuhusiwi
 forbidden-role = Hii inahitaji jukumu la { $need } (wewe ni { $have }).
 forbidden-back = Rudi kwenye muhtasari
+session-ended = Kipindi chako kimekwisha; thamani hazisasishwi tena.
+sign-in-again = Ingia tena

@@ -343,6 +343,20 @@ fn sessions_expire_and_logout_ends_them() {
         Browser::new(&base(&gw)).request("GET", path, None, &[format!("Cookie: gkgw_session={id}")])
     };
     assert_eq!(by_hand("/api/session").status, 200);
+    // A live stream opened with the session ends with it (curl returns when the server closes).
+    let stream = |id: String| {
+        let url = format!("{}/api/live?alarms=1", base(&gw));
+        std::thread::spawn(move || {
+            let out = std::process::Command::new("curl")
+                .args(["-sN", "--max-time", "40", "-H"])
+                .arg(format!("Cookie: gkgw_session={id}"))
+                .arg(url)
+                .output()
+                .expect("curl");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    let live = stream(id.clone());
     let started = std::time::Instant::now();
     wait_until("the session to expire", Duration::from_secs(20), || {
         by_hand("/api/session").status == 401
@@ -355,12 +369,24 @@ fn sessions_expire_and_logout_ends_them() {
     let page = by_hand("/");
     assert_eq!(page.status, 303);
     assert_eq!(page.header("location"), Some("/login?next=/"));
+    let events = live.join().expect("stream");
+    assert!(
+        events.contains("event: alarms") && events.ends_with("event: session\ndata: ended\n\n"),
+        "the stream ends with the session: {events}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(35),
+        "curl timed out instead"
+    );
 
     // Logout: the same cookie replayed afterwards is refused.
     let b = Browser::new(&base(&gw));
     assert_eq!(b.login("viewer", "viewer-password").status, 303);
     let id = b.session_cookie().expect("in the jar");
     let csrf = b.csrf();
+    let live = stream(id.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let logged_out = std::time::Instant::now();
     let out = b.form("/logout", &[("csrf", &csrf)]);
     assert_eq!(out.status, 303);
     assert_eq!(out.header("location"), Some("/login"));
@@ -371,6 +397,43 @@ fn sessions_expire_and_logout_ends_them() {
         &[format!("Cookie: gkgw_session={id}")],
     );
     assert_eq!(replay.status, 401);
+    let events = live.join().expect("stream");
+    assert!(
+        events.ends_with("event: session\ndata: ended\n\n"),
+        "{events}"
+    );
+    drop(logged_out);
+
+    // With 12-hour sessions, a stream of a session that logs out ends at its next check (15 s).
+    let gw = Gateway::start("", &[]);
+    users(&gw);
+    let b = Browser::new(&base(&gw));
+    assert_eq!(b.login("viewer", "viewer-password").status, 303);
+    let id = b.session_cookie().expect("in the jar");
+    let url = format!("{}/api/live", base(&gw));
+    let live = std::thread::spawn(move || {
+        let out = std::process::Command::new("curl")
+            .args(["-sN", "--max-time", "40", "-H"])
+            .arg(format!("Cookie: gkgw_session={id}"))
+            .arg(url)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let logged_out = std::time::Instant::now();
+    let csrf = b.csrf();
+    assert_eq!(b.form("/logout", &[("csrf", &csrf)]).status, 303);
+    let events = live.join().expect("stream");
+    assert!(
+        events.ends_with("event: session\ndata: ended\n\n"),
+        "{events}"
+    );
+    assert!(
+        logged_out.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        logged_out.elapsed()
+    );
 }
 
 /// Over `rate_limit_per_s` (burst `rate_limit_burst`) one address gets 429 with Retry-After;

@@ -435,6 +435,11 @@ impl Gate {
         }
     }
 
+    /// Whether the credentials in `headers` still name a caller (a live stream's recheck).
+    pub async fn identifies(&self, headers: &HeaderMap, address: IpAddr) -> bool {
+        matches!(self.identify(headers, address).await, Ok(Some(_)))
+    }
+
     /// The caller a request's credentials name: `Err` for a bearer token that is not valid (a
     /// machine client must hear that, not be sent to a login page), `Ok(None)` for no
     /// credentials or a session that has ended.

@@ -8,7 +8,9 @@
 //!        "values":[{"quantity":"digester.pressure","value":12.3,"text":"12.3 mbar"}]}
 //! ```
 //! A client that falls more than the stream's capacity behind gets a `lagged` event with the
-//! number of readings it missed, then carries on; nothing waits for it.
+//! number of readings it missed, then carries on; nothing waits for it. When the session that
+//! opened the stream expires or is ended (logout, new password, user removed), a `session`
+//! event with `ended` is the last one.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,6 +22,9 @@ use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
+
+/// How often a live stream checks that its session or token is still valid.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(15);
 use crate::model::{Reading, Value};
 use crate::plant::Plant;
 
@@ -103,6 +108,7 @@ fn alarm_summary(s: &AppState, t: &super::ui::i18n::Tr) -> (u64, serde_json::Val
 
 pub async fn live(
     State(s): State<Arc<AppState>>,
+    axum::Extension(caller): axum::Extension<super::auth::Caller>,
     axum::extract::Query(q): axum::extract::Query<LiveQuery>,
     headers: axum::http::HeaderMap,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
@@ -110,35 +116,61 @@ pub async fn live(
     let with_alarms = q.alarms.as_deref() == Some("1");
     let t = super::ui::i18n::Tr::new(super::ui::lang_of(&headers));
     let tick = tokio::time::interval(std::time::Duration::from_millis(500));
-    // The last alarm state sent (None: not yet).
-    let state = (rx, s.clone(), tick, None::<u64>);
+    // A stream lives no longer than the session or token that opened it: it ends at the
+    // session's expiry, and within RECHECK of a logout, a new password or a removed user.
+    let mut recheck = tokio::time::interval(RECHECK);
+    recheck.reset();
+    let left_ns = caller
+        .expires_ns
+        .map_or(i64::MAX, |e| e.saturating_sub(crate::clock::wall_ns()));
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_nanos(left_ns.clamp(0, 365 * 86_400_000_000_000) as u64);
+    let who = Arc::new((headers.clone(), caller.address));
+    // The last alarm state sent (None: not yet); whether the session has ended.
+    let state = (rx, s.clone(), tick, None::<u64>, recheck, false);
     let stream = futures_util::stream::unfold(
         state,
-        move |(mut rx, s, mut tick, sent)| async move {
-            loop {
-                if with_alarms {
-                    let (key, summary) = alarm_summary(&s, &t);
-                    if sent != Some(key) {
-                        let ev = Event::default()
-                            .event("alarms")
-                            .json_data(summary)
-                            .unwrap_or_else(|_| Event::default().event("error"));
-                        return Some((Ok(ev), (rx, s, tick, Some(key))));
-                    }
+        move |(mut rx, s, mut tick, sent, mut recheck, ended)| {
+            let who = who.clone();
+            async move {
+                if ended {
+                    return None;
                 }
-                let event = tokio::select! {
-                    _ = s.shutdown.cancelled() => return None,
-                    _ = tick.tick(), if with_alarms => continue,
-                    r = rx.recv() => match r {
-                        Ok(reading) => Event::default()
-                            .event("reading")
-                            .json_data(dto(&s.plant, &reading))
-                            .unwrap_or_else(|_| Event::default().event("error")),
-                        Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
-                        Err(RecvError::Closed) => return None,
-                    },
-                };
-                return Some((Ok(event), (rx, s, tick, sent)));
+                let session_ended = || Event::default().event("session").data("ended");
+                loop {
+                    if with_alarms {
+                        let (key, summary) = alarm_summary(&s, &t);
+                        if sent != Some(key) {
+                            let ev = Event::default()
+                                .event("alarms")
+                                .json_data(summary)
+                                .unwrap_or_else(|_| Event::default().event("error"));
+                            return Some((Ok(ev), (rx, s, tick, Some(key), recheck, false)));
+                        }
+                    }
+                    let event = tokio::select! {
+                        _ = s.shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep_until(deadline) => {
+                            return Some((Ok(session_ended()), (rx, s, tick, sent, recheck, true)));
+                        }
+                        _ = recheck.tick() => {
+                            if s.auth.identifies(&who.0, who.1).await {
+                                continue;
+                            }
+                            return Some((Ok(session_ended()), (rx, s, tick, sent, recheck, true)));
+                        }
+                        _ = tick.tick(), if with_alarms => continue,
+                        r = rx.recv() => match r {
+                            Ok(reading) => Event::default()
+                                .event("reading")
+                                .json_data(dto(&s.plant, &reading))
+                                .unwrap_or_else(|_| Event::default().event("error")),
+                            Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+                            Err(RecvError::Closed) => return None,
+                        },
+                    };
+                    return Some((Ok(event), (rx, s, tick, sent, recheck, false)));
+                }
             }
         },
     );

@@ -302,7 +302,7 @@ fn layout(c: &Ctx, title: &str, body: Markup) -> Markup {
                 link rel="stylesheet" href=(assets::url("app.css"));
                 script src=(assets::url("app.js")) defer {}
             }
-            body data-lang=(t.lang.code()) data-utc-offset=(c.utc_offset_s) data-lost=(t.s("connection-lost")) data-back=(t.s("connection-back")) {
+            body data-lang=(t.lang.code()) data-utc-offset=(c.utc_offset_s) data-lost=(t.s("connection-lost")) data-back=(t.s("connection-back")) data-ended=(t.s("session-ended")) data-signin=(t.s("sign-in-again")) {
                 header {
                     a.brand href="/" { (t.s("brand")) }
                     span.site { (c.site) }
