@@ -265,6 +265,11 @@ pub struct Persisted {
     pub value: Option<f64>,
 }
 
+/// The message of a quantity's stale alarm.
+pub const STALE_MESSAGE: &str = "no good reading: the rules that read it are suppressed";
+/// The message of a restored alarm whose rule is gone from the config.
+pub const ORPHAN_MESSAGE: &str = "its rule is no longer configured: acknowledge and reset it";
+
 /// An alarm as the API and the status page show it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct View {
@@ -783,14 +788,8 @@ impl Engine {
                     .map(|c| c.quantity.to_string())
                     .unwrap_or_default(),
             ),
-            Kind::Stale(q) => (
-                "no good reading: the rules that read it are suppressed".to_owned(),
-                q.to_string(),
-            ),
-            Kind::Orphan => (
-                "its rule is no longer configured: acknowledge and reset it".to_owned(),
-                String::new(),
-            ),
+            Kind::Stale(q) => (STALE_MESSAGE.to_owned(), q.to_string()),
+            Kind::Orphan => (ORPHAN_MESSAGE.to_owned(), String::new()),
         };
         View {
             id: format!("{}:{}", a.rule, a.instance),

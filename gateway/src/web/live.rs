@@ -101,7 +101,7 @@ fn alarm_summary(s: &AppState, t: &super::ui::i18n::Tr) -> (u64, serde_json::Val
             "count": active.len(),
             "worst": worst.map(super::ui::severity_class),
             "text": t.a("alarms-active", &[("count", super::ui::i18n::Arg::N(active.len() as f64))]),
-            "first": active.first().map(|a| a.message.clone()),
+            "first": active.first().map(|a| t.alarm(&a.rule, &a.message)),
         }),
     )
 }

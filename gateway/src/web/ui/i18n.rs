@@ -98,6 +98,32 @@ impl Tr {
         self.format(id, Some(&fa))
     }
 
+    /// The plain message `id`, or None when there is none (nothing is logged).
+    pub fn find(&self, id: &str) -> Option<String> {
+        let b = match self.lang {
+            Lang::En => &bundles().en,
+            Lang::Sw => &bundles().sw,
+        };
+        let pattern = b.get_message(id)?.value()?;
+        let mut errors = Vec::new();
+        Some(b.format_pattern(pattern, None, &mut errors).into_owned())
+    }
+
+    /// An alarm's message in this language: a built-in rule's own text (its English message
+    /// in `en.ftl` as `alarm-{rule}`) is translated; a message the site wrote is shown as
+    /// written.
+    pub fn alarm(&self, rule: &str, message: &str) -> String {
+        let ids = [
+            format!("alarm-{}", rule.replace('_', "-")),
+            "alarm-stale".to_owned(),
+            "alarm-orphan".to_owned(),
+        ];
+        ids.iter()
+            .find(|id| Tr::new(Lang::En).find(id).as_deref() == Some(message))
+            .and_then(|id| self.find(id))
+            .unwrap_or_else(|| message.to_owned())
+    }
+
     fn format(&self, id: &str, args: Option<&FluentArgs>) -> String {
         let b = match self.lang {
             Lang::En => &bundles().en,
@@ -162,6 +188,37 @@ mod tests {
 
     /// Every `.s("id")` / `.a("id", …)` literal in the dashboard's source is a message of both
     /// files (a string added to a page without its translation fails here).
+    #[test]
+    fn every_built_in_alarm_message_is_translated() {
+        let cfg = crate::alarm::rules::Config::default();
+        let cat = crate::plant::Catalogue::builtin();
+        let rules = crate::alarm::rules::compile(&cfg, &|q| cat.get(q).is_some()).expect("rules");
+        assert!(rules.len() > 25, "{} rules", rules.len());
+        let sw = Tr::new(Lang::Sw);
+        let mut messages: Vec<(String, String)> = rules
+            .iter()
+            .map(|r| (r.name.to_string(), r.message.clone()))
+            .collect();
+        messages.push((
+            "stale.digester.pressure".into(),
+            crate::alarm::engine::STALE_MESSAGE.into(),
+        ));
+        messages.push((
+            "gone_rule".into(),
+            crate::alarm::engine::ORPHAN_MESSAGE.into(),
+        ));
+        for (rule, message) in &messages {
+            let said = sw.alarm(rule, message);
+            assert_ne!(
+                &said, message,
+                "{rule}: {message:?} has no Kiswahili (alarm-… in the .ftl files)"
+            );
+            assert_eq!(Tr::new(Lang::En).alarm(rule, message), *message);
+        }
+        // A message the site wrote stays as written.
+        assert_eq!(sw.alarm("leak", "our own words"), "our own words");
+    }
+
     #[test]
     fn every_message_the_pages_use_exists() {
         let en: HashSet<String> = ids(EN_FTL).into_iter().collect();

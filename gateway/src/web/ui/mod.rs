@@ -328,7 +328,7 @@ fn layout(c: &Ctx, title: &str, body: Markup) -> Markup {
                     a href="/alarms" {
                         span #alarm-count { (t.a("alarms-active", &[("count", Arg::N(active.len() as f64))])) }
                         @if let Some(a) = active.first() {
-                            ": " span #alarm-first { (a.message) }
+                            ": " span #alarm-first { (t.alarm(&a.rule, &a.message)) }
                         }
                     }
                 }
@@ -818,7 +818,7 @@ pub async fn alarms(
         @if c.alarms.is_empty() { p.ok { (t.s("alarms-none")) } }
         @for a in &c.alarms {
             article class=(format!("acard {}", severity_class(a.severity))) {
-                h3 { (severity_msg(t, a.severity)) ": " (a.message) }
+                h3 { (severity_msg(t, a.severity)) ": " (t.alarm(&a.rule, &a.message)) }
                 p {
                     (state_msg(t, a.state))
                     @if a.shelved_until.is_some() { " · " (t.s("alarm-shelved")) }
