@@ -324,3 +324,18 @@ alarm-meter-offline = no message from this meter
 alarm-device-offline = no reading from this device
 alarm-stale = no good reading: the rules that read it are suppressed
 alarm-orphan = its rule is no longer configured: acknowledge and reset it
+
+## Why a KPI figure is missing (shown when the pointer rests on "—")
+missing-gas-volume = no gas volume in this period
+missing-pressure = no gas pressure reading
+missing-gas-temperature = no gas temperature reading
+missing-atmospheric-pressure = no atmospheric pressure (neither the site altitude nor a measured pressure)
+missing-ch4 = no methane reading
+missing-feed = no waste fed is logged
+missing-water = no water added is logged
+missing-compressor-energy = no compressor energy reading
+missing-gas-sold = no gas meter usage reported
+missing-cylinders = no cylinders filled are logged
+missing-not-configured = { $what } is not configured
+missing-zero = { $what } is zero
+missing-bad = { $what } is out of range or not a number

@@ -320,3 +320,18 @@ alarm-meter-offline = hakuna ujumbe kutoka mita hii
 alarm-device-offline = hakuna kipimo kutoka kifaa hiki
 alarm-stale = hakuna kipimo kizuri: kanuni zinazokisoma zimesimamishwa
 alarm-orphan = kanuni yake haipo tena kwenye mipangilio: ithibitishe na uiweke upya
+
+## Kwa nini kipimo cha KPI hakipo (kinaonyeshwa kiashiria kikikaa juu ya "—")
+missing-gas-volume = hakuna kiasi cha gesi katika kipindi hiki
+missing-pressure = hakuna kipimo cha shinikizo la gesi
+missing-gas-temperature = hakuna kipimo cha joto la gesi
+missing-atmospheric-pressure = hakuna shinikizo la angahewa (wala urefu wa kituo wala shinikizo lililopimwa)
+missing-ch4 = hakuna kipimo cha methane
+missing-feed = hakuna taka zilizolishwa zilizoandikwa
+missing-water = hakuna maji yaliyoongezwa yaliyoandikwa
+missing-compressor-energy = hakuna kipimo cha nishati ya kikandamizi
+missing-gas-sold = hakuna matumizi ya mita za gesi yaliyoripotiwa
+missing-cylinders = hakuna mitungi iliyojazwa iliyoandikwa
+missing-not-configured = { $what } haijawekwa kwenye mipangilio
+missing-zero = { $what } ni sifuri
+missing-bad = { $what } iko nje ya kiwango au si namba

@@ -528,6 +528,27 @@ fn chart(c: &Ctx, quantity: &str, instance: &str, hours: u32) -> Markup {
     }
 }
 
+/// Why a KPI figure is missing, in the page's language.
+fn missing_msg(t: &Tr, m: &crate::plant::kpi::Missing) -> String {
+    use crate::plant::kpi::Missing as M;
+    let what = |w: &str| Arg::S(w.to_owned());
+    match m {
+        M::NoGasVolume => t.s("missing-gas-volume"),
+        M::NoPressure => t.s("missing-pressure"),
+        M::NoGasTemperature => t.s("missing-gas-temperature"),
+        M::NoAtmosphericPressure => t.s("missing-atmospheric-pressure"),
+        M::NoCh4 => t.s("missing-ch4"),
+        M::NoFeed => t.s("missing-feed"),
+        M::NoWater => t.s("missing-water"),
+        M::NoCompressorEnergy => t.s("missing-compressor-energy"),
+        M::NoGasSold => t.s("missing-gas-sold"),
+        M::NoCylinders => t.s("missing-cylinders"),
+        M::NotConfigured(w) => t.a("missing-not-configured", &[("what", what(w))]),
+        M::ZeroDivisor(w) => t.a("missing-zero", &[("what", what(w))]),
+        M::Bad(w) => t.a("missing-bad", &[("what", what(w))]),
+    }
+}
+
 fn kpi_table(c: &Ctx, sets: &[KpiSet], names: &[(&str, usize)], s: &AppState) -> Markup {
     let t = &c.t;
     html! {
@@ -542,7 +563,7 @@ fn kpi_table(c: &Ctx, sets: &[KpiSet], names: &[(&str, usize)], s: &AppState) ->
                         tr {
                             td { (local_date(s, set.period_start_ns)) }
                             @for (n, d) in names {
-                                td.num title=(set.get(n).and_then(|v| v.as_ref().err()).map(|m| m.to_string()).unwrap_or_default()) {
+                                td.num title=(set.get(n).and_then(|v| v.as_ref().err()).map(|m| missing_msg(t, m)).unwrap_or_default()) {
                                     (figure(Some(set), n, *d))
                                 }
                             }
