@@ -409,6 +409,16 @@ pub struct Broker {
     pub max_inflight: usize,
     /// Password checks (argon2, ~7 MiB each) running at once.
     pub auth_concurrency: usize,
+    /// A second listener, MQTT over TLS (rustls), e.g. `0.0.0.0:8883`; needs `tls_cert_file`
+    /// and `tls_key_file`. Same accounts, limits and sessions as `listen`.
+    pub tls_listen: Option<SocketAddr>,
+    /// The broker's certificate chain (PEM, leaf first).
+    pub tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1), readable by the gateway only.
+    pub tls_key_file: Option<PathBuf>,
+    /// With it, a client must present a certificate this CA (PEM) signed, as well as its
+    /// user name and password.
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -987,6 +997,10 @@ impl Default for Broker {
             max_packet_bytes: 16_384,
             max_inflight: 32,
             auth_concurrency: 1,
+            tls_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
         }
     }
 }
@@ -1205,6 +1219,22 @@ impl Config {
         }
         if !(1..=16).contains(&b.auth_concurrency) {
             return bad("broker.auth_concurrency", "expected 1 to 16".into());
+        }
+        if b.tls_listen.is_some() && (b.tls_cert_file.is_none() || b.tls_key_file.is_none()) {
+            return bad(
+                "broker.tls_listen",
+                "needs broker.tls_cert_file and broker.tls_key_file".into(),
+            );
+        }
+        if b.tls_listen.is_none()
+            && (b.tls_cert_file.is_some()
+                || b.tls_key_file.is_some()
+                || b.tls_client_ca_file.is_some())
+        {
+            return bad(
+                "broker.tls_cert_file",
+                "set broker.tls_listen (e.g. \"0.0.0.0:8883\") to use the certificate".into(),
+            );
         }
         if b.max_packet_bytes < self.mqtt.max_payload_bytes + 128 {
             return bad(

@@ -458,6 +458,26 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
     }
     let listener = broker::bind(config.broker.listen).await?;
     let mqtt_addr = listener.local_addr()?;
+    let mut listeners = vec![broker::Listener {
+        tcp: listener,
+        tls: None,
+    }];
+    let mut mqtt_tls_addr = None;
+    if let (Some(addr), Some(cert), Some(key)) = (
+        config.broker.tls_listen,
+        &config.broker.tls_cert_file,
+        &config.broker.tls_key_file,
+    ) {
+        let acceptor =
+            broker::tls::acceptor(cert, key, config.broker.tls_client_ca_file.as_deref())
+                .map_err(anyhow::Error::msg)?;
+        let tcp = broker::bind(addr).await?;
+        mqtt_tls_addr = Some(tcp.local_addr()?);
+        listeners.push(broker::Listener {
+            tcp,
+            tls: Some(acceptor),
+        });
+    }
     let max_connections = broker::connection_limit(config.broker.max_connections, RESERVED_FDS);
     if max_connections < config.broker.max_connections {
         tracing::warn!(
@@ -529,7 +549,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         broker_metrics.clone(),
     ));
     broker::spawn(
-        listener,
+        listeners,
         broker::Parts {
             settings: broker::Settings {
                 commit_now: commit_now.clone(),
@@ -992,7 +1012,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
     });
     sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
 
-    tracing::info!(mqtt = %mqtt_addr, http = %http_addr, influx = config.influx.enabled, max_connections, "gateway started");
+    tracing::info!(mqtt = %mqtt_addr, mqtt_tls = ?mqtt_tls_addr, http = %http_addr, influx = config.influx.enabled, max_connections, "gateway started");
     Ok(Gateway {
         mqtt_addrs: vec![mqtt_addr],
         plant,

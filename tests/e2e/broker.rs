@@ -657,3 +657,115 @@ fn a_publisher_waiting_for_its_pubacks_gets_a_commit_at_once() {
         gw.metric("gkgw_store_commits_total")
     );
 }
+
+/// `mosquitto_pub` over TLS, QoS 1 (its exit status is the PUBACK, sent after the commit).
+fn tls_pub(port: u16, meter: &str, password: &str, tls: &[&std::path::Path], seq: u64) -> bool {
+    let mut c = Command::new(require("mosquitto_pub"));
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-V",
+        "mqttv311",
+        "-q",
+        "1",
+    ])
+    .args(["-u", meter, "-P", password, "-i", meter])
+    .args([
+        "-t",
+        &format!("meters/{meter}/state"),
+        "-m",
+        &state(meter, seq, 3.0),
+    ]);
+    for (flag, path) in ["--cafile", "--cert", "--key"].iter().zip(tls) {
+        c.arg(flag).arg(path);
+    }
+    c.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("mosquitto_pub")
+        .success()
+}
+
+/// The TLS listener: a meter that trusts the site CA publishes (and the plain port still
+/// works); one that does not trust it is refused; with `tls_client_ca_file` a meter without a
+/// client certificate from that CA is refused even with the right password.
+#[test]
+fn mqtt_over_tls_verifies_the_broker_and_can_require_client_certificates() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = crate::support::tls_files(certs.path());
+    let (client_cert, client_key) = (
+        certs.path().join("client.pem"),
+        certs.path().join("client.key"),
+    );
+    let tls_port = crate::support::free_port();
+    let keys = format!(
+        "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let gw = Gateway::start_with_config("", &keys, &["GA-0001"]);
+    wait_until("TLS listener", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+    });
+    let pw = gw.passwords["GA-0001"].clone();
+    assert!(
+        tls_pub(tls_port, "GA-0001", &pw, &[&ca], 1),
+        "with the site CA"
+    );
+    assert!(
+        !tls_pub(tls_port, "GA-0001", &pw, &[], 2),
+        "the broker's certificate is not trusted without the site CA"
+    );
+    assert!(
+        !tls_pub(tls_port, "GA-0001", "wrong-password", &[&ca], 3),
+        "TLS does not replace the password"
+    );
+    assert!(mosquitto_pub(
+        gw.mqtt_port,
+        Some(("GA-0001", &pw)),
+        "meters/GA-0001/state",
+        1,
+        &state("GA-0001", 4, 3.0)
+    ));
+    drop(gw);
+
+    let keys = format!("{keys}tls_client_ca_file = \"{}\"\n", ca.display());
+    let gw = Gateway::start_with_config("", &keys, &["GA-0001"]);
+    wait_until("TLS listener", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+    });
+    let pw = gw.passwords["GA-0001"].clone();
+    assert!(
+        !tls_pub(tls_port, "GA-0001", &pw, &[&ca], 1),
+        "no client certificate: refused"
+    );
+    assert!(
+        tls_pub(
+            tls_port,
+            "GA-0001",
+            &pw,
+            &[&ca, &client_cert, &client_key],
+            2
+        ),
+        "with a client certificate from the site CA"
+    );
+    let metrics = crate::support::http(
+        "GET",
+        &format!("http://127.0.0.1:{}/metrics", gw.http_port),
+        None,
+    )
+    .1;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("reason=\"tls\"") && !l.trim_end().ends_with(" 0")),
+        "the refused handshake is counted: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("tls"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

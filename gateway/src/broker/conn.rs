@@ -15,8 +15,7 @@ use rumqttc::mqttbytes::v4::{
     SubscribeReasonCode, UnsubAck,
 };
 use rumqttc::mqttbytes::{Error as CodecError, Protocol, QoS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -83,8 +82,8 @@ enum ReadError {
 }
 
 /// Reads until one whole packet is in `buf` and returns it.
-async fn read_packet(
-    rd: &mut OwnedReadHalf,
+async fn read_packet<R: AsyncRead + Unpin>(
+    rd: &mut R,
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<Packet, ReadError> {
@@ -117,7 +116,53 @@ pub(super) async fn serve<I: Inbound>(
     ctx: Arc<Ctx<I>>,
     evict: CancellationToken,
 ) {
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    serve_halves(rd, wr, peer, id, ctx, evict).await;
+}
+
+/// A connection on the TLS listener: the handshake (within `connect_timeout`, a client
+/// certificate if `tls_client_ca_file` is set), then the same MQTT session as on plain TCP.
+pub(super) async fn serve_tls<I: Inbound>(
+    stream: TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    peer: SocketAddr,
+    id: u64,
+    ctx: Arc<Ctx<I>>,
+    evict: CancellationToken,
+) {
+    let shaken = tokio::select! {
+        _ = evict.cancelled() => None,
+        r = tokio::time::timeout(ctx.settings.connect_timeout, acceptor.accept(stream)) => Some(r),
+    };
+    let tls = match shaken {
+        Some(Ok(Ok(tls))) => tls,
+        other => {
+            ctx.pending.remove(id);
+            if other.is_some() {
+                ctx.metrics.refused.inc(Refusal::Tls);
+                ctx.log.note("tls", |suppressed| {
+                    let why = match &other {
+                        Some(Ok(Err(e))) => e.to_string(),
+                        _ => "timed out".to_owned(),
+                    };
+                    tracing::warn!(%peer, suppressed, error = %why, "mqtt TLS handshake failed");
+                });
+            }
+            return;
+        }
+    };
+    let (rd, wr) = tokio::io::split(tls);
+    serve_halves(rd, wr, peer, id, ctx, evict).await;
+}
+
+async fn serve_halves<I: Inbound, R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut rd: R,
+    mut wr: W,
+    peer: SocketAddr,
+    id: u64,
+    ctx: Arc<Ctx<I>>,
+    evict: CancellationToken,
+) {
     let mut buf = BytesMut::with_capacity(256);
     let mut out = BytesMut::new();
     let guard = PendingGuard { ctx: &ctx, id };
@@ -287,10 +332,10 @@ const QOS2_BIT: u32 = 1 << 16;
 
 impl<I: Inbound> Conn<'_, I> {
     #[allow(clippy::too_many_arguments)]
-    async fn run(
+    async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         &mut self,
-        rd: &mut OwnedReadHalf,
-        wr: &mut tokio::net::tcp::OwnedWriteHalf,
+        rd: &mut R,
+        wr: &mut W,
         mut buf: BytesMut,
         mut out: BytesMut,
         mut out_rx: mpsc::Receiver<Outbound>,

@@ -53,6 +53,8 @@ pub enum Refusal {
     ConnectTimeout,
     /// Not MQTT 3.1.1, or a protocol violation.
     Protocol,
+    /// The TLS listener's handshake failed or timed out (no or a wrong client certificate).
+    Tls,
 }
 
 impl LabelValue for Refusal {
@@ -61,6 +63,7 @@ impl LabelValue for Refusal {
         Refusal::Evicted,
         Refusal::ConnectTimeout,
         Refusal::Protocol,
+        Refusal::Tls,
     ];
 
     fn index(self) -> usize {
@@ -73,6 +76,7 @@ impl LabelValue for Refusal {
             Refusal::Evicted => "evicted_pending",
             Refusal::ConnectTimeout => "connect_timeout",
             Refusal::Protocol => "protocol",
+            Refusal::Tls => "tls",
         }
     }
 }

@@ -35,6 +35,7 @@ mod conn;
 pub mod hub;
 pub mod metrics;
 pub mod outbox;
+pub mod tls;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -196,10 +197,17 @@ pub struct Parts<I> {
     pub metrics: Arc<Metrics>,
 }
 
-/// Runs the accept loop and the connections on `tracker` until `shutdown`: connections then
-/// close (without their wills), and once they are gone nobody holds the `Inbound` any more.
+/// A bound listener: plain MQTT, or MQTT over TLS with this acceptor.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Runs an accept loop per listener and the connections on `tracker` until `shutdown`:
+/// connections then close (without their wills), and once they are gone nobody holds the
+/// `Inbound` any more. The listeners share the limits, accounts and sessions.
 pub fn spawn<I: Inbound>(
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     parts: Parts<I>,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
@@ -216,11 +224,14 @@ pub fn spawn<I: Inbound>(
         shutdown,
         log: conn::LogLimiter::default(),
     });
-    let t = tracker.clone();
-    tracker.spawn(accept_loop(listener, ctx, t));
+    for l in listeners {
+        let t = tracker.clone();
+        tracker.spawn(accept_loop(l, ctx.clone(), t));
+    }
 }
 
-async fn accept_loop<I: Inbound>(listener: TcpListener, ctx: Arc<Ctx<I>>, tracker: TaskTracker) {
+async fn accept_loop<I: Inbound>(listener: Listener, ctx: Arc<Ctx<I>>, tracker: TaskTracker) {
+    let Listener { tcp: listener, tls } = listener;
     let mut backoff = Duration::from_millis(10);
     let mut errors_since_log: u64 = 0;
     let mut last_log: Option<Instant> = None;
@@ -273,7 +284,17 @@ async fn accept_loop<I: Inbound>(listener: TcpListener, ctx: Arc<Ctx<I>>, tracke
         let id = ctx.next_id.fetch_add(1, Relaxed);
         let evict = ctx.shutdown.child_token();
         ctx.pending.push(id, evict.clone());
-        tracker.spawn(conn::serve(stream, peer, id, ctx.clone(), evict));
+        match &tls {
+            None => tracker.spawn(conn::serve(stream, peer, id, ctx.clone(), evict)),
+            Some(acceptor) => tracker.spawn(conn::serve_tls(
+                stream,
+                acceptor.clone(),
+                peer,
+                id,
+                ctx.clone(),
+                evict,
+            )),
+        };
     }
     tracing::debug!("mqtt accept loop stopped");
 }
