@@ -420,6 +420,11 @@ impl Gateway {
         Gateway::configure(extra, "", "", meters, RunOpts::default())
     }
 
+    /// [`Gateway::configure_only`] with run options (the log level) for a later `restart`.
+    pub fn configure_with(extra: &str, meters: &[&str], opts: RunOpts) -> Gateway {
+        Gateway::configure(extra, "", "", meters, opts)
+    }
+
     fn configure(
         extra: &str,
         store: &str,

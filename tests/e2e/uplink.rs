@@ -569,3 +569,177 @@ fn mqtts_verifies_the_broker_and_accepts_a_custom_ca() {
     let windows = check_complete(&p);
     check_day(&p, &windows, 60);
 }
+
+/// Every kind of secret configured (the uplink's bearer token, InfluxDB's token, the broker's
+/// TLS key, a meter's password, a dashboard password, an API token, a session cookie), the
+/// gateway run at debug log level through real traffic (a meter over TLS, a sign-in, batches
+/// and line protocol delivered), then every output searched for each secret: the log, every
+/// page and API answer a user or the platform can read, the CLI's listings and the batches.
+#[test]
+fn no_secret_appears_in_any_output() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = tls_files(certs.path());
+    let p = Platform::start();
+    let tls_port = free_port();
+    let mut gw = Gateway::configure_with(
+        "",
+        &["GM-0001"],
+        RunOpts {
+            rust_log: "debug".into(),
+            ..RunOpts::default()
+        },
+    );
+    let influx_token = format!("influx-secret-{}", std::process::id() * 7919);
+    let files = gw.dir.path();
+    std::fs::write(files.join("uplink-token"), format!("{TOKEN}\n")).expect("token");
+    std::fs::write(files.join("influx-token"), format!("{influx_token}\n")).expect("token");
+    let text = std::fs::read_to_string(&gw.config).expect("config");
+    let text = text.replace(
+        "[broker]\n",
+        &format!(
+            "[broker]\ntls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    std::fs::write(
+        &gw.config,
+        format!(
+            "{text}[history]\ninterval_ms = 500\n\
+             [influx]\nenabled = true\nversion = 2\nurl = \"http://127.0.0.1:{port}\"\norg = \"o\"\nbucket = \"b\"\ntoken_file = \"{}\"\n\
+             [uplink]\nenabled = true\nurl = \"{url}\"\ntoken_file = \"{}\"\ngateway = \"gw-test\"\nbackfill_hours = 100\nmin_backoff_ms = 100\nmax_backoff_ms = 400\n",
+            files.join("influx-token").display(),
+            files.join("uplink-token").display(),
+            port = p.port,
+            url = p.url(),
+        ),
+    )
+    .expect("config");
+    let dashboard_password = "kitchen-secret-password-31";
+    gw.add_user("amina", "manager", dashboard_password);
+    gw.restart();
+    let meter_password = gw.passwords["GM-0001"].clone();
+
+    // Traffic: a meter over TLS and over plain MQTT, a sign-in, the deliveries.
+    let mut pub_tls = Command::new(require("mosquitto_pub"));
+    pub_tls
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &tls_port.to_string(),
+            "-V",
+            "mqttv311",
+            "-q",
+            "1",
+        ])
+        .args([
+            "-u",
+            "GM-0001",
+            "-P",
+            &meter_password,
+            "-i",
+            "GM-0001",
+            "--cafile",
+        ])
+        .arg(&ca)
+        .args(["-t", "meters/GM-0001/state", "-m"])
+        .arg(r#"{"meter_id":"GM-0001","seq":1,"kind":"gas","cum_kg":1.5,"credit_kg":4}"#);
+    assert!(
+        pub_tls.status().expect("mosquitto_pub").success(),
+        "TLS publish"
+    );
+    publish_day(&gw, "GM-0001", 30);
+    let b = Browser::new(&format!("http://127.0.0.1:{}", gw.http_port));
+    assert_eq!(b.login("amina", dashboard_password).status, 303);
+    let session = b.session_cookie().expect("session");
+    assert_eq!(b.login("amina", "a-wrong-guess-xyz").status, 401);
+    wait_until(
+        "batches and line protocol delivered",
+        Duration::from_secs(60),
+        || {
+            let s = p.stats();
+            s["accepted"].as_u64() > Some(0) && s["line_protocol_lines"].as_u64() > Some(0)
+        },
+    );
+
+    // Everything a person, a client or the platform can read.
+    let mut outputs: Vec<(String, String)> = Vec::new();
+    for path in [
+        "/metrics",
+        "/api/status",
+        "/status",
+        "/system",
+        "/",
+        "/meters",
+        "/alarms",
+        "/logbook",
+        "/users",
+        "/api/users",
+        "/api/audit",
+        "/api/session",
+        "/api/commands",
+    ] {
+        let a = Browser::new(&format!("http://127.0.0.1:{}", gw.http_port)).request(
+            "GET",
+            path,
+            None,
+            &[format!("Authorization: Bearer {}", gw.token)],
+        );
+        assert_eq!(a.status, 200, "{path}: {}", a.body);
+        outputs.push((path.to_owned(), a.body));
+    }
+    for args in [vec!["user", "list"], vec!["audit", "list"], vec!["check"]] {
+        let out = Command::new(GKGW)
+            .args(&args)
+            .arg("--config")
+            .arg(&gw.config)
+            .output()
+            .expect("gkgw");
+        outputs.push((
+            format!("gkgw {}", args.join(" ")),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ));
+    }
+    outputs.push((
+        "batches".into(),
+        serde_json::to_string(&p.batches()).expect("json"),
+    ));
+    if let Some(mut proc) = gw.proc.take() {
+        proc.signal("TERM");
+        assert!(
+            proc.wait_timeout(Duration::from_secs(30)).is_some(),
+            "stopped"
+        );
+    }
+    outputs.push(("gkgw.log".into(), gw.log()));
+    assert!(
+        outputs.iter().any(|(_, o)| o.contains("GM-0001")) && gw.log().contains("DEBUG"),
+        "the outputs are real"
+    );
+    let key_pem = std::fs::read_to_string(&key).expect("key");
+    let key_line = key_pem
+        .lines()
+        .find(|l| !l.starts_with("-----") && l.len() > 20)
+        .expect("a base64 line");
+    let secrets = [
+        ("uplink token", TOKEN),
+        ("influx token", influx_token.as_str()),
+        ("meter password", meter_password.as_str()),
+        ("dashboard password", dashboard_password),
+        ("wrong password tried", "a-wrong-guess-xyz"),
+        ("API token", gw.token.as_str()),
+        ("session id", session.as_str()),
+        ("TLS key", key_line),
+    ];
+    for (what, secret) in secrets {
+        assert!(secret.len() >= 16, "{what} is too short to search for");
+        for (source, text) in &outputs {
+            assert!(!text.contains(secret), "the {what} is in {source}");
+        }
+    }
+}
