@@ -141,3 +141,28 @@ mod tests {
         assert!(!super::operator().is_empty());
     }
 }
+
+/// Free and total bytes of the filesystem holding `dir` (free: what an unprivileged process
+/// may still use), or None when it cannot be asked.
+pub fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain data; zero is a valid value for every field.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a struct for statvfs to fill.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let f = st.f_frsize as u64;
+    Some((st.f_bavail as u64 * f, st.f_blocks as u64 * f))
+}
+
+/// Bytes this process has caused to be written to storage (`write_bytes` of
+/// `/proc/self/io`: what reaches the SD card, page cache write-back included), or None off
+/// Linux or when the kernel does not account I/O.
+pub fn written_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}

@@ -301,3 +301,156 @@ fn bad_input_is_rejected_counted_and_never_blocks_the_stream() {
         gw.log()
     );
 }
+
+/// A tmpfs of a few MB mounted for one test, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(mb: u32) -> SmallDisk {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The state directory on a 6 MB filesystem that fills up under a running gateway: it keeps
+/// running, says so (`/healthz` 503, `gkgw_store_errors_total`, free space 0 in `/metrics`),
+/// its alarms still fire, the meter's QoS 1 reading waits unacknowledged instead of being lost;
+/// when space returns it commits the held reading, acknowledges it and is healthy again, by
+/// itself.
+#[test]
+fn a_full_disk_stops_nothing_loses_nothing_and_recovers_by_itself() {
+    let disk = SmallDisk::mount(6);
+    let mut gw = Gateway::configure_only("", &["GM-0001"]);
+    let old = gw.dir.path().to_path_buf();
+    for e in std::fs::read_dir(&old).expect("state dir") {
+        let p = e.expect("entry").path();
+        let name = p.file_name().expect("name").to_string_lossy().into_owned();
+        if p.is_file() && name != "gateway.toml" && name != "gkgw.log" {
+            std::fs::copy(&p, disk.path().join(&name)).expect("copy");
+        }
+    }
+    let text = std::fs::read_to_string(&gw.config).expect("config");
+    let text = text.replace(
+        &format!("state_dir = \"{}\"", old.display()),
+        &format!("state_dir = \"{}\"", disk.path().display()),
+    );
+    let text = text.replace(
+        &format!("credentials_file = \"{}/meters.toml\"", old.display()),
+        &format!(
+            "credentials_file = \"{}/meters.toml\"",
+            disk.path().display()
+        ),
+    );
+    std::fs::write(&gw.config, text).expect("config");
+    gw.restart();
+    let pw = gw.passwords["GM-0001"].clone();
+    let reading = |seq: u64, credit: f64| {
+        format!(
+            r#"{{"meter_id":"GM-0001","seq":{seq},"kind":"gas","cum_kg":1.5,"credit_kg":{credit}}}"#
+        )
+    };
+    assert!(mosquitto_pub(
+        gw.mqtt_port,
+        Some(("GM-0001", &pw)),
+        "meters/GM-0001/state",
+        1,
+        &reading(1, 5.0)
+    ));
+    let metric = |name: &str| gw.metric(name);
+    let before = metric("gkgw_readings_accepted_total");
+
+    // Fill the disk to the last byte.
+    let filler = disk.path().join("filler");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let small = [0u8; 512];
+        while f.write_all(&small).is_ok() {}
+        let _ = f.sync_all();
+    }
+    assert_eq!(metric("gkgw_disk_free_bytes"), 0.0, "the disk is full");
+
+    // A reading with low credit arrives: it cannot be stored, so it is not acknowledged, but
+    // the alarm rules see it.
+    let port = gw.mqtt_port;
+    let (pw2, body) = (pw.clone(), reading(2, 0.2));
+    let held = std::thread::spawn(move || {
+        mosquitto_pub(
+            port,
+            Some(("GM-0001", &pw2)),
+            "meters/GM-0001/state",
+            1,
+            &body,
+        )
+    });
+    wait_until("the commit fails", Duration::from_secs(30), || {
+        metric("gkgw_store_errors_total") >= 1.0
+    });
+    assert_eq!(gw.healthz(), 503, "unhealthy while the store cannot commit");
+    wait_until(
+        "the low-credit alarm fires anyway",
+        Duration::from_secs(20),
+        || {
+            let (_, body) = gw.http("GET", &gw.url("/api/alarms"), None);
+            body.contains("meter_low_credit:GM-0001")
+        },
+    );
+    assert!(
+        !held.is_finished(),
+        "no PUBACK for a reading the store has not taken"
+    );
+    assert_eq!(metric("gkgw_readings_accepted_total"), before);
+
+    // Space comes back: the held reading is committed and acknowledged; healthy again.
+    std::fs::remove_file(&filler).expect("free the disk");
+    assert!(
+        held.join().expect("publisher"),
+        "the held reading is acknowledged"
+    );
+    wait_until("healthy again", Duration::from_secs(30), || {
+        gw.healthz() == 200
+    });
+    assert_eq!(metric("gkgw_readings_accepted_total"), before + 1.0);
+    assert!(mosquitto_pub(
+        gw.mqtt_port,
+        Some(("GM-0001", &pw)),
+        "meters/GM-0001/state",
+        1,
+        &reading(3, 5.0)
+    ));
+    assert!(gw
+        .proc
+        .as_mut()
+        .expect("running")
+        .child
+        .try_wait()
+        .expect("wait")
+        .is_none());
+}

@@ -71,6 +71,29 @@ impl Collector for Gauges {
             Kind::Counter,
             st.downsampled,
         );
+        let dir = self.db.parent().unwrap_or(std::path::Path::new("."));
+        if let Some((free, total)) = crate::os::disk_space(dir) {
+            out.single(
+                "gkgw_disk_free_bytes",
+                "Free space on the state directory's filesystem.",
+                Kind::Gauge,
+                free,
+            );
+            out.single(
+                "gkgw_disk_size_bytes",
+                "Size of the state directory's filesystem.",
+                Kind::Gauge,
+                total,
+            );
+        }
+        if let Some(w) = crate::os::written_bytes() {
+            out.single(
+                "gkgw_process_written_bytes_total",
+                "Bytes the gateway caused to be written to storage (/proc/self/io write_bytes): the SD card's wear. Each store commit is one fsync (gkgw_store_commits_total).",
+                Kind::Counter,
+                w,
+            );
+        }
         out.single(
             "gkgw_store_quarantined",
             "Lines held in quarantine.",

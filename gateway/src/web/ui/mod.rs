@@ -447,15 +447,7 @@ fn as_f64(v: &Value) -> Option<f64> {
 
 /// Free and total bytes of the filesystem holding `dir`.
 fn disk_free(dir: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid NUL-terminated path and a struct for statvfs to fill.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    let f = st.f_frsize as u64;
-    Some((st.f_bavail as u64 * f, st.f_blocks as u64 * f))
+    crate::os::disk_space(dir)
 }
 
 /// A KPI figure with its own unit and `decimals` (`—` when the set or the value is missing).
