@@ -132,16 +132,6 @@ pub fn read_hidden(prompt: &str) -> std::io::Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_operator_has_a_name() {
-        assert_eq!(super::user_name(0).as_deref(), Some("root"));
-        assert!(super::user_name(u32::MAX - 7).is_none());
-        assert!(!super::operator().is_empty());
-    }
-}
-
 /// Free and total bytes of the filesystem holding `dir` (free: what an unprivileged process
 /// may still use), or None when it cannot be asked.
 pub fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
@@ -165,4 +155,14 @@ pub fn written_bytes() -> Option<u64> {
     io.lines()
         .find_map(|l| l.strip_prefix("write_bytes:"))
         .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_operator_has_a_name() {
+        assert_eq!(super::user_name(0).as_deref(), Some("root"));
+        assert!(super::user_name(u32::MAX - 7).is_none());
+        assert!(!super::operator().is_empty());
+    }
 }

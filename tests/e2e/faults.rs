@@ -430,6 +430,9 @@ fn a_full_disk_stops_nothing_loses_nothing_and_recovers_by_itself() {
 
     // Space comes back: the held reading is committed and acknowledged; healthy again.
     std::fs::remove_file(&filler).expect("free the disk");
+    wait_until("the held reading's PUBACK", Duration::from_secs(30), || {
+        held.is_finished()
+    });
     assert!(
         held.join().expect("publisher"),
         "the held reading is acknowledged"
