@@ -186,7 +186,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
         .map_err(|error| Error::Listen { addr, error })
 }
 
-/// Everything [`spawn`] needs besides the listener.
+/// Everything [`serve`] needs besides the listener.
 pub struct Parts<I> {
     pub settings: Settings,
     pub gate: Arc<auth::Gate>,
@@ -196,14 +196,15 @@ pub struct Parts<I> {
     pub metrics: Arc<Metrics>,
 }
 
-/// Runs the accept loop and the connections on `tracker` until `shutdown`: connections then
-/// close (without their wills), and once they are gone nobody holds the `Inbound` any more.
-pub fn spawn<I: Inbound>(
+/// The accept loop, to be spawned on `tracker` (where the connections run too), until
+/// `shutdown`: connections then close (without their wills), and once they are gone nobody
+/// holds the `Inbound` any more.
+pub fn serve<I: Inbound>(
     listener: TcpListener,
     parts: Parts<I>,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
-) {
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let ctx = Arc::new(Ctx {
         settings: parts.settings,
         gate: parts.gate,
@@ -216,8 +217,7 @@ pub fn spawn<I: Inbound>(
         shutdown,
         log: conn::LogLimiter::default(),
     });
-    let t = tracker.clone();
-    tracker.spawn(accept_loop(listener, ctx, t));
+    accept_loop(listener, ctx, tracker.clone())
 }
 
 async fn accept_loop<I: Inbound>(listener: TcpListener, ctx: Arc<Ctx<I>>, tracker: TaskTracker) {
