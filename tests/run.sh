@@ -9,3 +9,4 @@ cargo fmt --all --check
 cargo clippy --workspace --locked --all-targets -- -D warnings
 cargo build --workspace --locked --all-targets
 cargo test --workspace --locked --no-fail-fast
+bash tests/package.sh

@@ -548,7 +548,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         config.broker.allow_anonymous,
         broker_metrics.clone(),
     ));
-    broker::spawn(
+    let broker_accept = broker::serve(
         listeners,
         broker::Parts {
             settings: broker::Settings {
@@ -571,6 +571,9 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         &sources,
         sources_cancel.clone(),
     );
+    // The tasks the pipeline cannot do without are watched: one that ends while the gateway
+    // runs makes it unhealthy (/healthz, gkgw_up), and the systemd watchdog is no longer fed.
+    sources.spawn(health.watch("broker", sources_cancel.clone(), broker_accept));
     sinks.spawn(reload_accounts(
         creds_file,
         gate,
@@ -587,13 +590,18 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         for d in &spec.devices {
             inboxes.insert(d.name.clone(), inbox_tx.clone());
         }
-        sources.spawn(modbus::run_bus(
-            spec,
-            intake.clone(),
-            inbox_rx,
-            modbus_stats.clone(),
-            clock.clone(),
+        let name = format!("modbus bus {}", spec.bus.name);
+        sources.spawn(health.watch(
+            name,
             sources_cancel.clone(),
+            modbus::run_bus(
+                spec,
+                intake.clone(),
+                inbox_rx,
+                modbus_stats.clone(),
+                clock.clone(),
+                sources_cancel.clone(),
+            ),
         ));
     }
     let modbus_buses = modbus::Buses::new(inboxes);
@@ -614,18 +622,23 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
             ..Default::default()
         });
         gpio_stats.insert(plan.config.name.clone(), stats.clone());
-        sources.spawn(crate::sources::gpio::run_input(
-            crate::sources::gpio::Task {
-                plan,
-                line,
-                edges,
-                software_debounce,
-                recovered,
-                stats,
-            },
-            intake.clone(),
-            clock.clone(),
+        let name = format!("gpio input {}", plan.config.name);
+        sources.spawn(health.watch(
+            name,
             sources_cancel.clone(),
+            crate::sources::gpio::run_input(
+                crate::sources::gpio::Task {
+                    plan,
+                    line,
+                    edges,
+                    software_debounce,
+                    recovered,
+                    stats,
+                },
+                intake.clone(),
+                clock.clone(),
+                sources_cancel.clone(),
+            ),
         ));
     }
     if let (Some(sim), Some(path)) = (&gpio_sim, &config.gpio.sim_socket) {
@@ -637,13 +650,17 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
     }
     // 1-Wire: one task for the bus (reads on the blocking pool, offers with a spill).
     if !onewire.is_empty() {
-        sources.spawn(crate::sources::onewire::run(
-            config.onewire.dir.clone(),
-            onewire,
-            Duration::from_millis(config.onewire.interval_ms),
-            intake.clone(),
-            clock.clone(),
+        sources.spawn(health.watch(
+            "1-wire",
             sources_cancel.clone(),
+            crate::sources::onewire::run(
+                config.onewire.dir.clone(),
+                onewire,
+                Duration::from_millis(config.onewire.interval_ms),
+                intake.clone(),
+                clock.clone(),
+                sources_cancel.clone(),
+            ),
         ));
     }
     drop(intake);
@@ -654,21 +671,25 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         sinks.spawn(crate::gpio::drive(d, sinks_cancel.clone()));
     }
 
-    let committer = tokio::spawn(committer::run(
-        store::Handle::new(writer),
-        committer::Settings {
-            commit_interval: Duration::from_millis(config.store.commit_interval_ms),
-            commit_now,
-            max_batch: config.store.max_batch,
-            quota_bytes: config.store.quota_mib * 1024 * 1024,
-            consumers: consumers.clone(),
-            clock: clock.clone(),
-        },
-        readings_rx,
-        committed_tx,
-        acks_tx,
-        committer_metrics.clone(),
-        health.clone(),
+    let committer = tokio::spawn(health.watch(
+        "store committer",
+        sources_cancel.clone(),
+        committer::run(
+            store::Handle::new(writer),
+            committer::Settings {
+                commit_interval: Duration::from_millis(config.store.commit_interval_ms),
+                commit_now,
+                max_batch: config.store.max_batch,
+                quota_bytes: config.store.quota_mib * 1024 * 1024,
+                consumers: consumers.clone(),
+                clock: clock.clone(),
+            },
+            readings_rx,
+            committed_tx,
+            acks_tx,
+            committer_metrics.clone(),
+            health.clone(),
+        ),
     ));
 
     // Application acks of readings whose connection is gone go out through the broker's
@@ -1010,7 +1031,11 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         commands: commands_handle.clone(),
         auth,
     });
-    sinks.spawn(web::serve(listener, state, sinks_cancel.clone()));
+    sinks.spawn(health.watch(
+        "web server",
+        sinks_cancel.clone(),
+        web::serve(listener, state, sinks_cancel.clone()),
+    ));
 
     tracing::info!(mqtt = %mqtt_addr, mqtt_tls = ?mqtt_tls_addr, http = %http_addr, influx = config.influx.enabled, max_connections, "gateway started");
     Ok(Gateway {
@@ -1064,8 +1089,10 @@ impl Gateway {
     }
 }
 
-/// Runs the gateway until `shutdown` is cancelled, then stops it cleanly. Feeds the systemd
-/// watchdog only while the store is committing.
+/// Runs the gateway until `shutdown` is cancelled, then stops it cleanly. Tells systemd READY
+/// once the store, the broker and the web server are up, and feeds its watchdog only while
+/// the pipeline is healthy (`committer::Health`: commits succeed and none hangs, every
+/// watched task is alive).
 pub async fn run(resolved: Resolved, shutdown: CancellationToken) -> anyhow::Result<()> {
     let gw = start_resolved(resolved, Clock::system()).await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -187,7 +187,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
         .map_err(|error| Error::Listen { addr, error })
 }
 
-/// Everything [`spawn`] needs besides the listener.
+/// Everything [`serve`] needs besides the listener.
 pub struct Parts<I> {
     pub settings: Settings,
     pub gate: Arc<auth::Gate>,
@@ -203,15 +203,16 @@ pub struct Listener {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
-/// Runs an accept loop per listener and the connections on `tracker` until `shutdown`:
-/// connections then close (without their wills), and once they are gone nobody holds the
-/// `Inbound` any more. The listeners share the limits, accounts and sessions.
-pub fn spawn<I: Inbound>(
+/// The accept loops, one per listener, as one future to be spawned on `tracker` (where the
+/// connections run too), until `shutdown`: connections then close (without their wills), and
+/// once they are gone nobody holds the `Inbound` any more. The listeners share the limits,
+/// accounts and sessions; the future ends when every loop has.
+pub fn serve<I: Inbound>(
     listeners: Vec<Listener>,
     parts: Parts<I>,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
-) {
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let ctx = Arc::new(Ctx {
         settings: parts.settings,
         gate: parts.gate,
@@ -224,9 +225,12 @@ pub fn spawn<I: Inbound>(
         shutdown,
         log: conn::LogLimiter::default(),
     });
-    for l in listeners {
-        let t = tracker.clone();
-        tracker.spawn(accept_loop(l, ctx.clone(), t));
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|l| accept_loop(l, ctx.clone(), tracker.clone()))
+        .collect();
+    async move {
+        futures_util::future::join_all(loops).await;
     }
 }
 

@@ -15,11 +15,13 @@
 //! since the last commit (`Restamp`). So every stored own-clock unsynchronised row of this run
 //! is always expressed in the epoch of the last commit.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::{Handle, Restamp, Writer};
 use crate::clock::Clock;
@@ -84,17 +86,95 @@ pub struct Settings {
     pub clock: Arc<Clock>,
 }
 
-/// Health the commit loop reports: whether the last attempt failed. Registered as a collector,
+/// The pipeline's health: whether the last commit attempt failed, whether a commit has hung,
+/// and which of the tasks the pipeline cannot do without (the broker's listener, each source,
+/// the committer, the web server) ended before the shutdown. What `/healthz`, `gkgw_up` and
+/// the systemd watchdog report: each is something a restart mends. Registered as a collector,
 /// it is `gkgw_up`.
 #[derive(Default)]
 pub struct Health {
     pub failing: AtomicBool,
+    /// When the commit in progress started; `None` between commits.
+    committing_since: Mutex<Option<Instant>>,
+    /// Watched tasks that ended (returned or panicked) while the gateway was running.
+    ended: Mutex<Vec<String>>,
 }
 
+/// A commit running longer than this (a hung SD card, a wedged transaction) makes the gateway
+/// unhealthy: the watchdog (WatchdogSec=30) then lets systemd restart it.
+pub const COMMIT_STALL: Duration = Duration::from_secs(20);
+
 impl Health {
-    /// Whether the store commits: what `/healthz` (the systemd watchdog) and `gkgw_up` report.
+    /// Whether the pipeline is healthy: what `/healthz` (the systemd watchdog) and `gkgw_up`
+    /// report.
     pub fn healthy(&self) -> bool {
-        !self.failing.load(Relaxed)
+        self.problem().is_none()
+    }
+
+    /// Why the pipeline is unhealthy, if it is.
+    pub fn problem(&self) -> Option<String> {
+        if self.failing.load(Relaxed) {
+            return Some("store commits are failing".to_owned());
+        }
+        if let Some(since) = *lock(&self.committing_since) {
+            let took = since.elapsed();
+            if took > COMMIT_STALL {
+                return Some(format!(
+                    "a store commit has been running for {} s",
+                    took.as_secs()
+                ));
+            }
+        }
+        let ended = lock(&self.ended);
+        if !ended.is_empty() {
+            return Some(format!("stopped: {}", ended.join(", ")));
+        }
+        None
+    }
+
+    fn committing(&self, on: bool) {
+        *lock(&self.committing_since) = on.then(Instant::now);
+    }
+
+    /// `task`, watched: if it ends (returns or panics) before `shutdown` is cancelled, the
+    /// gateway is unhealthy from then on, naming it.
+    pub fn watch<F>(
+        self: &Arc<Self>,
+        name: impl Into<String>,
+        shutdown: CancellationToken,
+        task: F,
+    ) -> impl Future<Output = F::Output> + Send + 'static
+    where
+        F: Future + Send + 'static,
+    {
+        let guard = Watched {
+            health: self.clone(),
+            name: name.into(),
+            shutdown,
+        };
+        async move {
+            let _guard = guard;
+            task.await
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Watched {
+    health: Arc<Health>,
+    name: String,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if !self.shutdown.is_cancelled() {
+            tracing::error!(task = %self.name, "a pipeline task stopped while running: the gateway is unhealthy (the watchdog lets systemd restart it)");
+            lock(&self.health.ended).push(std::mem::take(&mut self.name));
+        }
     }
 }
 
@@ -161,6 +241,7 @@ pub async fn run(
         let mut retry = Duration::from_millis(100);
         loop {
             let started = Instant::now();
+            health.committing(true);
             let consumers = settings.consumers.clone();
             let (b, result) = writer
                 .run(move |writer| {
@@ -187,6 +268,7 @@ pub async fn run(
                     (batch, r)
                 })
                 .await;
+            health.committing(false);
             batch = b;
             match result {
                 Ok((last, stored_moved)) => {
@@ -295,6 +377,63 @@ mod tests {
         let mut rs = mqtt::parse(&rules, "meters/GM-1/state", payload.as_bytes(), now)
             .expect("a valid message");
         rs.pop().expect("one reading")
+    }
+
+    /// The watchdog's view: a watched task that ends while the gateway runs (returned or
+    /// panicked) makes it unhealthy, naming the task; one that ends after the shutdown began
+    /// does not; a commit running longer than COMMIT_STALL does, until it finishes.
+    #[tokio::test]
+    async fn health_covers_stopped_tasks_and_hung_commits() {
+        let health = Arc::new(Health::default());
+        let shutdown = CancellationToken::new();
+        assert_eq!(health.problem(), None);
+
+        let slow = tokio::spawn(health.watch("slow", shutdown.clone(), async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }));
+        tokio::spawn(health.watch("modbus bus rs485", shutdown.clone(), async {}))
+            .await
+            .expect("returns");
+        assert_eq!(
+            health.problem().as_deref(),
+            Some("stopped: modbus bus rs485")
+        );
+        let panicked =
+            tokio::spawn(
+                health.watch("gpio input gas-meter", shutdown.clone(), async {
+                    panic!("a source bug");
+                }),
+            )
+            .await;
+        assert!(panicked.is_err());
+        assert_eq!(
+            health.problem().as_deref(),
+            Some("stopped: modbus bus rs485, gpio input gas-meter")
+        );
+        assert!(!health.healthy());
+
+        // After the shutdown began, tasks ending is the plan.
+        let health = Arc::new(Health::default());
+        let shutdown = CancellationToken::new();
+        let t = tokio::spawn(health.watch("broker", shutdown.clone(), async {}));
+        shutdown.cancel();
+        t.await.expect("returns");
+        slow.abort();
+        assert!(health.healthy());
+
+        // A hung commit; then the commit finishes.
+        health.committing(true);
+        assert!(health.healthy(), "a commit in progress is fine");
+        *lock(&health.committing_since) = Instant::now().checked_sub(COMMIT_STALL * 2);
+        let p = health.problem().expect("a hung commit is a problem");
+        assert!(p.starts_with("a store commit has been running for "), "{p}");
+        health.committing(false);
+        assert!(health.healthy());
+        health.failing.store(true, Relaxed);
+        assert_eq!(
+            health.problem().as_deref(),
+            Some("store commits are failing")
+        );
     }
 
     #[tokio::test]

@@ -271,18 +271,18 @@ impl Overall {
 }
 
 /// The gateway's overall health for the status page and `/api/status`, with the reasons: the
-/// store failing to commit, Modbus devices offline, a consumer that has stopped delivering.
-/// `/healthz` means only "the store commits" (a restart cannot bring a device or InfluxDB
-/// back), so it does not use this.
+/// pipeline's own problem (store commits failing or hung, a pipeline task stopped: see
+/// `committer::Health`), Modbus devices offline, a consumer that has stopped delivering.
+/// `/healthz` means only the pipeline's own health (a restart cannot bring a device or
+/// InfluxDB back), so it does not use this.
 fn assess(
-    store_failing: bool,
+    pipeline_problem: Option<String>,
     modbus: &[ModbusDeviceDto],
     consumers: &[ConsumerDto],
 ) -> (Overall, Vec<String>) {
     let mut reasons = Vec::new();
-    if store_failing {
-        reasons.push("store commits are failing".to_owned());
-    }
+    let store_failing = pipeline_problem.is_some();
+    reasons.extend(pipeline_problem);
     let offline: Vec<&ModbusDeviceDto> = modbus.iter().filter(|d| d.stale).collect();
     if offline.len() > 1 && offline.len() == modbus.len() {
         reasons.push(format!("all {} modbus devices are offline", modbus.len()));
@@ -352,7 +352,7 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
             latest: d.latest,
         })
         .collect();
-    let (health, health_reasons) = assess(!s.health.healthy(), &modbus, &consumers);
+    let (health, health_reasons) = assess(s.health.problem(), &modbus, &consumers);
     let alarm_snapshot = s
         .alarms
         .as_ref()
@@ -444,14 +444,9 @@ async fn status_dto(s: &Arc<AppState>) -> StatusDto {
 }
 
 async fn healthz(State(s): State<Arc<AppState>>) -> Response {
-    if s.health.healthy() {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store commits are failing\n",
-        )
-            .into_response()
+    match s.health.problem() {
+        None => (StatusCode::OK, "ok\n").into_response(),
+        Some(problem) => (StatusCode::SERVICE_UNAVAILABLE, format!("{problem}\n")).into_response(),
     }
 }
 
@@ -818,7 +813,11 @@ mod tests {
                 cadence_s: if *n == "aggregate" { 60.0 } else { 0.0 },
             })
             .collect();
-        let (health, reasons) = assess(store_failing, &devices, &consumers);
+        let (health, reasons) = assess(
+            store_failing.then(|| "store commits are failing".to_owned()),
+            &devices,
+            &consumers,
+        );
         assert_eq!(
             (
                 health,
