@@ -352,6 +352,11 @@ impl Writer {
         }
         let mut id = self.next_id;
         let mut created = Vec::new();
+        // Series and field names first seen in this batch: into the caches only once the
+        // transaction has committed (a failed commit, e.g. a full disk, rolls their rows back,
+        // and the retry must insert them again rather than refer to rows that do not exist).
+        let mut new_series: HashMap<Series, i64> = HashMap::new();
+        let mut new_names: HashMap<String, i64> = HashMap::new();
         {
             for r in readings {
                 let k = id >> self.bits;
@@ -363,7 +368,11 @@ impl Writer {
                     created.push(k);
                 }
                 let mut ins = tx.prepare_cached(&format!("INSERT INTO {table}(id, series, ts, quality, fields) VALUES (?1, ?2, ?3, ?4, ?5)"))?;
-                let sid = match self.series.get(&r.series) {
+                let sid = match self
+                    .series
+                    .get(&r.series)
+                    .or_else(|| new_series.get(&r.series))
+                {
                     Some(id) => *id,
                     None => {
                         tx.execute(
@@ -371,18 +380,18 @@ impl Writer {
                             params![&*r.series.measurement, tags_key(&r.series)],
                         )?;
                         let id = tx.last_insert_rowid();
-                        self.series.insert(r.series.clone(), id);
+                        new_series.insert(r.series.clone(), id);
                         id
                     }
                 };
                 let mut ids = Vec::with_capacity(r.fields.len());
                 for (name, _) in &r.fields {
-                    let id = match self.names.get(name) {
+                    let id = match self.names.get(name).or_else(|| new_names.get(name)) {
                         Some(id) => *id,
                         None => {
                             tx.execute("INSERT INTO names(name) VALUES (?1)", [name])?;
                             let id = tx.last_insert_rowid();
-                            self.names.insert(name.clone(), id);
+                            new_names.insert(name.clone(), id);
                             id
                         }
                     };
@@ -399,6 +408,8 @@ impl Writer {
         }
         tx.commit()?;
         self.tables.extend(created);
+        self.series.extend(new_series);
+        self.names.extend(new_names);
         self.next_id = id;
         Ok((id - 1, moved))
     }
