@@ -324,6 +324,7 @@ alarm-meter-offline = no message from this meter
 alarm-device-offline = no reading from this device
 alarm-stale = no good reading: the rules that read it are suppressed
 alarm-orphan = its rule is no longer configured: acknowledge and reset it
+alarm-disk-full = the gateway's disk is full: the oldest readings are removed to keep the newest; free space on the SD card
 
 ## Why a KPI figure is missing (shown when the pointer rests on "—")
 missing-gas-volume = no gas volume in this period

@@ -320,6 +320,7 @@ alarm-meter-offline = hakuna ujumbe kutoka mita hii
 alarm-device-offline = hakuna kipimo kutoka kifaa hiki
 alarm-stale = hakuna kipimo kizuri: kanuni zinazokisoma zimesimamishwa
 alarm-orphan = kanuni yake haipo tena kwenye mipangilio: ithibitishe na uiweke upya
+alarm-disk-full = diski ya lango imejaa: vipimo vya zamani zaidi vinaondolewa ili kuhifadhi vipya; toa nafasi kwenye kadi ya SD
 
 ## Kwa nini kipimo cha KPI hakipo (kinaonyeshwa kiashiria kikikaa juu ya "—")
 missing-gas-volume = hakuna kiasi cha gesi katika kipindi hiki

@@ -467,6 +467,11 @@ struct DemoArgs {
     /// Pre-fill this many days of simulated history (in the windows) before starting (at most 60).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=60))]
     history_days: u32,
+    /// The store's commit interval in milliseconds (`store.commit_interval_ms`, 1 to 60000):
+    /// a longer one writes less to the SD card and acks the meters later (/metrics:
+    /// gkgw_process_written_bytes_total).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    commit_interval_ms: u64,
     /// Also write to this InfluxDB (base URL, e.g. http://127.0.0.1:8086).
     #[arg(long)]
     influx: Option<String>,
@@ -926,6 +931,7 @@ async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         meters: a.meters,
         meter_interval: Duration::from_secs_f64(a.meter_interval.max(0.01)),
         history_days: a.history_days,
+        commit_interval_ms: a.commit_interval_ms,
         influx,
         plant: (!a.no_plant).then_some(a.plant),
         plant_faults: !a.no_faults,

@@ -418,6 +418,8 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
     }
     let mut writer = store::Writer::open(&db)
         .with_context(|| format!("cannot open the store {}", db.display()))?;
+    let disk = Arc::new(store::disk::Disk::open(&config.store.state_dir));
+    registry.register(disk.clone());
     writer.register_consumers(&consumers)?;
 
     // GPIO: every line opened now, so a missing chip stops the start-up here, naming the line.
@@ -683,6 +685,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
                 quota_bytes: config.store.quota_mib * 1024 * 1024,
                 consumers: consumers.clone(),
                 clock: clock.clone(),
+                disk: disk.clone(),
             },
             readings_rx,
             committed_tx,
@@ -814,6 +817,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
                     store: store.clone(),
                     logbook: Some((logbook.clone(), logbook_rx.clone())),
                     metrics,
+                    disk: disk.clone(),
                 },
                 sinks_cancel.clone(),
             ));

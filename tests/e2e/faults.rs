@@ -337,14 +337,14 @@ impl Drop for SmallDisk {
     }
 }
 
-/// The state directory on a 6 MB filesystem that fills up under a running gateway: it keeps
-/// running, says so (`/healthz` 503, `gkgw_store_errors_total`, free space 0 in `/metrics`),
-/// its alarms still fire, the meter's QoS 1 reading waits unacknowledged instead of being lost;
-/// when space returns it commits the held reading, acknowledges it and is healthy again, by
-/// itself.
+/// The state directory on a 16 MB filesystem that fills up under a running gateway: it keeps
+/// running and the newest readings win: the commit that fails for want of space releases the
+/// store's reserve and removes the oldest readings (counted), so the meter's new QoS 1
+/// reading is stored and acknowledged, `gateway.disk_full` is raised, the alarms keep firing;
+/// when space returns the reserve is made again and the alarm clears, by itself.
 #[test]
-fn a_full_disk_stops_nothing_loses_nothing_and_recovers_by_itself() {
-    let disk = SmallDisk::mount(6);
+fn a_full_disk_keeps_the_newest_readings_counts_what_it_drops_and_recovers_by_itself() {
+    let disk = SmallDisk::mount(16);
     let mut gw = Gateway::configure_only("", &["GM-0001", "GM-0002"]);
     let old = gw.dir.path().to_path_buf();
     for e in std::fs::read_dir(&old).expect("state dir") {
@@ -368,21 +368,49 @@ fn a_full_disk_stops_nothing_loses_nothing_and_recovers_by_itself() {
     );
     std::fs::write(&gw.config, format!("{text}[history]\ninterval_ms = 500\n")).expect("config");
     gw.restart();
+    let reserve = disk.path().join("store.reserve");
+    assert!(reserve.exists(), "the reserve is made at the start");
+    assert_eq!(gw.metric("gkgw_store_disk_full"), 0.0);
     let pw = gw.passwords["GM-0001"].clone();
     let reading = |seq: u64, credit: f64| {
         format!(
             r#"{{"meter_id":"GM-0001","seq":{seq},"kind":"gas","cum_kg":1.5,"credit_kg":{credit}}}"#
         )
     };
-    assert!(mosquitto_pub(
-        gw.mqtt_port,
-        Some(("GM-0001", &pw)),
-        "meters/GM-0001/state",
-        1,
-        &reading(1, 5.0)
-    ));
+    // 100 older readings, in one connection.
+    let mut publisher = std::process::Command::new(crate::support::require("mosquitto_pub"))
+        .args(["-h", "127.0.0.1", "-p", &gw.mqtt_port.to_string()])
+        .args([
+            "-t",
+            "meters/GM-0001/state",
+            "-q",
+            "1",
+            "-l",
+            "-V",
+            "mqttv311",
+        ])
+        .args(["-u", "GM-0001", "-P", &pw, "-i", "GM-0001"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("mosquitto_pub");
+    {
+        use std::io::Write as _;
+        let mut stdin = publisher.stdin.take().expect("stdin");
+        for seq in 1..=100 {
+            writeln!(stdin, "{}", reading(seq, 5.0)).expect("line");
+        }
+    }
+    assert!(publisher.wait().expect("publisher").success());
     let metric = |name: &str| gw.metric(name);
+    wait_until(
+        "the old readings are stored",
+        Duration::from_secs(30),
+        || metric("gkgw_readings_accepted_total") >= 100.0,
+    );
     let before = metric("gkgw_readings_accepted_total");
+    let removed_before =
+        metric("gkgw_store_downsampled_total") + metric("gkgw_store_evicted_total");
 
     // Fill the disk to the last byte.
     let filler = disk.path().join("filler");
@@ -397,11 +425,12 @@ fn a_full_disk_stops_nothing_loses_nothing_and_recovers_by_itself() {
     }
     assert_eq!(metric("gkgw_disk_free_bytes"), 0.0, "the disk is full");
 
-    // A reading with low credit arrives: it cannot be stored, so it is not acknowledged, but
-    // the alarm rules see it.
+    // A reading with low credit arrives, and a meter never seen before (its series is new in
+    // the batch whose first commit fails): both are stored and acknowledged, the oldest
+    // readings making room.
     let port = gw.mqtt_port;
-    let (pw2, body) = (pw.clone(), reading(2, 0.2));
-    let held = std::thread::spawn(move || {
+    let (pw2, body) = (pw.clone(), reading(101, 0.2));
+    let newest = std::thread::spawn(move || {
         mosquitto_pub(
             port,
             Some(("GM-0001", &pw2)),
@@ -410,12 +439,11 @@ fn a_full_disk_stops_nothing_loses_nothing_and_recovers_by_itself() {
             &body,
         )
     });
-    // A meter never seen before: its series is new in the batch that cannot be committed.
     let (pw3, first) = (
         gw.passwords["GM-0002"].clone(),
         r#"{"meter_id":"GM-0002","seq":1,"kind":"gas","cum_kg":0.5,"credit_kg":7}"#.to_owned(),
     );
-    let held_new = std::thread::spawn(move || {
+    let new_meter = std::thread::spawn(move || {
         mosquitto_pub(
             port,
             Some(("GM-0002", &pw3)),
@@ -424,59 +452,81 @@ fn a_full_disk_stops_nothing_loses_nothing_and_recovers_by_itself() {
             &first,
         )
     });
-    wait_until("the commit fails", Duration::from_secs(30), || {
-        metric("gkgw_store_errors_total") >= 1.0
-    });
-    assert_eq!(gw.healthz(), 503, "unhealthy while the store cannot commit");
     wait_until(
-        "the low-credit alarm fires anyway",
+        "the newest reading's PUBACK",
+        Duration::from_secs(30),
+        || newest.is_finished() && new_meter.is_finished(),
+    );
+    assert!(
+        newest.join().expect("publisher"),
+        "the newest reading is acknowledged"
+    );
+    assert!(
+        new_meter.join().expect("publisher"),
+        "the new meter's first reading too"
+    );
+    assert_eq!(metric("gkgw_readings_accepted_total"), before + 2.0);
+    assert!(
+        metric("gkgw_store_errors_total") >= 1.0,
+        "a commit failed first"
+    );
+    assert!(!reserve.exists(), "the reserve was released");
+    assert_eq!(metric("gkgw_store_disk_full"), 1.0);
+    assert_eq!(metric("gkgw_store_disk_full_total"), 1.0);
+    let made = metric("gkgw_store_room_made_total");
+    assert!(made >= 50.0, "the oldest readings made room: {made}");
+    assert_eq!(
+        metric("gkgw_store_downsampled_total") + metric("gkgw_store_evicted_total")
+            - removed_before,
+        made,
+        "and they are counted as downsampled or evicted"
+    );
+    wait_until(
+        "gateway.disk_full and the low-credit alarm are raised",
         Duration::from_secs(20),
         || {
             let (_, body) = gw.http("GET", &gw.url("/api/alarms"), None);
-            body.contains("meter_low_credit:GM-0001")
+            body.contains("gateway.disk_full:gateway") && body.contains("meter_low_credit:GM-0001")
         },
     );
-    assert!(
-        !held.is_finished(),
-        "no PUBACK for a reading the store has not taken"
-    );
-    assert_eq!(metric("gkgw_readings_accepted_total"), before);
+    assert_eq!(gw.healthz(), 200, "commits succeed again: healthy");
 
-    // Space comes back: the held reading is committed and acknowledged; healthy again.
+    // Space comes back: the reserve is made again and the alarm clears.
     std::fs::remove_file(&filler).expect("free the disk");
-    wait_until("the held reading's PUBACK", Duration::from_secs(30), || {
-        held.is_finished()
+    assert!(mosquitto_pub(
+        gw.mqtt_port,
+        Some(("GM-0001", &pw)),
+        "meters/GM-0001/state",
+        1,
+        &reading(102, 5.0)
+    ));
+    wait_until("the reserve is made again", Duration::from_secs(30), || {
+        let _ = mosquitto_pub(
+            port,
+            Some(("GM-0001", &pw)),
+            "meters/GM-0001/state",
+            0,
+            &reading(103, 5.0),
+        );
+        reserve.exists() && metric("gkgw_store_disk_full") == 0.0
     });
-    assert!(
-        held.join().expect("publisher"),
-        "the held reading is acknowledged"
-    );
-    wait_until("the new meter's PUBACK", Duration::from_secs(30), || {
-        held_new.is_finished()
+    wait_until("gateway.disk_full clears", Duration::from_secs(20), || {
+        let (_, body) = gw.http("GET", &gw.url("/api/alarms"), None);
+        let v: serde_json::Value = serde_json::from_str(&body).expect("alarms json");
+        v["active"]
+            .as_array()
+            .expect("active alarms")
+            .iter()
+            .all(|a| a["id"] != "gateway.disk_full:gateway" || a["condition"] == false)
     });
-    assert!(
-        held_new.join().expect("publisher"),
-        "the new meter's first reading too"
-    );
-    // The failed commits left nothing behind that the retry refers to: the aggregator reads
-    // every committed reading (a reading naming a series the store does not hold stalls it).
+    // Nothing the retry refers to was left behind: the aggregator reads every committed
+    // reading (one naming a series the store does not hold would stall it).
     wait_until(
         "the aggregator has read everything",
         Duration::from_secs(30),
         || gw.metric("gkgw_consumer_backlog{consumer=\"aggregate\"}") == 0.0,
     );
     assert!(!gw.log().contains("unknown series"), "{}", gw.log());
-    wait_until("healthy again", Duration::from_secs(30), || {
-        gw.healthz() == 200
-    });
-    assert_eq!(metric("gkgw_readings_accepted_total"), before + 2.0);
-    assert!(mosquitto_pub(
-        gw.mqtt_port,
-        Some(("GM-0001", &pw)),
-        "meters/GM-0001/state",
-        1,
-        &reading(3, 5.0)
-    ));
     assert!(gw
         .proc
         .as_mut()

@@ -569,6 +569,7 @@ fn grafana_dashboards_every_influxql_query_returns_series_from_the_demo() {
         plant: Some(loopback(0)),
         plant_faults: false,
         history_days: 2,
+        commit_interval_ms: 500,
         scenario: Some(gkgw::sim::plant::Scenario::Overpressure),
         uplink: None,
         platform_key: None,

@@ -186,6 +186,8 @@ enum Kind {
     /// Restored from the store, its rule no longer configured: it stays until acknowledged
     /// and reset by hand.
     Orphan,
+    /// A condition of the gateway itself ([`DISK_FULL`]), set by the alarm task.
+    Gateway,
 }
 
 /// One alarm: a rule at one instance.
@@ -267,6 +269,11 @@ pub struct Persisted {
 
 /// The message of a quantity's stale alarm.
 pub const STALE_MESSAGE: &str = "no good reading: the rules that read it are suppressed";
+/// The gateway's disk is full (`store::disk`): its alarm's rule name, instance and message.
+pub const DISK_FULL: &str = "gateway.disk_full";
+pub const GATEWAY_INSTANCE: &str = "gateway";
+pub const DISK_FULL_MESSAGE: &str =
+    "the gateway's disk is full: the oldest readings are removed to keep the newest; free space on the SD card";
 /// The message of a restored alarm whose rule is gone from the config.
 pub const ORPHAN_MESSAGE: &str = "its rule is no longer configured: acknowledge and reset it";
 
@@ -458,6 +465,8 @@ impl Engine {
         for p in saved {
             let kind = if let Some(q) = p.rule.strip_prefix("stale.") {
                 Kind::Stale(q.into())
+            } else if p.rule == DISK_FULL {
+                Kind::Gateway
             } else if let Some(i) = self.rules.iter().position(|r| *r.name == p.rule) {
                 Kind::Rule(i)
             } else {
@@ -594,6 +603,31 @@ impl Engine {
                     self.evaluate(now, &key, &mut out);
                 }
             }
+        }
+        out
+    }
+
+    /// The gateway's own condition [`DISK_FULL`] (instance [`GATEWAY_INSTANCE`]): raised at
+    /// once while `active` (severity alarm, not latched), cleared at once when not; `value`:
+    /// the readings removed to make room so far.
+    pub fn gateway(&mut self, now: i64, active: bool, value: f64) -> Vec<Event> {
+        let mut out = Vec::new();
+        let key: Key = (DISK_FULL.into(), GATEWAY_INSTANCE.into());
+        if !active && !self.alarms.contains_key(&key) {
+            return out;
+        }
+        let a = self
+            .alarms
+            .entry(key.clone())
+            .or_insert_with(|| Alarm::normal(Kind::Gateway, &key, Severity::Alarm, false, 0, now));
+        a.value = Some(value);
+        if active != a.raw {
+            a.raw = active;
+            a.raw_since = now;
+        }
+        step(&mut self.seq, a, now, 0, 0, false, &mut out);
+        if a.state() == State::Normal && a.shelved_until.is_none() {
+            self.alarms.remove(&key);
         }
         out
     }
@@ -790,6 +824,7 @@ impl Engine {
             ),
             Kind::Stale(q) => (STALE_MESSAGE.to_owned(), q.to_string()),
             Kind::Orphan => (ORPHAN_MESSAGE.to_owned(), String::new()),
+            Kind::Gateway => (DISK_FULL_MESSAGE.to_owned(), String::new()),
         };
         View {
             id: format!("{}:{}", a.rule, a.instance),

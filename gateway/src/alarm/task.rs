@@ -124,6 +124,8 @@ pub struct Parts {
     pub store: crate::store::Handle<Alarms>,
     pub logbook: Option<(crate::store::Handle<Logbook>, watch::Receiver<i64>)>,
     pub metrics: Arc<Metrics>,
+    /// The store's disk: `gateway.disk_full` while it is full.
+    pub disk: Arc<crate::store::disk::Disk>,
 }
 
 #[derive(Default)]
@@ -234,6 +236,7 @@ pub async fn run(mut p: Parts, cancel: CancellationToken) {
                     p.engine.shift(step);
                 }
                 events.extend(p.engine.tick(now));
+                events.extend(p.engine.gateway(now, p.disk.full(), p.disk.removed() as f64));
                 ticked = true;
             }
             Ok(()) = async {

@@ -25,6 +25,8 @@ pub struct Options {
     pub plant_faults: bool,
     /// Days of simulated history written into the windows before the start.
     pub history_days: u32,
+    /// `store.commit_interval_ms`.
+    pub commit_interval_ms: u64,
     /// A plant fault to start at once.
     pub scenario: Option<super::plant::Scenario>,
     /// Send batches to the platform.
@@ -101,6 +103,7 @@ pub async fn run_with_clock(
     config.site.altitude_m = Some(1550.0);
     config.site.digester_m3 = Some(40.0);
     config.store.state_dir = state_dir.clone();
+    config.store.commit_interval_ms = opts.commit_interval_ms;
     config.broker.listen = opts.mqtt;
     config.broker.allow_anonymous = true;
     config.broker.credentials_file = state_dir.join("meters.toml");

@@ -84,6 +84,8 @@ pub struct Settings {
     pub consumers: Vec<&'static str>,
     /// Whose steps are corrected in the batch and the store.
     pub clock: Arc<Clock>,
+    /// The reserve released when the disk is full (see `store::disk`).
+    pub disk: Arc<super::disk::Disk>,
 }
 
 /// The pipeline's health: whether the last commit attempt failed, whether a commit has hung,
@@ -237,6 +239,11 @@ pub async fn run(
         let (restamp, epoch, moved) =
             correct_for_steps(&settings.clock, store_epoch, first_id, &mut batch);
         let housekeeping = last_housekeeping.elapsed() >= Duration::from_secs(5) || !open;
+        if housekeeping && settings.disk.full() {
+            // Space may be back: the reserve is made again (and the alarm clears).
+            let disk = settings.disk.clone();
+            let _ = tokio::task::spawn_blocking(move || disk.keep()).await;
+        }
         let quota = settings.quota_bytes;
         let mut retry = Duration::from_millis(100);
         loop {
@@ -317,6 +324,13 @@ pub async fn run(
                     metrics.errors.inc();
                     health.failing.store(true, Relaxed);
                     tracing::error!(error = %e, readings = batch.len(), "store commit failed; retrying the same batch");
+                    if super::disk::is_full(&e) {
+                        // The newest readings win: release the reserve (room for the WAL) and
+                        // remove the oldest readings, whose pages then take the new ones.
+                        make_room(&writer, &settings, &e).await;
+                        retry = Duration::from_millis(100);
+                        continue;
+                    }
                     tokio::time::sleep(retry).await;
                     retry = (retry * 2).min(Duration::from_secs(5));
                 }
@@ -324,6 +338,35 @@ pub async fn run(
         }
     }
     tracing::info!("store committer stopped: every received reading is committed");
+}
+
+/// The disk is full: releases the reserve and removes the oldest [`super::ROOM_ROWS`]
+/// readings (see `store::disk`). When nothing can be removed (the store holds no readings
+/// other than the newest) the batch waits: the caller retries, its QoS 1 messages unacked.
+async fn make_room(writer: &Handle<Writer>, settings: &Settings, cause: &super::Error) {
+    let released = settings.disk.release();
+    let consumers = settings.consumers.clone();
+    let removed = writer.run(move |w| w.make_room(&consumers)).await;
+    match removed {
+        Ok(r) => {
+            let n = r.downsampled + r.evicted;
+            settings.disk.count_removed(n);
+            tracing::warn!(
+                released_reserve = released,
+                downsampled = r.downsampled,
+                evicted = r.evicted,
+                cause = %cause,
+                "the disk is full: the oldest readings make room for the newest"
+            );
+            if n == 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, released_reserve = released, "the disk is full and the oldest readings cannot be removed; the batch waits");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
 }
 
 /// Brings `batch` to the clock's current epoch and says how the stored rows of this run
@@ -455,6 +498,7 @@ mod tests {
                 quota_bytes: 1 << 30,
                 consumers: Vec::new(),
                 clock: clock.clone(),
+                disk: Arc::new(crate::store::disk::Disk::open(dir.path())),
             },
             rx,
             committed_tx,

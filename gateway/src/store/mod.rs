@@ -41,6 +41,7 @@ pub mod alarms;
 pub mod codec;
 pub mod commands;
 pub mod committer;
+pub mod disk;
 pub mod gauges;
 mod handle;
 pub mod lock;
@@ -449,6 +450,27 @@ impl Writer {
         if used <= quota {
             return Ok(Removed::default());
         }
+        let Some((min, _, count)) = self.id_span()? else {
+            return Ok(Removed::default());
+        };
+        let per_row = (used / count as u64).max(1);
+        let excess_rows = ((used - quota * 9 / 10) / per_row).max(1) as i64;
+        self.remove_below(min + excess_rows, consumers)
+    }
+
+    /// The disk is full (the commit failed for want of space): removes the oldest
+    /// [`ROOM_ROWS`] raw readings, so their pages inside the database take the newest
+    /// readings without the file growing. Few enough that the transaction fits in the space
+    /// the released reserve ([`disk::Disk`]) gives the WAL. Counted like the quota's removals.
+    pub fn make_room(&mut self, consumers: &[&str]) -> Result<Removed> {
+        let Some((min, _, _)) = self.id_span()? else {
+            return Ok(Removed::default());
+        };
+        self.remove_below(min + ROOM_ROWS, consumers)
+    }
+
+    /// The lowest and highest stored id and the number of stored readings, if any.
+    fn id_span(&self) -> Result<Option<(i64, i64, i64)>> {
         let (mut min, mut max, mut count) = (i64::MAX, 0i64, 0i64);
         for k in &self.tables {
             let (lo, hi, c): (Option<i64>, Option<i64>, i64) = self.conn.query_row(
@@ -465,9 +487,15 @@ impl Writer {
                 count += c;
             }
         }
-        if count == 0 {
+        Ok((count > 0).then_some((min, max, count)))
+    }
+
+    /// Removes the readings with ids below `cut` (never the newest one) in one transaction,
+    /// counting them downsampled (every consumer had them) or evicted (one had not).
+    fn remove_below(&mut self, cut: i64, consumers: &[&str]) -> Result<Removed> {
+        let Some((_, max, _)) = self.id_span()? else {
             return Ok(Removed::default());
-        }
+        };
         let mut delivered = i64::MAX;
         for c in consumers {
             let pos: i64 = self
@@ -481,9 +509,7 @@ impl Writer {
                 .unwrap_or(0);
             delivered = delivered.min(pos);
         }
-        let per_row = (used / count as u64).max(1);
-        let excess_rows = ((used - quota * 9 / 10) / per_row).max(1) as i64;
-        let cut = (min + excess_rows).min(max);
+        let cut = cut.min(max);
         let tx = self.conn.transaction()?;
         let mut removed = Removed::default();
         let mut dropped = Vec::new();
@@ -523,6 +549,9 @@ impl Writer {
         Ok(removed)
     }
 }
+
+/// How many of the oldest readings [`Writer::make_room`] removes at a time: ~0.5 MB of pages.
+pub const ROOM_ROWS: i64 = 8_192;
 
 /// What [`Writer::enforce_quota`] removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -1113,6 +1142,37 @@ mod tests {
         drop(w);
         let mut w = Writer::open_with_segment_bits(&path, 10).expect("reopen");
         assert_eq!(w.append(&[reading("a", 1, 0.5)]).expect("append"), 20_001);
+    }
+
+    #[test]
+    fn make_room_removes_the_oldest_few_and_never_the_newest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = db_path(dir.path());
+        let mut w = Writer::open_with_segment_bits(&path, 12).expect("open");
+        w.register_consumers(&["aggregate"]).expect("register");
+        let n = ROOM_ROWS + 100;
+        let batch: Vec<_> = (0..n).map(|i| reading("a", i, i as f64)).collect();
+        w.append(&batch).expect("append");
+        let r = Reader::open(&path).expect("reader");
+        r.set_cursor("aggregate", 50).expect("cursor");
+        let removed = w.make_room(&["aggregate"]).expect("room");
+        assert_eq!(
+            (removed.downsampled, removed.evicted),
+            (50, ROOM_ROWS as u64 - 50),
+            "the oldest ROOM_ROWS, told apart by the cursor"
+        );
+        let mut r = Reader::open(&path).expect("reader");
+        assert_eq!(r.read_after(0, 1).expect("read")[0].id, ROOM_ROWS + 1);
+        // Again and again: the newest reading always stays.
+        for _ in 0..3 {
+            w.make_room(&["aggregate"]).expect("room");
+        }
+        let left = r.read_after(0, 10).expect("read");
+        assert_eq!(left.iter().map(|s| s.id).collect::<Vec<_>>(), vec![n]);
+        assert_eq!(
+            w.make_room(&["aggregate"]).expect("room"),
+            Removed::default()
+        );
     }
 
     #[test]

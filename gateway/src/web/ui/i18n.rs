@@ -117,6 +117,7 @@ impl Tr {
             format!("alarm-{}", rule.replace('_', "-")),
             "alarm-stale".to_owned(),
             "alarm-orphan".to_owned(),
+            "alarm-disk-full".to_owned(),
         ];
         ids.iter()
             .find(|id| Tr::new(Lang::En).find(id).as_deref() == Some(message))
@@ -206,6 +207,10 @@ mod tests {
         messages.push((
             "gone_rule".into(),
             crate::alarm::engine::ORPHAN_MESSAGE.into(),
+        ));
+        messages.push((
+            crate::alarm::engine::DISK_FULL.into(),
+            crate::alarm::engine::DISK_FULL_MESSAGE.into(),
         ));
         for (rule, message) in &messages {
             let said = sw.alarm(rule, message);
