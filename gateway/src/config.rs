@@ -1703,6 +1703,59 @@ mod tests {
     }
 
     #[test]
+    fn uplink_secret_and_ca_files_are_checked_at_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let up = |extra: &str| {
+            format!("[uplink]\nenabled = true\nurl = \"https://platform.example/batches\"\ngateway = \"gw-1\"\n{extra}")
+        };
+        let missing = dir.path().join("missing.token");
+        let err = Config::parse(
+            "gw.toml",
+            &up(&format!("token_file = \"{}\"\n", missing.display())),
+        )
+        .expect_err("no such file")
+        .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "gw.toml: uplink.token_file: cannot read {}",
+                missing.display()
+            )),
+            "{err}"
+        );
+        let empty = dir.path().join("empty.token");
+        std::fs::write(&empty, "\n").expect("write");
+        let err = Config::parse(
+            "gw.toml",
+            &up(&format!("token_file = \"{}\"\n", empty.display())),
+        )
+        .expect_err("empty")
+        .to_string();
+        assert_eq!(
+            err,
+            format!("gw.toml: uplink.token_file: {} is empty", empty.display())
+        );
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").expect("write");
+        let err = Config::parse("gw.toml", &up(&format!("ca_file = \"{}\"\n", ca.display())))
+            .expect_err("no certificate")
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "gw.toml: uplink.ca_file: {} holds no PEM certificate",
+                ca.display()
+            )
+        );
+        let token = dir.path().join("ok.token");
+        std::fs::write(&token, "s3cret\n").expect("write");
+        Config::parse(
+            "gw.toml",
+            &up(&format!("token_file = \"{}\"\n", token.display())),
+        )
+        .expect("a readable token");
+    }
+
+    #[test]
     fn commands_mistakes_name_the_key() {
         check(
             "[commands]\nretry_s = 0\n",

@@ -858,10 +858,21 @@ fn user(c: UserCommand) -> ExitCode {
 
 async fn logbook(a: LogbookArgs) -> ExitCode {
     use gkgw::web::logbook_cli::{self as cli, Request};
-    let addr = match a.gateway {
-        Some(addr) => addr,
+    // Times in the site's zone (its config), else the shell's TZ.
+    let (addr, zone) = match a.gateway {
+        Some(addr) => {
+            let zone = std::fs::read_to_string(&a.config).ok().and_then(|text| {
+                Config::parse(&a.config.display().to_string(), &text)
+                    .ok()
+                    .map(|c| c.site.timezone.fixed_offset())
+            });
+            (addr, zone)
+        }
         None => match load_config(&a.config) {
-            Ok(c) => cli::connect_addr(c.http.listen),
+            Ok(c) => (
+                cli::connect_addr(c.http.listen),
+                Some(c.site.timezone.fixed_offset()),
+            ),
             Err(code) => return code,
         },
     };
@@ -891,7 +902,7 @@ async fn logbook(a: LogbookArgs) -> ExitCode {
         },
         LogbookCommand::Withdraw { entry, reason } => Request::Withdraw { entry, reason },
     };
-    match cli::run(addr, token.as_deref(), &req).await {
+    match cli::run(addr, token.as_deref(), &req, zone).await {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS

@@ -265,7 +265,13 @@ pub fn describe(r: &Resolved) -> String {
         c.store.quota_mib,
         c.store.channel_capacity
     );
-    let _ = writeln!(s, "consumers:");
+    let _ = writeln!(s, "consumers (each with its own cursor; a reading leaves the store once all have it, or when the quota forces it out):");
+    let _ = writeln!(
+        s,
+        "  aggregator: 1-minute and 1-hour windows every {} ms (history, KPIs{})",
+        c.history.interval_ms,
+        if c.uplink.enabled { ", uplink" } else { "" }
+    );
     if c.influx.enabled {
         let _ = writeln!(
             s,
@@ -277,7 +283,7 @@ pub fn describe(r: &Resolved) -> String {
             c.influx.gzip
         );
     } else {
-        let _ = writeln!(s, "  (none: readings are pruned once committed)");
+        let _ = writeln!(s, "  influx: disabled");
     }
     if c.alarms.enabled {
         let meter = r
@@ -337,6 +343,24 @@ pub fn describe(r: &Resolved) -> String {
                 "commands: disabled (no commands.platform_key_file): each is refused"
             );
         }
+    }
+    if c.uplink.enabled {
+        let u = &c.uplink;
+        let _ = writeln!(
+            s,
+            "uplink: {} as gateway {}, {} s windows, token {}, server verified by {}",
+            u.url,
+            u.gateway,
+            u.window_s,
+            u.token_file
+                .as_ref()
+                .map_or("none".to_owned(), |p| format!("from {}", p.display())),
+            u.ca_file
+                .as_ref()
+                .map_or("the web roots".to_owned(), |p| p.display().to_string())
+        );
+    } else {
+        let _ = writeln!(s, "uplink: disabled");
     }
     let _ = writeln!(s, "http: {}", c.http.listen);
     let _ = writeln!(s, "\nplant ({} bindings):", r.plant.bindings().len());

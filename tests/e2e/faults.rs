@@ -366,6 +366,8 @@ fn a_full_disk_keeps_the_newest_readings_counts_what_it_drops_and_recovers_by_it
             disk.path().display()
         ),
     );
+    // A commit every few ms: the WAL grows fast, as in hours of a real site.
+    let text = text.replace("commit_interval_ms = 100\n", "commit_interval_ms = 5\n");
     std::fs::write(&gw.config, format!("{text}[history]\ninterval_ms = 500\n")).expect("config");
     gw.restart();
     let reserve = disk.path().join("store.reserve");
@@ -377,31 +379,47 @@ fn a_full_disk_keeps_the_newest_readings_counts_what_it_drops_and_recovers_by_it
             r#"{{"meter_id":"GM-0001","seq":{seq},"kind":"gas","cum_kg":1.5,"credit_kg":{credit}}}"#
         )
     };
-    // 100 older readings, in one connection.
-    let mut publisher = std::process::Command::new(crate::support::require("mosquitto_pub"))
-        .args(["-h", "127.0.0.1", "-p", &gw.mqtt_port.to_string()])
-        .args([
-            "-t",
-            "meters/GM-0001/state",
-            "-q",
-            "1",
-            "-l",
-            "-V",
-            "mqttv311",
-        ])
-        .args(["-u", "GM-0001", "-P", &pw, "-i", "GM-0001"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("mosquitto_pub");
-    {
-        use std::io::Write as _;
-        let mut stdin = publisher.stdin.take().expect("stdin");
-        for seq in 1..=100 {
-            writeln!(stdin, "{}", reading(seq, 5.0)).expect("line");
+    // Many readings in one connection, each QoS 1: true once all are acknowledged.
+    let port = gw.mqtt_port;
+    let publish_many = |seqs: std::ops::RangeInclusive<u64>| {
+        let mut publisher = std::process::Command::new(crate::support::require("mosquitto_pub"))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-t",
+                "meters/GM-0001/state",
+                "-q",
+                "1",
+                "-l",
+                "-V",
+                "mqttv311",
+            ])
+            .args(["-u", "GM-0001", "-P", &pw, "-i", "GM-0001"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("mosquitto_pub");
+        {
+            use std::io::Write as _;
+            let mut stdin = publisher.stdin.take().expect("stdin");
+            for seq in seqs {
+                writeln!(stdin, "{}", reading(seq, 5.0)).expect("line");
+            }
         }
-    }
-    assert!(publisher.wait().expect("publisher").success());
+        // A reading the gateway never acknowledges leaves mosquitto_pub waiting: fail instead.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = publisher.try_wait().expect("publisher") {
+                return status.success();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = publisher.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // 100 older readings.
+    assert!(publish_many(1..=100));
     let metric = |name: &str| gw.metric(name);
     wait_until(
         "the old readings are stored",
@@ -428,7 +446,6 @@ fn a_full_disk_keeps_the_newest_readings_counts_what_it_drops_and_recovers_by_it
     // A reading with low credit arrives, and a meter never seen before (its series is new in
     // the batch whose first commit fails): both are stored and acknowledged, the oldest
     // readings making room.
-    let port = gw.mqtt_port;
     let (pw2, body) = (pw.clone(), reading(101, 0.2));
     let newest = std::thread::spawn(move || {
         mosquitto_pub(
@@ -474,7 +491,7 @@ fn a_full_disk_keeps_the_newest_readings_counts_what_it_drops_and_recovers_by_it
     assert_eq!(metric("gkgw_store_disk_full"), 1.0);
     assert_eq!(metric("gkgw_store_disk_full_total"), 1.0);
     let made = metric("gkgw_store_room_made_total");
-    assert!(made >= 50.0, "the oldest readings made room: {made}");
+    assert!(made >= 25.0, "the oldest quarter made room: {made}");
     assert_eq!(
         metric("gkgw_store_downsampled_total") + metric("gkgw_store_evicted_total")
             - removed_before,
@@ -490,6 +507,29 @@ fn a_full_disk_keeps_the_newest_readings_counts_what_it_drops_and_recovers_by_it
         },
     );
     assert_eq!(gw.healthz(), 200, "commits succeed again: healthy");
+    // And it keeps going while the disk stays full: 10,000 more readings, hundreds of
+    // commits, every one acknowledged; the WAL is kept short and room is made inside the
+    // database, so the space the reserve gave back is never used up.
+    let accepted = metric("gkgw_readings_accepted_total");
+    if !publish_many(10_000..=19_999) {
+        let log = gw.log();
+        let tail: String = log
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        panic!("a reading on the full disk was not acknowledged; the log ends:\n{tail}");
+    }
+    assert_eq!(metric("gkgw_readings_accepted_total"), accepted + 10_000.0);
+    assert!(
+        metric("gkgw_disk_free_bytes") > 0.0,
+        "the reserve's space is not used up"
+    );
+    assert_eq!(gw.healthz(), 200);
 
     // Space comes back: the reserve is made again and the alarm clears.
     std::fs::remove_file(&filler).expect("free the disk");

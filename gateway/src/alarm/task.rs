@@ -518,9 +518,21 @@ async fn persist(
             Duration::from_secs(3600)
         };
         tokio::select! {
-            _ = wake.notified() => {}
+            _ = wake.notified() => {
+                // Events come in bursts (a meter out of credit: low credit, exhausted, relay
+                // open): gathered for SAVE_GATHER they take one transaction, one fsync.
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = tokio::time::sleep(SAVE_GATHER) => {}
+                }
+            }
             _ = cancel.cancelled() => {}
             _ = tokio::time::sleep(retry) => {}
         }
     }
 }
+
+/// How long the persister gathers alarm events before saving them together: the most of the
+/// alarm history a power cut can lose (the alarms themselves act at once, and their state is
+/// rebuilt from the readings).
+pub const SAVE_GATHER: Duration = Duration::from_secs(2);

@@ -239,10 +239,28 @@ pub async fn run(
         let (restamp, epoch, moved) =
             correct_for_steps(&settings.clock, store_epoch, first_id, &mut batch);
         let housekeeping = last_housekeeping.elapsed() >= Duration::from_secs(5) || !open;
-        if housekeeping && settings.disk.full() {
-            // Space may be back: the reserve is made again (and the alarm clears).
-            let disk = settings.disk.clone();
-            let _ = tokio::task::spawn_blocking(move || disk.keep()).await;
+        if settings.disk.full() {
+            // While the disk is full, before each commit: the WAL is kept short and room is
+            // kept inside the database (`Writer::make_room`), so neither takes the last free
+            // bytes; and every 5 s, if space is back, the reserve is made again (and the
+            // alarm clears).
+            let consumers = settings.consumers.clone();
+            match writer.run(move |w| w.make_room(&consumers, false)).await {
+                Ok(r) if r.downsampled + r.evicted > 0 => {
+                    settings.disk.count_removed(r.downsampled + r.evicted);
+                    tracing::warn!(
+                        downsampled = r.downsampled,
+                        evicted = r.evicted,
+                        "the disk is still full: the oldest readings make room for the newest"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "the disk is full and no room could be made"),
+            }
+            if housekeeping {
+                let disk = settings.disk.clone();
+                let _ = tokio::task::spawn_blocking(move || disk.keep()).await;
+            }
         }
         let quota = settings.quota_bytes;
         let mut retry = Duration::from_millis(100);
@@ -346,7 +364,9 @@ pub async fn run(
 async fn make_room(writer: &Handle<Writer>, settings: &Settings, cause: &super::Error) {
     let released = settings.disk.release();
     let consumers = settings.consumers.clone();
-    let removed = writer.run(move |w| w.make_room(&consumers)).await;
+    // The WAL first: its space goes back to the filesystem (it can only grow otherwise), then
+    // the oldest readings free pages inside the database for what comes next.
+    let removed = writer.run(move |w| w.make_room(&consumers, true)).await;
     match removed {
         Ok(r) => {
             let n = r.downsampled + r.evicted;

@@ -458,15 +458,48 @@ impl Writer {
         self.remove_below(min + excess_rows, consumers)
     }
 
-    /// The disk is full (the commit failed for want of space): removes the oldest
-    /// [`ROOM_ROWS`] raw readings, so their pages inside the database take the newest
-    /// readings without the file growing. Few enough that the transaction fits in the space
-    /// the released reserve ([`disk::Disk`]) gives the WAL. Counted like the quota's removals.
-    pub fn make_room(&mut self, consumers: &[&str]) -> Result<Removed> {
-        let Some((min, _, _)) = self.id_span()? else {
+    /// The disk is full: keeps the store committing without the files growing. Once the WAL
+    /// holds more than [`ROOM_WAL_BYTES`] (or `force`: a commit just failed) it is copied
+    /// into the database and truncated (its space goes back to the filesystem); when less
+    /// than [`ROOM_FLOOR_BYTES`] of the disk is free (or `force`) the oldest quarter of the
+    /// raw readings, at most [`ROOM_ROWS`], is removed, so the newest readings take their
+    /// pages inside the database. Small enough steps that each fits in the space the
+    /// released reserve ([`disk::Disk`]) gives. Counted like the quota's removals.
+    pub fn make_room(&mut self, consumers: &[&str], force: bool) -> Result<Removed> {
+        let path = self.conn.path().map(std::path::PathBuf::from);
+        let wal = path
+            .as_ref()
+            .and_then(|p| std::fs::metadata(format!("{}-wal", p.display())).ok())
+            .map_or(0, |m| m.len());
+        if force || wal > ROOM_WAL_BYTES {
+            let _ = self.checkpoint();
+        }
+        let free = path
+            .as_ref()
+            .and_then(|p| p.parent())
+            .and_then(crate::os::disk_space)
+            .map_or(0, |(free, _)| free);
+        if !force && free >= ROOM_FLOOR_BYTES {
+            return Ok(Removed::default());
+        }
+        let Some((min, _, count)) = self.id_span()? else {
             return Ok(Removed::default());
         };
-        self.remove_below(min + ROOM_ROWS, consumers)
+        let removed = self.remove_below(min + (count / 4).clamp(1, ROOM_ROWS), consumers)?;
+        let _ = self.checkpoint();
+        Ok(removed)
+    }
+
+    /// Copies the WAL into the database and truncates it to nothing (the disk is full: the
+    /// WAL's space goes back to the filesystem; the pages `make_room` freed take its
+    /// content). Returns whether every frame was copied (a reader may hold some back).
+    pub fn checkpoint(&mut self) -> Result<bool> {
+        let (busy, _, _): (i64, i64, i64) =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+        Ok(busy == 0)
     }
 
     /// The lowest and highest stored id and the number of stored readings, if any.
@@ -552,6 +585,11 @@ impl Writer {
 
 /// How many of the oldest readings [`Writer::make_room`] removes at a time: ~0.5 MB of pages.
 pub const ROOM_ROWS: i64 = 8_192;
+/// While the disk is full, [`Writer::make_room`] truncates the WAL beyond this size.
+pub const ROOM_WAL_BYTES: u64 = 256 * 1024;
+/// While the disk is full, [`Writer::make_room`] removes the oldest readings when less than
+/// this is free (half the reserve it released).
+pub const ROOM_FLOOR_BYTES: u64 = 1 << 20;
 
 /// What [`Writer::enforce_quota`] removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -1150,27 +1188,33 @@ mod tests {
         let path = db_path(dir.path());
         let mut w = Writer::open_with_segment_bits(&path, 12).expect("open");
         w.register_consumers(&["aggregate"]).expect("register");
-        let n = ROOM_ROWS + 100;
+        let n = 4 * ROOM_ROWS + 400;
         let batch: Vec<_> = (0..n).map(|i| reading("a", i, i as f64)).collect();
         w.append(&batch).expect("append");
         let r = Reader::open(&path).expect("reader");
         r.set_cursor("aggregate", 50).expect("cursor");
-        let removed = w.make_room(&["aggregate"]).expect("room");
+        let removed = w.make_room(&["aggregate"], true).expect("room");
         assert_eq!(
             (removed.downsampled, removed.evicted),
             (50, ROOM_ROWS as u64 - 50),
-            "the oldest ROOM_ROWS, told apart by the cursor"
+            "at most ROOM_ROWS, the oldest, told apart by the cursor"
         );
         let mut r = Reader::open(&path).expect("reader");
         assert_eq!(r.read_after(0, 1).expect("read")[0].id, ROOM_ROWS + 1);
-        // Again and again: the newest reading always stays.
-        for _ in 0..3 {
-            w.make_room(&["aggregate"]).expect("room");
+        // A quarter of what is left each time; the newest reading always stays.
+        let removed = w.make_room(&["aggregate"], true).expect("room");
+        assert_eq!(
+            removed.downsampled + removed.evicted,
+            (n - ROOM_ROWS) as u64 / 4,
+            "{removed:?}"
+        );
+        for _ in 0..60 {
+            w.make_room(&["aggregate"], true).expect("room");
         }
         let left = r.read_after(0, 10).expect("read");
         assert_eq!(left.iter().map(|s| s.id).collect::<Vec<_>>(), vec![n]);
         assert_eq!(
-            w.make_room(&["aggregate"]).expect("room"),
+            w.make_room(&["aggregate"], true).expect("room"),
             Removed::default()
         );
     }

@@ -126,6 +126,34 @@ impl Config {
         if self.gateway.is_empty() || self.gateway.contains('/') {
             return Err(("uplink.gateway", "a non-empty id without '/'".into()));
         }
+        // The secrets and the CA are read at the start too: `gkgw check` finds a missing or
+        // empty file before the service does.
+        if let Some(p) = &self.token_file {
+            match crate::config::read_secret(p) {
+                Ok(t) if !t.trim().is_empty() => {}
+                Ok(_) => return Err(("uplink.token_file", format!("{} is empty", p.display()))),
+                Err(e) => {
+                    return Err((
+                        "uplink.token_file",
+                        format!("cannot read {}: {e}", p.display()),
+                    ))
+                }
+            }
+        }
+        if let Some(p) = &self.ca_file {
+            let pem = std::fs::read(p).map_err(|e| {
+                (
+                    "uplink.ca_file",
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?;
+            if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                return Err((
+                    "uplink.ca_file",
+                    format!("{} holds no PEM certificate", p.display()),
+                ));
+            }
+        }
         Ok(())
     }
 }

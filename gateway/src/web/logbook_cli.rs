@@ -132,7 +132,14 @@ fn body(values: &Values, extra: &[(&str, Option<&str>)]) -> serde_json::Value {
 
 /// Runs `req` against the gateway at `addr` with the bearer `token`; returns what to print on
 /// stdout.
-pub async fn run(addr: SocketAddr, token: Option<&str>, req: &Request) -> Result<String, Error> {
+/// Sends `req` and renders the answer; times in `zone` (the site's, from its config), or in
+/// the shell's `TZ` when it is not known.
+pub async fn run(
+    addr: SocketAddr,
+    token: Option<&str>,
+    req: &Request,
+    zone: Option<chrono::FixedOffset>,
+) -> Result<String, Error> {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .connect_timeout(std::time::Duration::from_secs(5))
@@ -221,7 +228,7 @@ pub async fn run(addr: SocketAddr, token: Option<&str>, req: &Request) -> Result
     Ok(match req {
         Request::List { .. } => {
             let list: Vec<EntryDto> = serde_json::from_str(&text).map_err(unexpected)?;
-            table(&list)
+            table(&list, zone)
         }
         _ => {
             let e: EntryDto = serde_json::from_str(&text).map_err(unexpected)?;
@@ -231,18 +238,18 @@ pub async fn run(addr: SocketAddr, token: Option<&str>, req: &Request) -> Result
                 (false, n) => format!("corrected (revision {n})"),
             };
             let head = format!("entry {} {what}\n", e.entry);
-            head + &table(&[e])
+            head + &table(&[e], zone)
         }
     })
 }
 
-/// A time as the site's local time (the `TZ` of the shell) with its offset.
-fn local(rfc3339: &str) -> String {
+/// A time in `zone` (the site's), or the shell's `TZ` without one, with its offset.
+fn local(rfc3339: &str, zone: Option<chrono::FixedOffset>) -> String {
+    const FORMAT: &str = "%Y-%m-%d %H:%M%:z";
     chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .map(|t| {
-            t.with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M%:z")
-                .to_string()
+        .map(|t| match zone {
+            Some(z) => t.with_timezone(&z).format(FORMAT).to_string(),
+            None => t.with_timezone(&chrono::Local).format(FORMAT).to_string(),
         })
         .unwrap_or_else(|_| rfc3339.to_owned())
 }
@@ -305,7 +312,7 @@ pub(crate) fn columns<const N: usize>(rows: &[[String; N]]) -> String {
 }
 
 /// The table `gkgw logbook list` prints: one row per revision, columns padded to fit.
-pub fn table(list: &[EntryDto]) -> String {
+pub fn table(list: &[EntryDto], zone: Option<chrono::FixedOffset>) -> String {
     let mut rows: Vec<[String; 7]> = vec![[
         "ENTRY".into(),
         "REV".into(),
@@ -328,7 +335,7 @@ pub fn table(list: &[EntryDto]) -> String {
         rows.push([
             e.entry.to_string(),
             e.revision.to_string(),
-            local(&e.at),
+            local(&e.at, zone),
             e.kind.clone(),
             cell(&values_text(e)),
             cell(&e.by),
@@ -370,6 +377,16 @@ mod tests {
     }
 
     #[test]
+    fn times_are_shown_in_the_sites_zone() {
+        let kigali = chrono::FixedOffset::east_opt(2 * 3600);
+        assert_eq!(
+            local("2026-11-22T06:30:00Z", kigali),
+            "2026-11-22 08:30+02:00"
+        );
+        assert_eq!(local("not a time", kigali), "not a time");
+    }
+
+    #[test]
     fn the_table_lines_up_and_marks_withdrawals() {
         let w = EntryDto {
             withdrawn: true,
@@ -377,7 +394,7 @@ mod tests {
             note: None,
             ..dto(12, 2)
         };
-        let t = table(&[dto(1, 1), w]);
+        let t = table(&[dto(1, 1), w], None);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3, "{t}");
         assert!(lines[0].starts_with("ENTRY  REV  WHEN"), "{t}");
@@ -388,7 +405,7 @@ mod tests {
         assert!(lines[2].starts_with("12     2    "), "{t}");
         assert!(lines[2].ends_with("WITHDRAWN: entered twice"), "{t}");
         assert_eq!(
-            table(&[]),
+            table(&[], None),
             "ENTRY  REV  WHEN  KIND  VALUES  BY  NOTE\n(no entries)\n"
         );
     }

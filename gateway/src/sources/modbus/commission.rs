@@ -108,10 +108,16 @@ pub async fn poll(link: &mut Link, unit: u8, profile: &Profile) -> Result<PollRe
                     let (value, quality) = match super::decode_field(&req, f, &data) {
                         Some(Ok(r)) => {
                             read += 1;
-                            (
-                                decode::field_text(f, &r.value, None),
-                                r.sanity.as_str().to_owned(),
-                            )
+                            // The unit has its own column.
+                            let text = decode::field_text(f, &r.value, None);
+                            let text = match f.unit.as_deref() {
+                                Some(u) => text
+                                    .strip_suffix(u)
+                                    .map_or(text.as_str(), str::trim_end)
+                                    .to_owned(),
+                                None => text,
+                            };
+                            (text, r.sanity.as_str().to_owned())
                         }
                         Some(Err(e)) => ("-".into(), e.to_string()),
                         None => ("-".into(), "reply does not cover the field".into()),
