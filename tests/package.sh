@@ -170,6 +170,10 @@ expect_file -rw-r--r-- etc/gkgw/gateway.toml
 expect_file -rw-r--r-- lib/systemd/system/gkgw.service
 expect_file -rw-r--r-- usr/share/doc/gkgw/copyright
 for p in sensors/*.toml; do expect_file -rw-r--r-- "usr/share/gkgw/sensors/$(basename "$p")"; done
+# The Grafana dashboards and their provisioning files, to copy into Grafana (dashboards/README.md).
+for p in dashboards/*.json; do expect_file -rw-r--r-- "usr/share/gkgw/dashboards/$(basename "$p")"; done
+expect_file -rw-r--r-- usr/share/gkgw/dashboards/provisioning/datasources/gkgw.yaml
+expect_file -rw-r--r-- usr/share/gkgw/dashboards/provisioning/dashboards/gkgw.yaml
 # The config names the profiles directory the package fills.
 AMD=$WORK/amd64-root
 dpkg-deb -x "$AMD_DEB" "$AMD"
