@@ -62,6 +62,8 @@ pub enum Error {
     Clash(String),
     #[error("hashing failed: {0}")]
     Hash(String),
+    #[error("{0} has no account in {1}")]
+    Missing(String, String),
 }
 
 pub fn valid_meter_id(id: &str) -> bool {
@@ -159,6 +161,23 @@ pub fn add_accounts(
             Kind::Meter => creds.meters.insert(id.clone(), entry),
             Kind::Integration => creds.integrations.insert(id.clone(), entry),
         };
+    }
+    write_file(path, &creds)
+}
+
+/// Removes accounts of `kind` and rewrites the file once; an id without an account of that
+/// kind is an error and the file is then unchanged. A running gateway closes their
+/// connections when it re-reads the file (within 2 s, or at `systemctl reload gkgw`).
+pub fn remove_accounts(path: &Path, kind: Kind, ids: &[String]) -> Result<(), Error> {
+    let mut creds = load_file(path)?;
+    for id in ids {
+        let table = match kind {
+            Kind::Meter => &mut creds.meters,
+            Kind::Integration => &mut creds.integrations,
+        };
+        if table.remove(id).is_none() {
+            return Err(Error::Missing(id.clone(), path.display().to_string()));
+        }
     }
     write_file(path, &creds)
 }
@@ -431,5 +450,32 @@ mod tests {
         assert_eq!(v.reload(file), vec!["GM-0001".to_owned()]);
         assert_eq!(v.cached("ha", "pw"), None, "cache cleared on reload");
         assert_eq!(v.len(), 0);
+    }
+
+    #[test]
+    fn accounts_are_removed_and_a_missing_one_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("meters.toml");
+        for id in ["GM-0001", "GM-0002"] {
+            add_meter(&path, id, false).expect("add");
+        }
+        add_accounts(
+            &path,
+            Kind::Integration,
+            &[("grafana".into(), "pw".into())],
+            false,
+        )
+        .expect("add");
+        let err = remove_accounts(&path, Kind::Meter, &["GM-0002".into(), "grafana".into()])
+            .expect_err("grafana is not a meter");
+        assert!(
+            err.to_string().starts_with("grafana has no account in"),
+            "{err}"
+        );
+        assert_eq!(load_file(&path).expect("load").meters.len(), 2, "unchanged");
+        remove_accounts(&path, Kind::Meter, &["GM-0002".into()]).expect("remove");
+        let left = load_file(&path).expect("load");
+        assert_eq!(left.meters.keys().collect::<Vec<_>>(), ["GM-0001"]);
+        assert!(left.integrations.contains_key("grafana"));
     }
 }

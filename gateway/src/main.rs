@@ -526,6 +526,19 @@ enum MeterCommand {
         #[command(flatten)]
         file: AccountsFile,
     },
+    /// List the meters and integration accounts (ids only; passwords are never stored).
+    List {
+        #[command(flatten)]
+        file: AccountsFile,
+    },
+    /// Remove meters' accounts: a running gateway disconnects them within 2 s (or at once
+    /// with `systemctl reload gkgw`). Their stored readings stay.
+    Remove {
+        #[arg(required = true, num_args = 1..)]
+        ids: Vec<String>,
+        #[command(flatten)]
+        file: AccountsFile,
+    },
 }
 
 #[derive(Subcommand)]
@@ -533,6 +546,13 @@ enum IntegrationCommand {
     /// Create a read-only account (subscribe to meters/# and alarms/#; publish nothing).
     Add {
         name: String,
+        #[command(flatten)]
+        file: AccountsFile,
+    },
+    /// Remove integration accounts (as `gkgw meter remove`).
+    Remove {
+        #[arg(required = true, num_args = 1..)]
+        names: Vec<String>,
         #[command(flatten)]
         file: AccountsFile,
     },
@@ -709,6 +729,55 @@ async fn main() -> ExitCode {
                 println!("(passwords are shown only now; a running gateway picks the meters up within 2 s)");
             })
             .map_err(Into::into)
+        }
+        Command::Meter(MeterCommand::List { file }) => {
+            let path = match accounts_file(&file) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            gkgw::credentials::load_file(&path)
+                .map(|c| {
+                    println!(
+                        "{}: {} meters, {} integration accounts",
+                        path.display(),
+                        c.meters.len(),
+                        c.integrations.len()
+                    );
+                    for id in c.meters.keys() {
+                        println!("meter        {id}");
+                    }
+                    for name in c.integrations.keys() {
+                        println!("integration  {name}");
+                    }
+                })
+                .map_err(Into::into)
+        }
+        Command::Meter(MeterCommand::Remove { ids, file }) => {
+            let path = match accounts_file(&file) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            gkgw::credentials::remove_accounts(&path, gkgw::credentials::Kind::Meter, &ids)
+                .map(|()| {
+                    for id in &ids {
+                        println!("meter {id} removed from {}", path.display());
+                    }
+                    println!("(a running gateway disconnects them within 2 s; their stored readings stay)");
+                })
+                .map_err(Into::into)
+        }
+        Command::Integration(IntegrationCommand::Remove { names, file }) => {
+            let path = match accounts_file(&file) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            gkgw::credentials::remove_accounts(&path, gkgw::credentials::Kind::Integration, &names)
+                .map(|()| {
+                    for n in &names {
+                        println!("integration account {n} removed from {}", path.display());
+                    }
+                })
+                .map_err(Into::into)
         }
         Command::Integration(IntegrationCommand::Add { name, file }) => {
             let path = match accounts_file(&file) {

@@ -842,6 +842,8 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
                     logbook: Some((logbook.clone(), logbook_rx.clone())),
                     metrics,
                     disk: disk.clone(),
+                    save_gather: crate::alarm::task::SAVE_GATHER
+                        .max(Duration::from_millis(config.store.commit_interval_ms)),
                 },
                 sinks_cancel.clone(),
             ));

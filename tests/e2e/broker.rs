@@ -501,23 +501,37 @@ fn meter_add_keeps_the_file_readable_and_the_running_gateway_follows_it() {
     wait_until("GA-0001 connected", Duration::from_secs(10), || {
         gw.metric("gkgw_broker_connections") >= 1.0
     });
-    let text = std::fs::read_to_string(&file).expect("read");
-    let mut kept = String::new();
-    let mut skip = false;
-    for line in text.lines() {
-        if line.starts_with('[') {
-            skip = line.contains("GA-0001");
-        }
-        if !skip {
-            kept.push_str(line);
-            kept.push('\n');
-        }
-    }
+    // `gkgw meter list` shows the accounts (ids only); `gkgw meter remove` takes one out.
+    let gkgw = |args: &[&str]| {
+        let out = std::process::Command::new(crate::support::GKGW)
+            .args(args)
+            .arg("--config")
+            .arg(&gw.config)
+            .output()
+            .expect("gkgw");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let list = gkgw(&["meter", "list"]);
     assert!(
-        !kept.contains("GA-0001") && kept.contains("GB-0002"),
-        "{kept}"
+        list.contains("meter        GA-0001\n") && list.contains("meter        GN-0009\n"),
+        "{list}"
     );
-    std::fs::write(&file, kept).expect("rewrite");
+    assert!(!list.contains("argon2"), "no hash is printed: {list}");
+    let removed = gkgw(&["meter", "remove", "GA-0001"]);
+    assert!(
+        removed.starts_with("meter GA-0001 removed from"),
+        "{removed}"
+    );
+    let list = gkgw(&["meter", "list"]);
+    assert!(
+        !list.contains("GA-0001") && list.contains("GB-0002"),
+        "{list}"
+    );
     let reloads = gw.reloads();
     gw.proc.as_ref().expect("running").signal("HUP");
     gw.wait_reloaded(reloads);

@@ -126,6 +126,9 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     /// The store's disk: `gateway.disk_full` while it is full.
     pub disk: Arc<crate::store::disk::Disk>,
+    /// How long alarm events are gathered before they are saved ([`SAVE_GATHER`] or the
+    /// commit interval, the longer).
+    pub save_gather: Duration,
 }
 
 #[derive(Default)]
@@ -165,6 +168,7 @@ pub async fn run(mut p: Parts, cancel: CancellationToken) {
     let unsaved = Arc::new(Mutex::new(Unsaved::default()));
     let wake = Arc::new(Notify::new());
     let persister = tokio::spawn(persist(
+        p.save_gather,
         p.store.clone(),
         unsaved.clone(),
         wake.clone(),
@@ -454,6 +458,7 @@ pub fn message(e: &Event) -> String {
 /// Saves what the engine produced, oldest first, in one transaction per round; on failure
 /// keeps it and tries again in 2 s.
 async fn persist(
+    gather: Duration,
     store: crate::store::Handle<Alarms>,
     unsaved: Arc<Mutex<Unsaved>>,
     wake: Arc<Notify>,
@@ -520,10 +525,17 @@ async fn persist(
         tokio::select! {
             _ = wake.notified() => {
                 // Events come in bursts (a meter out of credit: low credit, exhausted, relay
-                // open): gathered for SAVE_GATHER they take one transaction, one fsync.
-                tokio::select! {
-                    _ = cancel.cancelled() => {}
-                    _ = tokio::time::sleep(SAVE_GATHER) => {}
+                // open): gathered for `gather` they take one transaction, one fsync. Not an
+                // alarm of severity alarm or critical, nor what a person did: saved at once.
+                let urgent = {
+                    let u = unsaved.lock().unwrap_or_else(PoisonError::into_inner);
+                    u.events.iter().any(|e| e.severity >= super::Severity::Alarm || e.by.is_some())
+                };
+                if !urgent {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = tokio::time::sleep(gather) => {}
+                    }
                 }
             }
             _ = cancel.cancelled() => {}
@@ -532,7 +544,10 @@ async fn persist(
     }
 }
 
-/// How long the persister gathers alarm events before saving them together: the most of the
-/// alarm history a power cut can lose (the alarms themselves act at once, and their state is
-/// rebuilt from the readings).
+/// How long the persister gathers info and warning events before saving them together (an
+/// alarm or critical event, or an operator's action, is saved at once), at least: the
+/// store's commit interval when longer (a site saving its SD card with a long
+/// `store.commit_interval_ms` saves its alarm history as seldom). The most of the alarm
+/// history a power cut can lose; the alarms themselves act at once, and their state is rebuilt
+/// from the readings.
 pub const SAVE_GATHER: Duration = Duration::from_secs(2);
