@@ -645,6 +645,35 @@ fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
 }
 
 /// The accounts file an account command writes, or the exit code of a config error.
+/// `gkgw meter remove` and `gkgw integration remove`.
+fn remove_accounts(kind: gkgw::credentials::Kind, ids: &[String], file: &AccountsFile) -> ExitCode {
+    let path = match accounts_file(file) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let what = match kind {
+        gkgw::credentials::Kind::Meter => "meter",
+        gkgw::credentials::Kind::Integration => "integration account",
+    };
+    match gkgw::credentials::remove_accounts(&path, kind, ids) {
+        Ok(()) => {
+            for id in ids {
+                println!("{what} {id} removed from {}", path.display());
+            }
+            if kind == gkgw::credentials::Kind::Meter {
+                println!(
+                    "(a running gateway disconnects them within 2 s; their stored readings stay)"
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn accounts_file(a: &AccountsFile) -> Result<PathBuf, ExitCode> {
     match &a.credentials {
         Some(f) => Ok(f.clone()),
@@ -753,31 +782,10 @@ async fn main() -> ExitCode {
                 .map_err(Into::into)
         }
         Command::Meter(MeterCommand::Remove { ids, file }) => {
-            let path = match accounts_file(&file) {
-                Ok(p) => p,
-                Err(code) => return code,
-            };
-            gkgw::credentials::remove_accounts(&path, gkgw::credentials::Kind::Meter, &ids)
-                .map(|()| {
-                    for id in &ids {
-                        println!("meter {id} removed from {}", path.display());
-                    }
-                    println!("(a running gateway disconnects them within 2 s; their stored readings stay)");
-                })
-                .map_err(Into::into)
+            return remove_accounts(gkgw::credentials::Kind::Meter, &ids, &file)
         }
         Command::Integration(IntegrationCommand::Remove { names, file }) => {
-            let path = match accounts_file(&file) {
-                Ok(p) => p,
-                Err(code) => return code,
-            };
-            gkgw::credentials::remove_accounts(&path, gkgw::credentials::Kind::Integration, &names)
-                .map(|()| {
-                    for n in &names {
-                        println!("integration account {n} removed from {}", path.display());
-                    }
-                })
-                .map_err(Into::into)
+            return remove_accounts(gkgw::credentials::Kind::Integration, &names, &file)
         }
         Command::Integration(IntegrationCommand::Add { name, file }) => {
             let path = match accounts_file(&file) {

@@ -241,22 +241,9 @@ pub async fn run(
         let housekeeping = last_housekeeping.elapsed() >= Duration::from_secs(5) || !open;
         if settings.disk.full() {
             // While the disk is full, before each commit: the WAL is kept short and room is
-            // kept inside the database (`Writer::make_room`), so neither takes the last free
-            // bytes; and every 5 s, if space is back, the reserve is made again (and the
-            // alarm clears).
-            let consumers = settings.consumers.clone();
-            match writer.run(move |w| w.make_room(&consumers, false)).await {
-                Ok(r) if r.downsampled + r.evicted > 0 => {
-                    settings.disk.count_removed(r.downsampled + r.evicted);
-                    tracing::warn!(
-                        downsampled = r.downsampled,
-                        evicted = r.evicted,
-                        "the disk is still full: the oldest readings make room for the newest"
-                    );
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "the disk is full and no room could be made"),
-            }
+            // kept inside the database, so neither takes the last free bytes; and every 5 s,
+            // if space is back, the reserve is made again (and the alarm clears).
+            make_room(&writer, &settings, None).await;
             if housekeeping {
                 let disk = settings.disk.clone();
                 let _ = tokio::task::spawn_blocking(move || disk.keep()).await;
@@ -345,7 +332,7 @@ pub async fn run(
                     if super::disk::is_full(&e) {
                         // The newest readings win: release the reserve (room for the WAL) and
                         // remove the oldest readings, whose pages then take the new ones.
-                        make_room(&writer, &settings, &e).await;
+                        make_room(&writer, &settings, Some(&e)).await;
                         retry = Duration::from_millis(100);
                         continue;
                     }
@@ -358,33 +345,38 @@ pub async fn run(
     tracing::info!("store committer stopped: every received reading is committed");
 }
 
-/// The disk is full: releases the reserve and removes the oldest [`super::ROOM_ROWS`]
-/// readings (see `store::disk`). When nothing can be removed (the store holds no readings
-/// other than the newest) the batch waits: the caller retries, its QoS 1 messages unacked.
-async fn make_room(writer: &Handle<Writer>, settings: &Settings, cause: &super::Error) {
-    let released = settings.disk.release();
+/// The disk is full (`store::disk`, `Writer::make_room`). After a commit failed for want of
+/// space (`cause`): releases the reserve, truncates the WAL and removes the oldest readings
+/// whatever is free; when nothing can be removed (the store holds only the newest reading)
+/// it waits a second and the batch is retried, its QoS 1 messages unacked. Before a commit
+/// while the disk is full (`None`): truncates the WAL once it is long and removes the oldest
+/// readings once little is free.
+async fn make_room(writer: &Handle<Writer>, settings: &Settings, cause: Option<&super::Error>) {
+    let force = cause.is_some();
+    let released = force && settings.disk.release();
     let consumers = settings.consumers.clone();
-    // The WAL first: its space goes back to the filesystem (it can only grow otherwise), then
-    // the oldest readings free pages inside the database for what comes next.
-    let removed = writer.run(move |w| w.make_room(&consumers, true)).await;
-    match removed {
+    match writer.run(move |w| w.make_room(&consumers, force)).await {
         Ok(r) => {
             let n = r.downsampled + r.evicted;
             settings.disk.count_removed(n);
-            tracing::warn!(
-                released_reserve = released,
-                downsampled = r.downsampled,
-                evicted = r.evicted,
-                cause = %cause,
-                "the disk is full: the oldest readings make room for the newest"
-            );
-            if n == 0 {
+            if n > 0 || force {
+                tracing::warn!(
+                    released_reserve = released,
+                    downsampled = r.downsampled,
+                    evicted = r.evicted,
+                    cause = cause.map(tracing::field::display),
+                    "the disk is full: the oldest readings make room for the newest"
+                );
+            }
+            if force && n == 0 {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
         Err(e) => {
             tracing::error!(error = %e, released_reserve = released, "the disk is full and the oldest readings cannot be removed; the batch waits");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            if force {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 }

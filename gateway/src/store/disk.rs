@@ -5,12 +5,13 @@
 //! [`RESERVE_BYTES`] in the state directory, made while the disk has room. When a commit
 //! fails for want of space the committer releases the reserve (the WAL can grow again) and
 //! removes the oldest raw readings ([`super::Writer::make_room`]; counted as downsampled or
-//! evicted), whose pages then take the newest readings without the database growing; it
-//! does so again at each commit that still fails. While the reserve is released the disk is
-//! *full*: `gkgw_store_disk_full` is 1 and the alarm engine raises `gateway.disk_full`. When
-//! space returns ([`REMAKE_FREE`] free) the reserve is made again and the alarm clears.
+//! evicted), whose pages then take the newest readings without the database growing. While
+//! the reserve is released the disk is *full*: before each commit the WAL is kept short and
+//! more of the oldest readings go when little is free, `gkgw_store_disk_full` is 1 and the
+//! alarm engine raises `gateway.disk_full`. When space returns ([`REMAKE_FREE`] more free) the
+//! reserve is made again and the alarm clears.
 //!
-//! Invariant: the reserve exists, or `full()` is true (checked by `disk_full_…` tests).
+//! Invariant: the reserve exists, or `full()` is true (`tests::the_reserve_is_made_released_and_made_again`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
