@@ -176,10 +176,19 @@ fn demo_runs_with_nothing_installed_and_stops_cleanly_on_ctrl_c() {
         metrics.contains("gkgw_readings_rejected_total{reason=\"malformed\"} 0"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("gkgw_broker_connections 7\n"),
-        "six simulated meters and the H2S sensor connected: {metrics}"
-    );
+    // A simulated meter reconnecting at this moment is not gone: all 7 are back within 15 s.
+    let connected = || {
+        http("GET", &format!("http://127.0.0.1:{web}/metrics"), None)
+            .1
+            .contains("gkgw_broker_connections 7\n")
+    };
+    if !connected() {
+        wait_until(
+            "six simulated meters and the H2S sensor connected",
+            Duration::from_secs(15),
+            connected,
+        );
+    }
     demo.signal("INT");
     let exit = demo
         .wait_timeout(Duration::from_secs(10))
