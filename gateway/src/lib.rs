@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod alarm;
+pub mod backup;
 pub mod broker;
 pub mod clock;
 pub mod commands;

@@ -58,6 +58,30 @@ enum Command {
     /// config's state directory (the gateway may be running or not).
     #[command(subcommand)]
     User(UserCommand),
+    /// Back up the store (a consistent copy, safe while the gateway runs) and the config with
+    /// every file it names (meters, secrets, certificates, the systemd drop-in) into a new
+    /// directory, e.g. on a USB stick; checked before it says done.
+    Backup {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The new (or empty) directory to write.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Put a backup made by `gkgw backup` back, on a stopped gateway (a new SD card); the whole
+    /// backup is checked first, and what it replaces is kept in the state directory's
+    /// before-restore-TIME/.
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// The state directory to restore into (default: the one the backup was taken from).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Restore the store only, leave the config files as they are.
+        #[arg(long)]
+        store_only: bool,
+    },
     /// Platform commands: development and test tools.
     #[command(name = "command", subcommand)]
     Commands(CommandCommand),
@@ -824,6 +848,40 @@ async fn main() -> ExitCode {
                 .map_err(Into::into)
         }
         Command::User(c) => return user(c),
+        Command::Backup { store, to } => {
+            let (dir, config) = match &store.state_dir {
+                // A state directory given (`gkgw demo --state-dir`): the config only if there is one.
+                Some(d) if !store.config.exists() => (d.clone(), None),
+                Some(d) => match load_config(&store.config) {
+                    Ok(c) => (d.clone(), Some(c)),
+                    Err(code) => return code,
+                },
+                None => match load_config(&store.config) {
+                    Ok(c) => (c.store.state_dir.clone(), Some(c)),
+                    Err(code) => return code,
+                },
+            };
+            gkgw::backup::backup(
+                &dir,
+                config.as_ref().map(|c| (store.config.as_path(), c)),
+                &to,
+            )
+            .map(|report| print!("{report}"))
+            .map_err(Into::into)
+        }
+        Command::Restore {
+            from,
+            state_dir,
+            store_only,
+        } => {
+            let dir = match state_dir {
+                Some(d) => Ok(d),
+                None => gkgw::backup::recorded_state_dir(&from),
+            };
+            dir.and_then(|dir| gkgw::backup::restore(&from, &dir, store_only))
+                .map(|report| print!("{report}"))
+                .map_err(Into::into)
+        }
         Command::Commands(CommandCommand::Sign {
             key,
             meter,

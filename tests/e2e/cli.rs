@@ -1,6 +1,7 @@
 //! The command line: config errors name the key, `generate-config` round-trips, the demo runs
 //! and stops cleanly.
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -413,4 +414,146 @@ fn prom_has_value(v: &serde_json::Value) -> bool {
     result
         .filter_map(|r| r["value"][1].as_str())
         .any(|x| x.parse::<f64>().is_ok_and(f64::is_finite))
+}
+
+/// The part of a `gkgw backup`/`gkgw restore` report that describes the store.
+fn store_line(report: &str) -> String {
+    let line = report
+        .lines()
+        .find_map(|l| l.strip_prefix("  store    "))
+        .unwrap_or_else(|| panic!("no store line: {report}"));
+    line.split(" (integrity ok)")
+        .next()
+        .and_then(|l| l.split(" -> ").next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn gkgw(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(GKGW).args(args).output().expect("gkgw");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// `gkgw backup` while the gateway runs and takes readings, then (a new SD card: no store, no
+/// meters file) `gkgw restore` on the stopped gateway: the meters log in with their old
+/// passwords, the dashboard token works, the logbook is back. A damaged backup and a restore
+/// onto a running gateway are refused without touching anything.
+#[test]
+fn backup_while_running_then_restore_onto_an_empty_state_dir() {
+    use crate::support::{paho, Gateway};
+    let mut gw = Gateway::start("", &["GM-0001"]);
+    let state = gw.dir.path().to_owned();
+    let config = gw.config.display().to_string();
+    let meters = state.join("meters.toml");
+    let mut args = gw.paho_args("GM-0001");
+    args.extend(["--meters", "GM-0001", "--count", "20"].map(String::from));
+    let (summary, code) = paho(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{summary}");
+    let note = r#"{"kind":"note","text":"before the backup"}"#;
+    let (code, body) = gw.http("POST", &gw.url("/api/logbook"), Some(note));
+    assert_eq!(code, 201, "{body}");
+
+    let usb = tempfile::tempdir().expect("tempdir");
+    let to = usb.path().join("gkgw-backup");
+    let to_s = to.display().to_string();
+    let (code, out, err) = gkgw(&["backup", "--config", &config, "--to", &to_s]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("(integrity ok)"), "{out}");
+    assert!(out.contains(&format!("  file     {config}\n")), "{out}");
+    assert!(
+        out.contains(&format!("  file     {}\n", meters.display())),
+        "{out}"
+    );
+    assert!(
+        !out.contains("gkgw.log") && !out.contains("store.db-wal"),
+        "the state directory's own files are not config: {out}"
+    );
+    assert!(!out.contains("argon2"), "{out}");
+    let stored = store_line(&out);
+    assert!(!stored.contains(" 0 readings"), "{stored}");
+    assert_eq!(
+        std::fs::metadata(&to)
+            .expect("backup dir")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    // Not over an earlier backup.
+    let (code, _, err) = gkgw(&["backup", "--config", &config, "--to", &to_s]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("exists and is not empty"), "{err}");
+    // Not onto the running gateway.
+    let (code, _, err) = gkgw(&["restore", "--from", &to_s]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("in use by another gkgw"), "{err}");
+    // A backup with one changed byte is refused before anything changes.
+    let damaged = usb.path().join("damaged");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&to)
+        .arg(&damaged)
+        .status()
+        .expect("cp")
+        .success());
+    let copy = damaged
+        .join("files")
+        .join(meters.strip_prefix("/").expect("absolute"));
+    let mut text = std::fs::read(&copy).expect("meters copy");
+    text[0] ^= 1;
+    std::fs::write(&copy, text).expect("damage");
+    let (code, _, err) = gkgw(&["restore", "--from", &damaged.display().to_string()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is damaged, nothing was restored"), "{err}");
+
+    // A new SD card: the gateway stopped, its store and meters file gone.
+    let proc = gw.proc.as_mut().expect("running");
+    proc.signal("TERM");
+    assert!(
+        proc.wait_timeout(Duration::from_secs(20)).is_some(),
+        "stops"
+    );
+    let meters_before = std::fs::read(&meters).expect("meters");
+    let mode_before = std::fs::metadata(&meters)
+        .expect("meters")
+        .permissions()
+        .mode();
+    for f in ["store.db", "store.db-wal", "store.db-shm", "meters.toml"] {
+        let _ = std::fs::remove_file(state.join(f));
+    }
+    let (code, out, err) = gkgw(&["restore", "--from", &to_s]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(store_line(&out), stored, "the same store: {out}");
+    assert!(
+        out.contains(&format!("  file     {}\n", meters.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains("before-restore-"),
+        "the replaced config is kept: {out}"
+    );
+    assert_eq!(std::fs::read(&meters).expect("restored"), meters_before);
+    assert_eq!(
+        std::fs::metadata(&meters)
+            .expect("meters")
+            .permissions()
+            .mode(),
+        mode_before
+    );
+
+    gw.restart();
+    let (code, body) = gw.http("GET", &gw.url("/api/logbook"), None);
+    assert_eq!(code, 200, "the token is back: {body}");
+    assert!(body.contains("before the backup"), "{body}");
+    let mut args = gw.paho_args("GM-0001");
+    args.extend(["--meters", "GM-0001", "--count", "5", "--start-seq", "100"].map(String::from));
+    let (summary, code) = paho(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        code, 0,
+        "the meter logs in with its old password: {summary}"
+    );
 }

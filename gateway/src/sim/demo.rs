@@ -316,7 +316,8 @@ async fn run_h2s_sensor(
     let mut opts = MqttOptions::new(H2S_ACCOUNT, addr.ip().to_string(), addr.port());
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_credentials(H2S_ACCOUNT, password);
-    let (client, mut eventloop) = AsyncClient::new(opts, 16);
+    let (client, eventloop) = AsyncClient::new(opts, 16);
+    let poller = super::meters::drive(eventloop, H2S_ACCOUNT.into(), cancel.clone(), |_| {}, None);
     let mut tick = tokio::time::interval(interval);
     let mut ppm: f64 = 150.0;
     loop {
@@ -326,13 +327,10 @@ async fn run_h2s_sensor(
                 ppm = (ppm + rng.gen_range(-10.0..10.0) + (150.0 - ppm) * 0.05).clamp(20.0, 600.0);
                 let _ = client.try_publish(H2S_TOPIC, QoS::AtLeastOnce, false, format!("{ppm:.0}"));
             }
-            ev = eventloop.poll() => if let Err(e) = ev {
-                tracing::debug!(error = %e, "simulated H2S sensor reconnecting");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
         }
     }
     let _ = client.try_disconnect();
+    let _ = poller.await;
 }
 
 /// The demo's `[gpio]`: the sim backend with the kitchen's gas meter, the compressor's run

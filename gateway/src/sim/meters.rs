@@ -200,6 +200,49 @@ pub fn meter_id(index: usize) -> String {
     )
 }
 
+/// Drives a simulated client's MQTT event loop in a task of its own until `cancel`, with a
+/// backoff between failed connections, and hands each incoming publish to `incoming`.
+/// `EventLoop::poll` must not be raced against a timer in a `select!`: a poll dropped while
+/// it waits for a CONNACK drops the connection, and the next poll logs in again (under load
+/// at the demo's start that made the simulated meters reconnect over and over).
+pub(crate) fn drive(
+    mut eventloop: rumqttc::EventLoop,
+    who: String,
+    cancel: CancellationToken,
+    on_connack: impl Fn(bool) + Send + 'static,
+    incoming: Option<tokio::sync::mpsc::UnboundedSender<rumqttc::Publish>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let ev = tokio::select! {
+                _ = cancel.cancelled() => return,
+                ev = eventloop.poll() => ev,
+            };
+            match ev {
+                Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                    backoff = Duration::from_millis(200);
+                    on_connack(c.session_present);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Some(tx) = &incoming {
+                        let _ = tx.send(p);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(client = %who, error = %e, "simulated client reconnecting");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    })
+}
+
 /// One simulated meter: connects, subscribes to its ack topic, publishes every `interval`.
 pub async fn run_meter(
     addr: SocketAddr,
@@ -213,16 +256,30 @@ pub async fn run_meter(
     let mut opts = MqttOptions::new(meter.id.clone(), addr.ip().to_string(), addr.port());
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_credentials(meter.id.clone(), password);
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
-    let _ = client.try_subscribe(format!("meters/{}/ack", meter.id), QoS::AtLeastOnce);
+    let (client, eventloop) = AsyncClient::new(opts, 64);
+    let ack_topic = format!("meters/{}/ack", meter.id);
     let cmd_topic = format!("meters/{}/cmd", meter.id);
-    let _ = client.try_subscribe(cmd_topic.clone(), QoS::AtLeastOnce);
+    let (tx, mut commands) = tokio::sync::mpsc::unbounded_channel();
+    let poller = {
+        let (client, ack_topic, cmd_topic) = (client.clone(), ack_topic.clone(), cmd_topic.clone());
+        drive(
+            eventloop,
+            meter.id.clone(),
+            cancel.clone(),
+            move |session_present| {
+                if !session_present {
+                    let _ = client.try_subscribe(ack_topic.clone(), QoS::AtLeastOnce);
+                    let _ = client.try_subscribe(cmd_topic.clone(), QoS::AtLeastOnce);
+                }
+            },
+            Some(tx),
+        )
+    };
     // Spread the meters over the interval so they do not all report at once.
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + interval.mul_f64(rng.gen_range(0.0..1.0)),
         interval,
     );
-    let mut backoff = Duration::from_millis(200);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -233,29 +290,17 @@ pub async fn run_meter(
                     let _ = client.try_publish(format!("meters/{}/event", meter.id), QoS::AtLeastOnce, false, e);
                 }
             }
-            ev = eventloop.poll() => match ev {
-                Ok(Event::Incoming(Packet::ConnAck(c))) => {
-                    backoff = Duration::from_millis(200);
-                    if !c.session_present {
-                        let _ = client.try_subscribe(format!("meters/{}/ack", meter.id), QoS::AtLeastOnce);
-                        let _ = client.try_subscribe(cmd_topic.clone(), QoS::AtLeastOnce);
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == cmd_topic => {
+            Some(p) = commands.recv() => {
+                if p.topic == cmd_topic {
                     if let Some(answer) = meter.command(&p.payload) {
                         let _ = client.try_publish(format!("{cmd_topic}/ack"), QoS::AtLeastOnce, false, answer);
                     }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(meter = %meter.id, error = %e, "simulated meter reconnecting");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
         }
     }
     let _ = client.try_disconnect();
+    let _ = poller.await;
 }
 
 #[cfg(test)]

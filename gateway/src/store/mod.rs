@@ -41,6 +41,7 @@ pub mod alarms;
 pub mod codec;
 pub mod commands;
 pub mod committer;
+pub mod copy;
 pub mod disk;
 pub mod gauges;
 mod handle;
