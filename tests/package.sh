@@ -50,7 +50,14 @@ trap cleanup EXIT
 # --- 1. build ---------------------------------------------------------------------------
 step "building the packages (arm64 release; amd64 $AMD64_PROFILE)"
 ARCHES=arm64 bash gateway/debian/build-packages.sh "$WORK/debs" >"$WORK/arm64.path"
-ARCHES=amd64 GKGW_DEB_PROFILE=$AMD64_PROFILE \
+# The dev binary tests/run.sh built and the e2e tests ran, when it is there and newer than the
+# sources (packaged as it is: no second build).
+NO_BUILD=0
+if [ "$AMD64_PROFILE" = dev ] && [ -x "$TARGET_DIR/debug/gkgw" ] &&
+    [ -z "$(find gateway/src gateway/Cargo.toml Cargo.lock -newer "$TARGET_DIR/debug/gkgw" -print -quit)" ]; then
+    NO_BUILD=1
+fi
+ARCHES=amd64 GKGW_DEB_PROFILE=$AMD64_PROFILE GKGW_DEB_NO_BUILD=$NO_BUILD \
     bash gateway/debian/build-packages.sh "$WORK/debs" >"$WORK/amd64.path"
 ARM_DEB=$(cat "$WORK/arm64.path")
 AMD_DEB=$(cat "$WORK/amd64.path")

@@ -5,7 +5,10 @@
 # Installs what it needs when missing (idempotent): the rustup target, the cross gcc (apt) and
 # cargo-deb (pinned). Run as root (uses sudo otherwise); Debian 12 x86-64.
 # ARCHES="arm64" (or "amd64") builds one only; GKGW_DEB_PROFILE=dev packages the dev build
-# (tests/package.sh does for amd64: quicker, same layout). Prints the path of each package made.
+# (tests/package.sh does for amd64: quicker, same layout); GKGW_DEB_NO_BUILD=1 packages the
+# binary already built for that profile (tests/run.sh's `cargo build --all-targets` made it;
+# cargo deb's own `-p gkgw` build resolves features differently and rebuilds ~1 min).
+# Prints the path of each package made.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -69,7 +72,9 @@ for arch in $ARCHES; do
     start=$(date +%s)
     # Stripped (the release profile keeps line tables for backtraces in tests and benches);
     # no separate debug-symbol package.
-    deb=$(cargo deb -p gkgw "${target[@]}" --profile "$PROFILE" --strip --no-separate-debug-symbols --no-dbgsym \
+    build=()
+    if [ "${GKGW_DEB_NO_BUILD:-0}" = 1 ]; then build=(--no-build); fi
+    deb=$(cargo deb -p gkgw "${target[@]}" "${build[@]}" --profile "$PROFILE" --strip --no-separate-debug-symbols --no-dbgsym \
         --output "$OUT" -- --locked | tail -n 1)
     if [ ! -f "$deb" ]; then
         log "ERROR: cargo deb made no package for $arch (last line: $deb)"
