@@ -381,6 +381,9 @@ pub struct Store {
     /// so a longer interval is the SD card's main saving (docs/PERFORMANCE.md) and costs a later
     /// PUBACK and meter ack, and more polled readings lost at a power cut.
     pub commit_interval_ms: u64,
+    /// The least time between two commits when a publisher waiting for its PUBACKs asks for
+    /// one early (0 to 1 000 ms): at most 1000 / this fsyncs a second, whatever the meters do.
+    pub min_commit_gap_ms: u64,
     /// Most readings per transaction.
     pub max_batch: usize,
     /// Readings buffered between the sources and the store; a full buffer blocks the sources.
@@ -981,6 +984,7 @@ impl Default for Store {
         Store {
             state_dir: "/var/lib/gkgw".into(),
             commit_interval_ms: 500,
+            min_commit_gap_ms: 20,
             max_batch: 5_000,
             channel_capacity: 4_096,
             quota_mib: 2048,
@@ -1187,6 +1191,12 @@ impl Config {
             return bad(
                 "store.commit_interval_ms",
                 "expected 1 to 60000 milliseconds".into(),
+            );
+        }
+        if self.store.min_commit_gap_ms > 1_000 {
+            return bad(
+                "store.min_commit_gap_ms",
+                "expected 0 to 1000 milliseconds".into(),
             );
         }
         if self.history.interval_ms == 0 || self.history.interval_ms > 600_000 {
@@ -1972,7 +1982,7 @@ mod tests {
         );
         check(
             "[store]\ncommit_intervall_ms = 5\n",
-            "gw.toml: store.commit_intervall_ms: unknown field `commit_intervall_ms`, expected one of `state_dir`, `commit_interval_ms`, `max_batch`, `channel_capacity`, `quota_mib` (line 2, column 1)",
+            "gw.toml: store.commit_intervall_ms: unknown field `commit_intervall_ms`, expected one of `state_dir`, `commit_interval_ms`, `min_commit_gap_ms`, `max_batch`, `channel_capacity`, `quota_mib` (line 2, column 1)",
         );
         check(
             "[influx]\nenabled = true\nversion = 2\nbucket = \"b\"\n",

@@ -704,6 +704,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
             store::Handle::new(writer),
             committer::Settings {
                 commit_interval: Duration::from_millis(config.store.commit_interval_ms),
+                min_commit_gap: Duration::from_millis(config.store.min_commit_gap_ms),
                 commit_now,
                 max_batch: config.store.max_batch,
                 quota_bytes: config.store.quota_mib * 1024 * 1024,

@@ -78,6 +78,11 @@ pub struct Settings {
     /// publisher at `max_inflight` per interval. Slow meters never trigger it, so their
     /// commits (and the SD card's writes) stay one per interval.
     pub commit_now: Arc<tokio::sync::Notify>,
+    /// The least time from one commit's start to the next when `commit_now` asks for one
+    /// early: the bound on fsyncs a second (`1 / min_commit_gap`) that no publisher can push
+    /// past. A meter that keeps its window full cannot wear the SD card out one message
+    /// at a time; its messages just ride in fuller commits.
+    pub min_commit_gap: Duration,
     pub max_batch: usize,
     pub quota_bytes: u64,
     /// Consumers whose cursors hold readings back from pruning.
@@ -207,6 +212,7 @@ pub async fn run(
     let first_id = writer.run(|w| w.next_id()).await;
     let mut store_epoch = 0u64;
     let mut open = true;
+    let mut last_commit: Option<tokio::time::Instant> = None;
     while open {
         match rx.recv().await {
             Some(r) => batch.push(r),
@@ -222,6 +228,16 @@ pub async fn run(
                 n = rx.recv_many(&mut batch, room) => if n == 0 { open = false; break; },
                 _ = &mut deadline => break,
                 _ = settings.commit_now.notified() => {
+                    // Not sooner than min_commit_gap after the last commit: until then the
+                    // batch goes on filling (the interval's deadline still holds when earlier).
+                    if let Some(at) = last_commit.map(|t| t + settings.min_commit_gap) {
+                        if tokio::time::Instant::now() < at {
+                            if at < deadline.deadline() {
+                                deadline.as_mut().reset(at);
+                            }
+                            continue;
+                        }
+                    }
                     // Whatever is already queued goes into this commit too.
                     let room = settings.max_batch - batch.len();
                     if room > 0 {
@@ -253,6 +269,7 @@ pub async fn run(
         let mut retry = Duration::from_millis(100);
         loop {
             let started = Instant::now();
+            last_commit = Some(tokio::time::Instant::now());
             health.committing(true);
             let consumers = settings.consumers.clone();
             let (b, result) = writer
@@ -506,6 +523,7 @@ mod tests {
             Settings {
                 commit_interval: Duration::from_millis(5),
                 commit_now: Arc::default(),
+                min_commit_gap: Duration::from_millis(1),
                 max_batch: 1000,
                 quota_bytes: 1 << 30,
                 consumers: Vec::new(),
@@ -574,5 +592,60 @@ mod tests {
         let st = clock.status();
         assert_eq!((st.steps, st.restamped), (1, 2));
         assert_eq!(st.last_step.map(|(_, d)| d), Some(2 * YEAR));
+    }
+
+    /// A publisher that asks for a commit every 5 ms (a meter keeping its window full) gets
+    /// commits no closer than `min_commit_gap`; every reading is still committed, and with
+    /// a 10 s interval none of these commits is the interval's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn early_commits_keep_the_least_gap_between_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = super::super::db_path(dir.path());
+        let clock = Clock::new(FakeTime::new(NOW, true));
+        let (tx, rx) = mpsc::channel(4096);
+        let (committed_tx, mut committed) = watch::channel(0i64);
+        let (acks_tx, _acks_rx) = mpsc::channel(64);
+        let commit_now = Arc::new(tokio::sync::Notify::new());
+        let metrics = Arc::new(Metrics::default());
+        let task = tokio::spawn(run(
+            Handle::new(Writer::open(&path).expect("open")),
+            Settings {
+                commit_interval: Duration::from_secs(10),
+                commit_now: commit_now.clone(),
+                min_commit_gap: Duration::from_millis(300),
+                max_batch: 1000,
+                quota_bytes: 1 << 30,
+                consumers: Vec::new(),
+                clock: clock.clone(),
+                disk: Arc::new(crate::store::disk::Disk::open(dir.path())),
+            },
+            rx,
+            committed_tx,
+            acks_tx,
+            metrics.clone(),
+            Arc::new(Health::default()),
+        ));
+        let started = Instant::now();
+        let mut sent = 0;
+        while started.elapsed() < Duration::from_millis(1200) {
+            sent += 1;
+            tx.send(meter(&clock, sent, None)).await.expect("running");
+            commit_now.notify_one();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        committed
+            .wait_for(|last| *last >= sent as i64)
+            .await
+            .expect("every reading committed");
+        let spent = started.elapsed();
+        let commits = metrics.commits.get();
+        // The first commit comes at once; each next one at least 300 ms after the last.
+        let most = 1 + (spent.as_millis() / 300) as u64;
+        assert!(
+            (2..=most).contains(&commits),
+            "{commits} commits of {sent} readings in {spent:?}: expected 2 to {most}"
+        );
+        drop(tx);
+        task.await.expect("committer ends");
     }
 }
