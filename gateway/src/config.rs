@@ -377,7 +377,7 @@ pub struct Store {
     /// Directory for the store database and counters (systemd's StateDirectory).
     pub state_dir: PathBuf,
     /// Longest a reading waits before its batch is committed (fsynced), in milliseconds
-    /// (1 to 60 000). Each commit writes at least two 4 KiB pages to the card whatever it holds,
+    /// (1 to 60 000). Each commit writes at least one 4 KiB page to the card whatever it holds,
     /// so a longer interval is the SD card's main saving (docs/PERFORMANCE.md) and costs a later
     /// PUBACK and meter ack, and more polled readings lost at a power cut.
     pub commit_interval_ms: u64,
