@@ -215,6 +215,13 @@ fn copy_error(path: &Path, e: crate::store::copy::Error) -> Error {
     }
 }
 
+/// fsyncs a file the backup wrote.
+fn sync_file(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io(path))
+}
+
 fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
@@ -226,7 +233,7 @@ fn copy_file(from: &Path, to: &Path, mode: u32) -> Result<()> {
     if let Some(p) = to.parent() {
         std::fs::create_dir_all(p).map_err(io(p))?;
     }
-    let tmp = to.with_extension("gkgw-restoring");
+    let tmp = to.with_extension("gkgw-partial");
     {
         let mut src = std::fs::File::open(from).map_err(io(from))?;
         let mut dst = std::fs::File::create(&tmp).map_err(io(&tmp))?;
@@ -374,9 +381,7 @@ pub fn backup(
     let copy = to.join(STORE);
     crate::store::copy::vacuum_into(&db, &copy).map_err(|e| Error::Sqlite(db.clone(), e))?;
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).map_err(io(&copy))?;
-    std::fs::File::open(&copy)
-        .and_then(|f| f.sync_all())
-        .map_err(io(&copy))?;
+    sync_file(&copy)?;
     let store = check_copy(&copy).map_err(|e| copy_error(&copy, e))?;
     let (size, sha256) = sha256_of(&copy)?;
     let mut entries = vec![Entry {
@@ -413,9 +418,7 @@ pub fn backup(
     };
     let mpath = to.join(MANIFEST);
     std::fs::write(&mpath, manifest.render()).map_err(io(&mpath))?;
-    std::fs::File::open(&mpath)
-        .and_then(|f| f.sync_all())
-        .map_err(io(&mpath))?;
+    sync_file(&mpath)?;
     sync_dir(to);
     Ok(BackupReport {
         dir: to.to_owned(),

@@ -451,6 +451,26 @@ mod tests {
         rs.pop().expect("one reading")
     }
 
+    /// The committer's settings in these tests: a fresh disk watch on `dir`, no consumers.
+    fn settings(
+        dir: &std::path::Path,
+        clock: &Arc<Clock>,
+        commit_interval: Duration,
+        commit_now: Arc<tokio::sync::Notify>,
+        min_commit_gap: Duration,
+    ) -> Settings {
+        Settings {
+            commit_interval,
+            commit_now,
+            min_commit_gap,
+            max_batch: 1000,
+            quota_bytes: 1 << 30,
+            consumers: Vec::new(),
+            clock: clock.clone(),
+            disk: Arc::new(crate::store::disk::Disk::open(dir)),
+        }
+    }
+
     /// The watchdog's view: a watched task that ends while the gateway runs (returned or
     /// panicked) makes it unhealthy, naming the task; one that ends after the shutdown began
     /// does not; a commit running longer than COMMIT_STALL does, until it finishes.
@@ -520,16 +540,13 @@ mod tests {
         let (acks_tx, _acks_rx) = mpsc::channel(64);
         let task = tokio::spawn(run(
             Handle::new(Writer::open(&path).expect("open")),
-            Settings {
-                commit_interval: Duration::from_millis(5),
-                commit_now: Arc::default(),
-                min_commit_gap: Duration::from_millis(1),
-                max_batch: 1000,
-                quota_bytes: 1 << 30,
-                consumers: Vec::new(),
-                clock: clock.clone(),
-                disk: Arc::new(crate::store::disk::Disk::open(dir.path())),
-            },
+            settings(
+                dir.path(),
+                &clock,
+                Duration::from_millis(5),
+                Arc::default(),
+                Duration::from_millis(1),
+            ),
             rx,
             committed_tx,
             acks_tx,
@@ -609,16 +626,13 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let task = tokio::spawn(run(
             Handle::new(Writer::open(&path).expect("open")),
-            Settings {
-                commit_interval: Duration::from_secs(10),
-                commit_now: commit_now.clone(),
-                min_commit_gap: Duration::from_millis(300),
-                max_batch: 1000,
-                quota_bytes: 1 << 30,
-                consumers: Vec::new(),
-                clock: clock.clone(),
-                disk: Arc::new(crate::store::disk::Disk::open(dir.path())),
-            },
+            settings(
+                dir.path(),
+                &clock,
+                Duration::from_secs(10),
+                commit_now.clone(),
+                Duration::from_millis(300),
+            ),
             rx,
             committed_tx,
             acks_tx,
