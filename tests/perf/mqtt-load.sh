@@ -97,13 +97,15 @@ start_gkgw steady "$IP"
 "$BIN" load --mqtt 127.0.0.1:$MQTT --connections 500 --messages 60000 --rate 1000 --qos 1 --acks --drain 30 --pause 5 --id-prefix S --credentials "$WORK/$GK_NAME/meters.toml" > "$WORK/loadC.out" &
 LP=$!
 for _ in $(seq 1200); do grep -q connected "$WORK/loadC.out" 2>/dev/null && break; sleep 0.1; done
-t0=$(ticks $GK_PID); w0=$(wbytes $GK_PID)
+commits() { curl -s "127.0.0.1:$HTTP/metrics" | awk '/^gkgw_store_commits_total/ {print $2}'; }
+t0=$(ticks $GK_PID); w0=$(wbytes $GK_PID); c0=$(commits)
 wait $LP; grep -v connected "$WORK/loadC.out"
 while [ "$(backlog)" != 0 ]; do sleep 0.2; done
-t1=$(ticks $GK_PID); w1=$(wbytes $GK_PID)
+t1=$(ticks $GK_PID); w1=$(wbytes $GK_PID); c1=$(commits)
 echo "   gkgw CPU: $(echo "scale=3; ($t1-$t0)/$hz" | bc) s for 60000 msgs = $(echo "scale=3; ($t1-$t0)/$hz/6" | bc) s per 10,000"
 echo "   gkgw peak RSS: $(( $(hwm $GK_PID) / 1024 )) MiB"
-echo "   disk written by gkgw: $(( w1 - w0 )) bytes = $(( (w1 - w0) / 60000 )) bytes per reading (7 fields each)"
+echo "   disk written by gkgw: $(( w1 - w0 )) bytes = $(( (w1 - w0) / 60000 )) bytes per reading (7 fields each), $(( c1 - c0 )) store commits"
+[ -n "${KEEP_STATE:-}" ] && cp -a "$WORK/$GK_NAME" "$KEEP_STATE"
 kill -INT $GK_PID; wait $GK_PID || true; kill $INFLUX_PID; wait $INFLUX_PID 2>/dev/null || true
 fi
 

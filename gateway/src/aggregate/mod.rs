@@ -39,8 +39,16 @@ use window::{Latest, Sample, Width, Window};
 /// The aggregator's cursor in the store.
 pub const CONSUMER: &str = "aggregate";
 
-/// Readings read from the log per step.
-const BATCH: usize = 1_000;
+/// Readings read from the log at a time.
+const READ_BATCH: usize = 1_000;
+/// A step folds readings until it is caught up or reaches one of these, then commits: the
+/// most readings in one commit...
+const STEP_READINGS: usize = 100_000;
+/// ...and the most changed windows. One commit per batch read rewrote every current window
+/// of every meter once per 1,000 readings (at 1,000 msg/s from 500 meters: 60 transactions
+/// of ≈ 330 pages a minute, most of the bytes the gateway wrote); a step now rewrites each
+/// window it changed once.
+const STEP_WINDOWS: usize = 20_000;
 
 /// The aggregator's counters in `/metrics`.
 #[derive(Debug, Clone, Default)]
@@ -352,30 +360,47 @@ impl Worker {
         })
     }
 
-    /// Takes up to one batch after the cursor and commits it; `readings == 0` when caught up.
+    /// Folds the readings after the cursor, up to [`STEP_READINGS`] or [`STEP_WINDOWS`]
+    /// changed windows, and commits them in one transaction; `readings == 0` when caught up.
     pub fn step(&mut self) -> store::Result<Step> {
-        let rows = self.reader.read_after(self.agg.cursor(), BATCH)?;
-        if rows.is_empty() {
+        let mut folded = 0;
+        let result = loop {
+            let rows = match self.reader.read_after(self.agg.cursor(), READ_BATCH) {
+                Ok(rows) => rows,
+                Err(e) => break Err(e),
+            };
+            if rows.is_empty() {
+                break Ok(());
+            }
+            if let Err(e) = self.agg.fold(&self.windows, &rows) {
+                break Err(e);
+            }
+            folded += rows.len();
+            if rows.len() < READ_BATCH
+                || folded >= STEP_READINGS
+                || self.agg.dirty.len() >= STEP_WINDOWS
+            {
+                break Ok(());
+            }
+        };
+        if result.is_ok() && folded == 0 {
             self.retention()?;
             return Ok(Step {
                 cursor: self.agg.cursor(),
                 ..Step::default()
             });
         }
-        let result = self
-            .agg
-            .fold(&self.windows, &rows)
-            .and_then(|()| self.agg.commit(&mut self.windows));
+        let result = result.and_then(|()| self.agg.commit(&mut self.windows));
         match result {
             Ok(windows) => {
-                self.metrics.readings.add(rows.len() as u64);
+                self.metrics.readings.add(folded as u64);
                 self.metrics.windows_written.add(windows as u64);
                 self.metrics.late.add(std::mem::take(&mut self.agg.late));
                 self.metrics
                     .resets
                     .add(std::mem::take(&mut self.agg.resets));
                 Ok(Step {
-                    readings: rows.len(),
+                    readings: folded,
                     windows,
                     cursor: self.agg.cursor(),
                 })
@@ -572,6 +597,34 @@ mod tests {
         let (_d2, killed) = run(&[1, 700, 1_234, 2_000]);
         assert!(straight.len() > 700, "{} windows", straight.len());
         assert_eq!(straight, killed);
+    }
+
+    #[test]
+    fn a_backlog_is_folded_into_one_commit_that_writes_each_window_once() {
+        // 50 meters, 5,000 readings inside one minute: 5 batches read from the log.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = db_path(dir.path());
+        let mut writer = Writer::open(&path).expect("writer");
+        let readings: Vec<Reading> = (0..5_000)
+            .map(|i| {
+                let ts = T0 + i * 10_000_000; // 10 ms apart: 50 s in all
+                meter(&format!("GM-{}", i % 50), ts, i as f64 * 0.001, Some(3.0))
+            })
+            .collect();
+        writer.append(&readings).expect("append");
+        let mut w = Worker::open(&path, plant(), Settings::default()).expect("worker");
+        let step = w.step().expect("step");
+        assert_eq!(step.readings, 5_000);
+        // 50 meters x 2 quantities (gas used, credit) x 2 widths, each written once: a
+        // commit per batch of 1,000 readings wrote them 5 times.
+        assert_eq!(step.windows, 200);
+        assert_eq!(w.metrics.windows_written.get(), 200);
+        assert_eq!(w.step().expect("step").readings, 0, "caught up in one step");
+        assert_eq!(dump(&path).len(), 200);
+        assert_eq!(
+            window(&w, Width::Minute, "meter.gas_used", "GM-7", T0).count,
+            100
+        );
     }
 
     #[test]
