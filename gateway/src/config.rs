@@ -277,6 +277,9 @@ pub type AlarmsConfig = crate::alarm::Config;
 pub struct History {
     /// How often committed readings are folded into the windows (ms); windows lag by at most this.
     pub interval_ms: u64,
+    /// The most readings one step folds before it commits (each commit rewrites the windows
+    /// it changed: fewer, larger steps write less to the SD card).
+    pub step_readings: usize,
     /// Days of 1-minute windows kept.
     pub minute_days: u64,
     /// Days of 1-hour windows kept.
@@ -287,6 +290,7 @@ impl Default for History {
     fn default() -> History {
         History {
             interval_ms: 60_000,
+            step_readings: 100_000,
             minute_days: 30,
             hour_days: 5 * 365,
         }
@@ -1203,6 +1207,12 @@ impl Config {
             return bad(
                 "history.interval_ms",
                 "expected 1 to 600000 milliseconds".into(),
+            );
+        }
+        if !(1_000..=1_000_000).contains(&self.history.step_readings) {
+            return bad(
+                "history.step_readings",
+                "expected 1000 to 1000000 readings".into(),
             );
         }
         if self.history.minute_days == 0 || self.history.hour_days < self.history.minute_days {

@@ -42,6 +42,29 @@ pub fn release_large_allocations() {
     }
 }
 
+/// The heap as glibc's allocator sees it, summed over its arenas: bytes in use (small blocks
+/// plus mmapped ones) and bytes it holds from the kernel. Unlike the RSS, this is the program's
+/// own memory also under qemu-user, whose translator shares the process.
+pub fn heap_bytes() -> Option<(u64, u64)> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics, under its arena locks.
+        let m = unsafe { libc::mallinfo2() };
+        Some(((m.uordblks + m.hblkhd) as u64, (m.arena + m.hblkhd) as u64))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
+/// The resident set size (`/proc/self/statm`, resident pages).
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
 /// Who runs this command, for the audit line of a write: the login user (what `getlogin`
 /// reports, from the session's audit login uid, which `sudo` and `su` keep), else the user
 /// `sudo` was run by, else the name of the real uid. `$USER` is not used: it is often unset
@@ -159,6 +182,20 @@ pub fn written_bytes() -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn memory_is_reported_and_grows_with_an_allocation() {
+        // Other tests allocate and free meanwhile: the block is far larger than they are.
+        const BLOCK: usize = 256 << 20;
+        let (used, held) = super::heap_bytes().expect("glibc");
+        assert!(used > 0 && held >= used, "{used} {held}");
+        let block = vec![1u8; BLOCK];
+        let (after, _) = super::heap_bytes().expect("glibc");
+        assert!(after >= used + (BLOCK as u64) * 3 / 4, "{used} -> {after}");
+        let rss = super::resident_bytes().expect("statm");
+        assert!(rss >= (BLOCK as u64) * 3 / 4, "{rss}");
+        assert_eq!(block[BLOCK - 1], 1);
+    }
+
     #[test]
     fn the_operator_has_a_name() {
         assert_eq!(super::user_name(0).as_deref(), Some("root"));

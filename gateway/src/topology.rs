@@ -747,6 +747,7 @@ pub async fn start_resolved(resolved: Resolved, clock: Arc<Clock>) -> anyhow::Re
         plant.clone(),
         crate::aggregate::Settings {
             interval: Duration::from_millis(config.history.interval_ms),
+            step_readings: config.history.step_readings,
             minute_retention: Duration::from_secs(config.history.minute_days * 86_400),
             hour_retention: Duration::from_secs(config.history.hour_days * 86_400),
         },

@@ -61,8 +61,9 @@ fn copy_state(from: &std::path::Path, to: &std::path::Path) {
 
 #[test]
 fn sigkill_during_aggregation_gives_the_windows_of_an_uninterrupted_run() {
-    // The aggregator runs at start-up and then only every 10 minutes: the readings pile up.
-    let config = "[history]\ninterval_ms = 600000\n";
+    // The aggregator runs at start-up and then only every 10 minutes: the readings pile up;
+    // it commits every 1,000 of them, so a kill can land between two commits.
+    let config = "[history]\ninterval_ms = 600000\nstep_readings = 1000\n";
     let mut gw = Gateway::start(config, &METERS);
     let base = ts_base().to_string();
     let count = PER_METER.to_string();

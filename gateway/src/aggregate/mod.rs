@@ -41,10 +41,8 @@ pub const CONSUMER: &str = "aggregate";
 
 /// Readings read from the log at a time.
 const READ_BATCH: usize = 1_000;
-/// A step folds readings until it is caught up or reaches one of these, then commits: the
-/// most readings in one commit...
-const STEP_READINGS: usize = 100_000;
-/// ...and the most changed windows. One commit per batch read rewrote every current window
+/// A step folds readings until it is caught up, has folded `Settings::step_readings` or has
+/// changed this many windows, then commits. One commit per batch read rewrote every current window
 /// of every meter once per 1,000 readings (at 1,000 msg/s from 500 meters: 60 transactions
 /// of ≈ 330 pages a minute, most of the bytes the gateway wrote); a step now rewrites each
 /// window it changed once.
@@ -91,6 +89,8 @@ impl Metrics {
 pub struct Settings {
     /// How often the aggregator takes what was committed (its windows lag by at most this).
     pub interval: Duration,
+    /// The most readings folded into one commit (`history.step_readings`).
+    pub step_readings: usize,
     pub minute_retention: Duration,
     pub hour_retention: Duration,
 }
@@ -99,6 +99,7 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             interval: Duration::from_secs(60),
+            step_readings: 100_000,
             minute_retention: Duration::from_secs(30 * 86_400),
             hour_retention: Duration::from_secs(5 * 365 * 86_400),
         }
@@ -360,7 +361,7 @@ impl Worker {
         })
     }
 
-    /// Folds the readings after the cursor, up to [`STEP_READINGS`] or [`STEP_WINDOWS`]
+    /// Folds the readings after the cursor, up to `step_readings` or [`STEP_WINDOWS`]
     /// changed windows, and commits them in one transaction; `readings == 0` when caught up.
     pub fn step(&mut self) -> store::Result<Step> {
         let mut folded = 0;
@@ -377,7 +378,7 @@ impl Worker {
             }
             folded += rows.len();
             if rows.len() < READ_BATCH
-                || folded >= STEP_READINGS
+                || folded >= self.settings.step_readings
                 || self.agg.dirty.len() >= STEP_WINDOWS
             {
                 break Ok(());

@@ -94,6 +94,28 @@ impl Collector for Gauges {
                 w,
             );
         }
+        if let Some(rss) = crate::os::resident_bytes() {
+            out.single(
+                "gkgw_process_resident_bytes",
+                "Resident memory of the gateway process (/proc/self/statm).",
+                Kind::Gauge,
+                rss,
+            );
+        }
+        if let Some((used, held)) = crate::os::heap_bytes() {
+            out.single(
+                "gkgw_process_heap_bytes",
+                "Heap in use (glibc mallinfo2, all arenas, mmapped blocks included).",
+                Kind::Gauge,
+                used,
+            );
+            out.single(
+                "gkgw_process_heap_held_bytes",
+                "Heap the allocator holds from the kernel, in use or free.",
+                Kind::Gauge,
+                held,
+            );
+        }
         out.single(
             "gkgw_store_quarantined",
             "Lines held in quarantine.",
