@@ -47,6 +47,25 @@ fn bench(c: &mut Criterion) {
             gkgw::line_protocol::encode(&mut out, "site-001", &one)
         })
     });
+    // The store's record of the same reading (decimal floats where they are exact).
+    let named: Vec<(u64, &gkgw::model::Value)> = one
+        .fields
+        .iter()
+        .enumerate()
+        .map(|(i, (_, v))| (i as u64 + 1, v))
+        .collect();
+    let mut record = Vec::new();
+    gkgw::store::codec::encode(named.iter().copied(), &mut record);
+    g.bench_function("encode_record", |b| {
+        let mut out = Vec::with_capacity(128);
+        b.iter(|| {
+            out.clear();
+            gkgw::store::codec::encode(named.iter().copied(), &mut out)
+        })
+    });
+    g.bench_function("decode_record", |b| {
+        b.iter(|| gkgw::store::codec::decode(&record).expect("decodes"))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("store");

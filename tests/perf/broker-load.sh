@@ -27,6 +27,10 @@ per10k() { echo "scale=3; $1 / $hz / ($2 / 10000)" | bc; }
 # sample_rss PID WATCHED_PID FILE: VmRSS of PID every 0.5 s while WATCHED_PID runs
 sample_rss() { while kill -0 "$2" 2>/dev/null; do rss "$1" >> "$3"; sleep 0.5; done; }
 max_of() { sort -n "$1" | tail -1; }
+# heap_mib: glibc's heap in use and held, from /metrics (the program's own memory, also under
+# qemu-user, whose translator is in the RSS); sample_heap WATCHED_PID FILE every 0.5 s
+heap_mib() { echo "$(( $(metric gkgw_process_heap_bytes) / 1048576 )) MiB in use, $(( $(metric gkgw_process_heap_held_bytes) / 1048576 )) MiB held"; }
+sample_heap() { while kill -0 "$1" 2>/dev/null; do metric gkgw_process_heap_held_bytes >> "$2"; sleep 0.5; done; }
 
 
 # start_gkgw NAME INFLUX_PORT(or "") [anonymous: 1 = old-style anonymous meters] [prefix...]
@@ -136,7 +140,9 @@ LP=$!
 for _ in $(seq 1200); do grep -q "connected" "$WORK/loadC.out" 2>/dev/null && break; sleep 0.1; done
 t0=$(ticks $GK_PID)
 sample_rss $GK_PID $LP "$WORK/rssC" &
+[ "$OLD" = 1 ] || sample_heap $LP "$WORK/heapC" &
 wait $LP; grep -v connected "$WORK/loadC.out" | sed 's/^/   /'
+[ "$OLD" = 1 ] || echo "   gkgw heap held under the load max $(( $(max_of "$WORK/heapC") / 1048576 )) MiB; at the end: $(heap_mib)"
 for _ in $(seq 100); do [ "$(curl -s "${AUTH[@]}" 127.0.0.1:$HTTP/api/status | python3 -c 'import json,sys; c=json.load(sys.stdin)["consumers"]; print(c[0]["backlog"] if c else 0)')" = 0 ] && break; sleep 0.2; done
 t1=$(ticks $GK_PID)
 echo "   gkgw: CPU $(per10k $(( t1 - t0 )) 60000) s per 10k (broker, store, acks, InfluxDB writer; logins excluded), RSS under the load max $(( $(max_of "$WORK/rssC") / 1024 )) MiB (peak since start, logins included: $(( $(hwm $GK_PID) / 1024 )) MiB)"
@@ -164,6 +170,7 @@ LP=$!
 for _ in $(seq 600); do [ "$(metric gkgw_readings_accepted_total | cut -d. -f1)" -ge 500 ] 2>/dev/null && break; sleep 0.2; done
 sleep 5; r1=$(rss $GK_PID)
 echo "   gkgw RSS: ${r0} KiB with no meter, ${r1} KiB with 500 connected (one message each, acked) = $(( (r1 - r0) / 500 )) KiB per meter"
+[ "$OLD" = 1 ] || echo "   gkgw heap with 500 connected: $(heap_mib)"
 wait $LP || true
 kill -INT $GK_PID; wait $GK_PID 2>/dev/null || true
 fi
